@@ -1,0 +1,398 @@
+//! The engine an app embeds: one open tenant database, local-first CRUD, reads, status.
+//!
+//! Every local write commits the record and its queued operation in one transaction,
+//! together with the HLC high-water mark. The engine owns no thread, socket or clock: the
+//! sync half of its API (in `sync.rs`) takes inputs and hands out requests as data.
+
+use crate::crash::{CrashHook, CrashPoint, CrashState};
+use crate::env::Env;
+use crate::error::{OpenError, ReadError, WriteError};
+use crate::hlc::Hlc;
+use crate::ids::uuid_v7;
+use crate::record::{ListOptions, OpStatus, QueuedOp, Record, SyncStatus};
+use crate::registry::{EntityConfig, EntityRegistry};
+use crate::store::{self, NewOp};
+use crate::sync::SyncMachine;
+use crate::tenant::{DbLocation, TenantId};
+use crate::wire::Operation;
+use rusqlite::Connection;
+use serde_json::{Map, Value};
+
+/// The token name under which the tenant's auth token is kept (wipes keep it).
+const AUTH_TOKEN_NAME: &str = "default";
+
+/// What [`Engine::open`] needs besides the environment.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    pub location: DbLocation,
+    pub tenant: TenantId,
+    pub registry: EntityRegistry,
+    /// Start a sync 500 ms after a local write (the spec's optional "after mutation").
+    pub sync_after_write: bool,
+}
+
+impl EngineOptions {
+    pub fn new(location: DbLocation, tenant: TenantId, registry: EntityRegistry) -> EngineOptions {
+        EngineOptions {
+            location,
+            tenant,
+            registry,
+            sync_after_write: false,
+        }
+    }
+}
+
+/// One tenant's open database and sync state machine.
+pub struct Engine {
+    pub(crate) conn: Connection,
+    pub(crate) env: Env,
+    pub(crate) hlc: Hlc,
+    pub(crate) options: EngineOptions,
+    pub(crate) sync: SyncMachine,
+    /// The simulator's kill switch; once it fired, the "process" is dead.
+    pub(crate) crash: CrashState,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("tenant", &self.options.tenant)
+            .field("hlc", &self.hlc)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Opens (creating and migrating if needed) the tenant's database. Ops that a crash
+    /// left `sending` become `pending` again.
+    pub fn open(options: EngineOptions, env: Env) -> Result<Engine, OpenError> {
+        if options.registry.entities().is_empty() {
+            return Err(crate::error::ConfigError::NoEntities.into());
+        }
+        std::fs::create_dir_all(options.location.dir())?;
+        let mut conn = store::open(&options.location.db_path(&options.tenant))?;
+        let now_ms = env.now_ms();
+        let tx = conn.transaction()?;
+        store::reset_sending(
+            &tx,
+            Some("interrupted: the app stopped while sending"),
+            now_ms,
+        )?;
+        let hlc = Hlc::resume(store::hlc_high_water(&tx)?);
+        tx.commit()?;
+        let sync = SyncMachine::new(now_ms);
+        Ok(Engine {
+            conn,
+            env,
+            hlc,
+            options,
+            sync,
+            crash: CrashState::new(),
+        })
+    }
+
+    /// Installs the simulator's crash hook (production keeps [`NoCrash`]).
+    pub fn set_crash_hook(&mut self, hook: Box<dyn CrashHook>) {
+        self.crash.hook = hook;
+    }
+
+    pub fn tenant(&self) -> &TenantId {
+        &self.options.tenant
+    }
+
+    pub fn registry(&self) -> &EntityRegistry {
+        &self.options.registry
+    }
+
+    /// Whether a crash point fired; a killed engine must be dropped and reopened.
+    pub fn killed_at(&self) -> Option<CrashPoint> {
+        self.crash.killed_at
+    }
+
+    pub(crate) fn ensure_alive(&self) -> Result<(), CrashPoint> {
+        match self.crash.killed_at {
+            Some(point) => Err(point),
+            None => Ok(()),
+        }
+    }
+
+    /// Asks the crash hook whether the app dies at `point`.
+    pub(crate) fn crash_point(&mut self, point: CrashPoint) -> Result<(), CrashPoint> {
+        self.crash.reached(point)
+    }
+
+    pub(crate) fn entity_config(&self, entity: &str) -> Result<&EntityConfig, WriteError> {
+        self.options
+            .registry
+            .get(entity)
+            .ok_or_else(|| WriteError::UnknownEntity(entity.to_owned()))
+    }
+
+    // ---- auth ---------------------------------------------------------------------------
+
+    /// Stores the tenant's auth token (kept by space wipes, dropped with the database).
+    pub fn set_auth_token(&mut self, token: &str) -> Result<(), WriteError> {
+        self.ensure_alive().map_err(WriteError::Killed)?;
+        store::set_token(&self.conn, AUTH_TOKEN_NAME, token)?;
+        Ok(())
+    }
+
+    pub fn auth_token(&self) -> Result<Option<String>, ReadError> {
+        Ok(store::token(&self.conn, AUTH_TOKEN_NAME)?)
+    }
+
+    // ---- local-first writes -------------------------------------------------------------
+
+    /// Creates a record locally and queues its `insert`, in one transaction. Returns the
+    /// new client id (UUID v7).
+    pub fn create(
+        &mut self,
+        entity: &str,
+        space_id: &str,
+        data: Value,
+    ) -> Result<String, WriteError> {
+        let mut ids = self.create_many(entity, space_id, vec![data])?;
+        Ok(ids.pop().expect("one id per item"))
+    }
+
+    /// Creates many records in ONE transaction (e.g. 10k items offline). All or nothing:
+    /// one invalid item rejects the whole batch.
+    pub fn create_many(
+        &mut self,
+        entity: &str,
+        space_id: &str,
+        items: Vec<Value>,
+    ) -> Result<Vec<String>, WriteError> {
+        self.ensure_alive().map_err(WriteError::Killed)?;
+        self.entity_config(entity)?;
+        validate_space_id(space_id)?;
+        let objects: Vec<Map<String, Value>> = items
+            .into_iter()
+            .map(into_object)
+            .collect::<Result<_, _>>()?;
+        let now_ms = self.env.now_ms();
+        let mut ids = Vec::with_capacity(objects.len());
+        let tx = self.conn.transaction()?;
+        for data in objects {
+            let updated_at = self.hlc.tick(now_ms);
+            let client_id = uuid_v7(updated_at, self.env.entropy.next_u64()).to_string();
+            let op_id = uuid_v7(self.hlc.tick(now_ms), self.env.entropy.next_u64()).to_string();
+            let record = Record {
+                client_id: client_id.clone(),
+                server_id: None,
+                entity: entity.to_owned(),
+                space_id: space_id.to_owned(),
+                version: 1,
+                base_version: 0,
+                updated_at,
+                is_deleted: false,
+                data,
+            };
+            store::put_record(&tx, &record)?;
+            store::enqueue(
+                &tx,
+                &NewOp {
+                    op_id: &op_id,
+                    entity,
+                    operation: Operation::Insert,
+                    entity_id: &client_id,
+                    space_id,
+                    payload: &record.data,
+                    base_version: 0,
+                    updated_at,
+                    force: false,
+                    now_ms,
+                },
+            )?;
+            ids.push(client_id);
+        }
+        store::set_hlc_high_water(&tx, self.hlc.last())?;
+        tx.commit()?;
+        self.after_local_commit()?;
+        Ok(ids)
+    }
+
+    /// Merges `patch` (a JSON object) into a record's data, bumps its version and queues an
+    /// `update` carrying the base version, in one transaction.
+    pub fn update(&mut self, id: &str, patch: Value) -> Result<Record, WriteError> {
+        self.ensure_alive().map_err(WriteError::Killed)?;
+        let patch = into_object(patch)?;
+        let mut record = self.live_record(id)?;
+        for (field, value) in patch {
+            record.data.insert(field, value);
+        }
+        self.write_local(record, Operation::Update)
+    }
+
+    /// Soft-deletes a record and queues a `delete`, in one transaction.
+    pub fn delete(&mut self, id: &str) -> Result<(), WriteError> {
+        self.ensure_alive().map_err(WriteError::Killed)?;
+        let mut record = self.live_record(id)?;
+        record.is_deleted = true;
+        self.write_local(record, Operation::Delete)?;
+        Ok(())
+    }
+
+    fn live_record(&self, id: &str) -> Result<Record, WriteError> {
+        let client_id = store::resolve_client_id(&self.conn, id)?
+            .ok_or_else(|| WriteError::UnknownRecord(id.to_owned()))?;
+        let record = store::get_record(&self.conn, &client_id)?.expect("resolved id has a record");
+        if record.is_deleted {
+            return Err(WriteError::RecordDeleted(id.to_owned()));
+        }
+        Ok(record)
+    }
+
+    /// Commits a changed record (new stamp, version + 1) and its queued op together.
+    pub(crate) fn write_local(
+        &mut self,
+        mut record: Record,
+        operation: Operation,
+    ) -> Result<Record, WriteError> {
+        self.write_local_with(&mut record, operation, false, |_| Ok(()))?;
+        Ok(record)
+    }
+
+    /// [`Engine::write_local`] with extra statements in the same transaction (used by
+    /// conflict resolution to close the conflict atomically with the new write).
+    pub(crate) fn write_local_with(
+        &mut self,
+        record: &mut Record,
+        operation: Operation,
+        force: bool,
+        extra: impl FnOnce(&Connection) -> rusqlite::Result<()>,
+    ) -> Result<(), WriteError> {
+        let now_ms = self.env.now_ms();
+        record.updated_at = self.hlc.tick(now_ms);
+        record.version += 1;
+        let op_id = uuid_v7(self.hlc.tick(now_ms), self.env.entropy.next_u64()).to_string();
+        let tx = self.conn.transaction()?;
+        extra(&tx)?;
+        store::put_record(&tx, record)?;
+        store::enqueue(
+            &tx,
+            &NewOp {
+                op_id: &op_id,
+                entity: &record.entity,
+                operation,
+                entity_id: &record.client_id,
+                space_id: &record.space_id,
+                payload: &record.data,
+                base_version: record.base_version,
+                updated_at: record.updated_at,
+                force,
+                now_ms,
+            },
+        )?;
+        store::set_hlc_high_water(&tx, self.hlc.last())?;
+        tx.commit()?;
+        self.after_local_commit()
+    }
+
+    fn after_local_commit(&mut self) -> Result<(), WriteError> {
+        self.crash_point(CrashPoint::AfterLocalCommit)
+            .map_err(WriteError::Killed)?;
+        if self.options.sync_after_write {
+            let now_ms = self.env.now_ms();
+            self.sync.arm_debounce(now_ms);
+        }
+        Ok(())
+    }
+
+    // ---- reads --------------------------------------------------------------------------
+
+    /// A record by client id or server id; deleted records are returned (check
+    /// `is_deleted`), unknown ids give `None`.
+    pub fn get(&self, id: &str) -> Result<Option<Record>, ReadError> {
+        match store::resolve_client_id(&self.conn, id)? {
+            Some(client_id) => Ok(store::get_record(&self.conn, &client_id)?),
+            None => Ok(None),
+        }
+    }
+
+    /// Records of one entity type (optionally one space), ordered by client id; deleted
+    /// records are hidden unless asked for.
+    pub fn list(
+        &self,
+        entity: &str,
+        space_id: Option<&str>,
+        options: ListOptions,
+    ) -> Result<Vec<Record>, ReadError> {
+        if self.options.registry.get(entity).is_none() {
+            return Err(ReadError::UnknownEntity(entity.to_owned()));
+        }
+        Ok(store::list_records(
+            &self.conn,
+            entity,
+            space_id,
+            options.include_deleted,
+        )?)
+    }
+
+    /// Every record of every entity, deleted ones included, ordered by client id.
+    pub fn all_records(&self) -> Result<Vec<Record>, ReadError> {
+        Ok(store::all_records(&self.conn)?)
+    }
+
+    /// The operation queue in push order.
+    pub fn queued_ops(&self) -> Result<Vec<QueuedOp>, ReadError> {
+        Ok(store::all_ops(&self.conn)?)
+    }
+
+    pub fn status(&self) -> Result<SyncStatus, ReadError> {
+        Ok(SyncStatus {
+            online: self.sync.online(),
+            syncing: self.sync.is_running(),
+            pending_ops: store::count_ops(&self.conn, OpStatus::Pending, None)?
+                + store::count_ops(&self.conn, OpStatus::Sending, None)?,
+            failed_ops: store::count_ops(&self.conn, OpStatus::Failed, None)?,
+            open_conflicts: store::count_conflicts(&self.conn)?,
+            last_successful_sync_ms: store::last_successful_sync_ms(&self.conn)?,
+        })
+    }
+
+    /// The pull cursor of one entity (opaque, server-issued).
+    pub fn cursor(&self, entity: &str) -> Result<Option<String>, ReadError> {
+        Ok(store::cursor(&self.conn, entity)?)
+    }
+
+    /// Drops this tenant's database (logout): cancels any sync in flight (the engine is
+    /// consumed, so a late response has nowhere to land) and removes every file SQLite
+    /// made for it. Logging in again starts empty, with no cursor.
+    pub fn drop_database(self) -> Result<(), OpenError> {
+        let Engine { conn, options, .. } = self;
+        conn.close().map_err(|(_, error)| error)?;
+        drop_tenant_database(&options.location, &options.tenant)
+    }
+
+    /// Whole-database consistency checks (the simulator runs them after every step).
+    pub fn check_invariants(&self) -> Result<(), String> {
+        crate::verify::check_engine(self)
+    }
+}
+
+/// Removes every file of a tenant's database without opening it.
+pub fn drop_tenant_database(location: &DbLocation, tenant: &TenantId) -> Result<(), OpenError> {
+    for path in location.db_files(tenant) {
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn into_object(value: Value) -> Result<Map<String, Value>, WriteError> {
+    match value {
+        Value::Object(map) => Ok(map),
+        _ => Err(WriteError::DataNotObject),
+    }
+}
+
+pub(crate) fn validate_space_id(space_id: &str) -> Result<(), WriteError> {
+    if TenantId::parse(space_id).is_err() {
+        return Err(WriteError::InvalidSpaceId(space_id.to_owned()));
+    }
+    Ok(())
+}

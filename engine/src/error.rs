@@ -1,0 +1,97 @@
+//! Operating errors, one enum per kind of call.
+//!
+//! Three kinds of failure are kept apart: a bug is a panic (an assertion); an operating
+//! error (SQLite, bad input from the caller, a simulated kill) is one of these enums; a
+//! misbehaving server response is data the sync machine handles (an event, a failed op).
+
+use crate::crash::CrashPoint;
+
+/// Opening or dropping a tenant database.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    #[error("invalid tenant id {0:?}: use 1-64 characters from [A-Za-z0-9_-]")]
+    InvalidTenantId(String),
+    #[error("invalid database file prefix {0:?}: use characters from [A-Za-z0-9_-]")]
+    InvalidDbPrefix(String),
+    #[error("database schema version {found} is newer than this engine supports ({supported})")]
+    SchemaTooNew { found: i64, supported: i64 },
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("storage error: {0}")]
+    Storage(#[from] rusqlite::Error),
+    #[error("file system error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Declaring entity types.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("invalid entity name {0:?}: ASCII letters and digits, starting with a letter")]
+    InvalidEntityName(String),
+    #[error("entity {0:?} registered twice")]
+    DuplicateEntity(String),
+    #[error("entity {0:?}: batch sizes must be at least 1")]
+    ZeroBatchSize(String),
+    #[error("no entity types registered")]
+    NoEntities,
+}
+
+/// A local write: create, update, delete, conflict resolution, wipe, force.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    #[error("unknown entity type {0:?}")]
+    UnknownEntity(String),
+    #[error("record data must be a JSON object")]
+    DataNotObject,
+    #[error("invalid space id {0:?}: use 1-64 characters from [A-Za-z0-9_-]")]
+    InvalidSpaceId(String),
+    #[error("no record with id {0:?}")]
+    UnknownRecord(String),
+    #[error("record {0:?} is deleted")]
+    RecordDeleted(String),
+    #[error("no open conflict with id {0}")]
+    UnknownConflict(i64),
+    #[error("merge names field {0:?}, which is not one of the conflict's changed fields")]
+    MergeFieldNotInConflict(String),
+    #[error("the force plan is stale: {0}")]
+    StalePlan(String),
+    #[error("a sync is running; {0} must wait until it ends")]
+    SyncInProgress(&'static str),
+    #[error("storage error: {0}")]
+    Storage(#[from] rusqlite::Error),
+    #[error("the app was killed at crash point {0:?}")]
+    Killed(CrashPoint),
+}
+
+/// A read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    #[error("unknown entity type {0:?}")]
+    UnknownEntity(String),
+    #[error("storage error: {0}")]
+    Storage(#[from] rusqlite::Error),
+}
+
+/// Driving the sync machine: only storage failures and simulated kills; every server
+/// misbehaviour is handled as data.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    #[error("storage error: {0}")]
+    Storage(#[from] rusqlite::Error),
+    #[error("the app was killed at crash point {0:?}")]
+    Killed(CrashPoint),
+}
+
+impl From<SyncError> for WriteError {
+    fn from(error: SyncError) -> WriteError {
+        match error {
+            SyncError::Storage(error) => WriteError::Storage(error),
+            SyncError::Killed(point) => WriteError::Killed(point),
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! `sync-engine`: an offline-first sync engine an app embeds.
+//!
+//! One SQLite database per tenant; local-first create/update/delete with UUID v7 ids; a
+//! durable operation queue; two-way sync (push, then pull) against the `syncPush*` /
+//! `syncPull*` wire contract ([`wire`]); conflict detection and resolution; force sync
+//! both ways; wiping a space; dropping a tenant database.
+//!
+//! The engine does no I/O but SQLite: time and randomness come from an injected
+//! [`Env`], and the network belongs to the caller, who drives the sans-IO state machine
+//! (see [`sync`] for the run loop). Start reading at [`Engine`].
+
+pub mod conflict;
+pub mod crash;
+mod engine;
+pub mod env;
+pub mod error;
+pub mod force;
+pub mod hlc;
+pub mod ids;
+pub mod record;
+pub mod registry;
+mod store;
+pub mod sync;
+pub mod system_env;
+pub mod tenant;
+pub mod testing;
+mod verify;
+pub mod wire;
+
+pub use conflict::{Resolution, Side};
+pub use crash::{CrashHook, CrashPoint, NoCrash};
+pub use engine::{drop_tenant_database, Engine, EngineOptions};
+pub use env::{Clock, Entropy, Env, ManualClock, SeededEntropy};
+pub use error::{ConfigError, OpenError, ReadError, SyncError, WriteError};
+pub use force::{ConfirmedForce, ForceDirection, ForcePlan};
+pub use hlc::{Hlc, HlcStamp};
+pub use record::{Conflict, FieldDiff, ListOptions, OpStatus, QueuedOp, Record, SyncStatus};
+pub use registry::{EntityConfig, EntityRegistry};
+pub use sync::{SyncEvent, SyncTrigger, Transport, TransportError, TransportErrorKind};
+pub use tenant::{DbLocation, TenantId};
+
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,0 +1,688 @@
+//! The local store: the only module that writes SQL.
+//!
+//! One SQLite file per tenant. The schema is versioned with `PRAGMA user_version` and
+//! migrated forward on open. Functions here take a `&Connection` (a `Transaction` derefs
+//! to one) and never open transactions themselves: the caller decides what commits
+//! together, so that "every durable change is one transaction" is visible at the call
+//! site. Every query whose order matters has an `ORDER BY`.
+
+use crate::hlc::HlcStamp;
+use crate::record::{Conflict, OpStatus, QueuedOp, Record};
+use crate::wire::Operation;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde_json::{Map, Value};
+use std::path::Path;
+
+/// Newest schema this engine knows.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const MIGRATIONS: [&str; 1] = [r#"
+CREATE TABLE records (
+    client_id    TEXT PRIMARY KEY NOT NULL,
+    entity       TEXT NOT NULL,
+    space_id     TEXT NOT NULL,
+    version      INTEGER NOT NULL,
+    base_version INTEGER NOT NULL,
+    base_data    TEXT,
+    updated_at   INTEGER NOT NULL,
+    is_deleted   INTEGER NOT NULL,
+    data         TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX records_by_entity_space ON records (entity, space_id, client_id);
+CREATE INDEX records_by_space ON records (space_id);
+
+CREATE TABLE id_map (
+    client_id TEXT PRIMARY KEY NOT NULL,
+    server_id TEXT NOT NULL UNIQUE,
+    entity    TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE operation_queue (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    op_id        TEXT NOT NULL UNIQUE,
+    entity       TEXT NOT NULL,
+    operation    TEXT NOT NULL,
+    entity_id    TEXT NOT NULL,
+    space_id     TEXT NOT NULL,
+    payload      TEXT NOT NULL,
+    base_version INTEGER NOT NULL,
+    hlc          INTEGER NOT NULL,
+    force        INTEGER NOT NULL DEFAULT 0,
+    status       TEXT NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    last_error   TEXT,
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL
+);
+CREATE INDEX queue_by_status ON operation_queue (status, id);
+CREATE INDEX queue_by_record ON operation_queue (entity_id, id);
+CREATE INDEX queue_by_space ON operation_queue (space_id);
+
+CREATE TABLE sync_state (
+    entity              TEXT PRIMARY KEY NOT NULL,
+    last_sync_at        TEXT,
+    server_version_hash TEXT,
+    updated_at          INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE conflicts (
+    id                INTEGER PRIMARY KEY AUTOINCREMENT,
+    client_id         TEXT NOT NULL UNIQUE,
+    entity            TEXT NOT NULL,
+    space_id          TEXT NOT NULL,
+    local_version     INTEGER NOT NULL,
+    local_updated_at  INTEGER NOT NULL,
+    local_data        TEXT NOT NULL,
+    server_version    INTEGER NOT NULL,
+    server_updated_at INTEGER NOT NULL,
+    server_data       TEXT NOT NULL,
+    server_is_deleted INTEGER NOT NULL
+);
+
+CREATE TABLE auth_tokens (
+    name  TEXT PRIMARY KEY NOT NULL,
+    token TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY NOT NULL,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+"#];
+
+const META_HLC: &str = "hlc";
+const META_LAST_SYNC_MS: &str = "last_successful_sync_ms";
+
+/// Opens (creating if needed) and migrates the database at `path`.
+pub fn open(path: &Path) -> Result<Connection, crate::error::OpenError> {
+    let mut conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // NORMAL in WAL mode: a committed transaction survives an app kill (not a power cut).
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), crate::error::OpenError> {
+    let found: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(crate::error::OpenError::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (index, migration) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(found).unwrap_or(0))
+    {
+        let tx = conn.transaction()?;
+        tx.execute_batch(migration)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+// ---- meta -------------------------------------------------------------------------------
+
+fn meta_get(conn: &Connection, key: &str) -> rusqlite::Result<Option<i64>> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
+        row.get(0)
+    })
+    .optional()
+}
+
+fn meta_set(conn: &Connection, key: &str, value: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+/// The persisted HLC high-water mark, so the clock never goes back across restarts.
+pub fn hlc_high_water(conn: &Connection) -> rusqlite::Result<HlcStamp> {
+    Ok(HlcStamp(
+        meta_get(conn, META_HLC)?.map_or(0, |value| value as u64),
+    ))
+}
+
+pub fn set_hlc_high_water(conn: &Connection, stamp: HlcStamp) -> rusqlite::Result<()> {
+    meta_set(conn, META_HLC, stamp.0 as i64)
+}
+
+pub fn last_successful_sync_ms(conn: &Connection) -> rusqlite::Result<Option<u64>> {
+    Ok(meta_get(conn, META_LAST_SYNC_MS)?.map(|value| value as u64))
+}
+
+pub fn set_last_successful_sync_ms(conn: &Connection, now_ms: u64) -> rusqlite::Result<()> {
+    meta_set(conn, META_LAST_SYNC_MS, now_ms as i64)
+}
+
+// ---- records ----------------------------------------------------------------------------
+
+const RECORD_COLUMNS: &str =
+    "r.client_id, m.server_id, r.entity, r.space_id, r.version, r.base_version, \
+     r.updated_at, r.is_deleted, r.data";
+
+fn record_from_row(row: &Row<'_>) -> rusqlite::Result<Record> {
+    Ok(Record {
+        client_id: row.get(0)?,
+        server_id: row.get(1)?,
+        entity: row.get(2)?,
+        space_id: row.get(3)?,
+        version: row.get(4)?,
+        base_version: row.get(5)?,
+        updated_at: HlcStamp(row.get::<_, i64>(6)? as u64),
+        is_deleted: row.get(7)?,
+        data: object_from_text(&row.get::<_, String>(8)?),
+    })
+}
+
+/// Parses JSON text that this module wrote; anything else is a corrupted database.
+fn object_from_text(text: &str) -> Map<String, Value> {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(map)) => map,
+        other => panic!("stored JSON is not an object: {other:?}"),
+    }
+}
+
+pub fn object_to_text(map: &Map<String, Value>) -> String {
+    serde_json::to_string(map).expect("a JSON map always serializes")
+}
+
+pub fn get_record(conn: &Connection, client_id: &str) -> rusqlite::Result<Option<Record>> {
+    conn.prepare_cached(&format!(
+        "SELECT {RECORD_COLUMNS} FROM records r LEFT JOIN id_map m ON m.client_id = r.client_id \
+         WHERE r.client_id = ?1"
+    ))?
+    .query_row([client_id], record_from_row)
+    .optional()
+}
+
+/// Resolves a client id or a server id to the record's client id.
+pub fn resolve_client_id(conn: &Connection, id: &str) -> rusqlite::Result<Option<String>> {
+    let direct: Option<String> = conn
+        .prepare_cached("SELECT client_id FROM records WHERE client_id = ?1")?
+        .query_row([id], |row| row.get(0))
+        .optional()?;
+    if direct.is_some() {
+        return Ok(direct);
+    }
+    client_id_for_server_id(conn, id)
+}
+
+pub fn list_records(
+    conn: &Connection,
+    entity: &str,
+    space_id: Option<&str>,
+    include_deleted: bool,
+) -> rusqlite::Result<Vec<Record>> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {RECORD_COLUMNS} FROM records r LEFT JOIN id_map m ON m.client_id = r.client_id \
+         WHERE r.entity = ?1 AND (?2 IS NULL OR r.space_id = ?2) AND (?3 OR r.is_deleted = 0) \
+         ORDER BY r.client_id"
+    ))?;
+    let rows = statement.query_map(params![entity, space_id, include_deleted], record_from_row)?;
+    rows.collect()
+}
+
+/// Every record of every entity, ordered by client id (for whole-state checks).
+pub fn all_records(conn: &Connection) -> rusqlite::Result<Vec<Record>> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {RECORD_COLUMNS} FROM records r LEFT JOIN id_map m ON m.client_id = r.client_id \
+         ORDER BY r.client_id"
+    ))?;
+    let rows = statement.query_map([], record_from_row)?;
+    rows.collect()
+}
+
+/// Writes a record row whole (insert or replace).
+pub fn put_record(conn: &Connection, record: &Record) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO records (client_id, entity, space_id, version, base_version, updated_at, is_deleted, data) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+         ON CONFLICT (client_id) DO UPDATE SET entity = excluded.entity, space_id = excluded.space_id, \
+         version = excluded.version, base_version = excluded.base_version, updated_at = excluded.updated_at, \
+         is_deleted = excluded.is_deleted, data = excluded.data",
+    )?
+    .execute(params![
+        record.client_id,
+        record.entity,
+        record.space_id,
+        record.version,
+        record.base_version,
+        record.updated_at.0 as i64,
+        record.is_deleted,
+        object_to_text(&record.data),
+    ])?;
+    if let Some(server_id) = &record.server_id {
+        set_id_mapping(conn, &record.client_id, server_id, &record.entity)?;
+    }
+    Ok(())
+}
+
+/// The data the server last confirmed for a record (the merge base for auto-merge).
+pub fn base_data(
+    conn: &Connection,
+    client_id: &str,
+) -> rusqlite::Result<Option<Map<String, Value>>> {
+    let text: Option<Option<String>> = conn
+        .prepare_cached("SELECT base_data FROM records WHERE client_id = ?1")?
+        .query_row([client_id], |row| row.get(0))
+        .optional()?;
+    Ok(text.flatten().map(|text| object_from_text(&text)))
+}
+
+pub fn set_base(
+    conn: &Connection,
+    client_id: &str,
+    base_version: i64,
+    base_data: &Map<String, Value>,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE records SET base_version = ?2, base_data = ?3 WHERE client_id = ?1",
+    )?
+    .execute(params![client_id, base_version, object_to_text(base_data)])?;
+    Ok(())
+}
+
+pub fn delete_record(conn: &Connection, client_id: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM records WHERE client_id = ?1")?
+        .execute([client_id])?;
+    conn.prepare_cached("DELETE FROM id_map WHERE client_id = ?1")?
+        .execute([client_id])?;
+    Ok(())
+}
+
+// ---- id map -----------------------------------------------------------------------------
+
+pub fn set_id_mapping(
+    conn: &Connection,
+    client_id: &str,
+    server_id: &str,
+    entity: &str,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO id_map (client_id, server_id, entity) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (client_id) DO UPDATE SET server_id = excluded.server_id",
+    )?
+    .execute(params![client_id, server_id, entity])?;
+    Ok(())
+}
+
+pub fn server_id_for(conn: &Connection, client_id: &str) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached("SELECT server_id FROM id_map WHERE client_id = ?1")?
+        .query_row([client_id], |row| row.get(0))
+        .optional()
+}
+
+pub fn client_id_for_server_id(
+    conn: &Connection,
+    server_id: &str,
+) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached("SELECT client_id FROM id_map WHERE server_id = ?1")?
+        .query_row([server_id], |row| row.get(0))
+        .optional()
+}
+
+// ---- operation queue --------------------------------------------------------------------
+
+/// An op about to be queued (the queue assigns `seq`).
+pub struct NewOp<'a> {
+    pub op_id: &'a str,
+    pub entity: &'a str,
+    pub operation: Operation,
+    pub entity_id: &'a str,
+    pub space_id: &'a str,
+    pub payload: &'a Map<String, Value>,
+    pub base_version: i64,
+    pub updated_at: HlcStamp,
+    pub force: bool,
+    pub now_ms: u64,
+}
+
+pub fn enqueue(conn: &Connection, op: &NewOp<'_>) -> rusqlite::Result<i64> {
+    conn.prepare_cached(
+        "INSERT INTO operation_queue (op_id, entity, operation, entity_id, space_id, payload, base_version, hlc, \
+         force, status, attempts, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', 0, ?10, ?10)",
+    )?
+    .execute(params![
+        op.op_id,
+        op.entity,
+        op.operation.as_str(),
+        op.entity_id,
+        op.space_id,
+        object_to_text(op.payload),
+        op.base_version,
+        op.updated_at.0 as i64,
+        op.force,
+        op.now_ms as i64,
+    ])?;
+    Ok(conn.last_insert_rowid())
+}
+
+const OP_COLUMNS: &str =
+    "id, op_id, entity, operation, entity_id, space_id, payload, base_version, hlc, force, \
+     status, attempts, last_error, created_at";
+
+fn op_from_row(row: &Row<'_>) -> rusqlite::Result<QueuedOp> {
+    let operation: String = row.get(3)?;
+    let status: String = row.get(10)?;
+    Ok(QueuedOp {
+        seq: row.get(0)?,
+        op_id: row.get(1)?,
+        entity: row.get(2)?,
+        operation: Operation::parse(&operation).expect("stored operation is valid"),
+        entity_id: row.get(4)?,
+        space_id: row.get(5)?,
+        payload: object_from_text(&row.get::<_, String>(6)?),
+        base_version: row.get(7)?,
+        updated_at: HlcStamp(row.get::<_, i64>(8)? as u64),
+        force: row.get(9)?,
+        status: OpStatus::parse(&status).expect("stored status is valid"),
+        attempts: row.get(11)?,
+        last_error: row.get(12)?,
+        created_at_ms: row.get(13)?,
+    })
+}
+
+/// All ops in queue order (including finished ones still kept).
+pub fn all_ops(conn: &Connection) -> rusqlite::Result<Vec<QueuedOp>> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {OP_COLUMNS} FROM operation_queue ORDER BY id"
+    ))?;
+    let rows = statement.query_map([], op_from_row)?;
+    rows.collect()
+}
+
+/// Ops with `status`, in queue order.
+pub fn ops_with_status(conn: &Connection, status: OpStatus) -> rusqlite::Result<Vec<QueuedOp>> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {OP_COLUMNS} FROM operation_queue WHERE status = ?1 ORDER BY id"
+    ))?;
+    let rows = statement.query_map([status.as_str()], op_from_row)?;
+    rows.collect()
+}
+
+/// The next push run: pending ops in queue order, skipping records with an open conflict,
+/// cut at the first op of another entity type, at most `limit_for(entity)` long.
+pub fn next_push_run(
+    conn: &Connection,
+    entity_filter: Option<&str>,
+    limit_for: impl Fn(&str) -> usize,
+) -> rusqlite::Result<Vec<QueuedOp>> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {OP_COLUMNS} FROM operation_queue q WHERE status = 'pending' \
+         AND (?1 IS NULL OR entity = ?1) \
+         AND NOT EXISTS (SELECT 1 FROM conflicts c WHERE c.client_id = q.entity_id) ORDER BY id"
+    ))?;
+    let mut rows = statement.query(params![entity_filter])?;
+    let mut run: Vec<QueuedOp> = Vec::new();
+    while let Some(row) = rows.next()? {
+        let op = op_from_row(row)?;
+        if let Some(first) = run.first() {
+            if op.entity != first.entity || run.len() >= limit_for(&first.entity) {
+                break;
+            }
+        }
+        run.push(op);
+    }
+    Ok(run)
+}
+
+pub fn set_op_status(
+    conn: &Connection,
+    seq: i64,
+    status: OpStatus,
+    last_error: Option<&str>,
+    now_ms: u64,
+) -> rusqlite::Result<()> {
+    let changed = conn
+        .prepare_cached("UPDATE operation_queue SET status = ?2, last_error = ?3, updated_at = ?4 WHERE id = ?1")?
+        .execute(params![seq, status.as_str(), last_error, now_ms as i64])?;
+    assert_eq!(changed, 1, "op {seq} vanished");
+    Ok(())
+}
+
+/// Marks ops `sending` and counts the attempt.
+pub fn mark_sending(conn: &Connection, seqs: &[i64], now_ms: u64) -> rusqlite::Result<()> {
+    let mut statement = conn.prepare_cached(
+        "UPDATE operation_queue SET status = 'sending', attempts = attempts + 1, updated_at = ?2 \
+         WHERE id = ?1 AND status = 'pending'",
+    )?;
+    for seq in seqs {
+        let changed = statement.execute(params![seq, now_ms as i64])?;
+        assert_eq!(changed, 1, "op {seq} was not pending");
+    }
+    Ok(())
+}
+
+/// After a crash or a transport failure: every `sending` op becomes `pending` again.
+pub fn reset_sending(
+    conn: &Connection,
+    last_error: Option<&str>,
+    now_ms: u64,
+) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "UPDATE operation_queue SET status = 'pending', last_error = COALESCE(?1, last_error), updated_at = ?2 \
+         WHERE status = 'sending'",
+    )?
+    .execute(params![last_error, now_ms as i64])
+}
+
+/// Removes finished (`success`) ops; they are kept only until the push's transaction ends.
+pub fn delete_op(conn: &Connection, seq: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM operation_queue WHERE id = ?1")?
+        .execute([seq])?;
+    Ok(())
+}
+
+/// Unfinished (`pending` or `sending`) ops of one record, in queue order.
+pub fn unfinished_ops_for_record(
+    conn: &Connection,
+    client_id: &str,
+) -> rusqlite::Result<Vec<QueuedOp>> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {OP_COLUMNS} FROM operation_queue WHERE entity_id = ?1 AND status IN ('pending', 'sending') ORDER BY id"
+    ))?;
+    let rows = statement.query_map([client_id], op_from_row)?;
+    rows.collect()
+}
+
+/// Drops the `pending` ops of one record (superseded by the conflict policy or a
+/// resolution). `sending` ops are in flight and are never edited or dropped.
+pub fn drop_pending_ops_for_record(conn: &Connection, client_id: &str) -> rusqlite::Result<usize> {
+    conn.prepare_cached("DELETE FROM operation_queue WHERE entity_id = ?1 AND status = 'pending'")?
+        .execute([client_id])
+}
+
+pub fn count_ops(
+    conn: &Connection,
+    status: OpStatus,
+    entity: Option<&str>,
+) -> rusqlite::Result<u64> {
+    conn.prepare_cached(
+        "SELECT COUNT(*) FROM operation_queue WHERE status = ?1 AND (?2 IS NULL OR entity = ?2)",
+    )?
+    .query_row(params![status.as_str(), entity], |row| row.get::<_, i64>(0))
+    .map(|count| count as u64)
+}
+
+// ---- sync state -------------------------------------------------------------------------
+
+pub fn cursor(conn: &Connection, entity: &str) -> rusqlite::Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT last_sync_at FROM sync_state WHERE entity = ?1")?
+        .query_row([entity], |row| row.get::<_, Option<String>>(0))
+        .optional()?
+        .flatten())
+}
+
+pub fn set_sync_state(
+    conn: &Connection,
+    entity: &str,
+    cursor: Option<&str>,
+    version_hash: Option<&str>,
+    now_ms: u64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO sync_state (entity, last_sync_at, server_version_hash, updated_at) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (entity) DO UPDATE SET last_sync_at = excluded.last_sync_at, \
+         server_version_hash = excluded.server_version_hash, updated_at = excluded.updated_at",
+    )?
+    .execute(params![entity, cursor, version_hash, now_ms as i64])?;
+    Ok(())
+}
+
+/// Forgets every cursor, so the next pull of each entity starts from the beginning.
+pub fn reset_all_sync_state(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM sync_state", [])?;
+    Ok(())
+}
+
+// ---- conflicts --------------------------------------------------------------------------
+
+const CONFLICT_COLUMNS: &str = "c.id, c.entity, c.client_id, m.server_id, c.space_id, c.local_version, \
+     c.local_updated_at, c.local_data, c.server_version, c.server_updated_at, c.server_data, c.server_is_deleted";
+
+fn conflict_from_row(row: &Row<'_>) -> rusqlite::Result<Conflict> {
+    Ok(Conflict {
+        id: row.get(0)?,
+        entity: row.get(1)?,
+        client_id: row.get(2)?,
+        server_id: row.get(3)?,
+        space_id: row.get(4)?,
+        local_version: row.get(5)?,
+        local_updated_at: HlcStamp(row.get::<_, i64>(6)? as u64),
+        local_data: object_from_text(&row.get::<_, String>(7)?),
+        server_version: row.get(8)?,
+        server_updated_at: HlcStamp(row.get::<_, i64>(9)? as u64),
+        server_data: object_from_text(&row.get::<_, String>(10)?),
+        server_is_deleted: row.get(11)?,
+    })
+}
+
+/// Stores (or refreshes) the open conflict of a record; returns its id.
+pub fn put_conflict(conn: &Connection, conflict: &Conflict) -> rusqlite::Result<i64> {
+    conn.prepare_cached(
+        "INSERT INTO conflicts (client_id, entity, space_id, local_version, local_updated_at, local_data, \
+         server_version, server_updated_at, server_data, server_is_deleted) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+         ON CONFLICT (client_id) DO UPDATE SET local_version = excluded.local_version, \
+         local_updated_at = excluded.local_updated_at, local_data = excluded.local_data, \
+         server_version = excluded.server_version, server_updated_at = excluded.server_updated_at, \
+         server_data = excluded.server_data, server_is_deleted = excluded.server_is_deleted",
+    )?
+    .execute(params![
+        conflict.client_id,
+        conflict.entity,
+        conflict.space_id,
+        conflict.local_version,
+        conflict.local_updated_at.0 as i64,
+        object_to_text(&conflict.local_data),
+        conflict.server_version,
+        conflict.server_updated_at.0 as i64,
+        object_to_text(&conflict.server_data),
+        conflict.server_is_deleted,
+    ])?;
+    conn.prepare_cached("SELECT id FROM conflicts WHERE client_id = ?1")?
+        .query_row([&conflict.client_id], |row| row.get(0))
+}
+
+pub fn list_conflicts(conn: &Connection) -> rusqlite::Result<Vec<Conflict>> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {CONFLICT_COLUMNS} FROM conflicts c LEFT JOIN id_map m ON m.client_id = c.client_id ORDER BY c.id"
+    ))?;
+    let rows = statement.query_map([], conflict_from_row)?;
+    rows.collect()
+}
+
+pub fn get_conflict(conn: &Connection, id: i64) -> rusqlite::Result<Option<Conflict>> {
+    conn.prepare_cached(&format!(
+        "SELECT {CONFLICT_COLUMNS} FROM conflicts c LEFT JOIN id_map m ON m.client_id = c.client_id WHERE c.id = ?1"
+    ))?
+    .query_row([id], conflict_from_row)
+    .optional()
+}
+
+pub fn delete_conflict_for_record(conn: &Connection, client_id: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM conflicts WHERE client_id = ?1")?
+        .execute([client_id])?;
+    Ok(())
+}
+
+pub fn count_conflicts(conn: &Connection) -> rusqlite::Result<u64> {
+    conn.query_row("SELECT COUNT(*) FROM conflicts", [], |row| {
+        row.get::<_, i64>(0)
+    })
+    .map(|count| count as u64)
+}
+
+// ---- auth tokens ------------------------------------------------------------------------
+
+pub fn set_token(conn: &Connection, name: &str, token: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO auth_tokens (name, token) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET token = excluded.token",
+        params![name, token],
+    )?;
+    Ok(())
+}
+
+pub fn token(conn: &Connection, name: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT token FROM auth_tokens WHERE name = ?1",
+        [name],
+        |row| row.get(0),
+    )
+    .optional()
+}
+
+// ---- bulk removal -----------------------------------------------------------------------
+
+/// Deletes one space's records, id mappings, queued ops and conflicts.
+pub fn wipe_space_rows(conn: &Connection, space_id: &str) -> rusqlite::Result<usize> {
+    conn.execute(
+        "DELETE FROM id_map WHERE client_id IN (SELECT client_id FROM records WHERE space_id = ?1)",
+        [space_id],
+    )?;
+    conn.execute(
+        "DELETE FROM conflicts WHERE client_id IN (SELECT client_id FROM records WHERE space_id = ?1)",
+        [space_id],
+    )?;
+    conn.execute(
+        "DELETE FROM operation_queue WHERE space_id = ?1",
+        [space_id],
+    )?;
+    conn.execute("DELETE FROM records WHERE space_id = ?1", [space_id])
+}
+
+/// Deletes one entity's records, id mappings, queued ops, conflicts and sync state.
+pub fn clear_entity(conn: &Connection, entity: &str) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM id_map WHERE entity = ?1", [entity])?;
+    conn.execute("DELETE FROM conflicts WHERE entity = ?1", [entity])?;
+    conn.execute("DELETE FROM operation_queue WHERE entity = ?1", [entity])?;
+    conn.execute("DELETE FROM records WHERE entity = ?1", [entity])?;
+    conn.execute("DELETE FROM sync_state WHERE entity = ?1", [entity])?;
+    Ok(())
+}
+
+/// Marks every unfinished or failed op of `entity` as a forced, pending op.
+pub fn mark_entity_ops_forced(
+    conn: &Connection,
+    entity: &str,
+    now_ms: u64,
+) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE operation_queue SET force = 1, status = 'pending', updated_at = ?2 \
+         WHERE entity = ?1 AND status IN ('pending', 'failed')",
+        params![entity, now_ms as i64],
+    )
+}
+
+pub fn delete_entity_conflicts(conn: &Connection, entity: &str) -> rusqlite::Result<usize> {
+    conn.execute("DELETE FROM conflicts WHERE entity = ?1", [entity])
+}

@@ -1,0 +1,1123 @@
+//! The sans-IO sync state machine: push the queue, pull every entity, check the hash.
+//!
+//! Inputs are `handle_*` calls (app opened, network changed, sync now, a timer, a
+//! response); outputs are `poll_*` calls (the next request as data, the next timer
+//! deadline, events). After every input, drain the outputs. The machine never sends,
+//! sleeps or reads a clock of its own: time comes from the injected [`Env`](crate::Env).
+//!
+//! ```
+//! # use sync_engine::{Engine, testing};
+//! # let (_dir, mut engine) = testing::open_temp_engine("doc");
+//! # struct Server; impl Server { fn call(&mut self, _r: &sync_engine::wire::SyncRequest) -> Result<serde_json::Value, sync_engine::TransportError> { Err(sync_engine::TransportError::unreachable("no server in this example")) } }
+//! # let mut server = Server;
+//! engine.sync_now()?;
+//! while let Some(request) = engine.poll_request() {
+//!     let response = server.call(&request); // the app's network, or the simulator's
+//!     engine.handle_response(request.request_id, response)?;
+//! }
+//! while let Some(event) = engine.poll_event() {
+//!     println!("{event:?}");
+//! }
+//! // Sleep until `engine.poll_timeout()`, then call `engine.handle_timeout()`.
+//! # Ok::<(), sync_engine::SyncError>(())
+//! ```
+//!
+//! A sync runs as: push runs (consecutive ops of one entity type, at most the entity's
+//! `push_batch_max`, in queue order) until the queue has nothing sendable; then for each
+//! registered entity, pull pages until `hasMore` is false, each page merged and its
+//! cursor saved in one transaction; then compare `versionHash` and, on a mismatch with
+//! nothing pending, run one repair pull from the start. One sync runs at a time; a
+//! trigger during a sync schedules one more sync after it.
+
+use crate::conflict::{self, PulledVerdict};
+use crate::crash::CrashPoint;
+use crate::engine::Engine;
+use crate::error::SyncError;
+use crate::record::{Conflict, OpStatus, QueuedOp, Record};
+use crate::store;
+use crate::wire::{
+    parse_envelope, Envelope, ErrorCode, PulledItem, SyncPullResponse, SyncPullVariables,
+    SyncPushItem, SyncPushResponse, SyncPushVariables, SyncRequest, SyncResultItem,
+};
+use serde_json::Value;
+use std::collections::{BTreeSet, VecDeque};
+
+pub const SYNC_INTERVAL_MS: u64 = 5 * 60 * 1000;
+pub const DEBOUNCE_MS: u64 = 500;
+pub const BACKOFF_BASE_MS: u64 = 1_000;
+pub const BACKOFF_CAP_MS: u64 = 5 * 60 * 1000;
+
+/// Why a sync started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SyncTrigger {
+    AppOpen,
+    Interval,
+    NetworkRegained,
+    Manual,
+    AfterWrite,
+    Retry,
+}
+
+/// What the machine reports to the app.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SyncEvent {
+    SyncStarted {
+        trigger: SyncTrigger,
+    },
+    /// A sync finished with every step answered.
+    SyncCompleted,
+    /// A sync stopped early; `retry_at_ms` is set for transient failures.
+    SyncFailed {
+        reason: String,
+        retry_at_ms: Option<u64>,
+    },
+    ConflictStored {
+        conflict_id: i64,
+        client_id: String,
+    },
+    /// A concurrent write resolved by the field-level auto-merge.
+    ConflictAutoMerged {
+        client_id: String,
+    },
+    /// The op was rejected for good; it stays `failed` in the queue.
+    OpFailed {
+        op_id: String,
+        client_id: String,
+        code: Option<ErrorCode>,
+        message: String,
+    },
+    /// The op lost to a newer server write (or a delete) under the conflict policy.
+    OpSuperseded {
+        op_id: String,
+        client_id: String,
+    },
+    /// The local checksum disagreed with the server's; a full pull follows.
+    RepairStarted {
+        entity: String,
+    },
+    /// A confirmed force-from-server replaced the entity's local records.
+    ForceCompleted {
+        entity: String,
+    },
+}
+
+/// A transport failure: the request may or may not have reached the server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransportError {
+    pub kind: TransportErrorKind,
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransportErrorKind {
+    Unreachable,
+    Timeout,
+}
+
+impl TransportError {
+    pub fn unreachable(message: &str) -> TransportError {
+        TransportError {
+            kind: TransportErrorKind::Unreachable,
+            message: message.to_owned(),
+        }
+    }
+
+    pub fn timeout(message: &str) -> TransportError {
+        TransportError {
+            kind: TransportErrorKind::Timeout,
+            message: message.to_owned(),
+        }
+    }
+}
+
+/// A blocking request/response channel, for apps and tests that do not need the
+/// sans-IO interface.
+pub trait Transport {
+    fn send(&mut self, request: &SyncRequest) -> Result<Value, TransportError>;
+}
+
+/// A timer: armed at a device-clock reading, firing `delay_ms` later. If the clock runs
+/// backwards past `armed_at_ms`, the timer re-arms from the new reading, so a clock jump
+/// never postpones a timer by more than its own delay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Timer {
+    armed_at_ms: u64,
+    delay_ms: u64,
+}
+
+impl Timer {
+    fn deadline(&mut self, now_ms: u64) -> u64 {
+        if now_ms < self.armed_at_ms {
+            self.armed_at_ms = now_ms;
+        }
+        self.armed_at_ms + self.delay_ms
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Phase {
+    Idle,
+    Pushing,
+    Pulling {
+        entity_index: usize,
+        repair: Option<RepairPass>,
+    },
+    /// Force from server: every page of one entity is collected, then swapped in whole.
+    ForcePull {
+        entity: String,
+        items: Vec<PulledItem>,
+    },
+}
+
+/// A full re-pull after a checksum mismatch: the server ids seen so far.
+#[derive(Clone, Debug, PartialEq, Default)]
+struct RepairPass {
+    seen_server_ids: BTreeSet<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum InFlight {
+    Push {
+        seqs: Vec<i64>,
+        operation_name: String,
+    },
+    Pull {
+        entity: String,
+        operation_name: String,
+    },
+}
+
+/// The machine's volatile state: all of it is lost on an app kill, by design.
+#[derive(Debug)]
+pub(crate) struct SyncMachine {
+    online: bool,
+    phase: Phase,
+    rerun_requested: bool,
+    /// Entities whose checksum was repaired in this sync (one repair each per sync).
+    repaired: BTreeSet<String>,
+    next_request_id: u64,
+    outgoing: VecDeque<SyncRequest>,
+    in_flight: Option<(u64, InFlight)>,
+    events: VecDeque<SyncEvent>,
+    interval: Option<Timer>,
+    retry: Option<Timer>,
+    debounce: Option<Timer>,
+    failure_streak: u32,
+}
+
+impl SyncMachine {
+    pub(crate) fn new(now_ms: u64) -> SyncMachine {
+        SyncMachine {
+            online: true,
+            phase: Phase::Idle,
+            rerun_requested: false,
+            repaired: BTreeSet::new(),
+            next_request_id: 1,
+            outgoing: VecDeque::new(),
+            in_flight: None,
+            events: VecDeque::new(),
+            interval: Some(Timer {
+                armed_at_ms: now_ms,
+                delay_ms: SYNC_INTERVAL_MS,
+            }),
+            retry: None,
+            debounce: None,
+            failure_streak: 0,
+        }
+    }
+
+    pub(crate) fn online(&self) -> bool {
+        self.online
+    }
+
+    pub(crate) fn is_running(&self) -> bool {
+        self.phase != Phase::Idle
+    }
+
+    pub(crate) fn arm_debounce(&mut self, now_ms: u64) {
+        self.debounce = Some(Timer {
+            armed_at_ms: now_ms,
+            delay_ms: DEBOUNCE_MS,
+        });
+    }
+}
+
+/// Exponential backoff with seeded "equal jitter": half fixed, half random, capped.
+pub fn backoff_delay_ms(failure_streak: u32, random: u64) -> u64 {
+    let exponent = failure_streak.saturating_sub(1).min(20);
+    let delay_ms = BACKOFF_BASE_MS
+        .saturating_mul(1 << exponent)
+        .min(BACKOFF_CAP_MS);
+    let half = delay_ms / 2;
+    half + random % (half + 1)
+}
+
+impl Engine {
+    // ---- inputs -------------------------------------------------------------------------
+
+    /// The app came to the foreground: sync if online, restart the interval timer.
+    pub fn handle_app_open(&mut self) -> Result<(), SyncError> {
+        let now_ms = self.env.now_ms();
+        self.sync.interval = Some(Timer {
+            armed_at_ms: now_ms,
+            delay_ms: SYNC_INTERVAL_MS,
+        });
+        self.start_sync(SyncTrigger::AppOpen)
+    }
+
+    /// Connectivity changed; going online starts a sync.
+    pub fn handle_network_change(&mut self, online: bool) -> Result<(), SyncError> {
+        let was_online = self.sync.online;
+        self.sync.online = online;
+        if online && !was_online {
+            return self.start_sync(SyncTrigger::NetworkRegained);
+        }
+        Ok(())
+    }
+
+    /// The user pressed "sync now".
+    pub fn sync_now(&mut self) -> Result<(), SyncError> {
+        self.start_sync(SyncTrigger::Manual)
+    }
+
+    /// The earliest timer deadline on the device clock, if any timer is armed.
+    pub fn poll_timeout(&mut self) -> Option<u64> {
+        let now_ms = self.env.now_ms();
+        [
+            &mut self.sync.interval,
+            &mut self.sync.retry,
+            &mut self.sync.debounce,
+        ]
+        .into_iter()
+        .filter_map(|timer| timer.as_mut().map(|timer| timer.deadline(now_ms)))
+        .min()
+    }
+
+    /// Fires every timer whose deadline has passed on the device clock.
+    pub fn handle_timeout(&mut self) -> Result<(), SyncError> {
+        let now_ms = self.env.now_ms();
+        let mut fired = Vec::new();
+        if let Some(timer) = self.sync.interval.as_mut() {
+            if timer.deadline(now_ms) <= now_ms {
+                self.sync.interval = Some(Timer {
+                    armed_at_ms: now_ms,
+                    delay_ms: SYNC_INTERVAL_MS,
+                });
+                fired.push(SyncTrigger::Interval);
+            }
+        }
+        for (slot, trigger) in [
+            (&mut self.sync.retry, SyncTrigger::Retry),
+            (&mut self.sync.debounce, SyncTrigger::AfterWrite),
+        ] {
+            if let Some(timer) = slot.as_mut() {
+                if timer.deadline(now_ms) <= now_ms {
+                    *slot = None;
+                    fired.push(trigger);
+                }
+            }
+        }
+        for trigger in fired {
+            self.start_sync(trigger)?;
+        }
+        Ok(())
+    }
+
+    /// The next request to send, if any.
+    pub fn poll_request(&mut self) -> Option<SyncRequest> {
+        self.sync.outgoing.pop_front()
+    }
+
+    /// The next event for the app, if any.
+    pub fn poll_event(&mut self) -> Option<SyncEvent> {
+        self.sync.events.pop_front()
+    }
+
+    /// The answer to request `request_id`: the JSON envelope, or a transport failure.
+    /// Answers to requests that are no longer in flight (duplicates, late deliveries,
+    /// requests of a sync that was abandoned) are ignored.
+    pub fn handle_response(
+        &mut self,
+        request_id: u64,
+        response: Result<Value, TransportError>,
+    ) -> Result<(), SyncError> {
+        self.ensure_alive().map_err(SyncError::Killed)?;
+        let Some((expected_id, in_flight)) = self.sync.in_flight.take() else {
+            return Ok(());
+        };
+        if expected_id != request_id {
+            self.sync.in_flight = Some((expected_id, in_flight));
+            return Ok(());
+        }
+        self.crash_point(CrashPoint::BeforeStoringResponse)
+            .map_err(SyncError::Killed)?;
+        let response = match response {
+            Ok(response) => response,
+            Err(error) => return self.fail_sync(&format!("transport: {}", error.message), true),
+        };
+        match in_flight {
+            InFlight::Push {
+                seqs,
+                operation_name,
+            } => self.handle_push_response(&seqs, &operation_name, &response),
+            InFlight::Pull {
+                entity,
+                operation_name,
+            } => self.handle_pull_response(&entity, &operation_name, &response),
+        }
+    }
+
+    /// Runs one whole sync over a blocking transport; returns the events it produced.
+    pub fn sync_blocking(
+        &mut self,
+        transport: &mut dyn Transport,
+    ) -> Result<Vec<SyncEvent>, SyncError> {
+        self.sync_now()?;
+        self.drive_blocking(transport)
+    }
+
+    /// Sends every request the machine has (and any it produces in answer) until it goes
+    /// quiet; returns the events produced meanwhile.
+    pub fn drive_blocking(
+        &mut self,
+        transport: &mut dyn Transport,
+    ) -> Result<Vec<SyncEvent>, SyncError> {
+        while let Some(request) = self.poll_request() {
+            let response = transport.send(&request);
+            self.handle_response(request.request_id, response)?;
+        }
+        Ok(std::iter::from_fn(|| self.poll_event()).collect())
+    }
+
+    // ---- the run ------------------------------------------------------------------------
+
+    fn start_sync(&mut self, trigger: SyncTrigger) -> Result<(), SyncError> {
+        self.ensure_alive().map_err(SyncError::Killed)?;
+        if !self.sync.online {
+            return Ok(());
+        }
+        if self.sync.phase != Phase::Idle {
+            self.sync.rerun_requested = true;
+            return Ok(());
+        }
+        self.sync.retry = None;
+        self.sync.debounce = None;
+        self.sync.repaired.clear();
+        self.sync.phase = Phase::Pushing;
+        self.sync
+            .events
+            .push_back(SyncEvent::SyncStarted { trigger });
+        self.advance()
+    }
+
+    /// Emits the next request of the current phase, or moves to the next phase.
+    fn advance(&mut self) -> Result<(), SyncError> {
+        assert!(self.sync.in_flight.is_none());
+        loop {
+            match self.sync.phase.clone() {
+                Phase::Idle | Phase::ForcePull { .. } => return Ok(()),
+                Phase::Pushing => {
+                    if self.emit_push()? {
+                        return Ok(());
+                    }
+                    self.sync.phase = Phase::Pulling {
+                        entity_index: 0,
+                        repair: None,
+                    };
+                }
+                Phase::Pulling { entity_index, .. } => {
+                    if entity_index >= self.options.registry.entities().len() {
+                        return self.finish_sync();
+                    }
+                    let entity = self.options.registry.entities()[entity_index]
+                        .name()
+                        .to_owned();
+                    let cursor = store::cursor(&self.conn, &entity)?;
+                    self.emit_pull(&entity, cursor);
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn token(&mut self) -> Option<String> {
+        store::token(&self.conn, "default").ok().flatten()
+    }
+
+    fn emit_request(&mut self, operation_name: String, variables: Value, in_flight: InFlight) {
+        let token = self.token().unwrap_or_default();
+        let request_id = self.sync.next_request_id;
+        self.sync.next_request_id += 1;
+        self.sync.outgoing.push_back(SyncRequest {
+            request_id,
+            operation_name,
+            tenant_id: self.options.tenant.as_str().to_owned(),
+            token,
+            variables,
+        });
+        self.sync.in_flight = Some((request_id, in_flight));
+    }
+
+    /// Marks the next push run `sending` and emits its request; false if nothing to push.
+    fn emit_push(&mut self) -> Result<bool, SyncError> {
+        let registry = &self.options.registry;
+        let run = store::next_push_run(&self.conn, None, |entity| {
+            registry
+                .get(entity)
+                .map_or(1, |config| config.push_batch_max)
+        })?;
+        let Some(first) = run.first() else {
+            return Ok(false);
+        };
+        let entity = first.entity.clone();
+        let Some(config) = self.options.registry.get(&entity) else {
+            // An op of a type the app no longer registers can never be sent.
+            let now_ms = self.env.now_ms();
+            store::set_op_status(
+                &self.conn,
+                first.seq,
+                OpStatus::Failed,
+                Some("entity type not registered"),
+                now_ms,
+            )?;
+            return self.emit_push();
+        };
+        let operation_name = config.push_operation_name();
+        let mut payload = Vec::with_capacity(run.len());
+        for op in &run {
+            payload.push(SyncPushItem {
+                client_id: Some(op.entity_id.clone()),
+                id: store::server_id_for(&self.conn, &op.entity_id)?,
+                operation: op.operation,
+                data: Value::Object(op.payload.clone()),
+                op_id: op.op_id.clone(),
+                base_version: Some(op.base_version),
+                force: op.force,
+                space_id: op.space_id.clone(),
+                updated_at: op.updated_at,
+            });
+        }
+        let seqs: Vec<i64> = run.iter().map(|op| op.seq).collect();
+        let now_ms = self.env.now_ms();
+        let tx = self.conn.transaction()?;
+        store::mark_sending(&tx, &seqs, now_ms)?;
+        tx.commit()?;
+        let variables = serde_json::to_value(SyncPushVariables {
+            payload,
+            tenant_id: self.options.tenant.as_str().to_owned(),
+        })
+        .expect("push variables serialize");
+        self.emit_request(
+            operation_name.clone(),
+            variables,
+            InFlight::Push {
+                seqs,
+                operation_name,
+            },
+        );
+        self.crash_point(CrashPoint::AfterMarkSending)
+            .map_err(SyncError::Killed)?;
+        Ok(true)
+    }
+
+    fn emit_pull(&mut self, entity: &str, cursor: Option<String>) {
+        let config = self
+            .options
+            .registry
+            .get(entity)
+            .expect("pulling a registered entity");
+        let operation_name = config.pull_operation_name();
+        let variables = serde_json::to_value(SyncPullVariables {
+            last_sync_at: cursor,
+            tenant_id: self.options.tenant.as_str().to_owned(),
+            limit: Some(config.pull_page_limit as i64),
+        })
+        .expect("pull variables serialize");
+        self.emit_request(
+            operation_name.clone(),
+            variables,
+            InFlight::Pull {
+                entity: entity.to_owned(),
+                operation_name,
+            },
+        );
+    }
+
+    /// Abandons the running sync: ops in flight go back to `pending`, and answers to the
+    /// abandoned request are ignored when they arrive.
+    pub fn cancel_sync(&mut self) -> Result<(), SyncError> {
+        let now_ms = self.env.now_ms();
+        store::reset_sending(&self.conn, Some("sync cancelled"), now_ms)?;
+        self.sync.phase = Phase::Idle;
+        self.sync.in_flight = None;
+        self.sync.outgoing.clear();
+        self.sync.rerun_requested = false;
+        Ok(())
+    }
+
+    pub(crate) fn start_force_pull(&mut self, entity: &str) {
+        assert_eq!(self.sync.phase, Phase::Idle);
+        self.sync.phase = Phase::ForcePull {
+            entity: entity.to_owned(),
+            items: Vec::new(),
+        };
+        self.emit_pull(entity, None);
+    }
+
+    fn finish_sync(&mut self) -> Result<(), SyncError> {
+        let now_ms = self.env.now_ms();
+        store::set_last_successful_sync_ms(&self.conn, now_ms)?;
+        self.sync.phase = Phase::Idle;
+        self.sync.failure_streak = 0;
+        self.sync.events.push_back(SyncEvent::SyncCompleted);
+        if std::mem::take(&mut self.sync.rerun_requested) {
+            return self.start_sync(SyncTrigger::Manual);
+        }
+        Ok(())
+    }
+
+    /// Stops the sync: ops in flight go back to `pending`; transient failures re-arm the
+    /// retry timer with backoff.
+    fn fail_sync(&mut self, reason: &str, transient: bool) -> Result<(), SyncError> {
+        let now_ms = self.env.now_ms();
+        store::reset_sending(&self.conn, Some(reason), now_ms)?;
+        self.sync.phase = Phase::Idle;
+        self.sync.in_flight = None;
+        self.sync.outgoing.clear();
+        self.sync.rerun_requested = false;
+        let retry_at_ms = if transient {
+            self.sync.failure_streak = self.sync.failure_streak.saturating_add(1);
+            let delay_ms = backoff_delay_ms(self.sync.failure_streak, self.env.next_u64());
+            self.sync.retry = Some(Timer {
+                armed_at_ms: now_ms,
+                delay_ms,
+            });
+            Some(now_ms + delay_ms)
+        } else {
+            None
+        };
+        self.sync.events.push_back(SyncEvent::SyncFailed {
+            reason: reason.to_owned(),
+            retry_at_ms,
+        });
+        Ok(())
+    }
+
+    // ---- push results -------------------------------------------------------------------
+
+    fn handle_push_response(
+        &mut self,
+        seqs: &[i64],
+        operation_name: &str,
+        response: &Value,
+    ) -> Result<(), SyncError> {
+        let payload = match parse_envelope(operation_name, response) {
+            Envelope::Data(payload) => payload,
+            Envelope::Error { code, message } => {
+                return self.handle_push_error(seqs, code, &message)
+            }
+        };
+        let Ok(parsed) = serde_json::from_value::<SyncPushResponse>(payload) else {
+            return self.fail_sync("malformed push response", true);
+        };
+        let ops = self.sending_ops(seqs)?;
+        let matches = parsed.results.len() == ops.len()
+            && parsed
+                .results
+                .iter()
+                .zip(&ops)
+                .all(|(result, op)| result.op_id == op.op_id);
+        if !matches {
+            return self.fail_sync("push response does not match the request", true);
+        }
+        let mut transient_error = None;
+        let tx = self.conn.transaction()?;
+        for (op, result) in ops.iter().zip(&parsed.results) {
+            if let Some(stamp) = result.updated_at {
+                self.hlc.observe(stamp);
+            }
+            if let Some(payload) = &result.conflict {
+                self.hlc.observe(payload.server_updated_at);
+            }
+            let now_ms = self.env.now_ms();
+            match apply_push_result(&tx, op, result, now_ms)? {
+                PushOutcome::Applied => {}
+                PushOutcome::Superseded => self.sync.events.push_back(SyncEvent::OpSuperseded {
+                    op_id: op.op_id.clone(),
+                    client_id: op.entity_id.clone(),
+                }),
+                PushOutcome::Conflict(conflict) => {
+                    let conflict_id = store::put_conflict(&tx, &conflict)?;
+                    self.sync.events.push_back(SyncEvent::ConflictStored {
+                        conflict_id,
+                        client_id: op.entity_id.clone(),
+                    });
+                }
+                PushOutcome::Failed { code, message } => {
+                    self.sync.events.push_back(SyncEvent::OpFailed {
+                        op_id: op.op_id.clone(),
+                        client_id: op.entity_id.clone(),
+                        code,
+                        message,
+                    })
+                }
+                PushOutcome::Retry(message) => transient_error = Some(message),
+            }
+        }
+        store::set_hlc_high_water(&tx, self.hlc.last())?;
+        tx.commit()?;
+        if let Some(message) = transient_error {
+            return self.fail_sync(&message, true);
+        }
+        self.advance()
+    }
+
+    fn sending_ops(&self, seqs: &[i64]) -> Result<Vec<QueuedOp>, SyncError> {
+        let sending = store::ops_with_status(&self.conn, OpStatus::Sending)?;
+        let ops: Vec<QueuedOp> = sending
+            .into_iter()
+            .filter(|op| seqs.contains(&op.seq))
+            .collect();
+        assert_eq!(
+            ops.len(),
+            seqs.len(),
+            "ops in flight must stay `sending` until answered"
+        );
+        Ok(ops)
+    }
+
+    fn handle_push_error(
+        &mut self,
+        seqs: &[i64],
+        code: Option<ErrorCode>,
+        message: &str,
+    ) -> Result<(), SyncError> {
+        match code {
+            Some(ErrorCode::Validation) => {
+                // The server refused the whole batch as malformed: retrying cannot help.
+                let now_ms = self.env.now_ms();
+                let ops = self.sending_ops(seqs)?;
+                let tx = self.conn.transaction()?;
+                for op in &ops {
+                    store::set_op_status(&tx, op.seq, OpStatus::Failed, Some(message), now_ms)?;
+                    self.sync.events.push_back(SyncEvent::OpFailed {
+                        op_id: op.op_id.clone(),
+                        client_id: op.entity_id.clone(),
+                        code,
+                        message: message.to_owned(),
+                    });
+                }
+                tx.commit()?;
+                self.advance()
+            }
+            // Unauthorized: the data is fine; the token is not. Wait for a new token.
+            Some(ErrorCode::Unauthorized) => {
+                self.fail_sync(&format!("unauthorized: {message}"), false)
+            }
+            _ => self.fail_sync(&format!("server error: {message}"), true),
+        }
+    }
+
+    // ---- pull pages ---------------------------------------------------------------------
+
+    fn handle_pull_response(
+        &mut self,
+        entity: &str,
+        operation_name: &str,
+        response: &Value,
+    ) -> Result<(), SyncError> {
+        let payload = match parse_envelope(operation_name, response) {
+            Envelope::Data(payload) => payload,
+            Envelope::Error {
+                code: Some(ErrorCode::Unauthorized),
+                message,
+            } => return self.fail_sync(&format!("unauthorized: {message}"), false),
+            Envelope::Error { message, .. } => {
+                return self.fail_sync(&format!("server error: {message}"), true)
+            }
+        };
+        let Some((page, items)) = parse_pull_page(payload) else {
+            return self.fail_sync("malformed pull response", true);
+        };
+        if let Phase::ForcePull {
+            entity,
+            items: mut collected,
+        } = self.sync.phase.clone()
+        {
+            collected.extend(items);
+            if page.has_more {
+                self.sync.phase = Phase::ForcePull {
+                    entity: entity.clone(),
+                    items: collected,
+                };
+                self.emit_pull(&entity, Some(page.last_sync_at));
+                return Ok(());
+            }
+            self.commit_force_pull(
+                &entity,
+                &collected,
+                &page.last_sync_at,
+                page.version_hash.as_deref(),
+            )?;
+            self.sync.phase = Phase::Idle;
+            self.sync
+                .events
+                .push_back(SyncEvent::ForceCompleted { entity });
+            return Ok(());
+        }
+        let Phase::Pulling {
+            entity_index,
+            mut repair,
+        } = self.sync.phase.clone()
+        else {
+            unreachable!("a pull answer arrives only while pulling");
+        };
+        let auto_merge = self
+            .options
+            .registry
+            .get(entity)
+            .is_some_and(|config| config.auto_merge_fields);
+        let now_ms = self.env.now_ms();
+        let tx = self.conn.transaction()?;
+        for item in &items {
+            self.hlc.observe(item.updated_at);
+            if let Some(repair) = repair.as_mut() {
+                repair.seen_server_ids.insert(item.id.clone());
+            }
+            match merge_pulled_item(&tx, entity, item)? {
+                PulledVerdict::Stored | PulledVerdict::KeptLocal => {}
+                PulledVerdict::Superseded(op_ids) => {
+                    for op_id in op_ids {
+                        self.sync.events.push_back(SyncEvent::OpSuperseded {
+                            op_id,
+                            client_id: item.client_id.clone(),
+                        });
+                    }
+                }
+                PulledVerdict::Conflict(conflict) => {
+                    if auto_merge {
+                        if let Some(merged) = conflict::auto_merge(&tx, &conflict)? {
+                            self.sync.events.push_back(SyncEvent::ConflictAutoMerged {
+                                client_id: conflict.client_id.clone(),
+                            });
+                            let stamp = self.hlc.tick(now_ms);
+                            let op_id = crate::ids::uuid_v7(
+                                self.hlc.tick(now_ms),
+                                self.env.entropy.next_u64(),
+                            )
+                            .to_string();
+                            conflict::write_resolution(
+                                &tx, &conflict, merged, stamp, &op_id, now_ms,
+                            )?;
+                            continue;
+                        }
+                    }
+                    let conflict_id = store::put_conflict(&tx, &conflict)?;
+                    self.sync.events.push_back(SyncEvent::ConflictStored {
+                        conflict_id,
+                        client_id: conflict.client_id.clone(),
+                    });
+                }
+            }
+        }
+        for server_id in &page.deleted_ids {
+            if let Some(repair) = repair.as_mut() {
+                repair.seen_server_ids.insert(server_id.clone());
+            }
+            for op_id in merge_pulled_delete(&tx, server_id)? {
+                let client_id = store::client_id_for_server_id(&tx, server_id)?.unwrap_or_default();
+                self.sync
+                    .events
+                    .push_back(SyncEvent::OpSuperseded { op_id, client_id });
+            }
+        }
+        if !page.has_more {
+            if let Some(repair) = &repair {
+                forget_records_missing_on_server(&tx, entity, &repair.seen_server_ids)?;
+            }
+        }
+        store::set_sync_state(
+            &tx,
+            entity,
+            Some(&page.last_sync_at),
+            page.version_hash.as_deref(),
+            now_ms,
+        )?;
+        store::set_hlc_high_water(&tx, self.hlc.last())?;
+        tx.commit()?;
+
+        if page.has_more {
+            self.sync.phase = Phase::Pulling {
+                entity_index,
+                repair,
+            };
+            self.crash_point(CrashPoint::BetweenPullPages)
+                .map_err(SyncError::Killed)?;
+            self.emit_pull(entity, Some(page.last_sync_at));
+            return Ok(());
+        }
+        if let Some(server_hash) = &page.version_hash {
+            if self.needs_repair(entity, server_hash)? {
+                self.sync.repaired.insert(entity.to_owned());
+                self.sync.phase = Phase::Pulling {
+                    entity_index,
+                    repair: Some(RepairPass::default()),
+                };
+                self.sync.events.push_back(SyncEvent::RepairStarted {
+                    entity: entity.to_owned(),
+                });
+                self.emit_pull(entity, None);
+                return Ok(());
+            }
+        }
+        self.sync.phase = Phase::Pulling {
+            entity_index: entity_index + 1,
+            repair: None,
+        };
+        self.advance()
+    }
+
+    /// True when nothing of `entity` is pending, its local checksum differs from the
+    /// server's, and it was not repaired already in this sync.
+    fn needs_repair(&self, entity: &str, server_hash: &str) -> Result<bool, SyncError> {
+        if self.sync.repaired.contains(entity) {
+            return Ok(false);
+        }
+        let unsettled = store::count_ops(&self.conn, OpStatus::Pending, Some(entity))?
+            + store::count_ops(&self.conn, OpStatus::Sending, Some(entity))?
+            + store::count_ops(&self.conn, OpStatus::Failed, Some(entity))?;
+        if unsettled > 0 {
+            return Ok(false);
+        }
+        Ok(local_version_hash(&self.conn, entity)? != server_hash)
+    }
+}
+
+/// The checksum of the local copy, computed exactly as the server computes its own.
+pub(crate) fn local_version_hash(
+    conn: &rusqlite::Connection,
+    entity: &str,
+) -> rusqlite::Result<String> {
+    let records = store::list_records(conn, entity, None, false)?;
+    Ok(crate::wire::version_hash(records.iter().filter_map(
+        |record| record.server_id.as_deref().map(|id| (id, record.version)),
+    )))
+}
+
+fn parse_pull_page(payload: Value) -> Option<(SyncPullResponse, Vec<PulledItem>)> {
+    let page: SyncPullResponse = serde_json::from_value(payload).ok()?;
+    let items: Vec<PulledItem> = page
+        .items
+        .iter()
+        .map(|item| serde_json::from_value(item.clone()).ok())
+        .collect::<Option<_>>()?;
+    let well_formed = items.iter().all(|item| {
+        !item.id.is_empty()
+            && !item.client_id.is_empty()
+            && item.version >= 1
+            && crate::engine::validate_space_id(&item.space_id).is_ok()
+    }) && page.deleted_ids.iter().all(|id| !id.is_empty());
+    well_formed.then_some((page, items))
+}
+
+enum PushOutcome {
+    Applied,
+    Superseded,
+    Conflict(Conflict),
+    Failed {
+        code: Option<ErrorCode>,
+        message: String,
+    },
+    Retry(String),
+}
+
+/// Stores one push result: the op's fate, the id mapping, and the record's new base.
+fn apply_push_result(
+    tx: &rusqlite::Connection,
+    op: &QueuedOp,
+    result: &SyncResultItem,
+    now_ms: u64,
+) -> rusqlite::Result<PushOutcome> {
+    if let Some(server_id) = &result.id {
+        if store::client_id_for_server_id(tx, server_id)?
+            .is_none_or(|client_id| client_id == op.entity_id)
+        {
+            store::set_id_mapping(tx, &op.entity_id, server_id, &op.entity)?;
+        }
+    }
+    let later_ops_pending = || -> rusqlite::Result<bool> {
+        Ok(store::unfinished_ops_for_record(tx, &op.entity_id)?
+            .iter()
+            .any(|other| other.seq != op.seq))
+    };
+    if result.success {
+        store::delete_op(tx, op.seq)?;
+        if let (Some(version), Some(mut record)) =
+            (result.version, store::get_record(tx, &op.entity_id)?)
+        {
+            store::set_base(tx, &op.entity_id, version, &op.payload)?;
+            if !later_ops_pending()? {
+                record.version = version;
+                record.base_version = version;
+                record.updated_at = result.updated_at.unwrap_or(record.updated_at);
+                store::put_record(tx, &record)?;
+            }
+        }
+        return Ok(PushOutcome::Applied);
+    }
+    let message = result
+        .error_message
+        .clone()
+        .unwrap_or_else(|| "rejected".to_owned());
+    match result.error_code {
+        Some(ErrorCode::Stale | ErrorCode::RecordDeleted) if result.conflict.is_some() => {
+            let payload = result.conflict.as_ref().expect("checked");
+            store::delete_op(tx, op.seq)?;
+            if !later_ops_pending()? || payload.server_is_deleted {
+                adopt_server_state(tx, &op.entity_id, payload)?;
+            }
+            Ok(PushOutcome::Superseded)
+        }
+        Some(ErrorCode::Conflict) if result.conflict.is_some() => {
+            let payload = result.conflict.as_ref().expect("checked");
+            store::set_op_status(
+                tx,
+                op.seq,
+                OpStatus::Pending,
+                Some("conflict: waiting for the user"),
+                now_ms,
+            )?;
+            let record =
+                store::get_record(tx, &op.entity_id)?.expect("a queued op's record exists");
+            let server_data = payload.server_data.as_object().cloned().unwrap_or_default();
+            Ok(PushOutcome::Conflict(conflict::conflict_from(
+                &record,
+                payload.server_version,
+                payload.server_updated_at,
+                server_data,
+                payload.server_is_deleted,
+            )))
+        }
+        Some(code) if code.is_transient() => {
+            store::set_op_status(tx, op.seq, OpStatus::Pending, Some(&message), now_ms)?;
+            Ok(PushOutcome::Retry(message))
+        }
+        code => {
+            store::set_op_status(tx, op.seq, OpStatus::Failed, Some(&message), now_ms)?;
+            Ok(PushOutcome::Failed { code, message })
+        }
+    }
+}
+
+/// The record takes the server's version (the server won by the policy).
+fn adopt_server_state(
+    tx: &rusqlite::Connection,
+    client_id: &str,
+    payload: &crate::wire::ConflictPayload,
+) -> rusqlite::Result<()> {
+    let Some(mut record) = store::get_record(tx, client_id)? else {
+        return Ok(());
+    };
+    let server_data = payload.server_data.as_object().cloned().unwrap_or_default();
+    if payload.server_is_deleted {
+        store::drop_pending_ops_for_record(tx, client_id)?;
+        store::delete_conflict_for_record(tx, client_id)?;
+    }
+    record.version = payload.server_version;
+    record.base_version = payload.server_version;
+    record.updated_at = payload.server_updated_at;
+    record.is_deleted = payload.server_is_deleted;
+    record.data = server_data.clone();
+    store::put_record(tx, &record)?;
+    store::set_base(tx, client_id, payload.server_version, &server_data)
+}
+
+/// Merges one pulled live record under the conflict policy (DESIGN.md §5).
+fn merge_pulled_item(
+    tx: &rusqlite::Connection,
+    entity: &str,
+    item: &PulledItem,
+) -> rusqlite::Result<PulledVerdict> {
+    let server_record = Record {
+        client_id: item.client_id.clone(),
+        server_id: Some(item.id.clone()),
+        entity: entity.to_owned(),
+        space_id: item.space_id.clone(),
+        version: item.version,
+        base_version: item.version,
+        updated_at: item.updated_at,
+        is_deleted: false,
+        data: item.data.clone(),
+    };
+    if let Some(owner) = store::client_id_for_server_id(tx, &item.id)? {
+        if owner != item.client_id {
+            // Two client ids for one server id: a broken server. Keep the first mapping.
+            return Ok(PulledVerdict::KeptLocal);
+        }
+    }
+    let local = store::get_record(tx, &item.client_id)?;
+    let pending = store::unfinished_ops_for_record(tx, &item.client_id)?;
+    let verdict = conflict::judge_pulled(local.as_ref(), &pending, &server_record);
+    match &verdict {
+        PulledVerdict::Stored => {
+            store::put_record(tx, &server_record)?;
+            store::set_base(tx, &item.client_id, item.version, &item.data)?;
+        }
+        PulledVerdict::Superseded(_) => {
+            store::drop_pending_ops_for_record(tx, &item.client_id)?;
+            store::delete_conflict_for_record(tx, &item.client_id)?;
+            store::put_record(tx, &server_record)?;
+            store::set_base(tx, &item.client_id, item.version, &item.data)?;
+        }
+        PulledVerdict::KeptLocal | PulledVerdict::Conflict(_) => {
+            store::set_id_mapping(tx, &item.client_id, &item.id, entity)?;
+        }
+    }
+    Ok(verdict)
+}
+
+/// A pulled tombstone: deletes win, so the record is deleted locally and its pending ops
+/// dropped. Returns the dropped op ids.
+fn merge_pulled_delete(
+    tx: &rusqlite::Connection,
+    server_id: &str,
+) -> rusqlite::Result<Vec<String>> {
+    let Some(client_id) = store::client_id_for_server_id(tx, server_id)? else {
+        return Ok(Vec::new());
+    };
+    let Some(mut record) = store::get_record(tx, &client_id)? else {
+        return Ok(Vec::new());
+    };
+    let dropped: Vec<String> = store::unfinished_ops_for_record(tx, &client_id)?
+        .into_iter()
+        .filter(|op| op.status == OpStatus::Pending)
+        .map(|op| op.op_id)
+        .collect();
+    store::drop_pending_ops_for_record(tx, &client_id)?;
+    store::delete_conflict_for_record(tx, &client_id)?;
+    if !record.is_deleted {
+        record.is_deleted = true;
+        store::put_record(tx, &record)?;
+    }
+    Ok(dropped)
+}
+
+/// After a repair pull: synced local records the server no longer lists are removed
+/// (records with pending ops are kept; they have not reached the server yet).
+fn forget_records_missing_on_server(
+    tx: &rusqlite::Connection,
+    entity: &str,
+    seen: &BTreeSet<String>,
+) -> rusqlite::Result<()> {
+    for record in store::list_records(tx, entity, None, false)? {
+        let Some(server_id) = &record.server_id else {
+            continue;
+        };
+        if !seen.contains(server_id)
+            && store::unfinished_ops_for_record(tx, &record.client_id)?.is_empty()
+        {
+            store::delete_record(tx, &record.client_id)?;
+        }
+    }
+    Ok(())
+}

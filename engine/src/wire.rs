@@ -1,0 +1,399 @@
+//! The wire contract: the spec's GraphQL types as Rust, serialized to camelCase JSON.
+//!
+//! `schema.graphql` beside this crate is the same contract as SDL (a test keeps the two
+//! in agreement). Our additions to the spec's types: `opId` (idempotency key),
+//! `baseVersion` (the server version the write was based on), `force`, `spaceId`, and
+//! `updatedAt` (the writer's HLC stamp) on push items. `lastSyncAt` is an opaque
+//! server-issued cursor, never a client timestamp. This module only describes data; it
+//! never sends anything.
+
+use crate::hlc::HlcStamp;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// A request as the engine hands it to a transport: GraphQL operation name, the tenant it
+/// is for, the bearer token, and the operation's variables.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncRequest {
+    /// Matches the response to the request; unique per engine instance.
+    pub request_id: u64,
+    pub operation_name: String,
+    pub tenant_id: String,
+    pub token: String,
+    pub variables: Value,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operation {
+    Insert,
+    Update,
+    Delete,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Insert => "insert",
+            Operation::Update => "update",
+            Operation::Delete => "delete",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Operation> {
+        match raw {
+            "insert" => Some(Operation::Insert),
+            "update" => Some(Operation::Update),
+            "delete" => Some(Operation::Delete),
+            _ => None,
+        }
+    }
+}
+
+/// `input SyncPushItem`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SyncPushItem {
+    pub client_id: Option<String>,
+    pub id: Option<String>,
+    pub operation: Operation,
+    /// The record's full data after the write (a JSON object).
+    pub data: Value,
+    pub op_id: String,
+    pub base_version: Option<i64>,
+    #[serde(default)]
+    pub force: bool,
+    pub space_id: String,
+    pub updated_at: HlcStamp,
+}
+
+/// Variables of `syncPush{Entity}(payload, tenantId)`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SyncPushVariables {
+    pub payload: Vec<SyncPushItem>,
+    pub tenant_id: String,
+}
+
+/// `type SyncPushResponse`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncPushResponse {
+    pub results: Vec<SyncResultItem>,
+}
+
+/// `type SyncResultItem`: the outcome of one push item, in payload order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncResultItem {
+    pub op_id: String,
+    pub client_id: Option<String>,
+    pub id: Option<String>,
+    pub success: bool,
+    pub error_code: Option<ErrorCode>,
+    pub error_message: Option<String>,
+    pub version: Option<i64>,
+    pub updated_at: Option<HlcStamp>,
+    pub conflict: Option<ConflictPayload>,
+}
+
+/// `type ConflictPayload`: the server's side of a concurrent write.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConflictPayload {
+    pub server_data: Value,
+    pub server_version: i64,
+    pub server_updated_at: HlcStamp,
+    pub server_is_deleted: bool,
+}
+
+/// Variables of `syncPull{Entity}(lastSyncAt, tenantId, limit)`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SyncPullVariables {
+    pub last_sync_at: Option<String>,
+    pub tenant_id: String,
+    pub limit: Option<i64>,
+}
+
+/// `type SyncPullResponse`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncPullResponse {
+    /// Live records changed since the cursor, as [`PulledItem`] JSON objects.
+    pub items: Vec<Value>,
+    /// Records deleted since the cursor.
+    pub deleted_ids: Vec<String>,
+    /// The cursor to send next time: covers exactly the rows in this page.
+    pub last_sync_at: String,
+    /// Checksum over the entity's live `(id, version)` pairs, see [`version_hash`].
+    pub version_hash: Option<String>,
+    pub has_more: bool,
+}
+
+/// The shape of one element of `SyncPullResponse.items`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PulledItem {
+    pub id: String,
+    pub client_id: String,
+    pub space_id: String,
+    pub version: i64,
+    pub updated_at: HlcStamp,
+    pub data: Map<String, Value>,
+}
+
+/// `errorCode` values and GraphQL error `extensions.code` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    /// Equal stamps, different data: the user must choose.
+    Conflict,
+    /// The server's version is newer and won by the policy; the conflict payload has it.
+    Stale,
+    /// The record is deleted on the server; deletes win over concurrent updates.
+    RecordDeleted,
+    /// The request or item is malformed.
+    Validation,
+    /// The item names a record the server does not have.
+    NotFound,
+    /// The token is unknown or belongs to another tenant.
+    Unauthorized,
+    /// The server is overloaded or failed before applying anything.
+    ServerBusy,
+    /// The server did not answer in time (it may or may not have applied the request).
+    Timeout,
+}
+
+impl ErrorCode {
+    /// Transient errors are retried with backoff; the rest are final for the op.
+    pub fn is_transient(self) -> bool {
+        matches!(self, ErrorCode::ServerBusy | ErrorCode::Timeout)
+    }
+}
+
+/// A GraphQL error envelope: `{"errors": [{"message": …, "extensions": {"code": …}}]}`.
+pub fn error_response(code: ErrorCode, message: &str) -> Value {
+    serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] })
+}
+
+/// A GraphQL success envelope: `{"data": {operationName: payload}}`.
+pub fn data_response(operation_name: &str, payload: Value) -> Value {
+    let mut data = Map::new();
+    data.insert(operation_name.to_owned(), payload);
+    serde_json::json!({ "data": Value::Object(data) })
+}
+
+/// What a GraphQL envelope said: the operation's payload, or the first error.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Envelope {
+    Data(Value),
+    Error {
+        code: Option<ErrorCode>,
+        message: String,
+    },
+}
+
+/// Reads a response envelope; anything that is neither shape is a `Validation` error.
+pub fn parse_envelope(operation_name: &str, response: &Value) -> Envelope {
+    if let Some(first) = response
+        .get("errors")
+        .and_then(Value::as_array)
+        .and_then(|errors| errors.first())
+    {
+        let message = first
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("error without message");
+        let code = first
+            .get("extensions")
+            .and_then(|extensions| extensions.get("code"))
+            .and_then(|code| serde_json::from_value(code.clone()).ok());
+        return Envelope::Error {
+            code,
+            message: message.to_owned(),
+        };
+    }
+    match response
+        .get("data")
+        .and_then(|data| data.get(operation_name))
+    {
+        Some(payload) => Envelope::Data(payload.clone()),
+        None => Envelope::Error {
+            code: Some(ErrorCode::Validation),
+            message: format!("response has neither errors nor data.{operation_name}"),
+        },
+    }
+}
+
+/// The checksum both sides compute over an entity's live records: FNV-1a (64-bit) over
+/// `id:version\n` lines sorted by id, as 16 hex digits.
+pub fn version_hash<'a>(pairs: impl IntoIterator<Item = (&'a str, i64)>) -> String {
+    let mut pairs: Vec<(&str, i64)> = pairs.into_iter().collect();
+    pairs.sort_unstable();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for &byte in bytes {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for (id, version) in pairs {
+        feed(id.as_bytes());
+        feed(b":");
+        feed(version.to_string().as_bytes());
+        feed(b"\n");
+    }
+    format!("{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    //! The Rust types and `schema.graphql` agree on every field name, and JSON is camelCase.
+    use super::*;
+    use std::collections::BTreeSet;
+
+    const SDL: &str = include_str!("../schema.graphql");
+
+    /// Field names of `type Name {` / `input Name {` in the SDL.
+    fn sdl_fields(type_name: &str) -> BTreeSet<String> {
+        let start = SDL
+            .lines()
+            .position(|line| {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                words.len() >= 2
+                    && (words[0] == "type" || words[0] == "input")
+                    && words[1] == type_name
+            })
+            .unwrap_or_else(|| panic!("{type_name} missing from schema.graphql"));
+        SDL.lines()
+            .skip(start + 1)
+            .take_while(|line| !line.trim_start().starts_with('}'))
+            .filter_map(|line| {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') || line.starts_with("\"\"\"") {
+                    return None;
+                }
+                let name_end = line.find([':', '('])?;
+                Some(line[..name_end].trim().to_owned())
+            })
+            .collect()
+    }
+
+    fn json_fields(value: Value) -> BTreeSet<String> {
+        value.as_object().expect("object").keys().cloned().collect()
+    }
+
+    fn sample_push_item() -> SyncPushItem {
+        SyncPushItem {
+            client_id: Some("c".into()),
+            id: Some("s".into()),
+            operation: Operation::Update,
+            data: serde_json::json!({"name": "x"}),
+            op_id: "o".into(),
+            base_version: Some(1),
+            force: false,
+            space_id: "sp".into(),
+            updated_at: HlcStamp(5),
+        }
+    }
+
+    #[test]
+    fn rust_types_match_sdl_field_names() {
+        let push_item = sample_push_item();
+        let result = SyncResultItem {
+            op_id: "o".into(),
+            client_id: None,
+            id: None,
+            success: true,
+            error_code: None,
+            error_message: None,
+            version: None,
+            updated_at: None,
+            conflict: None,
+        };
+        let conflict = ConflictPayload {
+            server_data: Value::Null,
+            server_version: 1,
+            server_updated_at: HlcStamp(1),
+            server_is_deleted: false,
+        };
+        let pull = SyncPullResponse {
+            items: vec![],
+            deleted_ids: vec![],
+            last_sync_at: String::new(),
+            version_hash: None,
+            has_more: false,
+        };
+        let item = PulledItem {
+            id: "s".into(),
+            client_id: "c".into(),
+            space_id: "sp".into(),
+            version: 1,
+            updated_at: HlcStamp(1),
+            data: Map::new(),
+        };
+        let push = SyncPushResponse { results: vec![] };
+        let checks: [(&str, Value); 6] = [
+            ("SyncPushItem", serde_json::to_value(push_item).unwrap()),
+            ("SyncResultItem", serde_json::to_value(result).unwrap()),
+            ("ConflictPayload", serde_json::to_value(conflict).unwrap()),
+            ("SyncPullResponse", serde_json::to_value(pull).unwrap()),
+            ("PulledItem", serde_json::to_value(item).unwrap()),
+            ("SyncPushResponse", serde_json::to_value(push).unwrap()),
+        ];
+        for (type_name, json) in checks {
+            assert_eq!(json_fields(json), sdl_fields(type_name), "{type_name}");
+        }
+    }
+
+    #[test]
+    fn sdl_declares_operations_and_arguments() {
+        for needle in [
+            "syncPushSpace(payload: [SyncPushItem!]!, tenantId: ID!): SyncPushResponse!",
+            "syncPullSpace(lastSyncAt: String, tenantId: ID!, limit: Int = 1000): SyncPullResponse!",
+        ] {
+            assert!(SDL.contains(needle), "schema.graphql lacks {needle}");
+        }
+        let variables = SyncPullVariables {
+            last_sync_at: None,
+            tenant_id: "t".into(),
+            limit: Some(1),
+        };
+        let names = json_fields(serde_json::to_value(variables).unwrap());
+        assert_eq!(
+            names,
+            ["lastSyncAt", "limit", "tenantId"].map(String::from).into()
+        );
+    }
+
+    #[test]
+    fn envelopes_round_trip() {
+        let ok = data_response("syncPullSpace", serde_json::json!({"x": 1}));
+        assert_eq!(
+            parse_envelope("syncPullSpace", &ok),
+            Envelope::Data(serde_json::json!({"x": 1}))
+        );
+        let error = error_response(ErrorCode::Unauthorized, "no");
+        assert_eq!(
+            parse_envelope("syncPullSpace", &error),
+            Envelope::Error {
+                code: Some(ErrorCode::Unauthorized),
+                message: "no".into()
+            }
+        );
+        assert!(matches!(
+            parse_envelope("syncPullSpace", &serde_json::json!(3)),
+            Envelope::Error { .. }
+        ));
+    }
+
+    #[test]
+    fn version_hash_ignores_input_order() {
+        let a = version_hash([("b", 2), ("a", 1)]);
+        assert_eq!(a, version_hash([("a", 1), ("b", 2)]));
+        assert_ne!(a, version_hash([("a", 1), ("b", 3)]));
+        assert_eq!(version_hash([]).len(), 16);
+    }
+}
