@@ -1,0 +1,8 @@
+//! The simulator crate: a deterministic simulation harness for `sync-engine`.
+//!
+//! It runs copies of the real engine against an in-process reference server under seeded
+//! faults and checks invariants. The reference server lives in [`server`]; it is the
+//! oracle the engine is tested against, so it is deliberately simple, fully deterministic
+//! (no clock, no randomness), and checks its own invariants.
+
+pub mod server;

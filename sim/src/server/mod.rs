@@ -1,0 +1,399 @@
+//! The in-process reference server: the spec's `syncPush*` / `syncPull*` API over JSON.
+//!
+//! This module owns the server's public face: request routing, authentication (the tenant
+//! comes from the token, DESIGN §4 #9), fault injection for the simulator, planted defects
+//! for harness self-tests, and the inspection methods invariant checkers use. Push
+//! semantics live in [`push`], pull semantics in [`pull`], and the per-tenant tables with
+//! their indexes in [`state`].
+//!
+//! The server is the oracle the engine is tested against, so it must never read a clock,
+//! draw a random number, iterate a hash map, or panic on anything a client sends: malformed
+//! input gets an error envelope and changes nothing. A panic here is always a server bug
+//! caught by an assertion.
+
+mod pull;
+mod push;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use sync_engine::hlc::HlcStamp;
+use sync_engine::registry::OperationKind;
+use sync_engine::wire::{self, ErrorCode, SyncPullVariables, SyncPushVariables, SyncRequest};
+use sync_engine::EntityRegistry;
+
+use state::TenantState;
+
+/// One record as the server stores it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerRecord {
+    pub tenant_id: String,
+    pub entity: String,
+    /// The server-assigned id, `srv-{:010}`, unique across all tenants.
+    pub id: String,
+    /// The id the creating device chose; unique within the tenant.
+    pub client_id: String,
+    pub space_id: String,
+    /// Starts at 1 and grows by 1 with every accepted write.
+    pub version: i64,
+    /// The HLC stamp of the accepted write that produced this version.
+    pub updated_at: HlcStamp,
+    /// Tombstones are final: once set, nothing clears it.
+    pub is_deleted: bool,
+    pub data: Map<String, Value>,
+    /// The commit stamp of the push request that last changed this record; pulls page in
+    /// `(commit_stamp, id)` order.
+    pub commit_stamp: u64,
+    /// The op that last changed this record.
+    pub last_op_id: String,
+}
+
+/// One state change caused by one push item, in the order the server applied them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Effect {
+    pub tenant_id: String,
+    pub op_id: String,
+    /// The server id of the record the op changed.
+    pub record_id: String,
+    pub commit_stamp: u64,
+}
+
+/// Deliberately planted bugs, each reproducing a flaw of the spec as written, so that the
+/// harness can prove it catches them. All off by default.
+#[derive(Default, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerDefects {
+    /// Forget idempotency: no replay of stored results by `opId`, no match of an insert's
+    /// `clientId`, so a retried insert creates a second row (DESIGN §4 #2).
+    pub skip_op_id_dedupe: bool,
+    /// Stamp changed rows with the writer's wall clock (`updatedAt.wall_ms()`) instead of
+    /// a server counter, so late commits with slow clocks hide behind cursors (§4 #1).
+    pub wall_clock_cursor: bool,
+    /// Trust `variables.tenantId` whatever the token says (§4 #9).
+    pub skip_tenant_check: bool,
+    /// Apply every update as a blind last-writer-wins, ignoring `baseVersion` and stamps
+    /// (§4 #5).
+    pub ignore_base_version: bool,
+    /// When a page is not the last, leave its last row out while the cursor moves past it.
+    pub drop_last_row_of_page: bool,
+}
+
+impl ServerDefects {
+    /// Each flag that is set in either.
+    fn union(self, other: ServerDefects) -> ServerDefects {
+        ServerDefects {
+            skip_op_id_dedupe: self.skip_op_id_dedupe || other.skip_op_id_dedupe,
+            wall_clock_cursor: self.wall_clock_cursor || other.wall_clock_cursor,
+            skip_tenant_check: self.skip_tenant_check || other.skip_tenant_check,
+            ignore_base_version: self.ignore_base_version || other.ignore_base_version,
+            drop_last_row_of_page: self.drop_last_row_of_page || other.drop_last_row_of_page,
+        }
+    }
+}
+
+/// A fault the simulator injects into one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerFault {
+    None,
+    /// Answer `SERVER_BUSY` without looking at the request; nothing changes.
+    FailBeforeApplying,
+    /// Apply the request, then lose the response: the client sees nothing.
+    ApplyThenLoseResponse,
+    /// Apply the request; the response arrives `delay_ms` later.
+    SlowResponse {
+        delay_ms: u64,
+    },
+}
+
+/// What the server hands back to the simulated network.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ServerReply {
+    Response(Value),
+    /// The request was applied but its response is gone.
+    Lost,
+    Delayed {
+        response: Value,
+        delay_ms: u64,
+    },
+}
+
+/// The reference server: every tenant's records, stored push results and effect log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReferenceServer {
+    registry: EntityRegistry,
+    defects: ServerDefects,
+    /// Every defect that was ever switched on: invariants a defect deliberately breaks
+    /// stay unchecked for the rest of the run, even after the defect is switched off.
+    defects_ever: ServerDefects,
+    /// Bearer token → tenant id.
+    tenant_by_token: BTreeMap<String, String>,
+    tenants: BTreeMap<String, TenantState>,
+    /// The last server id number handed out; ids are unique across tenants.
+    server_id_last: u64,
+    effects: Vec<Effect>,
+    /// `effects` counted per (tenant, opId), kept so invariants are cheap to check inline.
+    effect_count_by_op: BTreeMap<(String, String), usize>,
+}
+
+impl ReferenceServer {
+    pub fn new(registry: EntityRegistry) -> Self {
+        ReferenceServer {
+            registry,
+            defects: ServerDefects::default(),
+            defects_ever: ServerDefects::default(),
+            tenant_by_token: BTreeMap::new(),
+            tenants: BTreeMap::new(),
+            server_id_last: 0,
+            effects: Vec::new(),
+            effect_count_by_op: BTreeMap::new(),
+        }
+    }
+
+    /// Lets `token` act for `tenant_id`. A token names exactly one tenant; registering it
+    /// again moves it to the new tenant.
+    pub fn add_tenant_token(&mut self, tenant_id: &str, token: &str) {
+        self.tenant_by_token
+            .insert(token.to_owned(), tenant_id.to_owned());
+        self.tenants.entry(tenant_id.to_owned()).or_default();
+        assert_eq!(
+            self.tenant_by_token.get(token).map(String::as_str),
+            Some(tenant_id)
+        );
+    }
+
+    pub fn set_defects(&mut self, defects: ServerDefects) {
+        self.defects = defects;
+        self.defects_ever = self.defects_ever.union(defects);
+    }
+
+    /// Handles one GraphQL-shaped request; returns the JSON envelope
+    /// (`sync_engine::wire::data_response` / `error_response`).
+    pub fn handle(&mut self, request: &SyncRequest) -> Value {
+        match self.route(request) {
+            Ok(response) => response,
+            Err(rejection) => wire::error_response(rejection.code, &rejection.message),
+        }
+    }
+
+    /// Same, with an injected fault (the simulator's hooks).
+    pub fn handle_with_fault(&mut self, request: &SyncRequest, fault: ServerFault) -> ServerReply {
+        match fault {
+            ServerFault::None => ServerReply::Response(self.handle(request)),
+            ServerFault::FailBeforeApplying => ServerReply::Response(wire::error_response(
+                ErrorCode::ServerBusy,
+                "server busy: the request was not applied; retry later",
+            )),
+            ServerFault::ApplyThenLoseResponse => {
+                // The response is computed and dropped: the state change is what matters.
+                let _lost = self.handle(request);
+                ServerReply::Lost
+            }
+            ServerFault::SlowResponse { delay_ms } => ServerReply::Delayed {
+                response: self.handle(request),
+                delay_ms,
+            },
+        }
+    }
+
+    /// A tenant's records, ordered by (entity, id).
+    pub fn records(&self, tenant_id: &str) -> Vec<&ServerRecord> {
+        let Some(tenant) = self.tenants.get(tenant_id) else {
+            return Vec::new();
+        };
+        let mut records: Vec<&ServerRecord> = tenant.records().collect();
+        records.sort_by(|a, b| (&a.entity, &a.id).cmp(&(&b.entity, &b.id)));
+        records
+    }
+
+    /// How many times the op changed state (0 or 1 unless `skip_op_id_dedupe` is planted).
+    pub fn effect_count(&self, tenant_id: &str, op_id: &str) -> usize {
+        let key = (tenant_id.to_owned(), op_id.to_owned());
+        self.effect_count_by_op.get(&key).copied().unwrap_or(0)
+    }
+
+    /// Every state change, in the order it happened.
+    pub fn effects(&self) -> &[Effect] {
+        &self.effects
+    }
+
+    /// Every tenant the server knows: those with a token and those with stored state.
+    pub fn tenants(&self) -> Vec<String> {
+        let mut tenants: BTreeSet<&String> = self.tenants.keys().collect();
+        tenants.extend(self.tenant_by_token.values());
+        tenants.into_iter().cloned().collect()
+    }
+
+    /// The tenant's current high-water commit stamp (0 before its first change).
+    pub fn commit_stamp(&self, tenant_id: &str) -> u64 {
+        self.tenants
+            .get(tenant_id)
+            .map_or(0, TenantState::commit_stamp)
+    }
+
+    /// Checks every server invariant over the whole state; panics on a broken one. Checks
+    /// that a planted defect deliberately breaks are skipped once that defect was on.
+    pub fn check_invariants(&self) {
+        let mut ids_seen: BTreeSet<&str> = BTreeSet::new();
+        for (tenant_id, tenant) in &self.tenants {
+            tenant.check_invariants(tenant_id, self.defects_ever);
+            for record in tenant.records() {
+                assert!(
+                    self.registry.get(&record.entity).is_some(),
+                    "record {} has unregistered entity {}",
+                    record.id,
+                    record.entity
+                );
+                assert!(
+                    ids_seen.insert(&record.id),
+                    "server id {} used twice",
+                    record.id
+                );
+                let number = record
+                    .id
+                    .strip_prefix("srv-")
+                    .and_then(|digits| digits.parse::<u64>().ok());
+                let issued =
+                    number.is_some_and(|number| number >= 1 && number <= self.server_id_last);
+                assert!(
+                    issued,
+                    "record id {} is one the server never issued",
+                    record.id
+                );
+            }
+        }
+        let mut counted: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for effect in &self.effects {
+            *counted
+                .entry((effect.tenant_id.clone(), effect.op_id.clone()))
+                .or_default() += 1;
+            let Some(tenant) = self.tenants.get(&effect.tenant_id) else {
+                panic!("effect in unknown tenant {}", effect.tenant_id);
+            };
+            assert!(
+                tenant.record(&effect.record_id).is_some(),
+                "effect on missing record {}",
+                effect.record_id
+            );
+            assert!(
+                effect.commit_stamp <= tenant.commit_stamp(),
+                "effect stamp beyond the tenant's high water"
+            );
+        }
+        assert_eq!(counted, self.effect_count_by_op);
+        if !self.defects_ever.skip_op_id_dedupe {
+            for ((tenant_id, op_id), count) in &counted {
+                assert!(
+                    *count <= 1,
+                    "op {op_id} of tenant {tenant_id} changed state {count} times"
+                );
+            }
+        }
+    }
+
+    /// Resolves, authenticates and parses a request, then runs it; every rejection
+    /// happens before any state changes.
+    fn route(&mut self, request: &SyncRequest) -> Result<Value, Rejection> {
+        let Some((kind, entity)) = self.registry.resolve_operation(&request.operation_name) else {
+            return Err(Rejection::validation(format!(
+                "unknown operation {:?}",
+                request.operation_name
+            )));
+        };
+        let entity = entity.name().to_owned();
+        let Some(token_tenant_id) = self.tenant_by_token.get(&request.token) else {
+            return Err(Rejection::unauthorized("unknown token".to_owned()));
+        };
+        let token_tenant_id = token_tenant_id.clone();
+        if !self.defects.skip_tenant_check && request.tenant_id != token_tenant_id {
+            return Err(Rejection::unauthorized(
+                "the request's tenant is not the token's tenant".to_owned(),
+            ));
+        }
+        let payload = match kind {
+            OperationKind::Push => {
+                let variables =
+                    SyncPushVariables::deserialize(&request.variables).map_err(|error| {
+                        Rejection::validation(push::describe_variables_error(
+                            &request.variables,
+                            &error,
+                        ))
+                    })?;
+                let tenant_id = self.authorized_tenant(&token_tenant_id, &variables.tenant_id)?;
+                let items = push::validate(variables.payload).map_err(Rejection::validation)?;
+                self.handle_push(&tenant_id, &entity, items)
+            }
+            OperationKind::Pull => {
+                let variables =
+                    SyncPullVariables::deserialize(&request.variables).map_err(|error| {
+                        Rejection::validation(format!("invalid pull variables: {error}"))
+                    })?;
+                let tenant_id = self.authorized_tenant(&token_tenant_id, &variables.tenant_id)?;
+                let page = pull::PageRequest::parse(&variables).map_err(Rejection::validation)?;
+                self.handle_pull(&tenant_id, &entity, &page)
+            }
+        };
+        Ok(wire::data_response(&request.operation_name, payload))
+    }
+
+    /// The tenant a request acts for: the token's, which `variables.tenantId` must name
+    /// (or, with `skip_tenant_check` planted, whatever `variables.tenantId` says).
+    fn authorized_tenant(
+        &self,
+        token_tenant_id: &str,
+        variables_tenant_id: &str,
+    ) -> Result<String, Rejection> {
+        if self.defects.skip_tenant_check {
+            return Ok(variables_tenant_id.to_owned());
+        }
+        if variables_tenant_id != token_tenant_id {
+            return Err(Rejection::unauthorized(
+                "variables.tenantId is not the token's tenant".to_owned(),
+            ));
+        }
+        Ok(token_tenant_id.to_owned())
+    }
+
+    /// Hands out the next server id; ids are never reused.
+    fn allocate_server_id(&mut self) -> String {
+        self.server_id_last += 1;
+        assert!(self.server_id_last >= 1);
+        format!("srv-{:010}", self.server_id_last)
+    }
+
+    /// Records one state change in the effect log.
+    fn log_effect(&mut self, effect: Effect) {
+        let count = self
+            .effect_count_by_op
+            .entry((effect.tenant_id.clone(), effect.op_id.clone()))
+            .or_default();
+        *count += 1;
+        if !self.defects_ever.skip_op_id_dedupe {
+            assert_eq!(*count, 1, "op {} changed state twice", effect.op_id);
+        }
+        self.effects.push(effect);
+    }
+}
+
+/// Why a whole request was refused, as an error envelope will say it.
+struct Rejection {
+    code: ErrorCode,
+    message: String,
+}
+
+impl Rejection {
+    fn validation(message: String) -> Rejection {
+        Rejection {
+            code: ErrorCode::Validation,
+            message,
+        }
+    }
+
+    fn unauthorized(message: String) -> Rejection {
+        Rejection {
+            code: ErrorCode::Unauthorized,
+            message,
+        }
+    }
+}

@@ -1,0 +1,468 @@
+//! Push: validates a whole batch, then applies its items in payload order.
+//!
+//! This module owns the server's write policy: idempotent replay by `opId`, insert
+//! matching by `clientId`, the version check and, for concurrent writes, the conflict
+//! policy of DESIGN §5 (newer HLC stamp wins, deletes win, tombstones are final, equal
+//! stamps with different data go to the user). It never writes anything before the whole
+//! batch has been validated, so a malformed batch is never partly applied.
+
+use super::state::TenantState;
+use super::{Effect, ReferenceServer, ServerDefects, ServerRecord};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::cmp::Ordering;
+use sync_engine::hlc::HlcStamp;
+use sync_engine::wire::{
+    ConflictPayload, ErrorCode, Operation, SyncPushItem, SyncPushResponse, SyncResultItem,
+};
+
+/// Most items in one push request.
+pub(super) const PAYLOAD_LEN_MAX: usize = 1000;
+const OP_ID_LEN_MAX: usize = 128;
+const CLIENT_ID_LEN_MAX: usize = 128;
+const ID_LEN_MAX: usize = 128;
+const SPACE_ID_LEN_MAX: usize = 64;
+
+/// A push item that passed validation: its ids have sane lengths, an insert has a
+/// `clientId`, an update or delete names a record, and `data` is a JSON object.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct PushItem {
+    op_id: String,
+    operation: Operation,
+    id: Option<String>,
+    client_id: Option<String>,
+    data: Map<String, Value>,
+    base_version: Option<i64>,
+    force: bool,
+    space_id: String,
+    updated_at: HlcStamp,
+}
+
+/// Checks a whole batch before anything is applied; the error names the first bad item.
+pub(super) fn validate(payload: Vec<SyncPushItem>) -> Result<Vec<PushItem>, String> {
+    if payload.is_empty() || payload.len() > PAYLOAD_LEN_MAX {
+        return Err(format!(
+            "payload must hold 1-{PAYLOAD_LEN_MAX} items, it holds {}",
+            payload.len()
+        ));
+    }
+    let payload_len = payload.len();
+    let items: Vec<PushItem> = payload
+        .into_iter()
+        .enumerate()
+        .map(|(index, item)| {
+            validate_item(item).map_err(|problem| format!("payload[{index}]: {problem}"))
+        })
+        .collect::<Result<_, _>>()?;
+    assert_eq!(items.len(), payload_len);
+    Ok(items)
+}
+
+/// Explains why push variables did not deserialize, naming the first bad item when the
+/// payload is an array: serde's own message does not say where inside the payload it
+/// failed, and a client needs to know which op to look at.
+pub(super) fn describe_variables_error(variables: &Value, error: &serde_json::Error) -> String {
+    let bad_item = variables
+        .get("payload")
+        .and_then(Value::as_array)
+        .and_then(|items| {
+            items.iter().enumerate().find_map(|(index, item)| {
+                SyncPushItem::deserialize(item)
+                    .err()
+                    .map(|item_error| format!("payload[{index}]: {item_error}"))
+            })
+        });
+    format!(
+        "invalid push variables: {}",
+        bad_item.unwrap_or_else(|| error.to_string())
+    )
+}
+
+fn validate_item(item: SyncPushItem) -> Result<PushItem, String> {
+    if !is_text_of_len(&item.op_id, OP_ID_LEN_MAX) {
+        return Err(format!("opId must be 1-{OP_ID_LEN_MAX} characters"));
+    }
+    let space_id_chars_ok = item
+        .space_id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !is_text_of_len(&item.space_id, SPACE_ID_LEN_MAX) || !space_id_chars_ok {
+        return Err(format!(
+            "spaceId must be 1-{SPACE_ID_LEN_MAX} characters from [A-Za-z0-9_-]"
+        ));
+    }
+    if item
+        .client_id
+        .as_deref()
+        .is_some_and(|client_id| !is_text_of_len(client_id, CLIENT_ID_LEN_MAX))
+    {
+        return Err(format!("clientId must be 1-{CLIENT_ID_LEN_MAX} characters"));
+    }
+    if item
+        .id
+        .as_deref()
+        .is_some_and(|id| !is_text_of_len(id, ID_LEN_MAX))
+    {
+        return Err(format!("id must be 1-{ID_LEN_MAX} characters"));
+    }
+    match item.operation {
+        Operation::Insert if item.client_id.is_none() => {
+            return Err("an insert needs a clientId".to_owned())
+        }
+        Operation::Update | Operation::Delete if item.id.is_none() && item.client_id.is_none() => {
+            return Err(format!(
+                "an {} needs an id or a clientId",
+                item.operation.as_str()
+            ));
+        }
+        Operation::Insert | Operation::Update | Operation::Delete => {}
+    }
+    let Value::Object(data) = item.data else {
+        return Err("data must be a JSON object".to_owned());
+    };
+    Ok(PushItem {
+        op_id: item.op_id,
+        operation: item.operation,
+        id: item.id,
+        client_id: item.client_id,
+        data,
+        base_version: item.base_version,
+        force: item.force,
+        space_id: item.space_id,
+        updated_at: item.updated_at,
+    })
+}
+
+fn is_text_of_len(text: &str, len_max: usize) -> bool {
+    let len = text.chars().count();
+    (1..=len_max).contains(&len)
+}
+
+/// What one item does, decided from the current state before anything changes.
+#[derive(Clone, Debug, PartialEq)]
+enum Decision {
+    /// The op already ran: hand back its stored result, store nothing new.
+    Replay(SyncResultItem),
+    /// Answer with this result (stored under the opId) and change no record.
+    Answer(SyncResultItem),
+    /// Create a new record for this clientId.
+    Create { client_id: String },
+    /// Write the item over the record with this server id (an update or a delete).
+    Write { id: String },
+}
+
+impl ReferenceServer {
+    /// Applies a validated batch in payload order and returns the `SyncPushResponse` JSON.
+    pub(super) fn handle_push(
+        &mut self,
+        tenant_id: &str,
+        entity: &str,
+        items: Vec<PushItem>,
+    ) -> Value {
+        assert!(!items.is_empty());
+        assert!(items.len() <= PAYLOAD_LEN_MAX);
+        // One commit stamp per request, taken when the first item changes state, so that a
+        // request that changes nothing does not move the tenant's counter.
+        let mut request_stamp: Option<u64> = None;
+        let stamp_before = self.commit_stamp(tenant_id);
+        let results: Vec<SyncResultItem> = items
+            .iter()
+            .map(|item| self.push_item(tenant_id, entity, item, &mut request_stamp))
+            .collect();
+        assert_eq!(results.len(), items.len());
+        if let Some(stamp) = request_stamp {
+            assert!(stamp > stamp_before);
+            assert_eq!(stamp, self.commit_stamp(tenant_id));
+        }
+        let response = serde_json::to_value(SyncPushResponse { results });
+        response.expect("wire types always serialize to JSON")
+    }
+
+    fn push_item(
+        &mut self,
+        tenant_id: &str,
+        entity: &str,
+        item: &PushItem,
+        request_stamp: &mut Option<u64>,
+    ) -> SyncResultItem {
+        let defects = self.defects;
+        let decision = decide(self.tenant_mut(tenant_id), entity, item, defects);
+        let result = match decision {
+            Decision::Replay(result) => {
+                assert_eq!(result.op_id, item.op_id);
+                return result;
+            }
+            Decision::Answer(result) => result,
+            Decision::Create { client_id } => {
+                let id = self.allocate_server_id();
+                let tenant = self.tenant_mut(tenant_id);
+                let commit_stamp = commit_stamp_for_change(tenant, defects, item, request_stamp);
+                let record = ServerRecord {
+                    tenant_id: tenant_id.to_owned(),
+                    entity: entity.to_owned(),
+                    id: id.clone(),
+                    client_id,
+                    space_id: item.space_id.clone(),
+                    version: 1,
+                    updated_at: item.updated_at,
+                    is_deleted: false,
+                    data: item.data.clone(),
+                    commit_stamp,
+                    last_op_id: item.op_id.clone(),
+                };
+                let result = success(item, Some(&record));
+                tenant.insert_record(record);
+                self.log_effect(Effect {
+                    tenant_id: tenant_id.to_owned(),
+                    op_id: item.op_id.clone(),
+                    record_id: id,
+                    commit_stamp,
+                });
+                result
+            }
+            Decision::Write { id } => {
+                let tenant = self.tenant_mut(tenant_id);
+                let Some(previous) = tenant.record(&id) else {
+                    panic!("decided to write missing record {id}");
+                };
+                assert!(!previous.is_deleted, "tombstones are final");
+                let mut record = previous.clone();
+                record.version += 1;
+                record.updated_at = item.updated_at;
+                record.is_deleted = item.operation == Operation::Delete;
+                record.data = item.data.clone();
+                record.space_id = item.space_id.clone();
+                record.commit_stamp = commit_stamp_for_change(tenant, defects, item, request_stamp);
+                record.last_op_id = item.op_id.clone();
+                let result = success(item, Some(&record));
+                let effect = Effect {
+                    tenant_id: tenant_id.to_owned(),
+                    op_id: item.op_id.clone(),
+                    record_id: id,
+                    commit_stamp: record.commit_stamp,
+                };
+                tenant.replace_record(record);
+                self.log_effect(effect);
+                result
+            }
+        };
+        assert_eq!(result.op_id, item.op_id);
+        self.tenant_mut(tenant_id).store_result(result.clone());
+        result
+    }
+
+    fn tenant_mut(&mut self, tenant_id: &str) -> &mut TenantState {
+        self.tenants.entry(tenant_id.to_owned()).or_default()
+    }
+}
+
+/// The commit stamp for a row this request changes: the request's one stamp from the
+/// tenant's counter, or, with `wall_clock_cursor` planted, the writer's wall clock.
+fn commit_stamp_for_change(
+    tenant: &mut TenantState,
+    defects: ServerDefects,
+    item: &PushItem,
+    request_stamp: &mut Option<u64>,
+) -> u64 {
+    if defects.wall_clock_cursor {
+        let stamp = item.updated_at.wall_ms();
+        tenant.observe_commit_stamp(stamp);
+        return stamp;
+    }
+    let stamp = *request_stamp.get_or_insert_with(|| tenant.allocate_commit_stamp());
+    assert!(stamp <= tenant.commit_stamp());
+    stamp
+}
+
+/// The write policy: what one item does to the tenant's current state.
+fn decide(tenant: &TenantState, entity: &str, item: &PushItem, defects: ServerDefects) -> Decision {
+    if !defects.skip_op_id_dedupe {
+        if let Some(stored) = tenant.stored_result(&item.op_id) {
+            return Decision::Replay(stored.clone());
+        }
+    }
+    match item.operation {
+        Operation::Insert => decide_insert(tenant, entity, item, defects),
+        Operation::Update | Operation::Delete => decide_write(tenant, entity, item, defects),
+    }
+}
+
+fn decide_insert(
+    tenant: &TenantState,
+    entity: &str,
+    item: &PushItem,
+    defects: ServerDefects,
+) -> Decision {
+    assert_eq!(item.operation, Operation::Insert);
+    let Some(client_id) = &item.client_id else {
+        return Decision::Answer(failure(
+            item,
+            None,
+            ErrorCode::Validation,
+            "an insert needs a clientId".to_owned(),
+        ));
+    };
+    if !defects.skip_op_id_dedupe {
+        if let Some(existing) = tenant.record_by_client_id(client_id) {
+            if existing.entity != entity {
+                let message = format!(
+                    "clientId {client_id:?} belongs to a {} record",
+                    existing.entity
+                );
+                return Decision::Answer(failure(item, None, ErrorCode::Validation, message));
+            }
+            // A retried insert whose first response was lost (under a new opId, or with
+            // its stored result gone): the existing row is the answer, never a second one.
+            return Decision::Answer(success(item, Some(existing)));
+        }
+    }
+    Decision::Create {
+        client_id: client_id.clone(),
+    }
+}
+
+fn decide_write(
+    tenant: &TenantState,
+    entity: &str,
+    item: &PushItem,
+    defects: ServerDefects,
+) -> Decision {
+    assert_ne!(item.operation, Operation::Insert);
+    let record = match locate(tenant, item) {
+        Err(message) => {
+            return Decision::Answer(failure(item, None, ErrorCode::Validation, message))
+        }
+        Ok(None) => {
+            let message = "no such record in this tenant".to_owned();
+            return Decision::Answer(failure(item, None, ErrorCode::NotFound, message));
+        }
+        Ok(Some(record)) => record,
+    };
+    if record.entity != entity {
+        let message = format!(
+            "record {} is a {}, not a {entity}",
+            record.id, record.entity
+        );
+        return Decision::Answer(failure(item, None, ErrorCode::Validation, message));
+    }
+    if record.is_deleted {
+        // Tombstones are final: a second delete is a harmless echo, an update (even a
+        // forced one) is refused with the server's row so the writer can drop its edit.
+        return match item.operation {
+            Operation::Delete => Decision::Answer(success(item, Some(record))),
+            Operation::Insert | Operation::Update => {
+                let message =
+                    "the record is deleted; deletes win and tombstones are final".to_owned();
+                Decision::Answer(failure(
+                    item,
+                    Some(record),
+                    ErrorCode::RecordDeleted,
+                    message,
+                ))
+            }
+        };
+    }
+    let write = Decision::Write {
+        id: record.id.clone(),
+    };
+    // Deletes win over concurrent updates, whatever the versions and stamps say.
+    if item.operation == Operation::Delete {
+        return write;
+    }
+    if item.force || item.base_version == Some(record.version) || defects.ignore_base_version {
+        return write;
+    }
+    // A concurrent write: the writer had not seen the current version. The newer HLC
+    // stamp wins; equal stamps are a true tie that only the user can break.
+    match item.updated_at.cmp(&record.updated_at) {
+        Ordering::Greater => write,
+        Ordering::Less => {
+            let message = "the server's version is newer and wins".to_owned();
+            Decision::Answer(failure(item, Some(record), ErrorCode::Stale, message))
+        }
+        Ordering::Equal if item.data == record.data && item.space_id == record.space_id => {
+            Decision::Answer(success(item, Some(record)))
+        }
+        Ordering::Equal => {
+            let message = "concurrent writes with equal stamps and different data".to_owned();
+            Decision::Answer(failure(item, Some(record), ErrorCode::Conflict, message))
+        }
+    }
+}
+
+/// The record an update or delete names: by server id when the tenant has it, else by
+/// `clientId` (the spec sends `id: serverId || clientId`, so an unknown `id` may be a
+/// clientId). An `id` and a `clientId` that name different records are refused.
+fn locate<'a>(
+    tenant: &'a TenantState,
+    item: &PushItem,
+) -> Result<Option<&'a ServerRecord>, String> {
+    if let Some(record) = item.id.as_deref().and_then(|id| tenant.record(id)) {
+        if let Some(client_id) = &item.client_id {
+            if client_id != &record.client_id {
+                return Err(format!(
+                    "id {:?} and clientId {client_id:?} name different records",
+                    record.id
+                ));
+            }
+        }
+        return Ok(Some(record));
+    }
+    let by_client_id = item
+        .client_id
+        .as_deref()
+        .and_then(|client_id| tenant.record_by_client_id(client_id));
+    let by_id_as_client_id = item
+        .id
+        .as_deref()
+        .and_then(|id| tenant.record_by_client_id(id));
+    Ok(by_client_id.or(by_id_as_client_id))
+}
+
+/// A successful result: the record's state after the item (none if there is no record).
+fn success(item: &PushItem, record: Option<&ServerRecord>) -> SyncResultItem {
+    SyncResultItem {
+        op_id: item.op_id.clone(),
+        client_id: record
+            .map(|record| record.client_id.clone())
+            .or_else(|| item.client_id.clone()),
+        id: record.map(|record| record.id.clone()),
+        success: true,
+        error_code: None,
+        error_message: None,
+        version: record.map(|record| record.version),
+        updated_at: record.map(|record| record.updated_at),
+        conflict: None,
+    }
+}
+
+/// A failed result; conflict-like codes carry the server's row as the conflict payload.
+fn failure(
+    item: &PushItem,
+    record: Option<&ServerRecord>,
+    code: ErrorCode,
+    message: String,
+) -> SyncResultItem {
+    let carries_payload = matches!(
+        code,
+        ErrorCode::Stale | ErrorCode::Conflict | ErrorCode::RecordDeleted
+    );
+    if carries_payload {
+        assert!(record.is_some(), "{code:?} needs the server's row");
+    }
+    let conflict = record
+        .filter(|_| carries_payload)
+        .map(|record| ConflictPayload {
+            server_data: Value::Object(record.data.clone()),
+            server_version: record.version,
+            server_updated_at: record.updated_at,
+            server_is_deleted: record.is_deleted,
+        });
+    SyncResultItem {
+        success: false,
+        error_code: Some(code),
+        error_message: Some(message),
+        conflict,
+        ..success(item, record)
+    }
+}

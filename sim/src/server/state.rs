@@ -1,0 +1,201 @@
+//! One tenant's server-side tables: records, their indexes, stored push results, and the
+//! commit-stamp high-water mark.
+//!
+//! This module owns the only code that adds or replaces records, so the indexes (by
+//! `clientId`, and the `(entity, commit_stamp, id)` pull order) can never drift from the
+//! records. It decides nothing about conflicts and never reads anything outside the tenant.
+
+use super::{ServerDefects, ServerRecord};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+use sync_engine::wire::SyncResultItem;
+
+/// The pull order of a tenant's records: (entity, commit stamp, server id).
+type ChangeKey = (String, u64, String);
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(super) struct TenantState {
+    records_by_id: BTreeMap<String, ServerRecord>,
+    /// `clientId` → server id. With `skip_op_id_dedupe` planted, a clientId may own several
+    /// rows; the index keeps the first.
+    id_by_client_id: BTreeMap<String, String>,
+    change_order: BTreeSet<ChangeKey>,
+    results_by_op_id: BTreeMap<String, SyncResultItem>,
+    /// The highest commit stamp handed out; every record's stamp is at most this.
+    commit_stamp_high: u64,
+}
+
+impl TenantState {
+    pub(super) fn records(&self) -> impl Iterator<Item = &ServerRecord> {
+        self.records_by_id.values()
+    }
+
+    pub(super) fn record(&self, id: &str) -> Option<&ServerRecord> {
+        self.records_by_id.get(id)
+    }
+
+    pub(super) fn record_by_client_id(&self, client_id: &str) -> Option<&ServerRecord> {
+        let id = self.id_by_client_id.get(client_id)?;
+        let record = self.records_by_id.get(id);
+        assert!(record.is_some(), "clientId index names missing record {id}");
+        record
+    }
+
+    pub(super) fn commit_stamp(&self) -> u64 {
+        self.commit_stamp_high
+    }
+
+    /// Takes the next stamp from the tenant's counter: strictly greater than every stamp
+    /// handed out before, which is what makes the pull cursor safe (DESIGN §4 #1).
+    pub(super) fn allocate_commit_stamp(&mut self) -> u64 {
+        let stamp_before = self.commit_stamp_high;
+        self.commit_stamp_high += 1;
+        assert!(self.commit_stamp_high > stamp_before);
+        self.commit_stamp_high
+    }
+
+    /// Accepts a stamp chosen elsewhere (the `wall_clock_cursor` defect's client clock),
+    /// raising the high-water mark so that records never exceed it.
+    pub(super) fn observe_commit_stamp(&mut self, stamp: u64) {
+        self.commit_stamp_high = self.commit_stamp_high.max(stamp);
+        assert!(stamp <= self.commit_stamp_high);
+    }
+
+    pub(super) fn stored_result(&self, op_id: &str) -> Option<&SyncResultItem> {
+        self.results_by_op_id.get(op_id)
+    }
+
+    pub(super) fn store_result(&mut self, result: SyncResultItem) {
+        self.results_by_op_id.insert(result.op_id.clone(), result);
+    }
+
+    /// Adds a new record under a fresh server id.
+    pub(super) fn insert_record(&mut self, record: ServerRecord) {
+        assert!(
+            !self.records_by_id.contains_key(&record.id),
+            "server id {} reused",
+            record.id
+        );
+        assert!(record.commit_stamp <= self.commit_stamp_high);
+        self.id_by_client_id
+            .entry(record.client_id.clone())
+            .or_insert_with(|| record.id.clone());
+        let inserted = self.change_order.insert(change_key(&record));
+        assert!(inserted);
+        self.records_by_id.insert(record.id.clone(), record);
+    }
+
+    /// Replaces a record with its next version; identity fields never change.
+    pub(super) fn replace_record(&mut self, record: ServerRecord) {
+        let Some(previous) = self.records_by_id.get(&record.id) else {
+            panic!("replacing missing record {}", record.id);
+        };
+        assert_eq!(previous.client_id, record.client_id);
+        assert_eq!(previous.entity, record.entity);
+        assert_eq!(previous.tenant_id, record.tenant_id);
+        assert_eq!(
+            record.version,
+            previous.version + 1,
+            "a write bumps the version by exactly one"
+        );
+        if previous.is_deleted {
+            assert!(record.is_deleted, "a tombstone was resurrected");
+        }
+        assert!(record.commit_stamp <= self.commit_stamp_high);
+        let removed = self.change_order.remove(&change_key(previous));
+        assert!(removed);
+        let inserted = self.change_order.insert(change_key(&record));
+        assert!(inserted);
+        self.records_by_id.insert(record.id.clone(), record);
+    }
+
+    /// The entity's records strictly after `after` (a `(commit_stamp, id)` position, or
+    /// the start when `None`), in pull order.
+    pub(super) fn records_after<'a>(
+        &'a self,
+        entity: &'a str,
+        after: Option<(u64, &str)>,
+    ) -> impl Iterator<Item = &'a ServerRecord> + 'a {
+        let lower = match after {
+            None => Bound::Included((entity.to_owned(), 0, String::new())),
+            Some((stamp, id)) => Bound::Excluded((entity.to_owned(), stamp, id.to_owned())),
+        };
+        self.change_order
+            .range((lower, Bound::Unbounded))
+            .take_while(move |(key_entity, _, _)| key_entity == entity)
+            .map(move |(_, _, id)| match self.records_by_id.get(id) {
+                Some(record) => record,
+                None => panic!("pull order names missing record {id}"),
+            })
+    }
+
+    /// Every record of the entity, in no particular order.
+    pub(super) fn entity_records<'a>(
+        &'a self,
+        entity: &'a str,
+    ) -> impl Iterator<Item = &'a ServerRecord> + 'a {
+        self.records_after(entity, None)
+    }
+
+    /// Checks this tenant's tables against each other.
+    pub(super) fn check_invariants(&self, tenant_id: &str, defects_ever: ServerDefects) {
+        assert_eq!(self.change_order.len(), self.records_by_id.len());
+        let mut client_ids: BTreeSet<&str> = BTreeSet::new();
+        for (id, record) in &self.records_by_id {
+            assert_eq!(id, &record.id);
+            assert_eq!(
+                record.tenant_id, tenant_id,
+                "record {id} filed under the wrong tenant"
+            );
+            assert!(
+                record.version >= 1,
+                "record {id} has version {}",
+                record.version
+            );
+            assert!(
+                record.commit_stamp <= self.commit_stamp_high,
+                "record {id} is ahead of the commit counter"
+            );
+            if !defects_ever.wall_clock_cursor {
+                assert!(record.commit_stamp >= 1, "record {id} was never committed");
+            }
+            assert!(
+                self.change_order.contains(&change_key(record)),
+                "record {id} missing from pull order"
+            );
+            let first_client_id_use = client_ids.insert(&record.client_id);
+            if !defects_ever.skip_op_id_dedupe {
+                assert!(
+                    first_client_id_use,
+                    "clientId {} used twice in tenant {tenant_id}",
+                    record.client_id
+                );
+                assert_eq!(self.id_by_client_id.get(&record.client_id), Some(id));
+            }
+            assert!(self.id_by_client_id.contains_key(&record.client_id));
+        }
+        for (client_id, id) in &self.id_by_client_id {
+            let record = self.records_by_id.get(id);
+            assert!(
+                record.is_some_and(|record| &record.client_id == client_id),
+                "stale clientId index"
+            );
+        }
+        for (op_id, result) in &self.results_by_op_id {
+            assert_eq!(op_id, &result.op_id);
+            if result.success {
+                assert!(result.error_code.is_none());
+            } else {
+                assert!(result.error_code.is_some());
+            }
+        }
+    }
+}
+
+fn change_key(record: &ServerRecord) -> ChangeKey {
+    (
+        record.entity.clone(),
+        record.commit_stamp,
+        record.id.clone(),
+    )
+}
