@@ -5,4 +5,11 @@
 //! oracle the engine is tested against, so it is deliberately simple, fully deterministic
 //! (no clock, no randomness), and checks its own invariants.
 
+pub mod campaign;
+pub mod device;
+pub mod model;
+pub mod network;
+pub mod profile;
+pub mod rng;
 pub mod server;
+pub mod world;

@@ -1,0 +1,209 @@
+//! Campaigns: many seeds, sharded across machines and threads, summarised for CI.
+//!
+//! Seeds are independent worlds, so they run on a small thread pool; results are sorted
+//! by seed, so a campaign's report does not depend on scheduling. `--shard I/N` keeps the
+//! seeds with `seed % N == I`: N machines together run exactly the seeds of one run. The
+//! only wall-clock reading in the simulator is here, to report throughput.
+
+use crate::profile::{FaultClass, Profile};
+use crate::world::{run_seed, FailureKind, RunOptions, SeedReport};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+#[derive(Clone, Debug)]
+pub struct CampaignConfig {
+    pub seeds: std::ops::Range<u64>,
+    pub profile: Profile,
+    /// (index, count): run only seeds with `seed % count == index`.
+    pub shard: (u64, u64),
+    pub threads: usize,
+    pub progress: bool,
+    /// Planted server defects (harness self-tests); off in real campaigns.
+    pub defects: crate::server::ServerDefects,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FailureSummary {
+    pub seed: u64,
+    pub kind: FailureKind,
+    pub message: String,
+    pub replay: String,
+}
+
+/// The campaign summary (`--json`).
+#[derive(Clone, Debug, Serialize)]
+pub struct CampaignSummary {
+    pub profile: Profile,
+    pub seeds_run: u64,
+    pub failures: Vec<FailureSummary>,
+    pub seeds_per_second: f64,
+    pub virtual_wall_ratio: f64,
+    pub wall_seconds: f64,
+    pub events: u64,
+    pub invariant_checks: u64,
+    pub acknowledged_writes: u64,
+    pub conflicts_stored: u64,
+    /// Per fault class: seeds that enabled it, and how often it fired.
+    pub faults: BTreeMap<FaultClass, FaultTally>,
+    pub crash_points_fired: BTreeMap<String, u64>,
+    /// Fault classes enabled in some seed that never fired: a campaign failure.
+    pub never_fired: Vec<FaultClass>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct FaultTally {
+    pub seeds_enabled: u64,
+    pub fired: u64,
+}
+
+impl CampaignSummary {
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty() && self.never_fired.is_empty()
+    }
+}
+
+pub fn replay_command(seed: u64, profile: Profile) -> String {
+    format!(
+        "cargo run --release -p sync-sim -- replay {seed} --profile {}",
+        profile.name()
+    )
+}
+
+/// Seconds since an arbitrary origin, from the real clock (throughput reporting only).
+#[allow(clippy::disallowed_methods)]
+pub fn wall_seconds_since(origin: &std::time::Instant) -> f64 {
+    origin.elapsed().as_secs_f64()
+}
+
+#[allow(clippy::disallowed_methods)]
+fn wall_origin() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
+/// Runs the campaign; `on_report` sees every seed's report as it finishes (in any order).
+pub fn run_campaign(
+    config: &CampaignConfig,
+    on_report: &(dyn Fn(&SeedReport) + Sync),
+) -> CampaignSummary {
+    let seeds: Vec<u64> = config
+        .seeds
+        .clone()
+        .filter(|seed| seed % config.shard.1 == config.shard.0)
+        .collect();
+    let origin = wall_origin();
+    let next = AtomicUsize::new(0);
+    let reports = Mutex::new(Vec::with_capacity(seeds.len()));
+    let done = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..config.threads.max(1) {
+            scope.spawn(|| loop {
+                let position = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&seed) = seeds.get(position) else {
+                    break;
+                };
+                let options = RunOptions {
+                    defects: config.defects,
+                    ..RunOptions::default()
+                };
+                let report = run_seed(seed, config.profile, &options);
+                on_report(&report);
+                let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
+                if config.progress {
+                    let elapsed = wall_seconds_since(&origin).max(1e-9);
+                    eprint!(
+                        "\r{finished}/{} seeds, {:.1} seeds/s ",
+                        seeds.len(),
+                        finished as f64 / elapsed
+                    );
+                }
+                reports
+                    .lock()
+                    .expect("no panics hold the lock")
+                    .push(report);
+            });
+        }
+    });
+    if config.progress {
+        eprintln!();
+    }
+    let wall_seconds = wall_seconds_since(&origin).max(1e-9);
+    let mut reports = reports.into_inner().expect("no panics hold the lock");
+    reports.sort_by_key(|report| report.seed);
+    summarize(config.profile, &reports, wall_seconds)
+}
+
+pub fn summarize(profile: Profile, reports: &[SeedReport], wall_seconds: f64) -> CampaignSummary {
+    let mut faults: BTreeMap<FaultClass, FaultTally> = BTreeMap::new();
+    let mut crash_points_fired = BTreeMap::new();
+    let mut virtual_ms = 0u64;
+    for report in reports {
+        virtual_ms += report.virtual_ms;
+        for class in report.knobs.faults.keys() {
+            faults.entry(*class).or_default().seeds_enabled += 1;
+        }
+        for (class, count) in &report.faults_fired {
+            faults.entry(*class).or_default().fired += count;
+        }
+        for (point, count) in &report.crash_points_fired {
+            *crash_points_fired.entry(point.clone()).or_insert(0) += count;
+        }
+    }
+    let never_fired = faults
+        .iter()
+        .filter(|(_, tally)| tally.seeds_enabled > 0 && tally.fired == 0)
+        .map(|(class, _)| *class)
+        .collect();
+    CampaignSummary {
+        profile,
+        seeds_run: reports.len() as u64,
+        failures: reports
+            .iter()
+            .filter_map(|report| {
+                report.failure.as_ref().map(|failure| FailureSummary {
+                    seed: report.seed,
+                    kind: failure.kind,
+                    message: failure.message.clone(),
+                    replay: replay_command(report.seed, profile),
+                })
+            })
+            .collect(),
+        seeds_per_second: reports.len() as f64 / wall_seconds,
+        virtual_wall_ratio: virtual_ms as f64 / 1000.0 / wall_seconds,
+        wall_seconds,
+        events: reports.iter().map(|report| report.events).sum(),
+        invariant_checks: reports.iter().map(|report| report.invariant_checks).sum(),
+        acknowledged_writes: reports
+            .iter()
+            .map(|report| report.acknowledged_writes)
+            .sum(),
+        conflicts_stored: reports.iter().map(|report| report.conflicts_stored).sum(),
+        faults,
+        crash_points_fired,
+        never_fired,
+    }
+}
+
+/// Parses a planted-defect name (`syncsim --defect NAME`).
+pub fn parse_defect(name: &str) -> Option<crate::server::ServerDefects> {
+    let mut defects = crate::server::ServerDefects::default();
+    match name {
+        "skip_op_id_dedupe" => defects.skip_op_id_dedupe = true,
+        "wall_clock_cursor" => defects.wall_clock_cursor = true,
+        "skip_tenant_check" => defects.skip_tenant_check = true,
+        "ignore_base_version" => defects.ignore_base_version = true,
+        "drop_last_row_of_page" => defects.drop_last_row_of_page = true,
+        _ => return None,
+    }
+    Some(defects)
+}
+
+/// Every planted defect, by name.
+pub const DEFECT_NAMES: [&str; 5] = [
+    "skip_op_id_dedupe",
+    "wall_clock_cursor",
+    "skip_tenant_check",
+    "ignore_base_version",
+    "drop_last_row_of_page",
+];

@@ -1,0 +1,203 @@
+//! Profiles and the per-seed knobs drawn from them (swarm testing).
+//!
+//! A profile names ranges; each seed draws its own configuration inside them: how many
+//! tenants and devices, which fault classes are on and at what rate, the workload mix,
+//! the batch sizes. Drawing uses only the `Knobs` stream, so the knobs of a seed never
+//! depend on anything the run does.
+
+use crate::rng::{Ratio, SimRng, Stream};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Small worlds, short runs: the fastest smoke test.
+    Lite,
+    /// The campaign profile: every fault class in play.
+    Default,
+    /// Bulk creates up to 10k items per action.
+    Big,
+    /// Throughput: faults rarer, more actions per device.
+    Perf,
+}
+
+impl Profile {
+    pub fn parse(raw: &str) -> Option<Profile> {
+        match raw {
+            "lite" => Some(Profile::Lite),
+            "default" => Some(Profile::Default),
+            "big" => Some(Profile::Big),
+            "perf" => Some(Profile::Perf),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Lite => "lite",
+            Profile::Default => "default",
+            Profile::Big => "big",
+            Profile::Perf => "perf",
+        }
+    }
+}
+
+/// Every fault class the simulator can inject and count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultClass {
+    RequestLost,
+    ResponseLost,
+    DuplicateDelivery,
+    Delay,
+    Partition,
+    OfflinePeriod,
+    ServerBusy,
+    ServerTimeout,
+    KillBetweenCalls,
+    KillAtCrashPoint,
+    ClockJump,
+    CrossTenantProbe,
+}
+
+impl FaultClass {
+    pub const ALL: [FaultClass; 12] = [
+        FaultClass::RequestLost,
+        FaultClass::ResponseLost,
+        FaultClass::DuplicateDelivery,
+        FaultClass::Delay,
+        FaultClass::Partition,
+        FaultClass::OfflinePeriod,
+        FaultClass::ServerBusy,
+        FaultClass::ServerTimeout,
+        FaultClass::KillBetweenCalls,
+        FaultClass::KillAtCrashPoint,
+        FaultClass::ClockJump,
+        FaultClass::CrossTenantProbe,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultClass::RequestLost => "request_lost",
+            FaultClass::ResponseLost => "response_lost",
+            FaultClass::DuplicateDelivery => "duplicate_delivery",
+            FaultClass::Delay => "delay",
+            FaultClass::Partition => "partition",
+            FaultClass::OfflinePeriod => "offline_period",
+            FaultClass::ServerBusy => "server_busy",
+            FaultClass::ServerTimeout => "server_timeout",
+            FaultClass::KillBetweenCalls => "kill_between_calls",
+            FaultClass::KillAtCrashPoint => "kill_at_crash_point",
+            FaultClass::ClockJump => "clock_jump",
+            FaultClass::CrossTenantProbe => "cross_tenant_probe",
+        }
+    }
+}
+
+/// The configuration one seed runs with.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Knobs {
+    pub profile: Profile,
+    pub tenants: usize,
+    pub devices: usize,
+    pub spaces_per_tenant: usize,
+    /// Rate of each enabled fault class (per request, per action, or per crash point).
+    pub faults: BTreeMap<FaultClass, Ratio>,
+    pub safety_duration_ms: u64,
+    pub liveness_rounds_max: usize,
+    pub action_gap_ms_max: u64,
+    pub network_delay_ms_max: u64,
+    pub request_timeout_ms: u64,
+    pub clock_offset_ms_max: u64,
+    pub clock_drift_ppm_max: u64,
+    pub clock_jump_ms_max: u64,
+    pub bulk_create_max: usize,
+    pub push_batch_max: usize,
+    pub pull_page_limit: usize,
+    pub sync_after_write: bool,
+    pub auto_merge_fields: bool,
+    /// Share of updates that another device of the tenant makes to the same record, in
+    /// the same virtual millisecond, with a different value.
+    pub concurrent_edit: Ratio,
+    /// Workload weights: create, update, delete, bulk, sync, resolve, force, wipe,
+    /// logout/login, switch tenant.
+    pub workload_weights: [u64; 10],
+}
+
+impl Knobs {
+    pub fn fault(&self, class: FaultClass) -> Ratio {
+        self.faults.get(&class).copied().unwrap_or(Ratio::ZERO)
+    }
+
+    pub fn derive(seed: u64, profile: Profile) -> Knobs {
+        let mut rng = SimRng::for_stream(seed, Stream::Knobs);
+        let (tenants_max, devices_max, safety_ms, bulk_max) = match profile {
+            Profile::Lite => (2, 3, 2 * 60_000, 20),
+            Profile::Default => (3, 4, 4 * 60_000, 60),
+            Profile::Big => (2, 3, 10 * 60_000, 10_000),
+            Profile::Perf => (3, 4, 20 * 60_000, 100),
+        };
+        let mut faults = BTreeMap::new();
+        for class in FaultClass::ALL {
+            // Swarm testing: each class is on in about two seeds of three.
+            if rng.range(0, 2) == 0 {
+                continue;
+            }
+            let denominator = match profile {
+                Profile::Perf => 200,
+                _ => 100,
+            };
+            let numerator = match class {
+                FaultClass::KillBetweenCalls
+                | FaultClass::ClockJump
+                | FaultClass::CrossTenantProbe => rng.range(1, 3),
+                FaultClass::KillAtCrashPoint => rng.range(1, 4),
+                FaultClass::Partition | FaultClass::OfflinePeriod => rng.range(1, 4),
+                _ => rng.range(2, 15),
+            };
+            faults.insert(class, Ratio::new(numerator, denominator));
+        }
+        let small = [30, 25, 6, 2, 10, 8, 1, 1, 1, 1];
+        let mut workload_weights = small;
+        for weight in workload_weights.iter_mut() {
+            *weight = rng.range(*weight / 2, *weight * 3 / 2 + 1);
+        }
+        let synchronized_clocks = rng.range(0, 2) == 0;
+        if synchronized_clocks {
+            faults.remove(&FaultClass::ClockJump);
+        }
+        Knobs {
+            profile,
+            tenants: rng.range(1, tenants_max) as usize,
+            devices: rng.range(2, devices_max) as usize,
+            spaces_per_tenant: rng.range(1, 3) as usize,
+            faults,
+            safety_duration_ms: safety_ms,
+            liveness_rounds_max: 12,
+            action_gap_ms_max: rng.range(2_000, 30_000),
+            network_delay_ms_max: rng.range(5, 3_000),
+            request_timeout_ms: 10_000,
+            // One seed in three has synchronized clocks, where equal stamps (and so user
+            // conflicts) happen when two devices edit in the same millisecond.
+            clock_offset_ms_max: if synchronized_clocks {
+                0
+            } else {
+                rng.range(0, 3 * 3_600_000)
+            },
+            clock_drift_ppm_max: if synchronized_clocks {
+                0
+            } else {
+                rng.range(0, 2_000)
+            },
+            concurrent_edit: Ratio::new(rng.range(0, 2), 4),
+            clock_jump_ms_max: rng.range(1_000, 6 * 3_600_000),
+            bulk_create_max: bulk_max,
+            push_batch_max: [100, 100, 7, 1][rng.index(4)],
+            pull_page_limit: [1000, 1000, 3, 50][rng.index(4)],
+            sync_after_write: rng.coin(),
+            auto_merge_fields: rng.range(0, 3) == 0,
+            workload_weights,
+        }
+    }
+}
