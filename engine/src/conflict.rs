@@ -238,6 +238,7 @@ impl Engine {
         self.ensure_alive().map_err(WriteError::Killed)?;
         let conflict = store::get_conflict(&self.conn, conflict_id)?
             .ok_or(WriteError::UnknownConflict(conflict_id))?;
+        self.ensure_not_force_pulling(&conflict.entity)?;
         let changed: Vec<String> = conflict
             .changed_fields()
             .into_iter()

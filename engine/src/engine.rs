@@ -121,6 +121,16 @@ impl Engine {
         self.crash.reached(point)
     }
 
+    /// Refuses a local write to an entity that a running force-from-server replaces.
+    pub(crate) fn ensure_not_force_pulling(&self, entity: &str) -> Result<(), WriteError> {
+        if self.sync.is_force_pulling(entity) {
+            return Err(WriteError::SyncInProgress(
+                "a local write to an entity being force-synced from the server",
+            ));
+        }
+        Ok(())
+    }
+
     pub(crate) fn entity_config(&self, entity: &str) -> Result<&EntityConfig, WriteError> {
         self.options
             .registry
@@ -165,6 +175,7 @@ impl Engine {
     ) -> Result<Vec<String>, WriteError> {
         self.ensure_alive().map_err(WriteError::Killed)?;
         self.entity_config(entity)?;
+        self.ensure_not_force_pulling(entity)?;
         validate_space_id(space_id)?;
         let objects: Vec<Map<String, Value>> = items
             .into_iter()
@@ -237,6 +248,7 @@ impl Engine {
         let client_id = store::resolve_client_id(&self.conn, id)?
             .ok_or_else(|| WriteError::UnknownRecord(id.to_owned()))?;
         let record = store::get_record(&self.conn, &client_id)?.expect("resolved id has a record");
+        self.ensure_not_force_pulling(&record.entity)?;
         if record.is_deleted {
             return Err(WriteError::RecordDeleted(id.to_owned()));
         }

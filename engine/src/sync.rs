@@ -234,6 +234,12 @@ impl SyncMachine {
         self.phase != Phase::Idle
     }
 
+    /// Whether a force-from-server is replacing `entity` (local writes to it must wait:
+    /// the replacement would discard them without the plan having counted them).
+    pub(crate) fn is_force_pulling(&self, entity: &str) -> bool {
+        matches!(&self.phase, Phase::ForcePull { entity: forced, .. } if forced == entity)
+    }
+
     pub(crate) fn arm_debounce(&mut self, now_ms: u64) {
         self.debounce = Some(Timer {
             armed_at_ms: now_ms,

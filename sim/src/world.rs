@@ -1026,10 +1026,15 @@ impl World {
         );
         let items: Vec<Value> = (0..count).map(|_| self.random_data()).collect();
         self.trace(format!("d{index} create {count} {entity} in {space}"));
-        let created = self.call(index, |engine| {
-            Ok(engine.create_many(entity, &space, items)?)
-        })?;
-        for client_id in created.unwrap_or_default() {
+        let created = self
+            .call(index, |engine| {
+                Ok(engine.create_many(entity, &space, items)?)
+            })?
+            .unwrap_or_default();
+        if let (Some(first), Some(last)) = (created.first(), created.last()) {
+            self.trace(format!("d{index} created {first}..{last}"));
+        }
+        for client_id in created {
             self.model.record_create(&tenant, &client_id);
             self.acknowledge(index, &client_id)?;
         }
@@ -1413,15 +1418,15 @@ impl World {
 type ServerRow = (sync_engine::HlcStamp, bool, Map<String, Value>);
 
 /// A canonical row: (entity, server id, client id, space, version, stamp, data as JSON).
-type CanonicalRow = (String, Option<String>, String, String, i64, u64, String);
+pub(crate) type CanonicalRow = (String, Option<String>, String, String, i64, u64, String);
 
-struct DeviceCanonical {
-    rows: Vec<CanonicalRow>,
+pub(crate) struct DeviceCanonical {
+    pub(crate) rows: Vec<CanonicalRow>,
     /// Client ids left out: their op failed for good (reported), so they may differ.
-    excluded: BTreeSet<String>,
+    pub(crate) excluded: BTreeSet<String>,
 }
 
-fn device_canonical(engine: &Engine) -> Result<DeviceCanonical, Failure> {
+pub(crate) fn device_canonical(engine: &Engine) -> Result<DeviceCanonical, Failure> {
     let storage = |error: sync_engine::ReadError| violation(error.to_string());
     let excluded: BTreeSet<String> = engine
         .queued_ops()
@@ -1452,7 +1457,7 @@ fn device_canonical(engine: &Engine) -> Result<DeviceCanonical, Failure> {
     Ok(DeviceCanonical { rows, excluded })
 }
 
-fn server_canonical(
+pub(crate) fn server_canonical(
     server: &ReferenceServer,
     tenant: &str,
     excluded: &BTreeSet<String>,
@@ -1478,7 +1483,7 @@ fn server_canonical(
     rows
 }
 
-fn first_difference(local: &[CanonicalRow], server: &[CanonicalRow]) -> String {
+pub(crate) fn first_difference(local: &[CanonicalRow], server: &[CanonicalRow]) -> String {
     let local_only = local.iter().find(|row| !server.contains(row));
     let server_only = server.iter().find(|row| !local.contains(row));
     format!(
