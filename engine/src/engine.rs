@@ -80,7 +80,10 @@ impl Engine {
         )?;
         let hlc = Hlc::resume(store::hlc_high_water(&tx)?);
         tx.commit()?;
-        let sync = SyncMachine::new(now_ms);
+        let mut env = env;
+        // Request ids start at a random point (below 2^48, so they stay exact in JSON).
+        let first_request_id = (env.next_u64() >> 16).max(1);
+        let sync = SyncMachine::new(now_ms, first_request_id);
         Ok(Engine {
             conn,
             env,
@@ -280,6 +283,22 @@ impl Engine {
         let op_id = uuid_v7(self.hlc.tick(now_ms), self.env.entropy.next_u64()).to_string();
         let tx = self.conn.transaction()?;
         extra(&tx)?;
+        if let Some(mut open) = store::conflict_for_record(&tx, &record.client_id)? {
+            if operation == Operation::Delete {
+                // Deletes win over concurrent updates: a delete settles the open conflict,
+                // and the waiting updates it supersedes go with it (else the delete would
+                // wait behind them forever while the record is already deleted here).
+                store::drop_pending_ops_for_record(&tx, &record.client_id)?;
+                store::delete_conflict_for_record(&tx, &record.client_id)?;
+            } else {
+                // The dialog's local side is the record as it is now, so that "Keep Local"
+                // or a merge never drops an edit made while the conflict was open.
+                open.local_version = record.version;
+                open.local_updated_at = record.updated_at;
+                open.local_data = record.data.clone();
+                store::put_conflict(&tx, &open)?;
+            }
+        }
         store::put_record(&tx, record)?;
         store::enqueue(
             &tx,

@@ -9,6 +9,7 @@
 use crate::crash::CrashPoint;
 use crate::engine::{validate_space_id, Engine};
 use crate::error::{SyncError, WriteError};
+use crate::ids::uuid_v7;
 use crate::record::OpStatus;
 use crate::store;
 use crate::wire::PulledItem;
@@ -140,7 +141,21 @@ impl Engine {
             ForceDirection::PushLocal => {
                 let now_ms = self.env.now_ms();
                 let tx = self.conn.transaction()?;
-                store::mark_entity_ops_forced(&tx, &plan.entity, now_ms)?;
+                // A forced op that was sent before gets a new opId: under its old one the
+                // server would replay the answer it already gave (the conflict or refusal
+                // that made the user force) instead of forcing the write. An op never sent
+                // has no answer to replay and keeps its id.
+                let mut unsettled = store::ops_with_status(&tx, OpStatus::Pending)?;
+                unsettled.extend(store::ops_with_status(&tx, OpStatus::Failed)?);
+                for op in unsettled.iter().filter(|op| op.entity == plan.entity) {
+                    let op_id = if op.attempts > 0 {
+                        uuid_v7(self.hlc.tick(now_ms), self.env.next_u64()).to_string()
+                    } else {
+                        op.op_id.clone()
+                    };
+                    store::mark_op_forced(&tx, op.seq, &op_id, now_ms)?;
+                }
+                store::set_hlc_high_water(&tx, self.hlc.last())?;
                 store::delete_entity_conflicts(&tx, &plan.entity)?;
                 self.crash
                     .reached(CrashPoint::MidForce)

@@ -10,6 +10,7 @@
 //! (see [`sync`] for the run loop). Start reading at [`Engine`].
 
 pub mod conflict;
+mod conflict_display;
 pub mod crash;
 mod engine;
 pub mod env;

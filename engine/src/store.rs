@@ -609,6 +609,18 @@ pub fn get_conflict(conn: &Connection, id: i64) -> rusqlite::Result<Option<Confl
     .optional()
 }
 
+/// The open conflict of one record, if any.
+pub fn conflict_for_record(
+    conn: &Connection,
+    client_id: &str,
+) -> rusqlite::Result<Option<Conflict>> {
+    conn.prepare_cached(&format!(
+        "SELECT {CONFLICT_COLUMNS} FROM conflicts c LEFT JOIN id_map m ON m.client_id = c.client_id WHERE c.client_id = ?1"
+    ))?
+    .query_row([client_id], conflict_from_row)
+    .optional()
+}
+
 pub fn delete_conflict_for_record(conn: &Connection, client_id: &str) -> rusqlite::Result<()> {
     conn.prepare_cached("DELETE FROM conflicts WHERE client_id = ?1")?
         .execute([client_id])?;
@@ -670,17 +682,21 @@ pub fn clear_entity(conn: &Connection, entity: &str) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Marks every unfinished or failed op of `entity` as a forced, pending op.
-pub fn mark_entity_ops_forced(
+/// Turns one pending or failed op into a forced, pending op under `op_id` (a new id when
+/// the server may already have answered the old one).
+pub fn mark_op_forced(
     conn: &Connection,
-    entity: &str,
+    seq: i64,
+    op_id: &str,
     now_ms: u64,
-) -> rusqlite::Result<usize> {
-    conn.execute(
-        "UPDATE operation_queue SET force = 1, status = 'pending', updated_at = ?2 \
-         WHERE entity = ?1 AND status IN ('pending', 'failed')",
-        params![entity, now_ms as i64],
-    )
+) -> rusqlite::Result<()> {
+    let changed = conn.execute(
+        "UPDATE operation_queue SET op_id = ?2, force = 1, status = 'pending', updated_at = ?3 \
+         WHERE id = ?1 AND status IN ('pending', 'failed')",
+        params![seq, op_id, now_ms as i64],
+    )?;
+    assert_eq!(changed, 1, "op {seq} is not pending or failed");
+    Ok(())
 }
 
 pub fn delete_entity_conflicts(conn: &Connection, entity: &str) -> rusqlite::Result<usize> {

@@ -206,13 +206,15 @@ pub(crate) struct SyncMachine {
 }
 
 impl SyncMachine {
-    pub(crate) fn new(now_ms: u64) -> SyncMachine {
+    /// `first_request_id` comes from entropy, so a process restarted after a kill does
+    /// not reuse the ids of requests its predecessor left in flight.
+    pub(crate) fn new(now_ms: u64, first_request_id: u64) -> SyncMachine {
         SyncMachine {
             online: true,
             phase: Phase::Idle,
             rerun_requested: false,
             repaired: BTreeSet::new(),
-            next_request_id: 1,
+            next_request_id: first_request_id,
             outgoing: VecDeque::new(),
             in_flight: None,
             events: VecDeque::new(),
@@ -636,7 +638,16 @@ impl Engine {
         if !matches {
             return self.fail_sync("push response does not match the request", true);
         }
+        if !parsed.results.iter().all(plausible_result) {
+            return self.fail_sync("push response carries impossible versions or stamps", true);
+        }
         let mut transient_error = None;
+        let auto_merge = ops.first().is_some_and(|op| {
+            self.options
+                .registry
+                .get(&op.entity)
+                .is_some_and(|config| config.auto_merge_fields)
+        });
         let tx = self.conn.transaction()?;
         for (op, result) in ops.iter().zip(&parsed.results) {
             if let Some(stamp) = result.updated_at {
@@ -652,13 +663,14 @@ impl Engine {
                     op_id: op.op_id.clone(),
                     client_id: op.entity_id.clone(),
                 }),
-                PushOutcome::Conflict(conflict) => {
-                    let conflict_id = store::put_conflict(&tx, &conflict)?;
-                    self.sync.events.push_back(SyncEvent::ConflictStored {
-                        conflict_id,
-                        client_id: op.entity_id.clone(),
-                    });
-                }
+                PushOutcome::Conflict(conflict) => settle_conflict(
+                    &tx,
+                    &conflict,
+                    auto_merge,
+                    &mut self.hlc,
+                    &mut self.env,
+                    &mut self.sync.events,
+                )?,
                 PushOutcome::Failed { code, message } => {
                     self.sync.events.push_back(SyncEvent::OpFailed {
                         op_id: op.op_id.clone(),
@@ -800,30 +812,14 @@ impl Engine {
                         });
                     }
                 }
-                PulledVerdict::Conflict(conflict) => {
-                    if auto_merge {
-                        if let Some(merged) = conflict::auto_merge(&tx, &conflict)? {
-                            self.sync.events.push_back(SyncEvent::ConflictAutoMerged {
-                                client_id: conflict.client_id.clone(),
-                            });
-                            let stamp = self.hlc.tick(now_ms);
-                            let op_id = crate::ids::uuid_v7(
-                                self.hlc.tick(now_ms),
-                                self.env.entropy.next_u64(),
-                            )
-                            .to_string();
-                            conflict::write_resolution(
-                                &tx, &conflict, merged, stamp, &op_id, now_ms,
-                            )?;
-                            continue;
-                        }
-                    }
-                    let conflict_id = store::put_conflict(&tx, &conflict)?;
-                    self.sync.events.push_back(SyncEvent::ConflictStored {
-                        conflict_id,
-                        client_id: conflict.client_id.clone(),
-                    });
-                }
+                PulledVerdict::Conflict(conflict) => settle_conflict(
+                    &tx,
+                    &conflict,
+                    auto_merge,
+                    &mut self.hlc,
+                    &mut self.env,
+                    &mut self.sync.events,
+                )?,
             }
         }
         for server_id in &page.deleted_ids {
@@ -910,6 +906,28 @@ pub(crate) fn local_version_hash(
     )))
 }
 
+/// The largest version a server may report: far beyond any real count of writes, far
+/// below overflow when the engine adds to it.
+const VERSION_MAX: i64 = 1 << 52;
+
+fn plausible_version(version: i64) -> bool {
+    (1..=VERSION_MAX).contains(&version)
+}
+
+/// Stamps past the year ~6400 are refused: adopting one would exhaust the HLC.
+fn plausible_stamp(stamp: crate::hlc::HlcStamp) -> bool {
+    stamp.wall_ms() < 1 << 47
+}
+
+fn plausible_result(result: &SyncResultItem) -> bool {
+    result.version.is_none_or(plausible_version)
+        && result.updated_at.is_none_or(plausible_stamp)
+        && result.conflict.as_ref().is_none_or(|conflict| {
+            plausible_version(conflict.server_version)
+                && plausible_stamp(conflict.server_updated_at)
+        })
+}
+
 fn parse_pull_page(payload: Value) -> Option<(SyncPullResponse, Vec<PulledItem>)> {
     let page: SyncPullResponse = serde_json::from_value(payload).ok()?;
     let items: Vec<PulledItem> = page
@@ -920,7 +938,8 @@ fn parse_pull_page(payload: Value) -> Option<(SyncPullResponse, Vec<PulledItem>)
     let well_formed = items.iter().all(|item| {
         !item.id.is_empty()
             && !item.client_id.is_empty()
-            && item.version >= 1
+            && plausible_version(item.version)
+            && plausible_stamp(item.updated_at)
             && crate::engine::validate_space_id(&item.space_id).is_ok()
     }) && page.deleted_ids.iter().all(|id| !id.is_empty());
     well_formed.then_some((page, items))
@@ -935,6 +954,48 @@ enum PushOutcome {
         message: String,
     },
     Retry(String),
+}
+
+/// A concurrent write with equal stamps, found by a push result or a pulled row: merged
+/// silently when the entity allows it and the two sides changed different fields (the
+/// merge is queued as a new write), else stored for the user. A conflict already stored
+/// with the same two sides is not stored or reported again (a pull meets the row that a
+/// push of the same sync already reported).
+fn settle_conflict(
+    tx: &rusqlite::Connection,
+    conflict: &Conflict,
+    auto_merge: bool,
+    hlc: &mut crate::hlc::Hlc,
+    env: &mut crate::env::Env,
+    events: &mut VecDeque<SyncEvent>,
+) -> rusqlite::Result<()> {
+    let now_ms = env.now_ms();
+    if auto_merge {
+        if let Some(merged) = conflict::auto_merge(tx, conflict)? {
+            events.push_back(SyncEvent::ConflictAutoMerged {
+                client_id: conflict.client_id.clone(),
+            });
+            hlc.observe(conflict.server_updated_at);
+            let stamp = hlc.tick(now_ms);
+            let op_id = crate::ids::uuid_v7(hlc.tick(now_ms), env.next_u64()).to_string();
+            return conflict::write_resolution(tx, conflict, merged, stamp, &op_id, now_ms);
+        }
+    }
+    if let Some(open) = store::conflict_for_record(tx, &conflict.client_id)? {
+        let unchanged = Conflict {
+            id: open.id,
+            ..conflict.clone()
+        } == open;
+        if unchanged {
+            return Ok(());
+        }
+    }
+    let conflict_id = store::put_conflict(tx, conflict)?;
+    events.push_back(SyncEvent::ConflictStored {
+        conflict_id,
+        client_id: conflict.client_id.clone(),
+    });
+    Ok(())
 }
 
 /// Stores one push result: the op's fate, the id mapping, and the record's new base.

@@ -220,8 +220,10 @@ pub fn parse_envelope(operation_name: &str, response: &Value) -> Envelope {
         .and_then(|data| data.get(operation_name))
     {
         Some(payload) => Envelope::Data(payload.clone()),
+        // Not an answer to this operation (garbled, truncated, or meant for another
+        // request): no code, so the caller treats it as transient and retries.
         None => Envelope::Error {
-            code: Some(ErrorCode::Validation),
+            code: None,
             message: format!("response has neither errors nor data.{operation_name}"),
         },
     }

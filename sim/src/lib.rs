@@ -7,9 +7,11 @@
 
 pub mod campaign;
 pub mod device;
+pub mod fuzzing;
 pub mod model;
 pub mod network;
 pub mod profile;
 pub mod rng;
+pub mod script;
 pub mod server;
 pub mod world;

@@ -130,6 +130,7 @@ enum Event {
     },
     ServerArrival {
         device: usize,
+        generation: u64,
         request: Box<SyncRequest>,
         fate: ServerFate,
         duplicate: bool,
@@ -439,10 +440,11 @@ impl World {
             }
             Event::ServerArrival {
                 device,
+                generation,
                 request,
                 fate,
                 duplicate,
-            } => self.server_arrival(device, &request, fate, duplicate)?,
+            } => self.server_arrival(device, generation, &request, fate, duplicate)?,
             Event::Delivery {
                 device,
                 generation,
@@ -702,6 +704,7 @@ impl World {
                 if let Some(after_ms) = duplicate_after_ms {
                     let duplicate = Event::ServerArrival {
                         device: index,
+                        generation,
                         request: Box::new(request.clone()),
                         fate: ServerFate::Normal {
                             return_latency_ms: 5,
@@ -712,6 +715,7 @@ impl World {
                 }
                 let event = Event::ServerArrival {
                     device: index,
+                    generation,
                     request: Box::new(request),
                     fate: server,
                     duplicate: false,
@@ -724,12 +728,14 @@ impl World {
     fn server_arrival(
         &mut self,
         index: usize,
+        // The process that sent the request: its answer is addressed to it, not to a
+        // process restarted since.
+        generation: u64,
         request: &SyncRequest,
         fate: ServerFate,
         duplicate: bool,
     ) -> Result<(), Failure> {
         self.stats.server_requests += 1;
-        let generation = self.devices[index].generation;
         let deliver = |world: &mut World, at_ms: u64, response: Result<Value, TransportError>| {
             let event = Event::Delivery {
                 device: index,

@@ -1,0 +1,311 @@
+//! Shared setup for the throughput benchmarks in `benches/throughput.rs`.
+//!
+//! This crate owns the scenarios the benchmarks time: devices (a real [`Engine`] on its
+//! own temporary directory), the in-process transport to the reference server, the
+//! push-only driver, the two-device sync of `sync_10k` and `scale`, and (in [`floor`]) the
+//! plain-SQLite floors every measure is compared with. It drives the engine only through
+//! the public API an app uses, and it never reads a clock: criterion does the timing.
+//!
+//! Each scenario is built in a `new` (untimed setup) and consumed by a `run` (the timed
+//! routine) that hands itself back, so that removing temporary directories stays outside
+//! the measurement. Correctness is checked by `check_*` functions that the benchmarks call
+//! once before measuring, and by the tests below.
+
+pub mod floor;
+
+use serde_json::{json, Value};
+use sync_engine::testing::EPOCH_MS;
+use sync_engine::wire::SyncRequest;
+use sync_engine::{
+    DbLocation, Engine, EngineOptions, EntityRegistry, Env, ListOptions, ManualClock,
+    SeededEntropy, SyncEvent, TenantId, Transport, TransportError,
+};
+use sync_sim::server::ReferenceServer;
+
+/// The one entity type the benchmarks sync (one type keeps the pull phase to one run of
+/// pages; an app with several types pays one extra, empty pull request per type).
+pub const ENTITY: &str = "Item";
+pub const SPACE_ID: &str = "space-1";
+pub const TENANT: &str = "bench";
+pub const TOKEN: &str = "bench-token";
+
+/// The prefix of every push operation name (`syncPushItem`).
+const PUSH_OPERATION_PREFIX: &str = "syncPush";
+
+pub fn registry() -> EntityRegistry {
+    EntityRegistry::with_defaults(&[ENTITY]).expect("the bench entity name is valid")
+}
+
+/// The app data of item `index`: a small object, about 50 bytes of JSON.
+pub fn item_data(index: usize) -> Value {
+    json!({
+        "title": format!("item {index:06}"),
+        "done": index % 3 == 0,
+        "position": index,
+    })
+}
+
+/// `count` items, as an app would hand them to `create_many`.
+pub fn items(count: usize) -> Vec<Value> {
+    (0..count).map(item_data).collect()
+}
+
+/// One device: a real engine on its own temporary directory, logged in to [`TENANT`].
+///
+/// The clock is a [`ManualClock`] that stands still, so runs are deterministic; the
+/// hybrid logical clock still gives every write its own stamp.
+pub struct Device {
+    // Declared before `dir` so that the database closes before its directory goes.
+    pub engine: Engine,
+    dir: tempfile::TempDir,
+}
+
+impl Device {
+    /// Opens a fresh, empty device; `seed` feeds its id entropy (give each device its own).
+    pub fn open(seed: u64) -> Device {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let options = EngineOptions::new(
+            DbLocation::new(dir.path()),
+            TenantId::parse(TENANT).expect("the bench tenant id is valid"),
+            registry(),
+        );
+        let env = Env::new(ManualClock::new(EPOCH_MS), SeededEntropy::new(seed));
+        let mut engine = Engine::open(options, env).expect("open the engine");
+        engine.set_auth_token(TOKEN).expect("store the token");
+        Device { engine, dir }
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// The device's live records of [`ENTITY`], ordered by client id.
+    pub fn records(&self) -> Vec<sync_engine::Record> {
+        self.engine
+            .list(ENTITY, None, ListOptions::default())
+            .expect("list records")
+    }
+}
+
+/// A reference server that knows [`TOKEN`] as [`TENANT`]'s.
+pub fn server() -> ReferenceServer {
+    let mut server = ReferenceServer::new(registry());
+    server.add_tenant_token(TENANT, TOKEN);
+    server
+}
+
+/// A blocking transport that hands each request straight to an in-process server: no
+/// serialization to bytes, no network, no faults.
+pub struct InProcessTransport<'a> {
+    server: &'a mut ReferenceServer,
+}
+
+impl<'a> InProcessTransport<'a> {
+    pub fn new(server: &'a mut ReferenceServer) -> InProcessTransport<'a> {
+        InProcessTransport { server }
+    }
+}
+
+impl Transport for InProcessTransport<'_> {
+    fn send(&mut self, request: &SyncRequest) -> Result<Value, TransportError> {
+        Ok(self.server.handle(request))
+    }
+}
+
+/// Panics unless a sync's events end in success with nothing failed or conflicting.
+pub fn assert_clean_sync(events: &[SyncEvent]) {
+    assert_eq!(events.last(), Some(&SyncEvent::SyncCompleted), "{events:?}");
+    for event in events {
+        let clean = matches!(
+            event,
+            SyncEvent::SyncStarted { .. } | SyncEvent::SyncCompleted
+        );
+        assert!(clean, "unexpected sync event {event:?}");
+    }
+}
+
+/// Starts a sync and answers only its push requests, through the sans-IO API; stops at
+/// the first request that is not a push (the sync's first pull, which is dropped
+/// unanswered). Returns how many ops the push requests carried.
+pub fn push_queue(engine: &mut Engine, server: &mut ReferenceServer) -> usize {
+    engine.sync_now().expect("start a sync");
+    let mut ops_pushed = 0;
+    while let Some(request) = engine.poll_request() {
+        if !request.operation_name.starts_with(PUSH_OPERATION_PREFIX) {
+            break;
+        }
+        ops_pushed += request.variables["payload"].as_array().map_or(0, Vec::len);
+        let response = server.handle(&request);
+        engine
+            .handle_response(request.request_id, Ok(response))
+            .expect("store the push results");
+    }
+    ops_pushed
+}
+
+/// A device with `count` creates queued (one `create_many`), and a fresh server: the
+/// input of the `push` benchmark.
+pub struct PushScenario {
+    pub device: Device,
+    pub server: ReferenceServer,
+    count: usize,
+}
+
+impl PushScenario {
+    pub fn new(count: usize) -> PushScenario {
+        let mut device = Device::open(1);
+        device
+            .engine
+            .create_many(ENTITY, SPACE_ID, items(count))
+            .expect("queue the creates");
+        PushScenario {
+            device,
+            server: server(),
+            count,
+        }
+    }
+
+    /// The timed part: every queued op pushed, nothing pulled.
+    pub fn run(mut self) -> PushScenario {
+        let ops_pushed = push_queue(&mut self.device.engine, &mut self.server);
+        assert_eq!(ops_pushed, self.count);
+        self
+    }
+
+    /// After [`PushScenario::run`]: the queue is empty and the server holds every record.
+    pub fn check(&self) {
+        let status = self.device.engine.status().expect("status");
+        assert_eq!(status.pending_ops, 0);
+        assert_eq!(status.failed_ops, 0);
+        assert_eq!(self.server.records(TENANT).len(), self.count);
+    }
+}
+
+/// A server holding `count` records that device A created and synced: the input of the
+/// `pull` benchmark (pulls never change server state, so one server serves every run).
+pub fn prefilled_server(count: usize) -> ReferenceServer {
+    let scenario = SyncScenario::new(count).run();
+    scenario.check_converged();
+    scenario.server
+}
+
+/// Pulls everything on `server` into `device` with one whole sync (the device has nothing
+/// queued, so the sync's push phase is one empty queue read).
+pub fn pull_all(device: &mut Device, server: &mut ReferenceServer) {
+    let events = device
+        .engine
+        .sync_blocking(&mut InProcessTransport::new(server))
+        .expect("sync");
+    assert_clean_sync(&events);
+}
+
+/// The end-to-end shape of DESIGN §8: device A creates `count` items offline, goes
+/// online and syncs (push, then pull of its own echoes); device B, empty, syncs and then
+/// holds all `count` items.
+pub struct SyncScenario {
+    pub a: Device,
+    pub b: Device,
+    pub server: ReferenceServer,
+    items: Vec<Value>,
+    count: usize,
+}
+
+impl SyncScenario {
+    /// Two empty devices of one tenant (A offline), an empty server, and the items.
+    pub fn new(count: usize) -> SyncScenario {
+        let mut a = Device::open(1);
+        a.engine
+            .handle_network_change(false)
+            .expect("device A goes offline");
+        SyncScenario {
+            a,
+            b: Device::open(2),
+            server: server(),
+            items: items(count),
+            count,
+        }
+    }
+
+    /// The timed part: A's offline creates, A's sync when it comes online, B's sync.
+    pub fn run(mut self) -> SyncScenario {
+        let items = std::mem::take(&mut self.items);
+        self.a
+            .engine
+            .create_many(ENTITY, SPACE_ID, items)
+            .expect("create offline");
+        let mut transport = InProcessTransport::new(&mut self.server);
+        // Coming back online starts a sync; driving it sends every request it makes.
+        self.a
+            .engine
+            .handle_network_change(true)
+            .expect("device A comes online");
+        let events = self
+            .a
+            .engine
+            .drive_blocking(&mut transport)
+            .expect("device A syncs");
+        assert_clean_sync(&events);
+        let events = self
+            .b
+            .engine
+            .sync_blocking(&mut transport)
+            .expect("device B syncs");
+        assert_clean_sync(&events);
+        self
+    }
+
+    /// After [`SyncScenario::run`]: A, B and the server hold the same `count` records.
+    pub fn check_converged(&self) {
+        let summary =
+            |records: Vec<sync_engine::Record>| -> Vec<(String, Option<String>, i64, Value)> {
+                records
+                    .into_iter()
+                    .map(|record| {
+                        (
+                            record.client_id,
+                            record.server_id,
+                            record.version,
+                            Value::Object(record.data),
+                        )
+                    })
+                    .collect()
+            };
+        let on_a = summary(self.a.records());
+        let on_b = summary(self.b.records());
+        assert_eq!(on_a.len(), self.count);
+        assert_eq!(on_a, on_b, "devices A and B differ");
+        assert!(on_b
+            .iter()
+            .all(|(_, server_id, version, _)| { server_id.is_some() && *version == 1 }));
+        assert_eq!(self.server.records(TENANT).len(), self.count);
+        for device in [&self.a, &self.b] {
+            let status = device.engine.status().expect("status");
+            assert_eq!(status.pending_ops, 0);
+            assert_eq!(status.open_conflicts, 0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The scenarios do what the benchmark names claim, at a small size: the push driver
+    //! pushes the whole queue and nothing else, and the sync converges both devices.
+    use super::*;
+
+    #[test]
+    fn push_scenario_empties_the_queue_without_pulling() {
+        // 250 ops: two full batches of 100 and one of 50.
+        let scenario = PushScenario::new(250).run();
+        scenario.check();
+        assert_eq!(scenario.device.engine.cursor(ENTITY).unwrap(), None);
+    }
+
+    #[test]
+    fn sync_scenario_converges_and_pull_fills_an_empty_device() {
+        let mut server = prefilled_server(1_050);
+        let mut device = Device::open(3);
+        pull_all(&mut device, &mut server);
+        assert_eq!(device.records().len(), 1_050);
+        assert!(device.engine.cursor(ENTITY).unwrap().is_some());
+    }
+}
