@@ -1138,6 +1138,16 @@ fn merge_pulled_item(
         }
         PulledVerdict::KeptLocal | PulledVerdict::Conflict(_) => {
             store::set_id_mapping(tx, &item.client_id, &item.id, entity)?;
+            // An open conflict always shows the newest server version: "use server" must
+            // adopt what the server holds now, not what it held when the conflict began.
+            if let Some(mut open) = store::conflict_for_record(tx, &item.client_id)? {
+                if item.version > open.server_version {
+                    open.server_version = item.version;
+                    open.server_updated_at = item.updated_at;
+                    open.server_data = item.data.clone();
+                    store::put_conflict(tx, &open)?;
+                }
+            }
         }
     }
     Ok(verdict)

@@ -179,7 +179,7 @@ fn json_value(u: &mut Unstructured<'_>, depth: u32) -> arbitrary::Result<Value> 
             _ => Number::from_f64(u.arbitrary()?).map_or(Value::Null, Value::Number),
         },
         4 => Value::String((*u.choose(WORDS)?).to_owned()),
-        5 => Value::String(u.arbitrary()?),
+        5 => Value::String(short_string(u)?),
         6 => {
             let len = u.int_in_range(0..=4)?;
             let mut items = Vec::with_capacity(len);
@@ -195,7 +195,7 @@ fn json_value(u: &mut Unstructured<'_>, depth: u32) -> arbitrary::Result<Value> 
                 let key = if u.ratio(7, 8)? {
                     (*u.choose(WORDS)?).to_owned()
                 } else {
-                    u.arbitrary()?
+                    short_string(u)?
                 };
                 map.insert(key, json_value(u, depth - 1)?);
             }
@@ -204,12 +204,44 @@ fn json_value(u: &mut Unstructured<'_>, depth: u32) -> arbitrary::Result<Value> 
     })
 }
 
+/// Up to `MAX` elements, the count taken from one byte. `Arbitrary`'s own `Vec` reads its
+/// length from the input's end and tends to swallow every byte left, which turns most
+/// inputs into one huge request; this keeps arbitrary inputs a sequence of small steps.
+fn few<'a, T: Arbitrary<'a>, const MAX: usize>(
+    u: &mut Unstructured<'a>,
+) -> arbitrary::Result<Vec<T>> {
+    let len = u.int_in_range(0..=MAX)?;
+    let mut items = Vec::with_capacity(len);
+    for _ in 0..len {
+        if u.is_empty() {
+            break;
+        }
+        items.push(T::arbitrary(u)?);
+    }
+    Ok(items)
+}
+
+/// A string of at most 40 bytes (invalid UTF-8 replaced), for the same reason as [`few`].
+fn short_string(u: &mut Unstructured<'_>) -> arbitrary::Result<String> {
+    let len = u.int_in_range(0..=40)?;
+    let bytes = u.bytes(len.min(u.len()))?;
+    Ok(String::from_utf8_lossy(bytes).into_owned())
+}
+
+fn maybe_short_string(u: &mut Unstructured<'_>) -> arbitrary::Result<Option<String>> {
+    Ok(if u.arbitrary()? {
+        Some(short_string(u)?)
+    } else {
+        None
+    })
+}
+
 /// A string: a word from the context's list (by index, wrapping), or any text.
 #[derive(Clone, Debug, PartialEq, Arbitrary, Deserialize)]
 #[serde(untagged)]
 pub enum Text {
     Word(u8),
-    Any(String),
+    Any(#[arbitrary(with = short_string)] String),
 }
 
 impl Text {
@@ -233,7 +265,7 @@ const FIELDS: [&str; 4] = ["name", "color", "size", "note"];
 #[derive(Clone, Debug, PartialEq, Arbitrary, Deserialize)]
 #[serde(untagged)]
 pub enum DataInput {
-    Fields(Vec<(u8, u8)>),
+    Fields(#[arbitrary(with = few::<(u8, u8), 6>)] Vec<(u8, u8)>),
     Json(Json),
 }
 
@@ -584,6 +616,7 @@ pub enum PushRequestInput {
     Batch {
         entity: u8,
         auth: AuthInput,
+        #[arbitrary(with = few::<ItemInput, 12>)]
         items: Vec<ItemInput>,
         tamper: Option<TamperInput>,
     },
@@ -795,6 +828,14 @@ fn send_and_check(server: &mut ReferenceServer, request: &SyncRequest, answers: 
     let before = server.clone();
     let response = server.handle(request);
     server.check_invariants();
+    // The server is deterministic: the same request on the same state, the same answer.
+    let mut twin = before.clone();
+    assert_eq!(
+        twin.handle(request),
+        response,
+        "the server answered differently"
+    );
+    assert!(twin == *server, "the server changed state differently");
     let acceptance = push_acceptance(&FIXTURE_TOKENS, request);
     let envelope = wire::parse_envelope(&request.operation_name, &response);
     if let Err(reason) = &acceptance {
@@ -975,7 +1016,7 @@ pub enum CursorInput {
     /// `"{stamp}.{id}"` built by hand: a position the server never issued.
     Forged { stamp: u64, id: Text },
     /// Any text.
-    Any(String),
+    Any(#[arbitrary(with = short_string)] String),
 }
 
 #[derive(Clone, Debug, PartialEq, Arbitrary, Deserialize)]
@@ -999,6 +1040,7 @@ impl LimitInput {
 #[derive(Clone, Debug, PartialEq, Arbitrary, Deserialize)]
 pub struct BatchInput {
     pub entity: u8,
+    #[arbitrary(with = few::<ItemInput, 6>)]
     pub items: Vec<ItemInput>,
 }
 
@@ -1035,6 +1077,7 @@ pub enum PullStepInput {
     Resume {
         entity: u8,
         limit: u8,
+        #[arbitrary(with = few::<BatchInput, 4>)]
         writes: Vec<BatchInput>,
     },
 }
@@ -1043,6 +1086,7 @@ pub enum PullStepInput {
 #[derive(Clone, Debug, PartialEq, Arbitrary, Deserialize)]
 pub struct ServerPullInput {
     #[serde(default)]
+    #[arbitrary(with = few::<BatchInput, 3>)]
     pub pushes: Vec<BatchInput>,
     pub steps: Vec<PullStepInput>,
 }
@@ -1653,7 +1697,7 @@ pub enum IdInput {
     Server(u8),
     /// An id nobody has seen.
     Fresh(u8),
-    Text(String),
+    Text(#[arbitrary(with = short_string)] String),
 }
 
 /// A version number as a hostile server might send it: any, small, or at an edge.
@@ -1764,16 +1808,19 @@ pub enum HashInput {
     Local,
     /// The hash of the server's live records.
     Server,
-    Text(String),
+    Text(#[arbitrary(with = short_string)] String),
 }
 
 /// A pull page as a hostile server might send it.
 #[derive(Clone, Debug, PartialEq, Arbitrary, Deserialize)]
 pub struct PageInput {
     #[serde(default)]
+    #[arbitrary(with = few::<PulledItemInput, 8>)]
     pub items: Vec<PulledItemInput>,
     #[serde(default)]
+    #[arbitrary(with = few::<IdInput, 8>)]
     pub deleted: Vec<IdInput>,
+    #[arbitrary(with = maybe_short_string)]
     pub cursor: Option<String>,
     pub hash: HashInput,
     #[serde(default)]
@@ -1794,13 +1841,14 @@ pub enum AnswerInput {
     /// The reference server's answer.
     Server,
     /// The reference server's answer, then hostile edits.
-    Mutated(Vec<MutationInput>),
+    Mutated(#[arbitrary(with = few::<MutationInput, 4>)] Vec<MutationInput>),
     /// The server applies the request; the client sees a timeout.
     Lost,
     /// Any JSON; strings like `$client:0`, `$op:1`, `$stamp:0` become real ids and stamps.
     Json(Json),
     /// A success envelope with these push results (one per payload item when `aligned`).
     PushResults {
+        #[arbitrary(with = few::<ResultInput, 12>)]
         results: Vec<ResultInput>,
         #[serde(default)]
         aligned: bool,
@@ -1835,7 +1883,7 @@ pub struct OtherWriteInput {
 pub enum ResolutionInput {
     KeepLocal,
     UseServer,
-    MergeFields(Vec<(u8, bool)>),
+    MergeFields(#[arbitrary(with = few::<(u8, bool), 4>)] Vec<(u8, bool)>),
     MergeValues(DataInput),
 }
 
@@ -1889,6 +1937,7 @@ pub enum LifecycleInput {
 #[derive(Clone, Debug, PartialEq, Arbitrary, Deserialize)]
 pub struct EngineMergeInput {
     #[serde(default)]
+    #[arbitrary(with = few::<WriteInput, 8>)]
     pub setup: Vec<WriteInput>,
     pub steps: Vec<StepInput>,
 }
@@ -1917,9 +1966,6 @@ pub fn engine_merge_input(input: &EngineMergeInput) {
     harness.check("setup");
     for (index, step) in input.steps.iter().take(ENGINE_STEPS_MAX).enumerate() {
         harness.step(step);
-        if std::env::var("FUZZ_DEBUG").is_ok() {
-            eprintln!("STEP {index} {step:?}\n  records {:?}\n  ops {:?}\n  events {:?}\n  outstanding {:?}", harness.engine.all_records(), harness.engine.queued_ops().map(|ops| ops.iter().map(|op| (op.op_id.clone(), op.status)).collect::<Vec<_>>()), harness.events, harness.outstanding.iter().map(|r| (r.request_id, r.operation_name.clone())).collect::<Vec<_>>());
-        }
         harness.check(&format!("step {index} {step:?}"));
     }
     harness.go_quiet();
@@ -2526,12 +2572,6 @@ impl EngineHarness {
                 break;
             };
             let response = self.server.handle(&request);
-            if std::env::var("FUZZ_DEBUG").is_ok() {
-                eprintln!(
-                    "{} {}\n  -> {}",
-                    request.operation_name, request.variables, response
-                );
-            }
             self.engine
                 .handle_response(request.request_id, Ok(response))
                 .expect("handle_response");
@@ -2780,5 +2820,112 @@ fn mutate_child(parent: &mut Value, target: &mut usize, mutation: &MutationInput
             false
         }
         _ => false,
+    }
+}
+
+// ---- sim_world --------------------------------------------------------------------------
+
+/// The simulator's knobs, drawn by the fuzzer instead of a profile: every field is brought
+/// into the range the profiles use, so a failure is a bug, not an impossible world.
+#[derive(Clone, Debug, PartialEq, Arbitrary, Deserialize)]
+pub struct KnobsInput {
+    pub tenants: u8,
+    pub devices: u8,
+    pub spaces_per_tenant: u8,
+    /// (fault class index, rate in percent); a class named twice takes the last rate.
+    #[serde(default)]
+    #[arbitrary(with = few::<(u8, u8), 12>)]
+    pub faults: Vec<(u8, u8)>,
+    pub safety_s: u8,
+    pub action_gap_ms_max: u16,
+    pub network_delay_ms_max: u16,
+    #[serde(default)]
+    pub clock_offset_ms_max: u32,
+    #[serde(default)]
+    pub clock_drift_ppm_max: u16,
+    #[serde(default)]
+    pub clock_jump_ms_max: u32,
+    pub bulk_create_max: u8,
+    pub push_batch_max: u8,
+    pub pull_page_limit: u8,
+    #[serde(default)]
+    pub sync_after_write: bool,
+    #[serde(default)]
+    pub auto_merge_fields: bool,
+    #[serde(default)]
+    pub concurrent_edit_quarters: u8,
+    /// Create, update, delete, bulk, sync, resolve, force, wipe, logout/login, switch.
+    pub workload_weights: [u8; 10],
+}
+
+impl KnobsInput {
+    fn to_knobs(&self) -> crate::profile::Knobs {
+        use crate::profile::{FaultClass, Knobs, Profile};
+        use crate::rng::Ratio;
+        let mut faults = BTreeMap::new();
+        for (class, percent) in self.faults.iter().take(FaultClass::ALL.len()) {
+            let class = FaultClass::ALL[usize::from(*class) % FaultClass::ALL.len()];
+            let percent = u64::from(*percent % 51);
+            if percent > 0 {
+                faults.insert(class, Ratio::new(percent, 100));
+            }
+        }
+        let mut workload_weights = self.workload_weights.map(|weight| u64::from(weight % 32));
+        if workload_weights.iter().all(|weight| *weight == 0) {
+            workload_weights[0] = 1;
+        }
+        Knobs {
+            profile: Profile::Lite,
+            tenants: usize::from(self.tenants % 2) + 1,
+            devices: usize::from(self.devices % 2) + 2,
+            spaces_per_tenant: usize::from(self.spaces_per_tenant % 2) + 1,
+            faults,
+            safety_duration_ms: (u64::from(self.safety_s % 110) + 10) * 1000,
+            liveness_rounds_max: 12,
+            action_gap_ms_max: u64::from(self.action_gap_ms_max % 30_000).max(100),
+            network_delay_ms_max: u64::from(self.network_delay_ms_max % 3_000).max(5),
+            request_timeout_ms: 10_000,
+            clock_offset_ms_max: u64::from(self.clock_offset_ms_max % (3 * 3_600_000)),
+            clock_drift_ppm_max: u64::from(self.clock_drift_ppm_max % 2_000),
+            clock_jump_ms_max: u64::from(self.clock_jump_ms_max % (6 * 3_600_000)).max(1_000),
+            bulk_create_max: usize::from(self.bulk_create_max % 60) + 1,
+            push_batch_max: usize::from(self.push_batch_max % 100) + 1,
+            pull_page_limit: usize::from(self.pull_page_limit % 50) + 1,
+            sync_after_write: self.sync_after_write,
+            auto_merge_fields: self.auto_merge_fields,
+            concurrent_edit: Ratio::new(u64::from(self.concurrent_edit_quarters % 5), 4),
+            workload_weights,
+        }
+    }
+}
+
+/// Input of [`sim_world`]: a seed and the knobs to run it with.
+#[derive(Clone, Debug, PartialEq, Arbitrary, Deserialize)]
+pub struct WorldInput {
+    pub seed: u64,
+    pub knobs: KnobsInput,
+}
+
+/// A simulated world (devices running the real engine, the reference server, a faulty
+/// network) with fuzzer-chosen knobs passes every safety invariant and converges once
+/// healed, exactly as the simulator's own seeds must.
+pub fn sim_world(data: &[u8]) {
+    if let Some(input) = decode::<WorldInput>(data) {
+        sim_world_input(&input);
+    }
+}
+
+pub fn sim_world_input(input: &WorldInput) {
+    let knobs = input.knobs.to_knobs();
+    let options = crate::world::RunOptions::default();
+    let report = crate::world::run_seed_with_knobs(input.seed, knobs.clone(), &options);
+    if let Some(failure) = &report.failure {
+        panic!(
+            "world seed {} failed ({:?}): {}\nknobs: {knobs:?}\nrecent events:\n{}",
+            input.seed,
+            failure.kind,
+            failure.message,
+            report.recent_events.join("\n")
+        );
     }
 }

@@ -115,22 +115,27 @@ fn check(target: &str, body: fn(&[u8]), generated: usize, len_max: usize, mutant
 
 #[test]
 fn server_push_survives_its_corpus_and_generated_inputs() {
-    check("server_push", fuzzing::server_push, 1500, 600, 40);
+    check("server_push", fuzzing::server_push, 3000, 600, 60);
 }
 
 #[test]
 fn server_pull_survives_its_corpus_and_generated_inputs() {
-    check("server_pull", fuzzing::server_pull, 1000, 600, 30);
+    check("server_pull", fuzzing::server_pull, 2000, 600, 60);
 }
 
 #[test]
 fn engine_merge_survives_its_corpus_and_generated_inputs() {
-    check("engine_merge", fuzzing::engine_merge, 300, 800, 10);
+    check("engine_merge", fuzzing::engine_merge, 1000, 800, 30);
 }
 
 #[test]
 fn conflict_policy_survives_its_corpus_and_generated_inputs() {
-    check("conflict_policy", fuzzing::conflict_policy, 3000, 64, 50);
+    check("conflict_policy", fuzzing::conflict_policy, 4000, 64, 100);
+}
+
+#[test]
+fn sim_world_survives_its_corpus_and_generated_inputs() {
+    check("sim_world", fuzzing::sim_world, 40, 96, 3);
 }
 
 /// A `.json` corpus file is read as JSON only if it fits the target's input type; one that
@@ -153,6 +158,7 @@ fn json_corpus_files_fit_their_targets() {
     fits::<fuzzing::ServerPullInput>("server_pull");
     fits::<fuzzing::EngineMergeInput>("engine_merge");
     fits::<fuzzing::ConflictPolicyInput>("conflict_policy");
+    fits::<fuzzing::WorldInput>("sim_world");
 }
 
 /// Runs one corpus file of `target` (the named regression tests below).

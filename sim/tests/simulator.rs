@@ -72,3 +72,13 @@ fn every_planted_defect_is_caught_within_200_default_seeds() {
         );
     }
 }
+
+/// Regression: a newer server version pulled while a record's conflict was open left the
+/// conflict's server side stale, so "use server" adopted an old version and the device
+/// silently diverged (found by CI on `lite` seed 123). An open conflict now follows the
+/// server's newest version.
+#[test]
+fn lite_seed_123_use_server_after_a_newer_pull_converges() {
+    let report = run_seed(123, Profile::Lite, &RunOptions::default());
+    assert!(report.failure.is_none(), "{:?}", report.failure);
+}
