@@ -11,6 +11,11 @@
 //! - [`server_pull`]: paging with arbitrary cursors and limits over arbitrary pushes.
 //! - [`engine_merge`]: an engine with local writes fed hostile push results and pages.
 //! - [`conflict_policy`]: `decide` and `judge_pulled` against each other and the server.
+//! - [`sim_world`]: a whole simulated world with fuzzer-chosen knobs.
+//!
+//! `fuzz/README.md` explains campaigns, the corpus, and how a crash becomes a regression
+//! test. This module must never weaken a property to make an input pass: an input that
+//! breaks one is a bug report.
 //!
 //! Targets own no clock and no randomness: one input replays one run. Work per input is
 //! bounded (`*_MAX` constants) so that a campaign spends its time on breadth.
@@ -1979,6 +1984,9 @@ struct Settled {
     records: BTreeSet<String>,
     spaces: BTreeSet<String>,
     entities: BTreeSet<String>,
+    /// Ops of these entities that were sent before may take a new opId (a confirmed
+    /// force push re-sends them as new writes, so the server does not replay its answer).
+    renamed_entities: BTreeSet<String>,
 }
 
 /// What the engine looked like before a step.
@@ -2163,6 +2171,9 @@ impl EngineHarness {
                     self.engine.plan_force_from_server(entity)
                 };
                 let plan = plan.expect("plan a force for a registered entity");
+                if *push {
+                    settled.renamed_entities.insert(entity.to_owned());
+                }
                 accept_write_outcome(self.engine.execute_force(plan.confirm()));
                 self.drain();
             }
@@ -2693,13 +2704,20 @@ fn settled_by_answer(
     settled
 }
 
-/// Every op queued before a step is still queued after it, unchanged, unless the step
-/// settled it.
+/// Every op queued before a step is still queued after it (at the same queue position),
+/// unchanged, unless the step settled it.
 fn check_no_op_lost(before: &[QueuedOp], after: &[QueuedOp], settled: &Settled, step: &StepInput) {
     for op in before {
-        match after.iter().find(|other| other.op_id == op.op_id) {
+        match after.iter().find(|other| other.seq == op.seq) {
             Some(kept) => {
-                assert_eq!(kept.seq, op.seq, "a queued op moved");
+                if kept.op_id != op.op_id {
+                    assert!(
+                        settled.renamed_entities.contains(&op.entity) && op.attempts > 0,
+                        "op {} took a new opId {} in {step:?}",
+                        op.op_id,
+                        kept.op_id
+                    );
+                }
                 assert_eq!(kept.entity_id, op.entity_id, "a queued op changed record");
                 assert_eq!(kept.operation, op.operation, "a queued op changed kind");
                 assert_eq!(kept.payload, op.payload, "a queued op's payload changed");
@@ -2882,7 +2900,8 @@ impl KnobsInput {
             faults,
             safety_duration_ms: (u64::from(self.safety_s % 110) + 10) * 1000,
             liveness_rounds_max: 12,
-            action_gap_ms_max: u64::from(self.action_gap_ms_max % 30_000).max(100),
+            // Profiles space actions 2-30 s apart; much denser worlds only run slower.
+            action_gap_ms_max: u64::from(self.action_gap_ms_max % 30_000).max(1_000),
             network_delay_ms_max: u64::from(self.network_delay_ms_max % 3_000).max(5),
             request_timeout_ms: 10_000,
             clock_offset_ms_max: u64::from(self.clock_offset_ms_max % (3 * 3_600_000)),
@@ -2890,7 +2909,7 @@ impl KnobsInput {
             clock_jump_ms_max: u64::from(self.clock_jump_ms_max % (6 * 3_600_000)).max(1_000),
             bulk_create_max: usize::from(self.bulk_create_max % 60) + 1,
             push_batch_max: usize::from(self.push_batch_max % 100) + 1,
-            pull_page_limit: usize::from(self.pull_page_limit % 50) + 1,
+            pull_page_limit: usize::from(self.pull_page_limit % 50) + 2,
             sync_after_write: self.sync_after_write,
             auto_merge_fields: self.auto_merge_fields,
             concurrent_edit: Ratio::new(u64::from(self.concurrent_edit_quarters % 5), 4),
