@@ -174,13 +174,7 @@ pub(crate) fn write_resolution(
     record.base_version = conflict.server_version;
     record.updated_at = stamp;
     record.data = data;
-    store::put_record(tx, &record)?;
-    store::set_base(
-        tx,
-        &record.client_id,
-        conflict.server_version,
-        &conflict.server_data,
-    )?;
+    store::put_record_with_base(tx, &record, &conflict.server_data)?;
     store::enqueue(
         tx,
         &NewOp {
@@ -297,13 +291,7 @@ impl Engine {
         let tx = self.conn.transaction()?;
         store::drop_pending_ops_for_record(&tx, &conflict.client_id)?;
         store::delete_conflict_for_record(&tx, &conflict.client_id)?;
-        store::put_record(&tx, &record)?;
-        store::set_base(
-            &tx,
-            &record.client_id,
-            conflict.server_version,
-            &conflict.server_data,
-        )?;
+        store::put_record_with_base(&tx, &record, &conflict.server_data)?;
         tx.commit()?;
         self.crash_point(crate::crash::CrashPoint::AfterLocalCommit)
             .map_err(WriteError::Killed)

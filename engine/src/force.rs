@@ -190,8 +190,7 @@ impl Engine {
                 is_deleted: false,
                 data: item.data.clone(),
             };
-            store::put_record(&tx, &record)?;
-            store::set_base(&tx, &record.client_id, item.version, &item.data)?;
+            store::put_record_with_base(&tx, &record, &record.data)?;
         }
         store::set_sync_state(&tx, entity, Some(cursor), version_hash, now_ms)?;
         store::set_hlc_high_water(&tx, self.hlc.last())?;

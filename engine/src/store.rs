@@ -134,17 +134,16 @@ fn migrate(conn: &mut Connection) -> Result<(), crate::error::OpenError> {
 // ---- meta -------------------------------------------------------------------------------
 
 fn meta_get(conn: &Connection, key: &str) -> rusqlite::Result<Option<i64>> {
-    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
-        row.get(0)
-    })
-    .optional()
+    conn.prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+        .query_row([key], |row| row.get(0))
+        .optional()
 }
 
 fn meta_set(conn: &Connection, key: &str, value: i64) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        params![key, value],
-    )?;
+    )?
+    .execute(params![key, value])?;
     Ok(())
 }
 
@@ -208,6 +207,29 @@ pub fn get_record(conn: &Connection, client_id: &str) -> rusqlite::Result<Option
     .optional()
 }
 
+/// The sync bookkeeping of one record, read without parsing its data.
+pub struct RecordSyncInfo {
+    pub server_id: Option<String>,
+    pub updated_at: HlcStamp,
+}
+
+pub fn record_sync_info(
+    conn: &Connection,
+    client_id: &str,
+) -> rusqlite::Result<Option<RecordSyncInfo>> {
+    conn.prepare_cached(
+        "SELECT m.server_id, r.updated_at FROM records r \
+         LEFT JOIN id_map m ON m.client_id = r.client_id WHERE r.client_id = ?1",
+    )?
+    .query_row([client_id], |row| {
+        Ok(RecordSyncInfo {
+            server_id: row.get(0)?,
+            updated_at: HlcStamp(row.get::<_, i64>(1)? as u64),
+        })
+    })
+    .optional()
+}
+
 /// Resolves a client id or a server id to the record's client id.
 pub fn resolve_client_id(conn: &Connection, id: &str) -> rusqlite::Result<Option<String>> {
     let direct: Option<String> = conn
@@ -235,6 +257,17 @@ pub fn list_records(
     rows.collect()
 }
 
+/// The `(server id, version)` of every live record of `entity` the server knows: what
+/// the version checksum covers. Reads no JSON.
+pub fn server_versions(conn: &Connection, entity: &str) -> rusqlite::Result<Vec<(String, i64)>> {
+    let mut statement = conn.prepare_cached(
+        "SELECT m.server_id, r.version FROM records r JOIN id_map m ON m.client_id = r.client_id \
+         WHERE r.entity = ?1 AND r.is_deleted = 0 ORDER BY m.server_id",
+    )?;
+    let rows = statement.query_map([entity], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    rows.collect()
+}
+
 /// Every record of every entity, ordered by client id (for whole-state checks).
 pub fn all_records(conn: &Connection) -> rusqlite::Result<Vec<Record>> {
     let mut statement = conn.prepare_cached(&format!(
@@ -245,13 +278,40 @@ pub fn all_records(conn: &Connection) -> rusqlite::Result<Vec<Record>> {
     rows.collect()
 }
 
-/// Writes a record row whole (insert or replace).
+/// Writes a record row whole (insert or replace), keeping the row's base data.
 pub fn put_record(conn: &Connection, record: &Record) -> rusqlite::Result<()> {
+    upsert_record(conn, record, &object_to_text(&record.data), None)
+}
+
+/// Writes a record row whole together with the data its `base_version` holds on the
+/// server (the merge base), in one statement. Pass `&record.data` when the record is the
+/// server's copy: its JSON is then rendered once.
+pub fn put_record_with_base(
+    conn: &Connection,
+    record: &Record,
+    base_data: &Map<String, Value>,
+) -> rusqlite::Result<()> {
+    let data_text = object_to_text(&record.data);
+    if std::ptr::eq(base_data, &record.data) || *base_data == record.data {
+        upsert_record(conn, record, &data_text, Some(&data_text))
+    } else {
+        upsert_record(conn, record, &data_text, Some(&object_to_text(base_data)))
+    }
+}
+
+/// `base_text: None` leaves an existing row's base data as it is (a new row has none).
+fn upsert_record(
+    conn: &Connection,
+    record: &Record,
+    data_text: &str,
+    base_text: Option<&str>,
+) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "INSERT INTO records (client_id, entity, space_id, version, base_version, updated_at, is_deleted, data) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+        "INSERT INTO records (client_id, entity, space_id, version, base_version, base_data, updated_at, is_deleted, data) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
          ON CONFLICT (client_id) DO UPDATE SET entity = excluded.entity, space_id = excluded.space_id, \
-         version = excluded.version, base_version = excluded.base_version, updated_at = excluded.updated_at, \
+         version = excluded.version, base_version = excluded.base_version, \
+         base_data = COALESCE(excluded.base_data, records.base_data), updated_at = excluded.updated_at, \
          is_deleted = excluded.is_deleted, data = excluded.data",
     )?
     .execute(params![
@@ -260,9 +320,10 @@ pub fn put_record(conn: &Connection, record: &Record) -> rusqlite::Result<()> {
         record.space_id,
         record.version,
         record.base_version,
+        base_text,
         record.updated_at.0 as i64,
         record.is_deleted,
-        object_to_text(&record.data),
+        data_text,
     ])?;
     if let Some(server_id) = &record.server_id {
         set_id_mapping(conn, &record.client_id, server_id, &record.entity)?;
@@ -280,6 +341,28 @@ pub fn base_data(
         .query_row([client_id], |row| row.get(0))
         .optional()?;
     Ok(text.flatten().map(|text| object_from_text(&text)))
+}
+
+/// A push was accepted with no later local edit on top: the record takes the server's
+/// version and stamp, and the pushed data becomes its merge base. The data stays.
+pub fn set_confirmed(
+    conn: &Connection,
+    client_id: &str,
+    version: i64,
+    updated_at: HlcStamp,
+    base_data: &Map<String, Value>,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE records SET version = ?2, base_version = ?2, updated_at = ?3, base_data = ?4 \
+         WHERE client_id = ?1",
+    )?
+    .execute(params![
+        client_id,
+        version,
+        updated_at.0 as i64,
+        object_to_text(base_data)
+    ])?;
+    Ok(())
 }
 
 pub fn set_base(
@@ -313,16 +396,11 @@ pub fn set_id_mapping(
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO id_map (client_id, server_id, entity) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (client_id) DO UPDATE SET server_id = excluded.server_id",
+         ON CONFLICT (client_id) DO UPDATE SET server_id = excluded.server_id \
+         WHERE id_map.server_id <> excluded.server_id",
     )?
     .execute(params![client_id, server_id, entity])?;
     Ok(())
-}
-
-pub fn server_id_for(conn: &Connection, client_id: &str) -> rusqlite::Result<Option<String>> {
-    conn.prepare_cached("SELECT server_id FROM id_map WHERE client_id = ?1")?
-        .query_row([client_id], |row| row.get(0))
-        .optional()
 }
 
 pub fn client_id_for_server_id(
@@ -374,6 +452,8 @@ pub fn enqueue(conn: &Connection, op: &NewOp<'_>) -> rusqlite::Result<i64> {
 const OP_COLUMNS: &str =
     "id, op_id, entity, operation, entity_id, space_id, payload, base_version, hlc, force, \
      status, attempts, last_error, created_at";
+/// How many columns [`OP_COLUMNS`] names (a query may select more after them).
+const OP_COLUMN_COUNT: usize = 14;
 
 fn op_from_row(row: &Row<'_>) -> rusqlite::Result<QueuedOp> {
     let operation: String = row.get(3)?;
@@ -415,27 +495,29 @@ pub fn ops_with_status(conn: &Connection, status: OpStatus) -> rusqlite::Result<
 }
 
 /// The next push run: pending ops in queue order, skipping records with an open conflict,
-/// cut at the first op of another entity type, at most `limit_for(entity)` long.
+/// cut at the first op of another entity type, at most `limit_for(entity)` long. Each op
+/// comes with its record's server id, if the server assigned one.
 pub fn next_push_run(
     conn: &Connection,
     entity_filter: Option<&str>,
     limit_for: impl Fn(&str) -> usize,
-) -> rusqlite::Result<Vec<QueuedOp>> {
+) -> rusqlite::Result<Vec<(QueuedOp, Option<String>)>> {
     let mut statement = conn.prepare_cached(&format!(
-        "SELECT {OP_COLUMNS} FROM operation_queue q WHERE status = 'pending' \
+        "SELECT {OP_COLUMNS}, (SELECT m.server_id FROM id_map m WHERE m.client_id = q.entity_id) \
+         FROM operation_queue q WHERE status = 'pending' \
          AND (?1 IS NULL OR entity = ?1) \
          AND NOT EXISTS (SELECT 1 FROM conflicts c WHERE c.client_id = q.entity_id) ORDER BY id"
     ))?;
     let mut rows = statement.query(params![entity_filter])?;
-    let mut run: Vec<QueuedOp> = Vec::new();
+    let mut run: Vec<(QueuedOp, Option<String>)> = Vec::new();
     while let Some(row) = rows.next()? {
         let op = op_from_row(row)?;
-        if let Some(first) = run.first() {
+        if let Some((first, _)) = run.first() {
             if op.entity != first.entity || run.len() >= limit_for(&first.entity) {
                 break;
             }
         }
-        run.push(op);
+        run.push((op, row.get(OP_COLUMN_COUNT)?));
     }
     Ok(run)
 }
@@ -497,6 +579,19 @@ pub fn unfinished_ops_for_record(
     ))?;
     let rows = statement.query_map([client_id], op_from_row)?;
     rows.collect()
+}
+
+/// True when the record has an unfinished (`pending` or `sending`) op other than `seq`.
+pub fn has_other_unfinished_op(
+    conn: &Connection,
+    client_id: &str,
+    seq: i64,
+) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM operation_queue WHERE entity_id = ?1 \
+         AND status IN ('pending', 'sending') AND id <> ?2)",
+    )?
+    .query_row(params![client_id, seq], |row| row.get(0))
 }
 
 /// Drops the `pending` ops of one record (superseded by the conflict policy or a

@@ -36,7 +36,7 @@ use crate::error::SyncError;
 use crate::record::{Conflict, OpStatus, QueuedOp, Record};
 use crate::store;
 use crate::wire::{
-    parse_envelope, Envelope, ErrorCode, PulledItem, SyncPullResponse, SyncPullVariables,
+    into_envelope, Envelope, ErrorCode, PulledItem, SyncPullResponse, SyncPullVariables,
     SyncPushItem, SyncPushResponse, SyncPushVariables, SyncRequest, SyncResultItem,
 };
 use serde_json::Value;
@@ -367,11 +367,11 @@ impl Engine {
             InFlight::Push {
                 seqs,
                 operation_name,
-            } => self.handle_push_response(&seqs, &operation_name, &response),
+            } => self.handle_push_response(&seqs, &operation_name, response),
             InFlight::Pull {
                 entity,
                 operation_name,
-            } => self.handle_pull_response(&entity, &operation_name, &response),
+            } => self.handle_pull_response(&entity, &operation_name, response),
         }
     }
 
@@ -468,64 +468,33 @@ impl Engine {
 
     /// Marks the next push run `sending` and emits its request; false if nothing to push.
     fn emit_push(&mut self) -> Result<bool, SyncError> {
-        let registry = &self.options.registry;
-        let run = store::next_push_run(&self.conn, None, |entity| {
-            registry
-                .get(entity)
-                .map_or(1, |config| config.push_batch_max)
-        })?;
-        let Some(first) = run.first() else {
-            return Ok(false);
-        };
-        let entity = first.entity.clone();
-        let Some(config) = self.options.registry.get(&entity) else {
-            // An op of a type the app no longer registers can never be sent.
-            let now_ms = self.env.now_ms();
-            store::set_op_status(
-                &self.conn,
-                first.seq,
-                OpStatus::Failed,
-                Some("entity type not registered"),
-                now_ms,
-            )?;
-            return self.emit_push();
-        };
-        let operation_name = config.push_operation_name();
-        let mut payload = Vec::with_capacity(run.len());
-        for op in &run {
-            payload.push(SyncPushItem {
-                client_id: Some(op.entity_id.clone()),
-                id: store::server_id_for(&self.conn, &op.entity_id)?,
-                operation: op.operation,
-                data: Value::Object(op.payload.clone()),
-                op_id: op.op_id.clone(),
-                base_version: Some(op.base_version),
-                force: op.force,
-                space_id: op.space_id.clone(),
-                updated_at: op.updated_at,
-            });
-        }
-        let seqs: Vec<i64> = run.iter().map(|op| op.seq).collect();
         let now_ms = self.env.now_ms();
         let tx = self.conn.transaction()?;
-        store::mark_sending(&tx, &seqs, now_ms)?;
+        let prepared = prepare_push(&tx, &self.options.registry, now_ms)?;
         tx.commit()?;
+        match prepared {
+            Some(prepared) => self.send_push(prepared).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// Emits the request of a push run whose `sending` marks have committed.
+    fn send_push(&mut self, prepared: PreparedPush) -> Result<(), SyncError> {
         let variables = serde_json::to_value(SyncPushVariables {
-            payload,
+            payload: prepared.payload,
             tenant_id: self.options.tenant.as_str().to_owned(),
         })
         .expect("push variables serialize");
         self.emit_request(
-            operation_name.clone(),
+            prepared.operation_name.clone(),
             variables,
             InFlight::Push {
-                seqs,
-                operation_name,
+                seqs: prepared.seqs,
+                operation_name: prepared.operation_name,
             },
         );
         self.crash_point(CrashPoint::AfterMarkSending)
-            .map_err(SyncError::Killed)?;
-        Ok(true)
+            .map_err(SyncError::Killed)
     }
 
     fn emit_pull(&mut self, entity: &str, cursor: Option<String>) {
@@ -617,9 +586,9 @@ impl Engine {
         &mut self,
         seqs: &[i64],
         operation_name: &str,
-        response: &Value,
+        response: Value,
     ) -> Result<(), SyncError> {
-        let payload = match parse_envelope(operation_name, response) {
+        let payload = match into_envelope(operation_name, response) {
             Envelope::Data(payload) => payload,
             Envelope::Error { code, message } => {
                 return self.handle_push_error(seqs, code, &message)
@@ -682,12 +651,22 @@ impl Engine {
                 PushOutcome::Retry(message) => transient_error = Some(message),
             }
         }
+        // The next run is marked `sending` in this same transaction: one commit per
+        // round trip instead of two.
+        let next_push = if transient_error.is_none() && self.sync.phase == Phase::Pushing {
+            prepare_push(&tx, &self.options.registry, self.env.now_ms())?
+        } else {
+            None
+        };
         store::set_hlc_high_water(&tx, self.hlc.last())?;
         tx.commit()?;
         if let Some(message) = transient_error {
             return self.fail_sync(&message, true);
         }
-        self.advance()
+        match next_push {
+            Some(prepared) => self.send_push(prepared),
+            None => self.advance(),
+        }
     }
 
     fn sending_ops(&self, seqs: &[i64]) -> Result<Vec<QueuedOp>, SyncError> {
@@ -742,9 +721,9 @@ impl Engine {
         &mut self,
         entity: &str,
         operation_name: &str,
-        response: &Value,
+        response: Value,
     ) -> Result<(), SyncError> {
-        let payload = match parse_envelope(operation_name, response) {
+        let payload = match into_envelope(operation_name, response) {
             Envelope::Data(payload) => payload,
             Envelope::Error {
                 code: Some(ErrorCode::Unauthorized),
@@ -895,15 +874,74 @@ impl Engine {
     }
 }
 
+/// A push run marked `sending` in a transaction that has not committed yet.
+struct PreparedPush {
+    operation_name: String,
+    seqs: Vec<i64>,
+    payload: Vec<SyncPushItem>,
+}
+
+/// Marks the next push run `sending` inside `tx`; `None` when nothing is left to push.
+/// Ops of a type the app no longer registers can never be sent: they are marked failed on
+/// the way.
+fn prepare_push(
+    tx: &rusqlite::Connection,
+    registry: &crate::registry::EntityRegistry,
+    now_ms: u64,
+) -> rusqlite::Result<Option<PreparedPush>> {
+    loop {
+        let run = store::next_push_run(tx, None, |entity| {
+            registry
+                .get(entity)
+                .map_or(1, |config| config.push_batch_max)
+        })?;
+        let Some((first, _)) = run.first() else {
+            return Ok(None);
+        };
+        let Some(config) = registry.get(&first.entity) else {
+            store::set_op_status(
+                tx,
+                first.seq,
+                OpStatus::Failed,
+                Some("entity type not registered"),
+                now_ms,
+            )?;
+            continue;
+        };
+        let operation_name = config.push_operation_name();
+        let seqs: Vec<i64> = run.iter().map(|(op, _)| op.seq).collect();
+        store::mark_sending(tx, &seqs, now_ms)?;
+        let payload = run
+            .into_iter()
+            .map(|(op, server_id)| SyncPushItem {
+                client_id: Some(op.entity_id),
+                id: server_id,
+                operation: op.operation,
+                data: Value::Object(op.payload),
+                op_id: op.op_id,
+                base_version: Some(op.base_version),
+                force: op.force,
+                space_id: op.space_id,
+                updated_at: op.updated_at,
+            })
+            .collect();
+        return Ok(Some(PreparedPush {
+            operation_name,
+            seqs,
+            payload,
+        }));
+    }
+}
+
 /// The checksum of the local copy, computed exactly as the server computes its own.
 pub(crate) fn local_version_hash(
     conn: &rusqlite::Connection,
     entity: &str,
 ) -> rusqlite::Result<String> {
-    let records = store::list_records(conn, entity, None, false)?;
-    Ok(crate::wire::version_hash(records.iter().filter_map(
-        |record| record.server_id.as_deref().map(|id| (id, record.version)),
-    )))
+    let pairs = store::server_versions(conn, entity)?;
+    Ok(crate::wire::version_hash(
+        pairs.iter().map(|(id, version)| (id.as_str(), *version)),
+    ))
 }
 
 /// The largest version a server may report: far beyond any real count of writes, far
@@ -929,11 +967,10 @@ fn plausible_result(result: &SyncResultItem) -> bool {
 }
 
 fn parse_pull_page(payload: Value) -> Option<(SyncPullResponse, Vec<PulledItem>)> {
-    let page: SyncPullResponse = serde_json::from_value(payload).ok()?;
-    let items: Vec<PulledItem> = page
-        .items
-        .iter()
-        .map(|item| serde_json::from_value(item.clone()).ok())
+    let mut page: SyncPullResponse = serde_json::from_value(payload).ok()?;
+    let items: Vec<PulledItem> = std::mem::take(&mut page.items)
+        .into_iter()
+        .map(|item| serde_json::from_value(item).ok())
         .collect::<Option<_>>()?;
     let well_formed = items.iter().all(|item| {
         !item.id.is_empty()
@@ -1005,29 +1042,28 @@ fn apply_push_result(
     result: &SyncResultItem,
     now_ms: u64,
 ) -> rusqlite::Result<PushOutcome> {
+    // What the store knows of the record, without reading its data.
+    let sync_info = store::record_sync_info(tx, &op.entity_id)?;
     if let Some(server_id) = &result.id {
-        if store::client_id_for_server_id(tx, server_id)?
-            .is_none_or(|client_id| client_id == op.entity_id)
+        let mapped = sync_info
+            .as_ref()
+            .is_some_and(|info| info.server_id.as_ref() == Some(server_id));
+        if !mapped
+            && store::client_id_for_server_id(tx, server_id)?
+                .is_none_or(|client_id| client_id == op.entity_id)
         {
             store::set_id_mapping(tx, &op.entity_id, server_id, &op.entity)?;
         }
     }
-    let later_ops_pending = || -> rusqlite::Result<bool> {
-        Ok(store::unfinished_ops_for_record(tx, &op.entity_id)?
-            .iter()
-            .any(|other| other.seq != op.seq))
-    };
     if result.success {
         store::delete_op(tx, op.seq)?;
-        if let (Some(version), Some(mut record)) =
-            (result.version, store::get_record(tx, &op.entity_id)?)
-        {
-            store::set_base(tx, &op.entity_id, version, &op.payload)?;
-            if !later_ops_pending()? {
-                record.version = version;
-                record.base_version = version;
-                record.updated_at = result.updated_at.unwrap_or(record.updated_at);
-                store::put_record(tx, &record)?;
+        if let (Some(version), Some(info)) = (result.version, sync_info) {
+            if store::has_other_unfinished_op(tx, &op.entity_id, op.seq)? {
+                // Later local edits stay on top; only the merge base moves.
+                store::set_base(tx, &op.entity_id, version, &op.payload)?;
+            } else {
+                let updated_at = result.updated_at.unwrap_or(info.updated_at);
+                store::set_confirmed(tx, &op.entity_id, version, updated_at, &op.payload)?;
             }
         }
         return Ok(PushOutcome::Applied);
@@ -1040,7 +1076,9 @@ fn apply_push_result(
         Some(ErrorCode::Stale | ErrorCode::RecordDeleted) if result.conflict.is_some() => {
             let payload = result.conflict.as_ref().expect("checked");
             store::delete_op(tx, op.seq)?;
-            if !later_ops_pending()? || payload.server_is_deleted {
+            if payload.server_is_deleted
+                || !store::has_other_unfinished_op(tx, &op.entity_id, op.seq)?
+            {
                 adopt_server_state(tx, &op.entity_id, payload)?;
             }
             Ok(PushOutcome::Superseded)
@@ -1094,9 +1132,8 @@ fn adopt_server_state(
     record.base_version = payload.server_version;
     record.updated_at = payload.server_updated_at;
     record.is_deleted = payload.server_is_deleted;
-    record.data = server_data.clone();
-    store::put_record(tx, &record)?;
-    store::set_base(tx, client_id, payload.server_version, &server_data)
+    record.data = server_data;
+    store::put_record_with_base(tx, &record, &record.data)
 }
 
 /// Merges one pulled live record under the conflict policy (DESIGN.md §5).
@@ -1116,25 +1153,33 @@ fn merge_pulled_item(
         is_deleted: false,
         data: item.data.clone(),
     };
-    if let Some(owner) = store::client_id_for_server_id(tx, &item.id)? {
-        if owner != item.client_id {
-            // Two client ids for one server id: a broken server. Keep the first mapping.
-            return Ok(PulledVerdict::KeptLocal);
+    let local = store::get_record(tx, &item.client_id)?;
+    let mapped_here = local
+        .as_ref()
+        .is_some_and(|local| local.server_id.as_ref() == Some(&item.id));
+    if !mapped_here {
+        if let Some(owner) = store::client_id_for_server_id(tx, &item.id)? {
+            if owner != item.client_id {
+                // Two client ids for one server id: a broken server. Keep the first mapping.
+                return Ok(PulledVerdict::KeptLocal);
+            }
         }
     }
-    let local = store::get_record(tx, &item.client_id)?;
     let pending = store::unfinished_ops_for_record(tx, &item.client_id)?;
+    if pending.is_empty() && local.as_ref() == Some(&server_record) {
+        // The device already holds exactly this version (typically the echo of its own
+        // push): storing it again would change nothing.
+        return Ok(PulledVerdict::Stored);
+    }
     let verdict = conflict::judge_pulled(local.as_ref(), &pending, &server_record);
     match &verdict {
         PulledVerdict::Stored => {
-            store::put_record(tx, &server_record)?;
-            store::set_base(tx, &item.client_id, item.version, &item.data)?;
+            store::put_record_with_base(tx, &server_record, &server_record.data)?;
         }
         PulledVerdict::Superseded(_) => {
             store::drop_pending_ops_for_record(tx, &item.client_id)?;
             store::delete_conflict_for_record(tx, &item.client_id)?;
-            store::put_record(tx, &server_record)?;
-            store::set_base(tx, &item.client_id, item.version, &item.data)?;
+            store::put_record_with_base(tx, &server_record, &server_record.data)?;
         }
         PulledVerdict::KeptLocal | PulledVerdict::Conflict(_) => {
             store::set_id_mapping(tx, &item.client_id, &item.id, entity)?;

@@ -127,7 +127,8 @@ pub struct SyncPullResponse {
     pub deleted_ids: Vec<String>,
     /// The cursor to send next time: covers exactly the rows in this page.
     pub last_sync_at: String,
-    /// Checksum over the entity's live `(id, version)` pairs, see [`version_hash`].
+    /// Checksum over the entity's live `(id, version)` pairs, see [`version_hash`]. Sent
+    /// on the last page of a pull (`has_more: false`), where the client compares it.
     pub version_hash: Option<String>,
     pub has_more: bool,
 }
@@ -182,7 +183,9 @@ pub fn error_response(code: ErrorCode, message: &str) -> Value {
 pub fn data_response(operation_name: &str, payload: Value) -> Value {
     let mut data = Map::new();
     data.insert(operation_name.to_owned(), payload);
-    serde_json::json!({ "data": Value::Object(data) })
+    let mut envelope = Map::new();
+    envelope.insert("data".to_owned(), Value::Object(data));
+    Value::Object(envelope)
 }
 
 /// What a GraphQL envelope said: the operation's payload, or the first error.
@@ -197,6 +200,11 @@ pub enum Envelope {
 
 /// Reads a response envelope; anything that is neither shape is a `Validation` error.
 pub fn parse_envelope(operation_name: &str, response: &Value) -> Envelope {
+    into_envelope(operation_name, response.clone())
+}
+
+/// [`parse_envelope`] for an owned response: the payload is moved out, not copied.
+pub fn into_envelope(operation_name: &str, mut response: Value) -> Envelope {
     if let Some(first) = response
         .get("errors")
         .and_then(Value::as_array)
@@ -216,10 +224,10 @@ pub fn parse_envelope(operation_name: &str, response: &Value) -> Envelope {
         };
     }
     match response
-        .get("data")
-        .and_then(|data| data.get(operation_name))
+        .get_mut("data")
+        .and_then(|data| data.get_mut(operation_name))
     {
-        Some(payload) => Envelope::Data(payload.clone()),
+        Some(payload) => Envelope::Data(payload.take()),
         // Not an answer to this operation (garbled, truncated, or meant for another
         // request): no code, so the caller treats it as transient and retries.
         None => Envelope::Error {

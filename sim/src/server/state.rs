@@ -2,7 +2,7 @@
 //! commit-stamp high-water mark.
 //!
 //! This module owns the only code that adds or replaces records, so the indexes (by
-//! `clientId`, and the `(entity, commit_stamp, id)` pull order) can never drift from the
+//! `clientId`, and each entity's `(commit_stamp, id)` pull order) can never drift from the
 //! records. It decides nothing about conflicts and never reads anything outside the tenant.
 
 use super::{ServerDefects, ServerRecord};
@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use sync_engine::wire::SyncResultItem;
 
-/// The pull order of a tenant's records: (entity, commit stamp, server id).
-type ChangeKey = (String, u64, String);
+/// A record's place in its entity's pull order: (commit stamp, server id).
+type ChangeKey = (u64, String);
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(super) struct TenantState {
@@ -19,7 +19,8 @@ pub(super) struct TenantState {
     /// `clientId` → server id. With `skip_op_id_dedupe` planted, a clientId may own several
     /// rows; the index keeps the first.
     id_by_client_id: BTreeMap<String, String>,
-    change_order: BTreeSet<ChangeKey>,
+    /// Per entity, the pull order of its records.
+    change_order: BTreeMap<String, BTreeSet<ChangeKey>>,
     results_by_op_id: BTreeMap<String, SyncResultItem>,
     /// The highest commit stamp handed out; every record's stamp is at most this.
     commit_stamp_high: u64,
@@ -80,7 +81,11 @@ impl TenantState {
         self.id_by_client_id
             .entry(record.client_id.clone())
             .or_insert_with(|| record.id.clone());
-        let inserted = self.change_order.insert(change_key(&record));
+        let inserted = self
+            .change_order
+            .entry(record.entity.clone())
+            .or_default()
+            .insert(change_key(&record));
         assert!(inserted);
         self.records_by_id.insert(record.id.clone(), record);
     }
@@ -102,9 +107,13 @@ impl TenantState {
             assert!(record.is_deleted, "a tombstone was resurrected");
         }
         assert!(record.commit_stamp <= self.commit_stamp_high);
-        let removed = self.change_order.remove(&change_key(previous));
+        let order = self
+            .change_order
+            .get_mut(&record.entity)
+            .expect("a stored record's entity has a pull order");
+        let removed = order.remove(&change_key(previous));
         assert!(removed);
-        let inserted = self.change_order.insert(change_key(&record));
+        let inserted = order.insert(change_key(&record));
         assert!(inserted);
         self.records_by_id.insert(record.id.clone(), record);
     }
@@ -117,13 +126,15 @@ impl TenantState {
         after: Option<(u64, &str)>,
     ) -> impl Iterator<Item = &'a ServerRecord> + 'a {
         let lower = match after {
-            None => Bound::Included((entity.to_owned(), 0, String::new())),
-            Some((stamp, id)) => Bound::Excluded((entity.to_owned(), stamp, id.to_owned())),
+            None => Bound::Unbounded,
+            Some((stamp, id)) => Bound::Excluded((stamp, id.to_owned())),
         };
         self.change_order
-            .range((lower, Bound::Unbounded))
-            .take_while(move |(key_entity, _, _)| key_entity == entity)
-            .map(move |(_, _, id)| match self.records_by_id.get(id) {
+            .get(entity)
+            .map(|order| order.range((lower, Bound::Unbounded)))
+            .into_iter()
+            .flatten()
+            .map(move |(_, id)| match self.records_by_id.get(id) {
                 Some(record) => record,
                 None => panic!("pull order names missing record {id}"),
             })
@@ -139,7 +150,10 @@ impl TenantState {
 
     /// Checks this tenant's tables against each other.
     pub(super) fn check_invariants(&self, tenant_id: &str, defects_ever: ServerDefects) {
-        assert_eq!(self.change_order.len(), self.records_by_id.len());
+        assert_eq!(
+            self.change_order.values().map(BTreeSet::len).sum::<usize>(),
+            self.records_by_id.len()
+        );
         let mut client_ids: BTreeSet<&str> = BTreeSet::new();
         for (id, record) in &self.records_by_id {
             assert_eq!(id, &record.id);
@@ -160,7 +174,9 @@ impl TenantState {
                 assert!(record.commit_stamp >= 1, "record {id} was never committed");
             }
             assert!(
-                self.change_order.contains(&change_key(record)),
+                self.change_order
+                    .get(&record.entity)
+                    .is_some_and(|order| order.contains(&change_key(record))),
                 "record {id} missing from pull order"
             );
             let first_client_id_use = client_ids.insert(&record.client_id);
@@ -193,9 +209,5 @@ impl TenantState {
 }
 
 fn change_key(record: &ServerRecord) -> ChangeKey {
-    (
-        record.entity.clone(),
-        record.commit_stamp,
-        record.id.clone(),
-    )
+    (record.commit_stamp, record.id.clone())
 }

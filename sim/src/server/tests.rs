@@ -649,8 +649,8 @@ fn deleted_rows_come_back_as_deleted_ids() {
 
 #[test]
 fn version_hash_follows_live_versions() {
-    // Proves versionHash equals the wire checksum over live (id, version) pairs and
-    // changes when a version does or a record is deleted.
+    // Proves versionHash equals the wire checksum over live (id, version) pairs, changes
+    // when a version does or a record is deleted, and comes with the last page only.
     let mut server = server();
     let a = create(&mut server, "c-a", 100);
     let b = create(&mut server, "c-b", 100);
@@ -670,7 +670,14 @@ fn version_hash_follows_live_versions() {
         wire::version_hash([(a.as_str(), 2), (b.as_str(), 1)])
     );
     push_one(&mut server, delete("op-d", &b, Some(1), 300));
-    let third = pull(&mut server, None, Some(1)).version_hash.expect("hash");
+    // Two rows changed (a, then b's tombstone): a page of one is not the last one and
+    // carries no checksum; the last page carries the checksum of the whole entity.
+    let first_page = pull(&mut server, None, Some(1));
+    assert!(first_page.has_more);
+    assert_eq!(first_page.version_hash, None);
+    let last_page = pull(&mut server, Some(&first_page.last_sync_at), Some(1));
+    assert!(!last_page.has_more);
+    let third = last_page.version_hash.expect("hash on the last page");
     assert_eq!(third, wire::version_hash([(a.as_str(), 2)]));
 }
 
