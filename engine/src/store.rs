@@ -207,26 +207,17 @@ pub fn get_record(conn: &Connection, client_id: &str) -> rusqlite::Result<Option
     .optional()
 }
 
-/// The sync bookkeeping of one record, read without parsing its data.
-pub struct RecordSyncInfo {
-    pub server_id: Option<String>,
-    pub updated_at: HlcStamp,
-}
-
-pub fn record_sync_info(
+/// Whether the record exists (outer `Some`) and the server id it is mapped to, read
+/// without parsing its data.
+pub fn record_server_id(
     conn: &Connection,
     client_id: &str,
-) -> rusqlite::Result<Option<RecordSyncInfo>> {
+) -> rusqlite::Result<Option<Option<String>>> {
     conn.prepare_cached(
-        "SELECT m.server_id, r.updated_at FROM records r \
+        "SELECT m.server_id FROM records r \
          LEFT JOIN id_map m ON m.client_id = r.client_id WHERE r.client_id = ?1",
     )?
-    .query_row([client_id], |row| {
-        Ok(RecordSyncInfo {
-            server_id: row.get(0)?,
-            updated_at: HlcStamp(row.get::<_, i64>(1)? as u64),
-        })
-    })
+    .query_row([client_id], |row| row.get(0))
     .optional()
 }
 
@@ -278,14 +269,14 @@ pub fn all_records(conn: &Connection) -> rusqlite::Result<Vec<Record>> {
     rows.collect()
 }
 
-/// Writes a record row whole (insert or replace), keeping the row's base data.
+/// Writes a record row whole (insert or replace), keeping the row's merge base.
 pub fn put_record(conn: &Connection, record: &Record) -> rusqlite::Result<()> {
-    upsert_record(conn, record, &object_to_text(&record.data), None)
+    upsert_record(conn, record, &object_to_text(&record.data), BaseWrite::Keep)
 }
 
 /// Writes a record row whole together with the data its `base_version` holds on the
 /// server (the merge base), in one statement. Pass `&record.data` when the record is the
-/// server's copy: its JSON is then rendered once.
+/// server's copy.
 pub fn put_record_with_base(
     conn: &Connection,
     record: &Record,
@@ -293,26 +284,46 @@ pub fn put_record_with_base(
 ) -> rusqlite::Result<()> {
     let data_text = object_to_text(&record.data);
     if std::ptr::eq(base_data, &record.data) || *base_data == record.data {
-        upsert_record(conn, record, &data_text, Some(&data_text))
+        upsert_record(conn, record, &data_text, BaseWrite::SameAsData)
     } else {
-        upsert_record(conn, record, &data_text, Some(&object_to_text(base_data)))
+        let base_text = object_to_text(base_data);
+        upsert_record(conn, record, &data_text, BaseWrite::Text(&base_text))
     }
 }
 
-/// `base_text: None` leaves an existing row's base data as it is (a new row has none).
+/// What a record write does with `base_data`. The column holds the merge base only when
+/// it differs from the record's own data; NULL with `base_version > 0` means "the same as
+/// `data`" (every synced row without local edits), so such rows do not store their data
+/// twice. NULL with `base_version = 0` means the server has never confirmed the record.
+enum BaseWrite<'a> {
+    /// A local write: the old merge base stays. If it was implicit (NULL), the old data
+    /// is written out as the explicit base, since `data` is about to change.
+    Keep,
+    /// The record's data is its merge base.
+    SameAsData,
+    Text(&'a str),
+}
+
 fn upsert_record(
     conn: &Connection,
     record: &Record,
     data_text: &str,
-    base_text: Option<&str>,
+    base: BaseWrite<'_>,
 ) -> rusqlite::Result<()> {
+    let (keep_base, base_text) = match base {
+        BaseWrite::Keep => (true, None),
+        BaseWrite::SameAsData => (false, None),
+        BaseWrite::Text(text) => (false, Some(text)),
+    };
+    // In `DO UPDATE SET`, `records.*` is the row as it was before this statement.
     conn.prepare_cached(
         "INSERT INTO records (client_id, entity, space_id, version, base_version, base_data, updated_at, is_deleted, data) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
          ON CONFLICT (client_id) DO UPDATE SET entity = excluded.entity, space_id = excluded.space_id, \
          version = excluded.version, base_version = excluded.base_version, \
-         base_data = COALESCE(excluded.base_data, records.base_data), updated_at = excluded.updated_at, \
-         is_deleted = excluded.is_deleted, data = excluded.data",
+         base_data = CASE WHEN ?10 THEN COALESCE(records.base_data, \
+             CASE WHEN records.base_version > 0 THEN records.data END) ELSE excluded.base_data END, \
+         updated_at = excluded.updated_at, is_deleted = excluded.is_deleted, data = excluded.data",
     )?
     .execute(params![
         record.client_id,
@@ -324,6 +335,7 @@ fn upsert_record(
         record.updated_at.0 as i64,
         record.is_deleted,
         data_text,
+        keep_base,
     ])?;
     if let Some(server_id) = &record.server_id {
         set_id_mapping(conn, &record.client_id, server_id, &record.entity)?;
@@ -337,44 +349,55 @@ pub fn base_data(
     client_id: &str,
 ) -> rusqlite::Result<Option<Map<String, Value>>> {
     let text: Option<Option<String>> = conn
-        .prepare_cached("SELECT base_data FROM records WHERE client_id = ?1")?
+        .prepare_cached(
+            "SELECT CASE WHEN base_data IS NULL AND base_version > 0 THEN data ELSE base_data END \
+             FROM records WHERE client_id = ?1",
+        )?
         .query_row([client_id], |row| row.get(0))
         .optional()?;
     Ok(text.flatten().map(|text| object_from_text(&text)))
 }
 
-/// A push was accepted with no later local edit on top: the record takes the server's
-/// version and stamp, and the pushed data becomes its merge base. The data stays.
+/// A push of op `seq` was accepted with no later local edit on top: the record takes the
+/// server's version (and stamp, when the server sent one), and the pushed data (the op's
+/// payload, read from its queue row, which must still exist) becomes its merge base.
 pub fn set_confirmed(
     conn: &Connection,
     client_id: &str,
+    seq: i64,
     version: i64,
-    updated_at: HlcStamp,
-    base_data: &Map<String, Value>,
+    updated_at: Option<HlcStamp>,
 ) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "UPDATE records SET version = ?2, base_version = ?2, updated_at = ?3, base_data = ?4 \
-         WHERE client_id = ?1",
-    )?
-    .execute(params![
-        client_id,
-        version,
-        updated_at.0 as i64,
-        object_to_text(base_data)
-    ])?;
+    let changed = conn
+        .prepare_cached(
+            "UPDATE records SET version = ?3, base_version = ?3, updated_at = COALESCE(?4, updated_at), \
+             base_data = (SELECT NULLIF(q.payload, records.data) FROM operation_queue q WHERE q.id = ?2) \
+             WHERE client_id = ?1",
+        )?
+        .execute(params![
+            client_id,
+            seq,
+            version,
+            updated_at.map(|stamp| stamp.0 as i64)
+        ])?;
+    assert!(changed <= 1);
     Ok(())
 }
 
-pub fn set_base(
+/// A push of op `seq` was accepted while later local edits wait on top: only the merge
+/// base moves, to the server's version and the op's payload.
+pub fn set_base_from_op(
     conn: &Connection,
     client_id: &str,
+    seq: i64,
     base_version: i64,
-    base_data: &Map<String, Value>,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "UPDATE records SET base_version = ?2, base_data = ?3 WHERE client_id = ?1",
+        "UPDATE records SET base_version = ?3, \
+         base_data = (SELECT NULLIF(q.payload, records.data) FROM operation_queue q WHERE q.id = ?2) \
+         WHERE client_id = ?1",
     )?
-    .execute(params![client_id, base_version, object_to_text(base_data)])?;
+    .execute(params![client_id, seq, base_version])?;
     Ok(())
 }
 
@@ -482,6 +505,31 @@ pub fn all_ops(conn: &Connection) -> rusqlite::Result<Vec<QueuedOp>> {
         "SELECT {OP_COLUMNS} FROM operation_queue ORDER BY id"
     ))?;
     let rows = statement.query_map([], op_from_row)?;
+    rows.collect()
+}
+
+/// An op in flight, as its push answer needs it (the payload stays in the queue row).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SentOp {
+    pub seq: i64,
+    pub op_id: String,
+    pub entity: String,
+    pub entity_id: String,
+}
+
+/// The `sending` ops, in queue order.
+pub fn sending_ops(conn: &Connection) -> rusqlite::Result<Vec<SentOp>> {
+    let mut statement = conn.prepare_cached(
+        "SELECT id, op_id, entity, entity_id FROM operation_queue WHERE status = 'sending' ORDER BY id",
+    )?;
+    let rows = statement.query_map([], |row| {
+        Ok(SentOp {
+            seq: row.get(0)?,
+            op_id: row.get(1)?,
+            entity: row.get(2)?,
+            entity_id: row.get(3)?,
+        })
+    })?;
     rows.collect()
 }
 

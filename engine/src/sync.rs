@@ -33,7 +33,7 @@ use crate::conflict::{self, PulledVerdict};
 use crate::crash::CrashPoint;
 use crate::engine::Engine;
 use crate::error::SyncError;
-use crate::record::{Conflict, OpStatus, QueuedOp, Record};
+use crate::record::{Conflict, OpStatus, Record};
 use crate::store;
 use crate::wire::{
     into_envelope, Envelope, ErrorCode, PulledItem, SyncPullResponse, SyncPullVariables,
@@ -669,9 +669,9 @@ impl Engine {
         }
     }
 
-    fn sending_ops(&self, seqs: &[i64]) -> Result<Vec<QueuedOp>, SyncError> {
-        let sending = store::ops_with_status(&self.conn, OpStatus::Sending)?;
-        let ops: Vec<QueuedOp> = sending
+    fn sending_ops(&self, seqs: &[i64]) -> Result<Vec<store::SentOp>, SyncError> {
+        let sending = store::sending_ops(&self.conn)?;
+        let ops: Vec<store::SentOp> = sending
             .into_iter()
             .filter(|op| seqs.contains(&op.seq))
             .collect();
@@ -1038,16 +1038,16 @@ fn settle_conflict(
 /// Stores one push result: the op's fate, the id mapping, and the record's new base.
 fn apply_push_result(
     tx: &rusqlite::Connection,
-    op: &QueuedOp,
+    op: &store::SentOp,
     result: &SyncResultItem,
     now_ms: u64,
 ) -> rusqlite::Result<PushOutcome> {
-    // What the store knows of the record, without reading its data.
-    let sync_info = store::record_sync_info(tx, &op.entity_id)?;
+    // `None` when the record is gone; else its current server id, if any.
+    let record_server_id = store::record_server_id(tx, &op.entity_id)?;
     if let Some(server_id) = &result.id {
-        let mapped = sync_info
+        let mapped = record_server_id
             .as_ref()
-            .is_some_and(|info| info.server_id.as_ref() == Some(server_id));
+            .is_some_and(|mapped| mapped.as_ref() == Some(server_id));
         if !mapped
             && store::client_id_for_server_id(tx, server_id)?
                 .is_none_or(|client_id| client_id == op.entity_id)
@@ -1056,16 +1056,16 @@ fn apply_push_result(
         }
     }
     if result.success {
-        store::delete_op(tx, op.seq)?;
-        if let (Some(version), Some(info)) = (result.version, sync_info) {
+        if let (Some(version), Some(_)) = (result.version, record_server_id) {
+            // Before the op row goes: its payload becomes the record's merge base.
             if store::has_other_unfinished_op(tx, &op.entity_id, op.seq)? {
                 // Later local edits stay on top; only the merge base moves.
-                store::set_base(tx, &op.entity_id, version, &op.payload)?;
+                store::set_base_from_op(tx, &op.entity_id, op.seq, version)?;
             } else {
-                let updated_at = result.updated_at.unwrap_or(info.updated_at);
-                store::set_confirmed(tx, &op.entity_id, version, updated_at, &op.payload)?;
+                store::set_confirmed(tx, &op.entity_id, op.seq, version, result.updated_at)?;
             }
         }
+        store::delete_op(tx, op.seq)?;
         return Ok(PushOutcome::Applied);
     }
     let message = result
@@ -1165,7 +1165,11 @@ fn merge_pulled_item(
             }
         }
     }
-    let pending = store::unfinished_ops_for_record(tx, &item.client_id)?;
+    // Every queued op has its record (`Engine::check_invariants`): no record, no ops.
+    let pending = match &local {
+        Some(_) => store::unfinished_ops_for_record(tx, &item.client_id)?,
+        None => Vec::new(),
+    };
     if pending.is_empty() && local.as_ref() == Some(&server_record) {
         // The device already holds exactly this version (typically the echo of its own
         // push): storing it again would change nothing.
