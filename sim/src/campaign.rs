@@ -64,11 +64,20 @@ impl CampaignSummary {
     }
 }
 
-pub fn replay_command(seed: u64, profile: Profile) -> String {
-    format!(
+pub fn replay_command(
+    seed: u64,
+    profile: Profile,
+    defects: &crate::server::ServerDefects,
+) -> String {
+    let mut command = format!(
         "cargo run --release -p sync-sim -- replay {seed} --profile {}",
         profile.name()
-    )
+    );
+    for name in defect_names(defects) {
+        command.push_str(" --defect ");
+        command.push_str(name);
+    }
+    command
 }
 
 /// Seconds since an arbitrary origin, from the real clock (throughput reporting only).
@@ -131,10 +140,17 @@ pub fn run_campaign(
     let wall_seconds = wall_seconds_since(&origin).max(1e-9);
     let mut reports = reports.into_inner().expect("no panics hold the lock");
     reports.sort_by_key(|report| report.seed);
-    summarize(config.profile, &reports, wall_seconds)
+    summarize(config.profile, &config.defects, &reports, wall_seconds)
 }
 
-pub fn summarize(profile: Profile, reports: &[SeedReport], wall_seconds: f64) -> CampaignSummary {
+/// Folds seed reports into a campaign summary; `defects` (planted for the campaign) go
+/// into every failure's replay command.
+pub fn summarize(
+    profile: Profile,
+    defects: &crate::server::ServerDefects,
+    reports: &[SeedReport],
+    wall_seconds: f64,
+) -> CampaignSummary {
     let mut faults: BTreeMap<FaultClass, FaultTally> = BTreeMap::new();
     let mut crash_points_fired = BTreeMap::new();
     let mut virtual_ms = 0u64;
@@ -165,7 +181,7 @@ pub fn summarize(profile: Profile, reports: &[SeedReport], wall_seconds: f64) ->
                     seed: report.seed,
                     kind: failure.kind,
                     message: failure.message.clone(),
-                    replay: replay_command(report.seed, profile),
+                    replay: replay_command(report.seed, profile, defects),
                 })
             })
             .collect(),
@@ -185,18 +201,50 @@ pub fn summarize(profile: Profile, reports: &[SeedReport], wall_seconds: f64) ->
     }
 }
 
+/// The switch of one planted defect, by name: the one place that maps names to fields.
+fn defect_switch<'a>(
+    defects: &'a mut crate::server::ServerDefects,
+    name: &str,
+) -> Option<&'a mut bool> {
+    match name {
+        "skip_op_id_dedupe" => Some(&mut defects.skip_op_id_dedupe),
+        "wall_clock_cursor" => Some(&mut defects.wall_clock_cursor),
+        "skip_tenant_check" => Some(&mut defects.skip_tenant_check),
+        "ignore_base_version" => Some(&mut defects.ignore_base_version),
+        "drop_last_row_of_page" => Some(&mut defects.drop_last_row_of_page),
+        _ => None,
+    }
+}
+
 /// Parses a planted-defect name (`syncsim --defect NAME`).
 pub fn parse_defect(name: &str) -> Option<crate::server::ServerDefects> {
+    parse_defects([name]).ok()
+}
+
+/// Plants every named defect together (`syncsim --defect A --defect B`); an unknown name
+/// is an error that lists the known ones.
+pub fn parse_defects<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<crate::server::ServerDefects, String> {
     let mut defects = crate::server::ServerDefects::default();
-    match name {
-        "skip_op_id_dedupe" => defects.skip_op_id_dedupe = true,
-        "wall_clock_cursor" => defects.wall_clock_cursor = true,
-        "skip_tenant_check" => defects.skip_tenant_check = true,
-        "ignore_base_version" => defects.ignore_base_version = true,
-        "drop_last_row_of_page" => defects.drop_last_row_of_page = true,
-        _ => return None,
+    for name in names {
+        let switch = defect_switch(&mut defects, name)
+            .ok_or(format!("unknown defect {name:?}; one of {DEFECT_NAMES:?}"))?;
+        *switch = true;
     }
-    Some(defects)
+    Ok(defects)
+}
+
+/// The names of the defects planted in `defects`, in [`DEFECT_NAMES`] order (the inverse
+/// of [`parse_defects`]).
+pub fn defect_names(defects: &crate::server::ServerDefects) -> Vec<&'static str> {
+    let mut defects = *defects;
+    DEFECT_NAMES
+        .into_iter()
+        .filter(|name| {
+            *defect_switch(&mut defects, name).expect("every listed defect has a switch")
+        })
+        .collect()
 }
 
 /// Every planted defect, by name.
@@ -207,3 +255,27 @@ pub const DEFECT_NAMES: [&str; 5] = [
     "ignore_base_version",
     "drop_last_row_of_page",
 ];
+
+#[cfg(test)]
+mod tests {
+    //! Defect names and the replay command agree, so a failing self-test campaign prints a
+    //! command that replays the same planted server.
+    use super::*;
+
+    #[test]
+    fn every_defect_name_round_trips_and_reaches_the_replay_command() {
+        for name in DEFECT_NAMES {
+            let defects = parse_defect(name).expect("a listed defect parses");
+            assert_eq!(defect_names(&defects), vec![name]);
+            let command = replay_command(7, Profile::Lite, &defects);
+            assert!(
+                command.ends_with(&format!("replay 7 --profile lite --defect {name}")),
+                "{command}"
+            );
+        }
+        let all = parse_defects(DEFECT_NAMES).expect("all defects together");
+        assert_eq!(defect_names(&all), DEFECT_NAMES.to_vec());
+        assert!(!replay_command(7, Profile::Lite, &Default::default()).contains("--defect"));
+        assert!(parse_defects(["skip_op_id_dedupe", "no_such_defect"]).is_err());
+    }
+}

@@ -6,22 +6,42 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use sync_sim::campaign::{
-    parse_defect, replay_command, run_campaign, CampaignConfig, CampaignSummary, DEFECT_NAMES,
+    parse_defects, replay_command, run_campaign, CampaignConfig, CampaignSummary,
 };
 use sync_sim::profile::Profile;
+use sync_sim::server::ServerDefects;
 use sync_sim::world::{run_seed, FailureKind, RunOptions, SeedReport};
 
 const USAGE: &str = "usage:
   syncsim run [--seeds A..B] [--profile lite|default|big|perf] [--shard I/N] [--threads T] [--json PATH]
-              [--defect NAME]   (harness self-test: plant a server defect; the campaign should fail)
-  syncsim replay SEED [--profile P] [--trace] [--defect NAME]";
+              [--defect NAME]...   (harness self-test: plant a server defect; the campaign should fail)
+  syncsim replay SEED [--profile P] [--trace] [--defect NAME]...
+  syncsim --help";
+
+/// The flags `run` takes, each followed by a value.
+const RUN_FLAGS: [&str; 6] = [
+    "--seeds",
+    "--profile",
+    "--shard",
+    "--threads",
+    "--json",
+    "--defect",
+];
+/// The flags `replay` takes after the seed: valued, then bare.
+const REPLAY_FLAGS: [&str; 2] = ["--profile", "--defect"];
+const REPLAY_SWITCHES: [&str; 1] = ["--trace"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|arg| arg == "--help" || arg == "-h") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     let result = match args.first().map(String::as_str) {
         Some("run") => command_run(&args[1..]),
         Some("replay") => command_replay(&args[1..]),
-        _ => Err(USAGE.to_owned()),
+        Some(other) => Err(format!("unknown command {other:?}\n{USAGE}")),
+        None => Err(USAGE.to_owned()),
     };
     match result {
         Ok(code) => code,
@@ -38,6 +58,22 @@ struct Flags<'a> {
 }
 
 impl<'a> Flags<'a> {
+    /// Accepts `args` only if each is one of `valued` followed by its value, or one of
+    /// `switches`: a misspelt flag must stop the command, not be ignored.
+    fn parse(args: &'a [String], valued: &[&str], switches: &[&str]) -> Result<Flags<'a>, String> {
+        let mut rest = args.iter();
+        while let Some(arg) = rest.next() {
+            if valued.contains(&arg.as_str()) {
+                if rest.next().is_none() {
+                    return Err(format!("{arg} needs a value\n{USAGE}"));
+                }
+            } else if !switches.contains(&arg.as_str()) {
+                return Err(format!("unknown argument {arg:?}\n{USAGE}"));
+            }
+        }
+        Ok(Flags { args })
+    }
+
     fn value(&self, name: &str) -> Result<Option<&'a str>, String> {
         match self.args.iter().position(|arg| arg == name) {
             Some(index) => self
@@ -53,13 +89,14 @@ impl<'a> Flags<'a> {
         self.args.iter().any(|arg| arg == name)
     }
 
-    fn defects(&self) -> Result<sync_sim::server::ServerDefects, String> {
-        match self.value("--defect")? {
-            None => Ok(sync_sim::server::ServerDefects::default()),
-            Some(raw) => {
-                parse_defect(raw).ok_or(format!("unknown defect {raw:?}; one of {DEFECT_NAMES:?}"))
-            }
-        }
+    /// Every `--defect NAME`, planted together.
+    fn defects(&self) -> Result<ServerDefects, String> {
+        parse_defects(
+            self.args
+                .windows(2)
+                .filter(|pair| pair[0] == "--defect")
+                .map(|pair| pair[1].as_str()),
+        )
     }
 
     fn profile(&self) -> Result<Profile, String> {
@@ -108,7 +145,7 @@ fn exit_code(kind: FailureKind) -> u8 {
     }
 }
 
-fn print_failure(report: &SeedReport, profile: Profile) {
+fn print_failure(report: &SeedReport, profile: Profile, defects: &ServerDefects) {
     let Some(failure) = &report.failure else {
         return;
     };
@@ -124,12 +161,13 @@ fn print_failure(report: &SeedReport, profile: Profile) {
     for line in &report.recent_events {
         eprintln!("  {line}");
     }
-    eprintln!("replay: {}", replay_command(report.seed, profile));
+    eprintln!("replay: {}", replay_command(report.seed, profile, defects));
 }
 
 fn command_run(args: &[String]) -> Result<ExitCode, String> {
-    let flags = Flags { args };
+    let flags = Flags::parse(args, &RUN_FLAGS, &[])?;
     let profile = flags.profile()?;
+    let defects = flags.defects()?;
     let seeds = match flags.value("--seeds")? {
         Some(raw) => parse_range(raw)?,
         None => 0..1000,
@@ -158,9 +196,9 @@ fn command_run(args: &[String]) -> Result<ExitCode, String> {
         shard,
         threads,
         progress: std::io::stderr().is_terminal(),
-        defects: flags.defects()?,
+        defects,
     };
-    let summary = run_campaign(&config, &|report| print_failure(report, profile));
+    let summary = run_campaign(&config, &|report| print_failure(report, profile, &defects));
     print_summary(&summary);
     if let Some(path) = flags.value("--json")? {
         let json = serde_json::to_string_pretty(&summary).expect("summary serializes");
@@ -221,16 +259,17 @@ fn command_replay(args: &[String]) -> Result<ExitCode, String> {
     let seed: u64 = args
         .first()
         .and_then(|raw| raw.parse().ok())
-        .ok_or(USAGE.to_owned())?;
-    let flags = Flags { args: &args[1..] };
+        .ok_or(format!("replay needs a seed number first\n{USAGE}"))?;
+    let flags = Flags::parse(&args[1..], &REPLAY_FLAGS, &REPLAY_SWITCHES)?;
     let profile = flags.profile()?;
+    let defects = flags.defects()?;
     let keep_trace = flags.present("--trace");
     let report = run_seed(
         seed,
         profile,
         &RunOptions {
             keep_trace,
-            ..RunOptions::default()
+            defects,
         },
     );
     println!("seed {seed} profile {}", profile.name());
@@ -251,7 +290,7 @@ fn command_replay(args: &[String]) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Some(failure) => {
-            print_failure(&report, profile);
+            print_failure(&report, profile, &defects);
             Ok(ExitCode::from(exit_code(failure.kind)))
         }
     }

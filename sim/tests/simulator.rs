@@ -4,6 +4,7 @@
 
 use sync_sim::campaign::{parse_defect, summarize, DEFECT_NAMES};
 use sync_sim::profile::Profile;
+use sync_sim::server::ServerDefects;
 use sync_sim::world::{run_seed, RunOptions};
 
 #[test]
@@ -39,7 +40,7 @@ fn a_short_campaign_of_the_real_engine_passes_and_its_faults_fire() {
             report.failure
         );
     }
-    let summary = summarize(Profile::Lite, &reports, 1.0);
+    let summary = summarize(Profile::Lite, &ServerDefects::default(), &reports, 1.0);
     assert!(summary.acknowledged_writes > 0);
     assert!(
         summary.never_fired.is_empty(),
