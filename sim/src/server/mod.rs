@@ -232,6 +232,16 @@ impl ReferenceServer {
             .map_or(0, TenantState::commit_stamp)
     }
 
+    /// How much a [`ReferenceServer::check_invariants`] call reads: records plus effects.
+    pub fn check_size(&self) -> usize {
+        self.effects.len()
+            + self
+                .tenants
+                .values()
+                .map(TenantState::record_count)
+                .sum::<usize>()
+    }
+
     /// Checks every server invariant over the whole state; panics on a broken one. Checks
     /// that a planted defect deliberately breaks are skipped once that defect was on.
     pub fn check_invariants(&self) {
@@ -263,10 +273,10 @@ impl ReferenceServer {
                 );
             }
         }
-        let mut counted: BTreeMap<(String, String), usize> = BTreeMap::new();
+        let mut counted: BTreeMap<(&str, &str), usize> = BTreeMap::new();
         for effect in &self.effects {
             *counted
-                .entry((effect.tenant_id.clone(), effect.op_id.clone()))
+                .entry((effect.tenant_id.as_str(), effect.op_id.as_str()))
                 .or_default() += 1;
             let Some(tenant) = self.tenants.get(&effect.tenant_id) else {
                 panic!("effect in unknown tenant {}", effect.tenant_id);
@@ -281,7 +291,17 @@ impl ReferenceServer {
                 "effect stamp beyond the tenant's high water"
             );
         }
-        assert_eq!(counted, self.effect_count_by_op);
+        let indexed = self
+            .effect_count_by_op
+            .iter()
+            .map(|((tenant_id, op_id), count)| ((tenant_id.as_str(), op_id.as_str()), *count));
+        assert!(
+            counted
+                .iter()
+                .map(|(key, count)| (*key, *count))
+                .eq(indexed),
+            "the per-op effect index disagrees with the effect log"
+        );
         if !self.defects_ever.skip_op_id_dedupe {
             for ((tenant_id, op_id), count) in &counted {
                 assert!(

@@ -31,6 +31,10 @@ impl TenantState {
         self.records_by_id.values()
     }
 
+    pub(super) fn record_count(&self) -> usize {
+        self.records_by_id.len()
+    }
+
     pub(super) fn record(&self, id: &str) -> Option<&ServerRecord> {
         self.records_by_id.get(id)
     }
