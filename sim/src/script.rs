@@ -18,7 +18,9 @@
 use crate::model::{AckedWrite, Model, ServerView};
 use crate::rng::{Ratio, SimRng};
 use crate::server::{ReferenceServer, ServerFault, ServerReply};
-use crate::world::{device_canonical, first_difference, server_canonical, EPOCH_MS};
+use crate::world::{
+    device_canonical, first_difference, panic_text, server_canonical, temp_root, token_of, EPOCH_MS,
+};
 use serde_json::{json, Map, Value};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -516,18 +518,6 @@ pub fn run(script: &Script, mode: RunMode) -> Result<RunSummary, ScriptFailure> 
     Ok(runner.summary)
 }
 
-fn panic_text(payload: &Box<dyn std::any::Any + Send>) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| {
-            payload
-                .downcast_ref::<&str>()
-                .map(|text| (*text).to_owned())
-        })
-        .unwrap_or_else(|| "a non-string payload".to_owned())
-}
-
 #[derive(Debug)]
 enum Event {
     Timer {
@@ -629,16 +619,6 @@ struct Runner {
     root: tempfile::TempDir,
 }
 
-fn token_of(tenant: &str) -> String {
-    format!("token-{tenant}")
-}
-
-fn temp_root() -> tempfile::TempDir {
-    let shm = std::path::Path::new("/dev/shm");
-    let builder = tempfile::Builder::new().prefix("scenario-").tempdir_in(shm);
-    builder.unwrap_or_else(|_| tempfile::tempdir().expect("a temporary directory"))
-}
-
 impl Runner {
     fn new(mode: RunMode) -> Runner {
         let (faults, hook_rng) = match mode {
@@ -679,7 +659,7 @@ impl Runner {
             hook: Rc::new(RefCell::new(hook)),
             summary: RunSummary::default(),
             events_this_step: 0,
-            root: temp_root(),
+            root: temp_root("scenario-"),
         }
     }
 

@@ -106,21 +106,10 @@ pub fn run_seed_with_knobs(seed: u64, knobs: Knobs, options: &RunOptions) -> See
     let failure = match outcome {
         Ok(Ok(())) => None,
         Ok(Err(failure)) => Some(failure),
-        Err(payload) => {
-            let message = payload
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| {
-                    payload
-                        .downcast_ref::<&str>()
-                        .map(|text| (*text).to_owned())
-                })
-                .unwrap_or_else(|| "panic with a non-string payload".to_owned());
-            Some(Failure {
-                kind: FailureKind::Panic,
-                message,
-            })
-        }
+        Err(payload) => Some(Failure {
+            kind: FailureKind::Panic,
+            message: panic_text(&payload),
+        }),
     };
     world.report(failure)
 }
@@ -267,14 +256,29 @@ pub struct World {
     root: tempfile::TempDir,
 }
 
-fn token_of(tenant: &str) -> String {
+/// The message of a caught panic (`catch_unwind`'s payload).
+pub(crate) fn panic_text(payload: &Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| {
+            payload
+                .downcast_ref::<&str>()
+                .map(|text| (*text).to_owned())
+        })
+        .unwrap_or_else(|| "a non-string payload".to_owned())
+}
+
+/// The token the reference server knows as `tenant`'s.
+pub(crate) fn token_of(tenant: &str) -> String {
     format!("token-{tenant}")
 }
 
-fn temp_root() -> tempfile::TempDir {
+/// A new directory for devices' databases, named `{prefix}…`.
+pub(crate) fn temp_root(prefix: &str) -> tempfile::TempDir {
     // tmpfs when there is one: the files behave the same, and a run is I/O-bound otherwise.
     let shm = std::path::Path::new("/dev/shm");
-    let builder = tempfile::Builder::new().prefix("syncsim-").tempdir_in(shm);
+    let builder = tempfile::Builder::new().prefix(prefix).tempdir_in(shm);
     builder.unwrap_or_else(|_| tempfile::tempdir().expect("a temporary directory"))
 }
 
@@ -296,7 +300,7 @@ impl World {
         for tenant in &tenants {
             server.add_tenant_token(tenant, &token_of(tenant));
         }
-        let root = temp_root();
+        let root = temp_root("syncsim-");
         let mut devices = Vec::with_capacity(knobs.devices);
         for index in 0..knobs.devices {
             let mut clock_rng = SimRng::new(seed, Stream::DeviceClockBase as u64 + index as u64);
