@@ -5,8 +5,16 @@
 //! returns `Killed`, and refuses every later call: the caller must drop the engine and
 //! reopen it, exactly as after a real process kill. A crash is only ever a rollback.
 
+use strum::{EnumCount, IntoStaticStr, VariantArray};
+
 /// Every place inside the engine where a kill is meaningful.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+///
+/// The snake_case names (`after_local_commit`, ...) appear in scenario files and campaign
+/// summaries, so strum derives them from this one definition rather than a second list.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, EnumCount, IntoStaticStr, VariantArray,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum CrashPoint {
     /// A local write and its queued op just committed; the caller has not heard back.
     AfterLocalCommit,
@@ -23,24 +31,13 @@ pub enum CrashPoint {
 }
 
 impl CrashPoint {
-    pub const ALL: [CrashPoint; 6] = [
-        CrashPoint::AfterLocalCommit,
-        CrashPoint::AfterMarkSending,
-        CrashPoint::BeforeStoringResponse,
-        CrashPoint::BetweenPullPages,
-        CrashPoint::MidForce,
-        CrashPoint::MidWipe,
-    ];
+    /// Every crash point in declaration order, as an array so callers can iterate by value.
+    pub const ALL: [CrashPoint; CrashPoint::COUNT] = *<CrashPoint as VariantArray>::VARIANTS
+        .first_chunk()
+        .unwrap();
 
     pub fn name(self) -> &'static str {
-        match self {
-            CrashPoint::AfterLocalCommit => "after_local_commit",
-            CrashPoint::AfterMarkSending => "after_mark_sending",
-            CrashPoint::BeforeStoringResponse => "before_storing_response",
-            CrashPoint::BetweenPullPages => "between_pull_pages",
-            CrashPoint::MidForce => "mid_force",
-            CrashPoint::MidWipe => "mid_wipe",
-        }
+        self.into()
     }
 }
 
@@ -80,5 +77,29 @@ impl CrashState {
             return Err(point);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Crash point names are part of the scenario language and of campaign summaries: a
+    //! renamed variant must not silently rename its point.
+    use super::*;
+
+    #[test]
+    fn crash_point_names_stay_the_scenario_names() {
+        let names: Vec<&str> = CrashPoint::ALL.into_iter().map(CrashPoint::name).collect();
+        assert_eq!(
+            names,
+            [
+                "after_local_commit",
+                "after_mark_sending",
+                "before_storing_response",
+                "between_pull_pages",
+                "mid_force",
+                "mid_wipe",
+            ]
+        );
+        assert_eq!(CrashPoint::ALL.len(), CrashPoint::COUNT);
     }
 }

@@ -25,7 +25,22 @@ pub struct Record {
 }
 
 /// Status of a queued operation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+///
+/// The lowercase names are what `operation_queue.status` holds (and what the store's SQL
+/// compares with), so strum derives both directions from this one definition.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    strum::EnumString,
+    strum::IntoStaticStr,
+)]
+#[strum(serialize_all = "lowercase")]
 pub enum OpStatus {
     Pending,
     Sending,
@@ -34,23 +49,14 @@ pub enum OpStatus {
 }
 
 impl OpStatus {
+    /// The status as stored in SQL.
     pub fn as_str(self) -> &'static str {
-        match self {
-            OpStatus::Pending => "pending",
-            OpStatus::Sending => "sending",
-            OpStatus::Success => "success",
-            OpStatus::Failed => "failed",
-        }
+        self.into()
     }
 
+    /// The status a stored SQL value names, or `None` for any other text.
     pub fn parse(raw: &str) -> Option<OpStatus> {
-        match raw {
-            "pending" => Some(OpStatus::Pending),
-            "sending" => Some(OpStatus::Sending),
-            "success" => Some(OpStatus::Success),
-            "failed" => Some(OpStatus::Failed),
-            _ => None,
-        }
+        raw.parse().ok()
     }
 }
 
@@ -142,4 +148,26 @@ pub struct SyncStatus {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ListOptions {
     pub include_deleted: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    //! The stored status text is part of every existing database and of the store's SQL
+    //! literals: deriving it must not change it.
+    use super::OpStatus;
+
+    #[test]
+    fn op_status_text_is_the_stored_text() {
+        for (status, text) in [
+            (OpStatus::Pending, "pending"),
+            (OpStatus::Sending, "sending"),
+            (OpStatus::Success, "success"),
+            (OpStatus::Failed, "failed"),
+        ] {
+            assert_eq!(status.as_str(), text);
+            assert_eq!(OpStatus::parse(text), Some(status));
+        }
+        assert_eq!(OpStatus::parse("Pending"), None);
+        assert_eq!(OpStatus::parse(""), None);
+    }
 }

@@ -29,7 +29,7 @@ pub fn discover() -> Vec<PathBuf> {
     files
 }
 
-/// Which runs to do: every mode, or the one named by `SCENARIO_SEED`.
+/// Which runs each scenario does: every mode, or the one named by `SCENARIO_SEED`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     pub modes: Vec<RunMode>,
@@ -84,7 +84,7 @@ pub fn describe(file: &str, mode: RunMode, failure: &ScriptFailure) -> String {
         RunMode::Faults { seed } => format!("fault seed {seed}"),
     };
     format!(
-        "scenario {place}: step `{}` failed in {run}\n  {}\n  replay: SCENARIO={stem} SCENARIO_SEED={} cargo test -p sync-scenarios -- --nocapture",
+        "scenario {place}: step `{}` failed in {run}\n  {}\n  replay: SCENARIO_SEED={} cargo test -p sync-scenarios -- {stem} --exact",
         failure.text,
         failure.message,
         mode_text(mode)
@@ -144,7 +144,9 @@ mod tests {
             "{message}"
         );
         assert!(
-            message.contains("SCENARIO=wrong_count SCENARIO_SEED=clean"),
+            message.contains(
+                "replay: SCENARIO_SEED=clean cargo test -p sync-scenarios -- wrong_count --exact"
+            ),
             "{message}"
         );
     }

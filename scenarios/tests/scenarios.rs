@@ -1,64 +1,45 @@
-//! Runs every `cases/*.scn` scenario: once exactly as written, then under fault seeds.
-//! `SCENARIO=name` picks one file, `SCENARIO_SEED=clean|N` one run, `SCENARIO_SEEDS=K`
-//! the number of fault seeds.
+//! The scenario suite as libtest trials: one per `cases/*.scn` file, named by its stem.
+//! `cargo test -p sync-scenarios -- NAME` runs the scenarios whose names contain NAME
+//! (`--exact` for just one), `-- --list` lists them, and cargo-nextest runs each in its
+//! own process. `SCENARIO_SEED=clean|N` picks one run of each scenario and
+//! `SCENARIO_SEEDS=K` the number of fault seeds.
 
-use std::sync::Mutex;
+use libtest_mimic::{Arguments, Failed, Trial};
+use std::process::ExitCode;
 use sync_scenarios::{discover, run_file, Plan};
 
 // Proves every scenario file holds: its expectations and the global invariants, clean
-// and under faults. A `harness = false` target, so each scenario's line is printed even
-// when it passes. Scenarios run on a few threads.
-fn main() {
-    let only = std::env::var("SCENARIO").ok();
-    let files: Vec<_> = discover()
+// and under faults. libtest-mimic runs the trials on `--test-threads` threads and
+// captures nothing, so the per-scenario fault counts are printed only with
+// `--nocapture`, where the output is wanted.
+fn main() -> ExitCode {
+    let arguments = Arguments::from_args();
+    let plan = Plan::from_env();
+    let counts_wanted = arguments.nocapture;
+    let trials: Vec<Trial> = discover()
         .into_iter()
-        .filter(|path| {
-            let stem = path
+        .map(|path| {
+            let name = path
                 .file_stem()
-                .map(|stem| stem.to_string_lossy().into_owned());
-            only.as_deref()
-                .is_none_or(|only| stem.as_deref() == Some(only))
+                .expect("a discovered file has a name")
+                .to_string_lossy()
+                .into_owned();
+            let plan = plan.clone();
+            Trial::test(name.clone(), move || -> Result<(), Failed> {
+                let runs = run_file(&path, &plan)?;
+                if counts_wanted {
+                    let kills: u64 = runs.iter().map(|run| run.kills).sum();
+                    let faults: u64 = runs.iter().map(|run| run.faults_fired).sum();
+                    println!(
+                        "scenario {name}: {} runs, {faults} network faults, {kills} kills",
+                        runs.len()
+                    );
+                }
+                Ok(())
+            })
         })
         .collect();
-    assert!(!files.is_empty(), "no scenario matched SCENARIO={only:?}");
-    let plan = Plan::from_env();
-    let next = Mutex::new(0usize);
-    let failures = Mutex::new(Vec::new());
-    let threads = std::thread::available_parallelism()
-        .map_or(2, usize::from)
-        .min(8);
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| loop {
-                let index = {
-                    let mut next = next.lock().expect("not poisoned");
-                    *next += 1;
-                    *next - 1
-                };
-                let Some(path) = files.get(index) else { break };
-                let name = path.file_stem().unwrap_or_default().to_string_lossy();
-                match run_file(path, &plan) {
-                    Ok(runs) => {
-                        let kills: u64 = runs.iter().map(|run| run.kills).sum();
-                        let faults: u64 = runs.iter().map(|run| run.faults_fired).sum();
-                        println!(
-                            "scenario {name} ... ok ({} runs, {faults} network faults, {kills} kills)",
-                            runs.len()
-                        );
-                    }
-                    Err(message) => {
-                        println!("scenario {name} ... FAILED");
-                        failures.lock().expect("not poisoned").push(message);
-                    }
-                }
-            });
-        }
-    });
-    let failures = failures.into_inner().expect("not poisoned");
-    if !failures.is_empty() {
-        eprintln!("\n{}\n", failures.join("\n\n"));
-        eprintln!("{} of {} scenarios failed", failures.len(), files.len());
-        std::process::exit(1);
-    }
-    println!("{} scenarios ok", files.len());
+    // An empty suite would pass without proving anything.
+    assert!(!trials.is_empty(), "no scenario files in scenarios/cases");
+    libtest_mimic::run(&arguments, trials).exit_code()
 }

@@ -3,10 +3,13 @@
 //! Seeds are independent worlds, so they run on a small thread pool; results are sorted
 //! by seed, so a campaign's report does not depend on scheduling. `--shard I/N` keeps the
 //! seeds with `seed % N == I`: N machines together run exactly the seeds of one run. The
-//! only wall-clock reading in the simulator is here, to report throughput.
+//! only wall-clock readings in the simulator are here, to report throughput, and in the
+//! progress bar (indicatif), which only ever writes to stderr.
 
 use crate::profile::{FaultClass, Profile};
+use crate::server::{Defect, ServerDefects};
 use crate::world::{run_seed, FailureKind, RunOptions, SeedReport};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,9 +22,11 @@ pub struct CampaignConfig {
     /// (index, count): run only seeds with `seed % count == index`.
     pub shard: (u64, u64),
     pub threads: usize,
+    /// Draw a progress bar with an ETA on stderr. indicatif draws it only when stderr is a
+    /// terminal, so logs and CI output never hold bar frames.
     pub progress: bool,
     /// Planted server defects (harness self-tests); off in real campaigns.
-    pub defects: crate::server::ServerDefects,
+    pub defects: ServerDefects,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -64,11 +69,7 @@ impl CampaignSummary {
     }
 }
 
-pub fn replay_command(
-    seed: u64,
-    profile: Profile,
-    defects: &crate::server::ServerDefects,
-) -> String {
+pub fn replay_command(seed: u64, profile: Profile, defects: &ServerDefects) -> String {
     let mut command = format!(
         "cargo run --release -p sync-sim -- replay {seed} --profile {}",
         profile.name()
@@ -91,10 +92,12 @@ fn wall_origin() -> std::time::Instant {
     std::time::Instant::now()
 }
 
-/// Runs the campaign; `on_report` sees every seed's report as it finishes (in any order).
+/// Runs the campaign; `on_failure` sees every failed seed's report as it finishes (in any
+/// order), with the progress bar cleared, so what it prints to stderr does not tear the
+/// bar.
 pub fn run_campaign(
     config: &CampaignConfig,
-    on_report: &(dyn Fn(&SeedReport) + Sync),
+    on_failure: &(dyn Fn(&SeedReport) + Sync),
 ) -> CampaignSummary {
     let seeds: Vec<u64> = config
         .seeds
@@ -104,7 +107,7 @@ pub fn run_campaign(
     let origin = wall_origin();
     let next = AtomicUsize::new(0);
     let reports = Mutex::new(Vec::with_capacity(seeds.len()));
-    let done = AtomicUsize::new(0);
+    let bar = progress_bar(config.progress, seeds.len() as u64);
     std::thread::scope(|scope| {
         for _ in 0..config.threads.max(1) {
             scope.spawn(|| loop {
@@ -117,16 +120,11 @@ pub fn run_campaign(
                     ..RunOptions::default()
                 };
                 let report = run_seed(seed, config.profile, &options);
-                on_report(&report);
-                let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
-                if config.progress {
-                    let elapsed = wall_seconds_since(&origin).max(1e-9);
-                    eprint!(
-                        "\r{finished}/{} seeds, {:.1} seeds/s ",
-                        seeds.len(),
-                        finished as f64 / elapsed
-                    );
+                if report.failure.is_some() {
+                    // Suspended rather than `println`: a hidden bar drops `println` lines.
+                    bar.suspend(|| on_failure(&report));
                 }
+                bar.inc(1);
                 reports
                     .lock()
                     .expect("no panics hold the lock")
@@ -134,20 +132,42 @@ pub fn run_campaign(
             });
         }
     });
-    if config.progress {
-        eprintln!();
-    }
+    // Cleared rather than left standing: the summary that follows on stdout shares the
+    // terminal line the bar ends on, and carries the same figures.
+    bar.finish_and_clear();
     let wall_seconds = wall_seconds_since(&origin).max(1e-9);
     let mut reports = reports.into_inner().expect("no panics hold the lock");
     reports.sort_by_key(|report| report.seed);
     summarize(config.profile, &config.defects, &reports, wall_seconds)
 }
 
+/// A bar of `seeds` steps on stderr, or a hidden one when `progress` is off.
+fn progress_bar(progress: bool, seeds: u64) -> ProgressBar {
+    if !progress {
+        return ProgressBar::hidden();
+    }
+    // `stderr()` hides itself when stderr is not a terminal (a pipe, a file, CI).
+    let bar = ProgressBar::with_draw_target(Some(seeds), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{wide_bar}] {pos}/{len} seeds, {per_sec:1}, ETA {eta}",
+        )
+        .expect("the template is valid")
+        .progress_chars("=> "),
+    );
+    if !bar.is_hidden() {
+        // Big seeds take seconds each: a steady tick keeps the elapsed time and the ETA
+        // moving between finished seeds.
+        bar.enable_steady_tick(std::time::Duration::from_millis(250));
+    }
+    bar
+}
+
 /// Folds seed reports into a campaign summary; `defects` (planted for the campaign) go
 /// into every failure's replay command.
 pub fn summarize(
     profile: Profile,
-    defects: &crate::server::ServerDefects,
+    defects: &ServerDefects,
     reports: &[SeedReport],
     wall_seconds: f64,
 ) -> CampaignSummary {
@@ -201,60 +221,18 @@ pub fn summarize(
     }
 }
 
-/// The switch of one planted defect, by name: the one place that maps names to fields.
-fn defect_switch<'a>(
-    defects: &'a mut crate::server::ServerDefects,
-    name: &str,
-) -> Option<&'a mut bool> {
-    match name {
-        "skip_op_id_dedupe" => Some(&mut defects.skip_op_id_dedupe),
-        "wall_clock_cursor" => Some(&mut defects.wall_clock_cursor),
-        "skip_tenant_check" => Some(&mut defects.skip_tenant_check),
-        "ignore_base_version" => Some(&mut defects.ignore_base_version),
-        "drop_last_row_of_page" => Some(&mut defects.drop_last_row_of_page),
-        _ => None,
-    }
-}
-
 /// Parses a planted-defect name (`syncsim --defect NAME`).
-pub fn parse_defect(name: &str) -> Option<crate::server::ServerDefects> {
-    parse_defects([name]).ok()
+pub fn parse_defect(name: &str) -> Option<ServerDefects> {
+    Defect::parse(name).map(|defect| ServerDefects::planting([defect]))
 }
 
-/// Plants every named defect together (`syncsim --defect A --defect B`); an unknown name
-/// is an error that lists the known ones.
-pub fn parse_defects<'a>(
-    names: impl IntoIterator<Item = &'a str>,
-) -> Result<crate::server::ServerDefects, String> {
-    let mut defects = crate::server::ServerDefects::default();
-    for name in names {
-        let switch = defect_switch(&mut defects, name)
-            .ok_or(format!("unknown defect {name:?}; one of {DEFECT_NAMES:?}"))?;
-        *switch = true;
-    }
-    Ok(defects)
-}
-
-/// The names of the defects planted in `defects`, in [`DEFECT_NAMES`] order (the inverse
-/// of [`parse_defects`]).
-pub fn defect_names(defects: &crate::server::ServerDefects) -> Vec<&'static str> {
-    let mut defects = *defects;
-    DEFECT_NAMES
-        .into_iter()
-        .filter(|name| {
-            *defect_switch(&mut defects, name).expect("every listed defect has a switch")
-        })
-        .collect()
+/// The names of the defects planted in `defects`, in [`DEFECT_NAMES`] order.
+pub fn defect_names(defects: &ServerDefects) -> Vec<&'static str> {
+    defects.planted().into_iter().map(Defect::name).collect()
 }
 
 /// Every planted defect, by name.
-pub const DEFECT_NAMES: [&str; 5] = [
-    "skip_op_id_dedupe",
-    "wall_clock_cursor",
-    "skip_tenant_check",
-    "ignore_base_version",
-    "drop_last_row_of_page",
-];
+pub const DEFECT_NAMES: &[&str] = Defect::NAMES;
 
 #[cfg(test)]
 mod tests {
@@ -264,7 +242,17 @@ mod tests {
 
     #[test]
     fn every_defect_name_round_trips_and_reaches_the_replay_command() {
-        for name in DEFECT_NAMES {
+        assert_eq!(
+            DEFECT_NAMES,
+            [
+                "skip_op_id_dedupe",
+                "wall_clock_cursor",
+                "skip_tenant_check",
+                "ignore_base_version",
+                "drop_last_row_of_page",
+            ]
+        );
+        for &name in DEFECT_NAMES {
             let defects = parse_defect(name).expect("a listed defect parses");
             assert_eq!(defect_names(&defects), vec![name]);
             let command = replay_command(7, Profile::Lite, &defects);
@@ -273,9 +261,30 @@ mod tests {
                 "{command}"
             );
         }
-        let all = parse_defects(DEFECT_NAMES).expect("all defects together");
+        let all = ServerDefects::planting(Defect::ALL.iter().copied());
         assert_eq!(defect_names(&all), DEFECT_NAMES.to_vec());
         assert!(!replay_command(7, Profile::Lite, &Default::default()).contains("--defect"));
-        assert!(parse_defects(["skip_op_id_dedupe", "no_such_defect"]).is_err());
+        assert!(parse_defect("no_such_defect").is_none());
+    }
+
+    // Proves each defect name switches exactly its own field, and none is left without one.
+    #[test]
+    fn every_defect_switch_is_its_own_field() {
+        // An exhaustive literal: a new field without a `Defect` stops this test compiling.
+        let every = ServerDefects {
+            skip_op_id_dedupe: true,
+            wall_clock_cursor: true,
+            skip_tenant_check: true,
+            ignore_base_version: true,
+            drop_last_row_of_page: true,
+        };
+        assert_eq!(ServerDefects::planting(Defect::ALL.iter().copied()), every);
+        assert_eq!(every.planted(), Defect::ALL.to_vec());
+        assert!(ServerDefects::default().planted().is_empty());
+        for &defect in Defect::ALL {
+            let planted = ServerDefects::planting([defect]);
+            assert_eq!(planted.planted(), vec![defect]);
+            assert_ne!(planted, ServerDefects::default());
+        }
     }
 }

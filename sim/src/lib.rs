@@ -6,10 +6,9 @@
 //! (no clock, no randomness), and checks its own invariants.
 
 pub mod campaign;
-pub mod device;
 pub mod fuzzing;
-pub mod model;
-pub mod network;
+pub mod kernel;
+pub mod oracle;
 pub mod profile;
 pub mod rng;
 pub mod script;

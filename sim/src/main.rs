@@ -2,114 +2,123 @@
 //!
 //! Exit codes: 0 all passed, 1 invariant violated (or a configured fault class never
 //! fired), 2 liveness failure, 3 panic in the engine or the server, 64 bad usage.
+//!
+//! clap parses and validates every argument (profile and defect names included) before
+//! any seed runs, so a misspelt flag or value stops the command with a suggestion instead
+//! of being ignored or failing halfway through a campaign.
 
-use std::io::IsTerminal;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Args, Parser, Subcommand};
+use std::ops::Range;
+use std::path::PathBuf;
 use std::process::ExitCode;
-use sync_sim::campaign::{
-    parse_defects, replay_command, run_campaign, CampaignConfig, CampaignSummary,
-};
+use sync_sim::campaign::{replay_command, run_campaign, CampaignConfig, CampaignSummary};
 use sync_sim::profile::Profile;
-use sync_sim::server::ServerDefects;
+use sync_sim::server::{Defect, ServerDefects};
 use sync_sim::world::{run_seed, FailureKind, RunOptions, SeedReport};
 
-const USAGE: &str = "usage:
-  syncsim run [--seeds A..B] [--profile lite|default|big|perf] [--shard I/N] [--threads T] [--json PATH]
-              [--defect NAME]...   (harness self-test: plant a server defect; the campaign should fail)
-  syncsim replay SEED [--profile P] [--trace] [--defect NAME]...
-  syncsim --help";
+/// The exit code of bad usage (`EX_USAGE`); clap's own is 2, which here means liveness.
+const EXIT_USAGE: u8 = 64;
 
-/// The flags `run` takes, each followed by a value.
-const RUN_FLAGS: [&str; 6] = [
-    "--seeds",
-    "--profile",
-    "--shard",
-    "--threads",
-    "--json",
-    "--defect",
-];
-/// The flags `replay` takes after the seed: valued, then bare.
-const REPLAY_FLAGS: [&str; 2] = ["--profile", "--defect"];
-const REPLAY_SWITCHES: [&str; 1] = ["--trace"];
+/// Deterministic simulation of many sync-engine devices against the reference server.
+#[derive(Debug, Parser)]
+#[command(
+    name = "syncsim",
+    version,
+    after_help = "Exit codes: 0 all passed, 1 invariant violated (or a configured fault class \
+                  never fired), 2 liveness failure, 3 panic, 64 bad usage."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a campaign of seeds and summarise it; a failure prints its replay command.
+    Run(RunArgs),
+    /// Replay one seed, printing its knobs and (with --trace) every event.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The seeds to run, A included, B excluded.
+    #[arg(long, value_name = "A..B", default_value = "0..1000", value_parser = parse_range)]
+    seeds: Range<u64>,
+    /// The profile each seed draws its knobs from.
+    #[arg(long, value_name = "P", default_value = "default", value_parser = profile_parser())]
+    profile: Profile,
+    /// Run only the seeds with seed % N == I (one of N machines).
+    #[arg(long, value_name = "I/N", default_value = "0/1", value_parser = parse_shard)]
+    shard: (u64, u64),
+    /// Worker threads [default: the available parallelism].
+    #[arg(long, value_name = "T")]
+    threads: Option<usize>,
+    /// Also write the campaign summary as JSON to PATH.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+    /// Harness self-test: plant a server defect (repeatable); the campaign should fail.
+    #[arg(long = "defect", value_name = "NAME", value_parser = defect_parser())]
+    defects: Vec<Defect>,
+}
+
+#[derive(Debug, Args)]
+struct ReplayArgs {
+    /// The seed to replay.
+    #[arg(value_name = "SEED")]
+    seed: u64,
+    /// The profile the seed draws its knobs from.
+    #[arg(long, value_name = "P", default_value = "default", value_parser = profile_parser())]
+    profile: Profile,
+    /// Print every event of the run.
+    #[arg(long)]
+    trace: bool,
+    /// Plant a server defect (repeatable), as the failing campaign did.
+    #[arg(long = "defect", value_name = "NAME", value_parser = defect_parser())]
+    defects: Vec<Defect>,
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|arg| arg == "--help" || arg == "-h") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let result = match args.first().map(String::as_str) {
-        Some("run") => command_run(&args[1..]),
-        Some("replay") => command_replay(&args[1..]),
-        Some(other) => Err(format!("unknown command {other:?}\n{USAGE}")),
-        None => Err(USAGE.to_owned()),
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            // Help and version go to stdout and succeed; every other clap error is bad
+            // usage, which this command reports as 64 rather than clap's 2.
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let result = match cli.command {
+        Command::Run(args) => command_run(args),
+        Command::Replay(args) => command_replay(args),
     };
     match result {
         Ok(code) => code,
         Err(message) => {
             eprintln!("{message}");
-            ExitCode::from(64)
+            ExitCode::from(EXIT_USAGE)
         }
     }
 }
 
-/// Reads `--flag value` pairs and bare flags after the positional arguments.
-struct Flags<'a> {
-    args: &'a [String],
+/// Accepts exactly the names of [`Profile::NAMES`], listing them in help and errors.
+fn profile_parser() -> impl TypedValueParser<Value = Profile> {
+    PossibleValuesParser::new(Profile::NAMES.iter().copied())
+        .map(|name| Profile::parse(&name).expect("clap passes only listed profile names"))
 }
 
-impl<'a> Flags<'a> {
-    /// Accepts `args` only if each is one of `valued` followed by its value, or one of
-    /// `switches`: a misspelt flag must stop the command, not be ignored.
-    fn parse(args: &'a [String], valued: &[&str], switches: &[&str]) -> Result<Flags<'a>, String> {
-        let mut rest = args.iter();
-        while let Some(arg) = rest.next() {
-            if valued.contains(&arg.as_str()) {
-                if rest.next().is_none() {
-                    return Err(format!("{arg} needs a value\n{USAGE}"));
-                }
-            } else if !switches.contains(&arg.as_str()) {
-                return Err(format!("unknown argument {arg:?}\n{USAGE}"));
-            }
-        }
-        Ok(Flags { args })
-    }
-
-    fn value(&self, name: &str) -> Result<Option<&'a str>, String> {
-        match self.args.iter().position(|arg| arg == name) {
-            Some(index) => self
-                .args
-                .get(index + 1)
-                .map(|value| Some(value.as_str()))
-                .ok_or(format!("{name} needs a value")),
-            None => Ok(None),
-        }
-    }
-
-    fn present(&self, name: &str) -> bool {
-        self.args.iter().any(|arg| arg == name)
-    }
-
-    /// Every `--defect NAME`, planted together.
-    fn defects(&self) -> Result<ServerDefects, String> {
-        parse_defects(
-            self.args
-                .windows(2)
-                .filter(|pair| pair[0] == "--defect")
-                .map(|pair| pair[1].as_str()),
-        )
-    }
-
-    fn profile(&self) -> Result<Profile, String> {
-        match self.value("--profile")? {
-            None => Ok(Profile::Default),
-            Some(raw) => Profile::parse(raw).ok_or(format!(
-                "unknown profile {raw:?} (lite, default, big, perf)"
-            )),
-        }
-    }
+/// Accepts exactly the names of [`Defect::NAMES`], listing them in help and errors.
+fn defect_parser() -> impl TypedValueParser<Value = Defect> {
+    PossibleValuesParser::new(Defect::NAMES.iter().copied())
+        .map(|name| Defect::parse(&name).expect("clap passes only listed defect names"))
 }
 
-fn parse_range(raw: &str) -> Result<std::ops::Range<u64>, String> {
+fn parse_range(raw: &str) -> Result<Range<u64>, String> {
     let (start, end) = raw
         .split_once("..")
         .ok_or(format!("--seeds wants A..B, got {raw:?}"))?;
@@ -164,24 +173,18 @@ fn print_failure(report: &SeedReport, profile: Profile, defects: &ServerDefects)
     eprintln!("replay: {}", replay_command(report.seed, profile, defects));
 }
 
-fn command_run(args: &[String]) -> Result<ExitCode, String> {
-    let flags = Flags::parse(args, &RUN_FLAGS, &[])?;
-    let profile = flags.profile()?;
-    let defects = flags.defects()?;
-    let seeds = match flags.value("--seeds")? {
-        Some(raw) => parse_range(raw)?,
-        None => 0..1000,
-    };
-    let shard = match flags.value("--shard")? {
-        Some(raw) => parse_shard(raw)?,
-        None => (0, 1),
-    };
-    let threads = match flags.value("--threads")? {
-        Some(raw) => raw
-            .parse()
-            .map_err(|_| format!("bad thread count {raw:?}"))?,
-        None => std::thread::available_parallelism().map_or(2, usize::from),
-    };
+fn command_run(args: RunArgs) -> Result<ExitCode, String> {
+    let RunArgs {
+        seeds,
+        profile,
+        shard,
+        threads,
+        json,
+        defects,
+    } = args;
+    let defects = ServerDefects::planting(defects);
+    let threads =
+        threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
     println!(
         "syncsim run: profile {} seeds {}..{} shard {}/{} threads {threads}",
         profile.name(),
@@ -195,14 +198,15 @@ fn command_run(args: &[String]) -> Result<ExitCode, String> {
         profile,
         shard,
         threads,
-        progress: std::io::stderr().is_terminal(),
+        progress: true,
         defects,
     };
     let summary = run_campaign(&config, &|report| print_failure(report, profile, &defects));
     print_summary(&summary);
-    if let Some(path) = flags.value("--json")? {
+    if let Some(path) = json {
         let json = serde_json::to_string_pretty(&summary).expect("summary serializes");
-        std::fs::write(path, json).map_err(|error| format!("cannot write {path}: {error}"))?;
+        std::fs::write(&path, json)
+            .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
     }
     let worst = summary
         .failures
@@ -255,20 +259,19 @@ fn print_summary(summary: &CampaignSummary) {
     }
 }
 
-fn command_replay(args: &[String]) -> Result<ExitCode, String> {
-    let seed: u64 = args
-        .first()
-        .and_then(|raw| raw.parse().ok())
-        .ok_or(format!("replay needs a seed number first\n{USAGE}"))?;
-    let flags = Flags::parse(&args[1..], &REPLAY_FLAGS, &REPLAY_SWITCHES)?;
-    let profile = flags.profile()?;
-    let defects = flags.defects()?;
-    let keep_trace = flags.present("--trace");
+fn command_replay(args: ReplayArgs) -> Result<ExitCode, String> {
+    let ReplayArgs {
+        seed,
+        profile,
+        trace,
+        defects,
+    } = args;
+    let defects = ServerDefects::planting(defects);
     let report = run_seed(
         seed,
         profile,
         &RunOptions {
-            keep_trace,
+            keep_trace: trace,
             defects,
         },
     );
@@ -293,5 +296,35 @@ fn command_replay(args: &[String]) -> Result<ExitCode, String> {
             print_failure(&report, profile, &defects);
             Ok(ExitCode::from(exit_code(failure.kind)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The command definition itself: clap's own consistency checks, and the defaults a
+    //! bare `syncsim run` has always had.
+    use super::*;
+    use clap::CommandFactory;
+
+    // Proves clap accepts the definition (defaults among the possible values, no clashing
+    // names), which it otherwise checks only when a debug build parses.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    // Proves a bare `run` keeps its old defaults: seeds 0..1000 of `default`, one shard.
+    #[test]
+    fn run_defaults_are_unchanged() {
+        let cli = Cli::try_parse_from(["syncsim", "run"]).expect("a bare run parses");
+        let Command::Run(args) = cli.command else {
+            panic!("`run` parsed as another command");
+        };
+        assert_eq!(args.seeds, 0..1000);
+        assert_eq!(args.profile, Profile::Default);
+        assert_eq!(args.shard, (0, 1));
+        assert_eq!(args.threads, None);
+        assert!(args.json.is_none());
+        assert!(args.defects.is_empty());
     }
 }

@@ -9,8 +9,25 @@ use crate::rng::{Ratio, SimRng, Stream};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+/// A family of seeds: the ranges each seed draws its knobs from.
+///
+/// The lowercase names are the `--profile` values and appear in JSON summaries and replay
+/// commands; strum derives parsing, naming and the list of names from this definition.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantNames,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Profile {
     /// Small worlds, short runs: the fastest smoke test.
     Lite,
@@ -23,29 +40,37 @@ pub enum Profile {
 }
 
 impl Profile {
+    /// Every profile's name, in declaration order (`lite`, `default`, `big`, `perf`).
+    pub const NAMES: &'static [&'static str] = <Profile as strum::VariantNames>::VARIANTS;
+
     pub fn parse(raw: &str) -> Option<Profile> {
-        match raw {
-            "lite" => Some(Profile::Lite),
-            "default" => Some(Profile::Default),
-            "big" => Some(Profile::Big),
-            "perf" => Some(Profile::Perf),
-            _ => None,
-        }
+        raw.parse().ok()
     }
 
     pub fn name(self) -> &'static str {
-        match self {
-            Profile::Lite => "lite",
-            Profile::Default => "default",
-            Profile::Big => "big",
-            Profile::Perf => "perf",
-        }
+        self.into()
     }
 }
 
 /// Every fault class the simulator can inject and count.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+///
+/// serde (JSON summaries) and strum (`name`, the campaign's text report) both spell the
+/// classes in snake_case; a test below keeps the two spellings equal.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    strum::EnumCount,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum FaultClass {
     RequestLost,
     ResponseLost,
@@ -62,36 +87,15 @@ pub enum FaultClass {
 }
 
 impl FaultClass {
-    pub const ALL: [FaultClass; 12] = [
-        FaultClass::RequestLost,
-        FaultClass::ResponseLost,
-        FaultClass::DuplicateDelivery,
-        FaultClass::Delay,
-        FaultClass::Partition,
-        FaultClass::OfflinePeriod,
-        FaultClass::ServerBusy,
-        FaultClass::ServerTimeout,
-        FaultClass::KillBetweenCalls,
-        FaultClass::KillAtCrashPoint,
-        FaultClass::ClockJump,
-        FaultClass::CrossTenantProbe,
-    ];
+    /// Every class in declaration order, as an array so callers can iterate by value. The
+    /// order matters: knob drawing walks it, so reordering reshuffles every seed.
+    pub const ALL: [FaultClass; <FaultClass as strum::EnumCount>::COUNT] =
+        *<FaultClass as strum::VariantArray>::VARIANTS
+            .first_chunk()
+            .unwrap();
 
     pub fn name(self) -> &'static str {
-        match self {
-            FaultClass::RequestLost => "request_lost",
-            FaultClass::ResponseLost => "response_lost",
-            FaultClass::DuplicateDelivery => "duplicate_delivery",
-            FaultClass::Delay => "delay",
-            FaultClass::Partition => "partition",
-            FaultClass::OfflinePeriod => "offline_period",
-            FaultClass::ServerBusy => "server_busy",
-            FaultClass::ServerTimeout => "server_timeout",
-            FaultClass::KillBetweenCalls => "kill_between_calls",
-            FaultClass::KillAtCrashPoint => "kill_at_crash_point",
-            FaultClass::ClockJump => "clock_jump",
-            FaultClass::CrossTenantProbe => "cross_tenant_probe",
-        }
+        self.into()
     }
 }
 
@@ -128,6 +132,33 @@ pub struct Knobs {
 impl Knobs {
     pub fn fault(&self, class: FaultClass) -> Ratio {
         self.faults.get(&class).copied().unwrap_or(Ratio::ZERO)
+    }
+
+    /// A world with no faults and exact clocks: one tenant, two devices, the engine's
+    /// default batch sizes. Scenarios and tests start here and set what they need.
+    pub fn quiet() -> Knobs {
+        Knobs {
+            profile: Profile::Lite,
+            tenants: 1,
+            devices: 2,
+            spaces_per_tenant: 1,
+            faults: BTreeMap::new(),
+            safety_duration_ms: 0,
+            liveness_rounds_max: 12,
+            action_gap_ms_max: 10_000,
+            network_delay_ms_max: 3_000,
+            request_timeout_ms: 10_000,
+            clock_offset_ms_max: 0,
+            clock_drift_ppm_max: 0,
+            clock_jump_ms_max: 1_000,
+            bulk_create_max: 1,
+            push_batch_max: sync_engine::registry::PUSH_BATCH_MAX_DEFAULT,
+            pull_page_limit: sync_engine::registry::PULL_PAGE_LIMIT_DEFAULT,
+            sync_after_write: false,
+            auto_merge_fields: false,
+            concurrent_edit: Ratio::ZERO,
+            workload_weights: [1, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        }
     }
 
     pub fn derive(seed: u64, profile: Profile) -> Knobs {
@@ -198,6 +229,52 @@ impl Knobs {
             sync_after_write: rng.coin(),
             auto_merge_fields: rng.range(0, 3) == 0,
             workload_weights,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Profile and fault class names appear on the command line, in JSON summaries and in
+    //! replay commands: deriving them must keep them exactly as they were.
+    use super::*;
+
+    #[test]
+    fn profile_names_round_trip() {
+        assert_eq!(Profile::NAMES, ["lite", "default", "big", "perf"]);
+        for name in Profile::NAMES {
+            let profile = Profile::parse(name).expect("a listed profile parses");
+            assert_eq!(profile.name(), *name);
+            let json = serde_json::to_string(&profile).expect("a profile serializes");
+            assert_eq!(json, format!("\"{name}\""));
+        }
+        assert_eq!(Profile::parse("huge"), None);
+        assert_eq!(Profile::parse("Lite"), None);
+    }
+
+    #[test]
+    fn fault_class_names_are_the_serialized_names() {
+        let names: Vec<&str> = FaultClass::ALL.into_iter().map(FaultClass::name).collect();
+        assert_eq!(
+            names,
+            [
+                "request_lost",
+                "response_lost",
+                "duplicate_delivery",
+                "delay",
+                "partition",
+                "offline_period",
+                "server_busy",
+                "server_timeout",
+                "kill_between_calls",
+                "kill_at_crash_point",
+                "clock_jump",
+                "cross_tenant_probe",
+            ]
+        );
+        for class in FaultClass::ALL {
+            let json = serde_json::to_string(&class).expect("a fault class serializes");
+            assert_eq!(json, format!("\"{}\"", class.name()));
         }
     }
 }

@@ -1,22 +1,30 @@
 //! Seeded randomness for the simulator: one ChaCha stream per subsystem.
 //!
-//! Every subsystem (workload, network, kills, scheduler, each device's clock) draws from
-//! its own stream of the same seed, so switching one fault class off does not reshuffle
-//! the choices of the others. Nothing here reads OS randomness.
+//! Every subsystem (workload, network latency, restarts, the scheduler, each device's clock,
+//! each fault class) draws from its own stream of the same seed, so switching one fault
+//! class off does not reshuffle the workload or the other faults. Nothing here reads OS
+//! randomness.
 
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
-/// Stream numbers; device clocks use `DEVICE_CLOCK_BASE + device index`.
+/// Stream numbers; device clocks use `DeviceClockBase + device index`, fault classes
+/// `FaultClassBase + class index` (see [`SimRng::for_fault`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Stream {
     Knobs = 1,
+    /// The simulated user's choices (one sub-stream per action, see `world.rs`).
     Workload = 2,
+    /// Request latencies: never whether a fault fires.
     Network = 3,
-    Kills = 4,
+    /// When the next user action of a device comes.
     Scheduler = 5,
-    Entropy = 6,
+    /// How the simulated user answers conflicts in the liveness phase.
+    Resolutions = 7,
+    /// How long a killed app stays dead.
+    Restarts = 8,
     DeviceClockBase = 100,
+    FaultClassBase = 200,
 }
 
 /// A probability as a ratio `numerator / denominator` (TigerBeetle style: no floats).
@@ -67,6 +75,11 @@ impl SimRng {
 
     pub fn for_stream(seed: u64, stream: Stream) -> SimRng {
         SimRng::new(seed, stream as u64)
+    }
+
+    /// The stream of one fault class: whether it fires and how (durations, delays).
+    pub fn for_fault(seed: u64, class: crate::profile::FaultClass) -> SimRng {
+        SimRng::new(seed, Stream::FaultClassBase as u64 + class as u64)
     }
 
     pub fn next_u64(&mut self) -> u64 {
@@ -126,7 +139,7 @@ mod tests {
     fn streams_are_reproducible_and_distinct() {
         let mut a = SimRng::for_stream(7, Stream::Network);
         let mut b = SimRng::for_stream(7, Stream::Network);
-        let mut c = SimRng::for_stream(7, Stream::Kills);
+        let mut c = SimRng::for_stream(7, Stream::Restarts);
         let a_values: Vec<u64> = (0..4).map(|_| a.next_u64()).collect();
         let b_values: Vec<u64> = (0..4).map(|_| b.next_u64()).collect();
         let c_values: Vec<u64> = (0..4).map(|_| c.next_u64()).collect();

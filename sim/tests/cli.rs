@@ -1,6 +1,7 @@
-//! The `syncsim` command line: bad usage stops with exit code 64 before any seed runs,
-//! `--help` prints the usage, and `replay --defect` replays the planted server that a
-//! failing self-test campaign ran against.
+//! The `syncsim` command line: bad usage stops with exit code 64 before any seed runs
+//! (with a suggestion for a misspelt flag), `--help` and `--version` print and succeed,
+//! and `replay --defect` replays the planted server that a failing self-test campaign ran
+//! against.
 
 use std::process::{Command, Output};
 
@@ -20,11 +21,15 @@ fn a_misspelt_flag_is_refused_before_anything_runs() {
     for args in [
         &["run", "--seed", "5"][..],
         &["run", "--seeds"][..],
+        &["run", "--seeds", "5..5"][..],
+        &["run", "--shard", "2/2"][..],
         &["run", "--profile", "huge"][..],
         &["run", "--defect", "no_such_defect"][..],
         &["replay", "3", "--trace", "--profle", "lite"][..],
         &["replay", "not-a-seed"][..],
+        &["replay"][..],
         &["campaign"][..],
+        &[][..],
     ] {
         let output = syncsim(args);
         assert_eq!(output.status.code(), Some(64), "{args:?}");
@@ -38,17 +43,65 @@ fn a_misspelt_flag_is_refused_before_anything_runs() {
 }
 
 #[test]
-fn help_prints_the_usage_and_runs_nothing() {
-    for args in [
-        &["--help"][..],
-        &["run", "--help"][..],
-        &["replay", "-h"][..],
+fn a_misspelt_flag_or_value_gets_a_suggestion() {
+    for (args, suggestion) in [
+        (&["run", "--seedz", "1"][..], "--seeds"),
+        (&["replay", "3", "--profle", "lite"][..], "--profile"),
+        (&["run", "--profile", "lit"][..], "lite"),
+        (
+            &["run", "--defect", "skip_op_id_dedup"][..],
+            "skip_op_id_dedupe",
+        ),
+    ] {
+        let output = syncsim(args);
+        assert_eq!(output.status.code(), Some(64), "{args:?}");
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains(suggestion), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn help_and_version_print_and_run_nothing() {
+    for (args, mentions) in [
+        (&["--help"][..], &["Usage: syncsim", "run", "replay"][..]),
+        (
+            &["run", "--help"][..],
+            &[
+                "Usage: syncsim run",
+                "--seeds <A..B>",
+                "--profile <P>",
+                "--shard <I/N>",
+                "--threads <T>",
+                "--json <PATH>",
+                "--defect <NAME>",
+                "skip_op_id_dedupe",
+            ][..],
+        ),
+        (
+            &["replay", "-h"][..],
+            &[
+                "Usage: syncsim replay",
+                "<SEED>",
+                "--trace",
+                "--defect <NAME>",
+            ][..],
+        ),
+        (
+            &["--version"][..],
+            &[concat!("syncsim ", env!("CARGO_PKG_VERSION"))][..],
+        ),
     ] {
         let output = syncsim(args);
         assert_eq!(output.status.code(), Some(0), "{args:?}");
         let stdout = text(&output.stdout);
-        assert!(stdout.starts_with("usage:"), "{args:?}: {stdout}");
-        assert!(!stdout.contains("seeds,"), "{args:?} ran a campaign");
+        for word in mentions {
+            assert!(stdout.contains(word), "{args:?} lacks {word:?}: {stdout}");
+        }
+        assert!(
+            !stdout.contains("syncsim run: profile"),
+            "{args:?} ran a campaign"
+        );
+        assert!(!stdout.contains("knobs:"), "{args:?} replayed a seed");
     }
 }
 

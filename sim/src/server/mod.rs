@@ -61,6 +61,50 @@ pub struct Effect {
     pub commit_stamp: u64,
 }
 
+/// One deliberately planted bug, by name: the one table of the names `syncsim --defect`
+/// accepts and replay commands print. [`ServerDefects`] holds the switches themselves.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+    strum::VariantNames,
+)]
+#[strum(serialize_all = "snake_case")]
+pub enum Defect {
+    /// [`ServerDefects::skip_op_id_dedupe`].
+    SkipOpIdDedupe,
+    /// [`ServerDefects::wall_clock_cursor`].
+    WallClockCursor,
+    /// [`ServerDefects::skip_tenant_check`].
+    SkipTenantCheck,
+    /// [`ServerDefects::ignore_base_version`].
+    IgnoreBaseVersion,
+    /// [`ServerDefects::drop_last_row_of_page`].
+    DropLastRowOfPage,
+}
+
+impl Defect {
+    /// Every defect, in declaration order.
+    pub const ALL: &'static [Defect] = <Defect as strum::VariantArray>::VARIANTS;
+    /// Every defect's name, in the order of [`Defect::ALL`].
+    pub const NAMES: &'static [&'static str] = <Defect as strum::VariantNames>::VARIANTS;
+
+    pub fn parse(raw: &str) -> Option<Defect> {
+        raw.parse().ok()
+    }
+
+    pub fn name(self) -> &'static str {
+        self.into()
+    }
+}
+
 /// Deliberately planted bugs, each reproducing a flaw of the spec as written, so that the
 /// harness can prove it catches them. All off by default.
 #[derive(Default, Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,15 +125,40 @@ pub struct ServerDefects {
 }
 
 impl ServerDefects {
+    /// The named defects planted together.
+    pub fn planting(defects: impl IntoIterator<Item = Defect>) -> ServerDefects {
+        let mut planted = ServerDefects::default();
+        for defect in defects {
+            *planted.switch(defect) = true;
+        }
+        planted
+    }
+
+    /// The planted defects, in [`Defect::ALL`] order (the inverse of [`Self::planting`]).
+    pub fn planted(self) -> Vec<Defect> {
+        let mut defects = self;
+        Defect::ALL
+            .iter()
+            .copied()
+            .filter(|defect| *defects.switch(*defect))
+            .collect()
+    }
+
+    /// The switch of one defect: the one place that maps a name to a field, exhaustive so
+    /// that a new [`Defect`] cannot compile without its field.
+    fn switch(&mut self, defect: Defect) -> &mut bool {
+        match defect {
+            Defect::SkipOpIdDedupe => &mut self.skip_op_id_dedupe,
+            Defect::WallClockCursor => &mut self.wall_clock_cursor,
+            Defect::SkipTenantCheck => &mut self.skip_tenant_check,
+            Defect::IgnoreBaseVersion => &mut self.ignore_base_version,
+            Defect::DropLastRowOfPage => &mut self.drop_last_row_of_page,
+        }
+    }
+
     /// Each flag that is set in either.
     fn union(self, other: ServerDefects) -> ServerDefects {
-        ServerDefects {
-            skip_op_id_dedupe: self.skip_op_id_dedupe || other.skip_op_id_dedupe,
-            wall_clock_cursor: self.wall_clock_cursor || other.wall_clock_cursor,
-            skip_tenant_check: self.skip_tenant_check || other.skip_tenant_check,
-            ignore_base_version: self.ignore_base_version || other.ignore_base_version,
-            drop_last_row_of_page: self.drop_last_row_of_page || other.drop_last_row_of_page,
-        }
+        ServerDefects::planting(self.planted().into_iter().chain(other.planted()))
     }
 }
 
@@ -135,6 +204,9 @@ pub struct ReferenceServer {
     effects: Vec<Effect>,
     /// `effects` counted per (tenant, opId), kept so invariants are cheap to check inline.
     effect_count_by_op: BTreeMap<(String, String), usize>,
+    /// Client ids whose pushes the server's business rules refuse (see
+    /// [`ReferenceServer::refuse_client_id`]).
+    refused_client_ids: BTreeSet<String>,
 }
 
 impl ReferenceServer {
@@ -148,6 +220,7 @@ impl ReferenceServer {
             server_id_last: 0,
             effects: Vec::new(),
             effect_count_by_op: BTreeMap::new(),
+            refused_client_ids: BTreeSet::new(),
         }
     }
 
@@ -161,6 +234,16 @@ impl ReferenceServer {
             self.tenant_by_token.get(token).map(String::as_str),
             Some(tenant_id)
         );
+    }
+
+    /// A business rule of the server's, not a fault: from now on every push item that
+    /// writes the record with this client id is answered, item by item, with a
+    /// `VALIDATION` failure ("refused by the server's rules") and changes nothing; the
+    /// other items of its batch are decided as usual. An op the server already applied
+    /// keeps its stored result when it is retried.
+    pub fn refuse_client_id(&mut self, client_id: &str) {
+        self.refused_client_ids.insert(client_id.to_owned());
+        assert!(self.refused_client_ids.contains(client_id));
     }
 
     pub fn set_defects(&mut self, defects: ServerDefects) {

@@ -3,7 +3,8 @@
 //! This module owns the server's write policy: idempotent replay by `opId`, insert
 //! matching by `clientId`, the version check and, for concurrent writes, the conflict
 //! policy of DESIGN §5 (newer HLC stamp wins, deletes win, tombstones are final, equal
-//! stamps with different data go to the user). It never writes anything before the whole
+//! stamps with different data go to the user), and the business rules that refuse some
+//! records outright (`refuse_client_id`). It never writes anything before the whole
 //! batch has been validated, so a malformed batch is never partly applied.
 
 use super::state::TenantState;
@@ -11,6 +12,7 @@ use super::{Effect, ReferenceServer, ServerDefects, ServerRecord};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::cmp::Ordering;
+use std::collections::BTreeSet;
 use sync_engine::hlc::HlcStamp;
 use sync_engine::wire::{
     ConflictPayload, ErrorCode, Operation, SyncPushItem, SyncPushResponse, SyncResultItem,
@@ -186,7 +188,8 @@ impl ReferenceServer {
         request_stamp: &mut Option<u64>,
     ) -> SyncResultItem {
         let defects = self.defects;
-        let decision = decide(self.tenant_mut(tenant_id), entity, item, defects);
+        let tenant = self.tenants.entry(tenant_id.to_owned()).or_default();
+        let decision = decide(tenant, entity, item, defects, &self.refused_client_ids);
         let result = match decision {
             Decision::Replay(result) => {
                 assert_eq!(result.op_id, item.op_id);
@@ -275,16 +278,48 @@ fn commit_stamp_for_change(
 }
 
 /// The write policy: what one item does to the tenant's current state.
-fn decide(tenant: &TenantState, entity: &str, item: &PushItem, defects: ServerDefects) -> Decision {
+fn decide(
+    tenant: &TenantState,
+    entity: &str,
+    item: &PushItem,
+    defects: ServerDefects,
+    refused_client_ids: &BTreeSet<String>,
+) -> Decision {
     if !defects.skip_op_id_dedupe {
         if let Some(stored) = tenant.stored_result(&item.op_id) {
             return Decision::Replay(stored.clone());
         }
     }
+    // After the replay: an op applied before the rule came in keeps its stored answer.
+    if is_refused(tenant, item, refused_client_ids) {
+        let message = "refused by the server's rules".to_owned();
+        return Decision::Answer(failure(item, None, ErrorCode::Validation, message));
+    }
     match item.operation {
         Operation::Insert => decide_insert(tenant, entity, item, defects),
         Operation::Update | Operation::Delete => decide_write(tenant, entity, item, defects),
     }
+}
+
+/// Whether the item writes a record whose client id the server's rules refuse: named by
+/// the item's `clientId` or `id`, or the record its `id` locates.
+fn is_refused(
+    tenant: &TenantState,
+    item: &PushItem,
+    refused_client_ids: &BTreeSet<String>,
+) -> bool {
+    if refused_client_ids.is_empty() {
+        return false;
+    }
+    let named = [&item.client_id, &item.id]
+        .into_iter()
+        .flatten()
+        .any(|id| refused_client_ids.contains(id));
+    let located = matches!(
+        locate(tenant, item),
+        Ok(Some(record)) if refused_client_ids.contains(&record.client_id)
+    );
+    named || located
 }
 
 fn decide_insert(

@@ -482,6 +482,60 @@ fn unknown_records_and_wrong_entities_are_item_failures() {
 }
 
 #[test]
+fn a_refused_client_id_fails_its_items_alone() {
+    // Proves `refuse_client_id` is a per-item rule: the refused record's insert, and a
+    // later update of a record refused after it was created, are answered VALIDATION and
+    // change nothing, while the other items of the same batch apply; a retry of a refused
+    // op replays the refusal, and an op applied before the rule keeps its stored success.
+    let mut server = server();
+    let earlier = push_one(
+        &mut server,
+        insert("op-e", "c-earlier", 100, json!({"v": 0})),
+    );
+    assert!(earlier.success);
+    let earlier_id = earlier.id.clone().expect("id");
+    server.refuse_client_id("c-bad");
+    server.refuse_client_id("c-earlier");
+    let state_before = server.clone();
+    let results = push(
+        &mut server,
+        vec![
+            insert("op-a", "c-a", 200, json!({"name": "a"})),
+            insert("op-bad", "c-bad", 200, json!({"name": "bad"})),
+            update("op-u", &earlier_id, Some(1), 200, json!({"v": 1})),
+            insert("op-c", "c-c", 200, json!({"name": "c"})),
+        ],
+    );
+    assert!(results[0].success);
+    assert!(!results[1].success);
+    assert_eq!(results[1].error_code, Some(ErrorCode::Validation));
+    assert_eq!(
+        results[1].error_message.as_deref(),
+        Some("refused by the server's rules")
+    );
+    assert_eq!(results[1].id, None);
+    assert_eq!(results[2].error_code, Some(ErrorCode::Validation));
+    assert!(results[3].success);
+    let client_ids: Vec<&str> = server
+        .records(TENANT)
+        .into_iter()
+        .map(|record| record.client_id.as_str())
+        .collect();
+    assert_eq!(client_ids, ["c-earlier", "c-a", "c-c"]);
+    assert_eq!(record(&server, &earlier_id).version, 1);
+    assert_eq!(server.effects().len(), state_before.effects().len() + 2);
+    assert_eq!(server.effect_count(TENANT, "op-bad"), 0);
+    let retried = push_one(&mut server, insert("op-bad", "c-bad", 300, json!({})));
+    assert_eq!(retried, results[1]);
+    let replayed = push_one(
+        &mut server,
+        insert("op-e", "c-earlier", 100, json!({"v": 0})),
+    );
+    assert_eq!(replayed, earlier);
+    server.check_invariants();
+}
+
+#[test]
 fn updates_find_records_by_client_id() {
     // Proves an update naming only the clientId (or the clientId as `id`, as the spec
     // sends before it knows the server id) reaches the record.

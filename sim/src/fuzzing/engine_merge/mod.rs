@@ -1,0 +1,615 @@
+//! The `engine_merge` target: one app on the simulation kernel — a [`Sim`] whose only
+//! device is logged in to tenant A — whose requests the target holds and answers itself:
+//! with the reference server's answer, a mutated one, arbitrary JSON, or structured
+//! hostile push results and pages (`answers.rs`). Around the answers: local writes, other
+//! devices' writes straight to the server (the hostile world), conflict resolution,
+//! wipes, forces, clock moves and kills (a reopen, or a crash at a named crash point).
+//! Every engine call goes through [`Sim::call`], which drains the outputs afterwards, and
+//! a kill is the kernel's, which leaves the files as a killed process leaves them, so the
+//! engine is driven here exactly as in every other simulation.
+//!
+//! The oracle is this target's per-step contract — `Engine::check_invariants` after every
+//! step, no queued op lost unless an answer or the user settled it ([`check_no_op_lost`]),
+//! an answer no longer in flight or delivered twice changes nothing, and afterwards a
+//! well-behaved server brings the engine back to idle — plus the kernel oracle's checks
+//! that hold whatever a server says (a reopened database passes its invariants). The
+//! kernel is told the server is hostile (`SimBuilder::hostile_server`), so the oracle
+//! skips only what a lying server may legitimately cause. This module never relaxes a
+//! property to make an input pass.
+
+mod answers;
+mod input;
+
+pub use input::{
+    AnswerInput, CodeInput, ConflictInput, EngineMergeInput, EngineStampInput, HashInput, IdInput,
+    LifecycleInput, MutationInput, NumberInput, OtherWriteInput, PageInput, PulledItemInput,
+    ResolutionInput, ResultInput, StepInput, WriteInput,
+};
+
+use super::{
+    decode, entity_name, push_request, push_results, space_name, OperationInput, ENTITIES, FIELDS,
+    TENANT_A,
+};
+use crate::kernel::{token_of, CallError, Called, Failure, Sim, SimBuilder};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use sync_engine::wire::{
+    self, Envelope, ErrorCode, PulledItem, SyncPullResponse, SyncPushResponse, SyncPushVariables,
+    SyncRequest,
+};
+use sync_engine::{
+    testing, CrashPoint, Engine, QueuedOp, Record, Resolution, Side, SyncEvent, TransportError,
+};
+
+const ENGINE_STEPS_MAX: usize = 48;
+const ENGINE_SETUP_MAX: usize = 8;
+/// Requests a well-behaved server needs at most to bring the engine back to idle.
+const QUIET_REQUESTS_MAX: usize = 400;
+/// The app: the run's only device.
+const APP: usize = 0;
+/// Seeds only the engine's entropy (the ids it mints): the input decides everything else.
+const SEED: u64 = 7;
+
+/// An engine with local writes, fed arbitrary and hostile push results and pull pages,
+/// never panics and never returns a storage error; `check_invariants` holds after every
+/// step; no queued op disappears unless an answer (or the user) legitimately settled it;
+/// an answer to a request that is no longer in flight changes nothing; and afterwards a
+/// well-behaved server brings the engine back to idle.
+pub fn engine_merge(data: &[u8]) {
+    if let Some(input) = decode::<EngineMergeInput>(data) {
+        engine_merge_input(&input);
+    }
+}
+
+pub fn engine_merge_input(input: &EngineMergeInput) {
+    let mut harness = EngineHarness::new();
+    for write in input.setup.iter().take(ENGINE_SETUP_MAX) {
+        harness.write(write);
+    }
+    harness.check("setup");
+    for (index, step) in input.steps.iter().take(ENGINE_STEPS_MAX).enumerate() {
+        harness.step(step);
+        harness.check(&format!("step {index} {step:?}"));
+    }
+    harness.go_quiet();
+}
+
+/// Ops that a step may legitimately remove from the queue.
+#[derive(Default, Debug)]
+struct Settled {
+    op_ids: BTreeSet<String>,
+    /// Every op of these records (client ids).
+    records: BTreeSet<String>,
+    spaces: BTreeSet<String>,
+    entities: BTreeSet<String>,
+    /// Ops of these entities that were sent before may take a new opId (a confirmed
+    /// force push re-sends them as new writes, so the server does not replay its answer).
+    renamed_entities: BTreeSet<String>,
+}
+
+/// What the engine looked like before a step.
+struct Snapshot {
+    records: Vec<Record>,
+    ops: Vec<QueuedOp>,
+}
+
+struct EngineHarness {
+    /// The kernel: the app's device (its requests held for this harness to answer), its
+    /// clock, and the reference server the honest answers come from.
+    sim: Sim,
+    /// Requests the app's current process sent and the harness has not answered, oldest
+    /// first.
+    outstanding: VecDeque<SyncRequest>,
+    /// The newest request the current process sent: the only one that can be in flight.
+    newest_request_id: u64,
+    /// The process (the device's generation) the outstanding requests belong to: the
+    /// answers to a dead process's requests are never delivered to its successor.
+    generation: u64,
+    delivered: Vec<Value>,
+    other_writes: u64,
+}
+
+impl EngineHarness {
+    fn new() -> EngineHarness {
+        let mut sim = SimBuilder::new(SEED)
+            .tenants(vec![TENANT_A.to_owned()])
+            .device("app", Some(TENANT_A))
+            .registry(testing::example_registry())
+            .collect_events(true)
+            .hostile_server(true)
+            .dir_prefix("sync-fuzz-")
+            .build();
+        sim.hold(APP);
+        let mut harness = EngineHarness {
+            generation: sim.device(APP).generation,
+            sim,
+            outstanding: VecDeque::new(),
+            newest_request_id: 0,
+            delivered: Vec::new(),
+            other_writes: 0,
+        };
+        harness.keep_running();
+        // Opening the app starts a sync. The input starts the first sync itself (the
+        // corpus is written for an idle engine whose first request answers its setup), so
+        // the app-open sync is cancelled before anything else happens.
+        harness.call("cancel_sync", |engine| Ok(engine.cancel_sync()?));
+        harness.outstanding.clear();
+        harness
+    }
+
+    fn engine(&self) -> &Engine {
+        self.sim
+            .engine(APP)
+            .expect("the harness reopens the app after every kill")
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            records: self.engine().all_records().expect("read records"),
+            ops: self.engine().queued_ops().expect("read queue"),
+        }
+    }
+
+    fn check(&self, context: &str) {
+        if let Err(problem) = self.engine().check_invariants() {
+            panic!("engine invariant broken after {context}: {problem}");
+        }
+        self.sim.server().check_invariants();
+    }
+
+    /// Calls the app's engine through the kernel (which drains its outputs afterwards),
+    /// then picks up the requests it sent. A storage error fails the run; a refused input
+    /// (`Called::Rejected`) is the app's own mistake and changes nothing; a kill can only
+    /// come from a crash point the input armed, and the app is reopened at once.
+    fn call<T>(
+        &mut self,
+        what: &str,
+        call: impl FnOnce(&mut Engine) -> Result<T, CallError>,
+    ) -> Called<T> {
+        let outcome = self.sim.call(APP, call);
+        let called = self.settle(what, outcome);
+        assert!(
+            !matches!(called, Called::NotRunning),
+            "{what}: the app was not running"
+        );
+        called
+    }
+
+    /// Takes a kernel verb's outcome: a failure (a storage error, or a check of the
+    /// kernel's oracle) fails the run; afterwards the app runs and its new requests are
+    /// outstanding.
+    fn settle<T>(&mut self, what: &str, outcome: Result<T, Failure>) -> T {
+        let value = outcome.unwrap_or_else(|failure| self.fail(what, &failure));
+        self.keep_running();
+        value
+    }
+
+    fn fail(&self, what: &str, failure: &Failure) -> ! {
+        panic!(
+            "{what} failed ({:?}): {}\nrecent events:\n{}",
+            failure.kind,
+            failure.message,
+            self.sim.recent_trace().join("\n")
+        );
+    }
+
+    /// Reopens the app if a kill took it down, forgets the requests of a process that is
+    /// gone (their answers would be addressed to it), and collects the new requests.
+    fn keep_running(&mut self) {
+        while !self.sim.device(APP).is_running() {
+            // A crash point may fire inside the reopen's own calls (the app-open sync):
+            // the app is down again, and reopened again.
+            let reopened = self.sim.restart(APP);
+            let reopened = reopened.unwrap_or_else(|failure| self.fail("reopen", &failure));
+            assert!(reopened, "the logged-in app reopens");
+        }
+        let generation = self.sim.device(APP).generation;
+        if generation != self.generation {
+            self.generation = generation;
+            self.outstanding.clear();
+            self.newest_request_id = 0;
+        }
+        for request in self.sim.take_held(APP) {
+            assert!(
+                request.request_id > self.newest_request_id,
+                "request ids grow"
+            );
+            self.newest_request_id = request.request_id;
+            self.outstanding.push_back(request);
+        }
+    }
+
+    fn write(&mut self, write: &WriteInput) {
+        let records = self.engine().all_records().expect("read records");
+        let pick = |index: u8| -> Option<String> {
+            (!records.is_empty()).then(|| {
+                records[usize::from(index) % records.len()]
+                    .client_id
+                    .clone()
+            })
+        };
+        // A local write may be refused for reasons of the app's making; never for storage.
+        match write {
+            WriteInput::Create {
+                entity,
+                space,
+                data,
+            } => {
+                let (entity, space, data) = (entity_name(*entity), space_name(*space), data);
+                self.call("create", |engine| {
+                    Ok(engine.create(entity, space, data.to_value()).map(drop)?)
+                });
+            }
+            WriteInput::Update { record, patch } => {
+                if let Some(id) = pick(*record) {
+                    self.call("update", |engine| {
+                        Ok(engine.update(&id, patch.to_value()).map(drop)?)
+                    });
+                }
+            }
+            WriteInput::Delete { record } => {
+                if let Some(id) = pick(*record) {
+                    self.call("delete", |engine| Ok(engine.delete(&id)?));
+                }
+            }
+        }
+    }
+
+    fn step(&mut self, step: &StepInput) {
+        let before = self.snapshot();
+        let mut settled = Settled::default();
+        self.sim.take_events(APP);
+        match step {
+            StepInput::Write(write) => self.write(write),
+            StepInput::Answer { answer, redeliver } => {
+                settled = self.answer(answer, *redeliver, &before);
+            }
+            StepInput::OtherDevice(write) => self.other_device(write, &before),
+            StepInput::Resolve {
+                conflict,
+                resolution,
+            } => {
+                if let Some(client_id) = self.resolve(*conflict, resolution) {
+                    settled.records.insert(client_id);
+                }
+            }
+            StepInput::Lifecycle(lifecycle) => self.lifecycle(lifecycle, &mut settled),
+        }
+        for event in self.sim.take_events(APP) {
+            if let SyncEvent::ForceCompleted { entity } = event {
+                settled.entities.insert(entity);
+            }
+        }
+        check_no_op_lost(&before.ops, &self.snapshot().ops, &settled, step);
+    }
+
+    /// Resolves one open conflict, if there is any; returns its record's client id.
+    fn resolve(&mut self, conflict: u8, resolution: &ResolutionInput) -> Option<String> {
+        let conflicts = self.engine().list_conflicts().expect("list conflicts");
+        if conflicts.is_empty() {
+            return None;
+        }
+        let chosen = &conflicts[usize::from(conflict) % conflicts.len()];
+        let resolution = match resolution {
+            ResolutionInput::KeepLocal => Resolution::KeepLocal,
+            ResolutionInput::UseServer => Resolution::UseServer,
+            ResolutionInput::MergeFields(choices) => Resolution::MergeFields(
+                choices
+                    .iter()
+                    .map(|(field, local)| {
+                        let name = FIELDS[usize::from(*field) % FIELDS.len()];
+                        let side = if *local { Side::Local } else { Side::Server };
+                        (name.to_owned(), side)
+                    })
+                    .collect(),
+            ),
+            ResolutionInput::MergeValues(data) => Resolution::MergeValues(data.to_map()),
+        };
+        let id = chosen.id;
+        self.call("resolve_conflict", |engine| {
+            Ok(engine.resolve_conflict(id, resolution)?)
+        });
+        Some(chosen.client_id.clone())
+    }
+
+    fn lifecycle(&mut self, lifecycle: &LifecycleInput, settled: &mut Settled) {
+        match lifecycle {
+            LifecycleInput::SyncNow => {
+                self.call("sync_now", |engine| Ok(engine.sync_now()?));
+            }
+            LifecycleInput::Timeout { advance_s } => {
+                let until_ms = self.sim.now_ms() + u64::from(*advance_s) * 1000;
+                let ran = self.sim.run_until(until_ms);
+                self.settle("advancing virtual time", ran);
+                self.call("handle_timeout", |engine| Ok(engine.handle_timeout()?));
+            }
+            LifecycleInput::ClockBack { back_s } => {
+                self.sim.clock_jump(APP, -(i64::from(*back_s) * 1000));
+                self.call("handle_timeout", |engine| Ok(engine.handle_timeout()?));
+            }
+            LifecycleInput::Network { online } => {
+                let changed = if *online {
+                    self.sim.online(APP)
+                } else {
+                    self.sim.offline(APP, None)
+                };
+                self.settle("handle_network_change", changed);
+            }
+            LifecycleInput::Cancel => {
+                self.call("cancel_sync", |engine| Ok(engine.cancel_sync()?));
+            }
+            LifecycleInput::WipeSpace { space } => {
+                let space = space_name(*space);
+                settled.spaces.insert(space.to_owned());
+                self.call("wipe_space", |engine| {
+                    Ok(engine.wipe_space(space).map(drop)?)
+                });
+            }
+            LifecycleInput::Force { entity, push } => {
+                let (entity, push) = (entity_name(*entity), *push);
+                if push {
+                    settled.renamed_entities.insert(entity.to_owned());
+                }
+                self.call("force", |engine| {
+                    let plan = if push {
+                        engine.plan_force_push_local(entity)
+                    } else {
+                        engine.plan_force_from_server(entity)
+                    };
+                    let plan = plan.expect("plan a force for a registered entity");
+                    Ok(engine.execute_force(plan.confirm())?)
+                });
+            }
+            LifecycleInput::Reopen => {
+                self.sim.crash(APP, None);
+                self.keep_running();
+            }
+            LifecycleInput::Crash { point } => {
+                let point = CrashPoint::ALL[usize::from(*point) % CrashPoint::ALL.len()];
+                self.sim.crash(APP, Some(point));
+            }
+        }
+    }
+
+    fn other_device(&mut self, write: &OtherWriteInput, before: &Snapshot) {
+        let rows = self.sim.server().records(TENANT_A);
+        self.other_writes += 1;
+        let op_id = format!("other-{}", self.other_writes);
+        let stamp = self.stamp(&write.stamp, before);
+        let (entity, item) = match (write.operation, rows.is_empty()) {
+            (OperationInput::Insert, _) | (_, true) => (
+                entity_name(write.record),
+                json!({"opId": op_id, "clientId": format!("other-client-{}", self.other_writes),
+                       "operation": "insert", "data": write.data.to_map(),
+                       "spaceId": space_name(write.record), "updatedAt": stamp}),
+            ),
+            (operation, false) => {
+                let row = rows[usize::from(write.record) % rows.len()];
+                let base_version = if write.current {
+                    row.version
+                } else {
+                    row.version - 1
+                };
+                (
+                    ENTITIES
+                        .iter()
+                        .find(|name| **name == row.entity)
+                        .copied()
+                        .expect("a registered entity"),
+                    json!({"opId": op_id, "id": row.id, "operation": operation.to_wire(),
+                           "data": write.data.to_map(), "baseVersion": base_version,
+                           "spaceId": row.space_id, "updatedAt": stamp}),
+                )
+            }
+        };
+        // Another device of the tenant, straight to the server: the world changes under
+        // the app without the kernel's network, as a hostile world may.
+        let token = token_of(TENANT_A);
+        let request = push_request(&format!("syncPush{entity}"), TENANT_A, &token, vec![item]);
+        let response = self.sim.server_mut().handle(&request);
+        assert!(
+            push_results(&request, &response).is_some(),
+            "another device's well-formed write was refused: {response}"
+        );
+    }
+
+    /// Answers the oldest outstanding request; returns the ops the answer may settle.
+    fn answer(&mut self, answer: &AnswerInput, redeliver: bool, before: &Snapshot) -> Settled {
+        if self.outstanding.is_empty() {
+            self.call("sync_now", |engine| Ok(engine.sync_now()?));
+        }
+        let Some(request) = self.outstanding.pop_front() else {
+            return Settled::default();
+        };
+        let Some(response) = self.response(answer, &request, before) else {
+            return Settled::default();
+        };
+        if let Ok(value) = &response {
+            self.delivered.push(value.clone());
+        }
+        let in_flight = request.request_id == self.newest_request_id;
+        let current = self.snapshot();
+        let settled = if in_flight {
+            settled_by_answer(&request, &response, before)
+        } else {
+            Settled::default()
+        };
+        let sender = self.generation;
+        let what = format!("handle_response on {response:?}");
+        let delivered = self.sim.deliver(APP, request.request_id, response.clone());
+        self.settle(&what, delivered);
+        if !in_flight {
+            let after = self.snapshot();
+            assert_eq!(
+                after.ops, current.ops,
+                "an answer no longer in flight changed the queue"
+            );
+            assert_eq!(
+                after.records, current.records,
+                "an answer no longer in flight changed records"
+            );
+        }
+        // A kill while storing the answer took its sender along: a second copy would be
+        // addressed to a process that no longer exists.
+        if redeliver && self.generation == sender {
+            let between = self.snapshot();
+            let delivered = self.sim.deliver(APP, request.request_id, response);
+            self.settle("a duplicate answer is ignored", delivered);
+            let after = self.snapshot();
+            assert_eq!(
+                after.ops, between.ops,
+                "a duplicate answer changed the queue"
+            );
+            assert_eq!(
+                after.records, between.records,
+                "a duplicate answer changed records"
+            );
+        }
+        settled
+    }
+
+    /// With a well-behaved server and the network back, the engine settles: every sync
+    /// ends within a bounded number of requests, and invariants still hold.
+    fn go_quiet(&mut self) {
+        self.call("cancel_sync", |engine| Ok(engine.cancel_sync()?));
+        self.outstanding.clear();
+        let online = self.sim.online(APP);
+        self.settle("handle_network_change", online);
+        self.call("sync_now", |engine| Ok(engine.sync_now()?));
+        for _ in 0..QUIET_REQUESTS_MAX {
+            let Some(request) = self.outstanding.pop_front() else {
+                break;
+            };
+            let response = self.sim.server_mut().handle(&request);
+            let delivered = self.sim.deliver(APP, request.request_id, Ok(response));
+            self.settle("handle_response", delivered);
+            self.check("a well-behaved sync");
+        }
+        let status = self.engine().status().expect("status");
+        assert!(
+            !status.syncing,
+            "the engine did not settle against a well-behaved server within {QUIET_REQUESTS_MAX} requests"
+        );
+    }
+}
+
+/// Which ops an answer to the request in flight may settle, read off the answer alone: a
+/// matching push result that is a success or a supersession (a `STALE`/`RECORD_DELETED`
+/// with the server's row) settles its own op, and a server row that is deleted settles
+/// every op of the record (deletes win); a pulled row newer than the local copy settles
+/// the record's ops, and so does a pulled tombstone of it.
+fn settled_by_answer(
+    request: &SyncRequest,
+    response: &Result<Value, TransportError>,
+    before: &Snapshot,
+) -> Settled {
+    let mut settled = Settled::default();
+    let Ok(response) = response else {
+        return settled;
+    };
+    let Envelope::Data(payload) = wire::parse_envelope(&request.operation_name, response) else {
+        return settled;
+    };
+    if request.operation_name.starts_with("syncPush") {
+        let variables: SyncPushVariables = serde_json::from_value(request.variables.clone())
+            .expect("the engine's own push variables parse");
+        let Ok(parsed) = serde_json::from_value::<SyncPushResponse>(payload) else {
+            return settled;
+        };
+        let matches = parsed.results.len() == variables.payload.len()
+            && parsed
+                .results
+                .iter()
+                .zip(&variables.payload)
+                .all(|(result, item)| result.op_id == item.op_id);
+        if !matches {
+            return settled;
+        }
+        for (item, result) in variables.payload.iter().zip(&parsed.results) {
+            let superseded = matches!(
+                result.error_code,
+                Some(ErrorCode::Stale | ErrorCode::RecordDeleted)
+            ) && result.conflict.is_some();
+            if result.success || superseded {
+                settled.op_ids.insert(item.op_id.clone());
+            }
+            if superseded
+                && result
+                    .conflict
+                    .as_ref()
+                    .is_some_and(|c| c.server_is_deleted)
+            {
+                settled
+                    .records
+                    .insert(item.client_id.clone().expect("the engine sends clientId"));
+            }
+        }
+        return settled;
+    }
+    let Ok(page) = serde_json::from_value::<SyncPullResponse>(payload) else {
+        return settled;
+    };
+    let mut client_by_server_id: BTreeMap<String, String> = before
+        .records
+        .iter()
+        .filter_map(|record| Some((record.server_id.clone()?, record.client_id.clone())))
+        .collect();
+    for raw in &page.items {
+        let Ok(item) = serde_json::from_value::<PulledItem>(raw.clone()) else {
+            continue;
+        };
+        let local = before
+            .records
+            .iter()
+            .find(|record| record.client_id == item.client_id);
+        if local.is_some_and(|local| item.updated_at > local.updated_at) {
+            settled.records.insert(item.client_id.clone());
+        }
+        client_by_server_id
+            .entry(item.id.clone())
+            .or_insert(item.client_id.clone());
+    }
+    for id in &page.deleted_ids {
+        if let Some(client_id) = client_by_server_id.get(id) {
+            settled.records.insert(client_id.clone());
+        }
+    }
+    settled
+}
+
+/// Every op queued before a step is still queued after it (at the same queue position),
+/// unchanged, unless the step settled it.
+fn check_no_op_lost(before: &[QueuedOp], after: &[QueuedOp], settled: &Settled, step: &StepInput) {
+    for op in before {
+        match after.iter().find(|other| other.seq == op.seq) {
+            Some(kept) => {
+                if kept.op_id != op.op_id {
+                    assert!(
+                        settled.renamed_entities.contains(&op.entity) && op.attempts > 0,
+                        "op {} took a new opId {} in {step:?}",
+                        op.op_id,
+                        kept.op_id
+                    );
+                }
+                assert_eq!(kept.entity_id, op.entity_id, "a queued op changed record");
+                assert_eq!(kept.operation, op.operation, "a queued op changed kind");
+                assert_eq!(kept.payload, op.payload, "a queued op's payload changed");
+                assert_eq!(
+                    kept.updated_at, op.updated_at,
+                    "a queued op's stamp changed"
+                );
+            }
+            None => {
+                let allowed = settled.op_ids.contains(&op.op_id)
+                    || settled.records.contains(&op.entity_id)
+                    || settled.spaces.contains(&op.space_id)
+                    || settled.entities.contains(&op.entity);
+                assert!(
+                    allowed,
+                    "op {} ({:?} of {}, {:?}) was lost in {step:?}; settled: {settled:?}",
+                    op.op_id, op.operation, op.entity_id, op.status
+                );
+            }
+        }
+    }
+}

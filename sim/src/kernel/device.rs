@@ -1,0 +1,189 @@
+//! A simulated device: the real engine, its own clock, its databases, its lifecycle.
+//!
+//! Fault model: the device clock is virtual time plus an offset, a drift (ppm) and
+//! jumps (backwards too). An app kill ([`Device::kill`]) leaves the SQLite files exactly
+//! as a killed process leaves them: the database, its `-wal` and `-shm` are copied while
+//! the connection is still open, the engine is dropped (which would checkpoint and remove
+//! the WAL), and the copies are put back, so the next open runs SQLite's real WAL
+//! recovery. The device knows nothing of the network or the scheduler.
+
+use super::EPOCH_MS;
+use crate::rng::{Ratio, SimRng};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::PathBuf;
+use std::rc::Rc;
+use sync_engine::{CrashHook, CrashPoint, DbLocation, Engine, ManualClock, TenantId};
+
+/// Decides kills at the engine's named crash points; shared by all devices of a run.
+#[derive(Debug)]
+pub struct KillSwitch {
+    /// The `kill_at_crash_point` class's own stream.
+    pub rng: SimRng,
+    pub rate: Ratio,
+    /// Off in the liveness phase and whenever a driver disarms it.
+    pub armed: bool,
+    /// Kills a driver asked for: the next time this device reaches this point.
+    pub one_shot: BTreeMap<usize, CrashPoint>,
+    pub fired: BTreeMap<CrashPoint, u64>,
+}
+
+impl KillSwitch {
+    fn should_crash(&mut self, device: usize, point: CrashPoint) -> bool {
+        let crash = if self.one_shot.get(&device) == Some(&point) {
+            self.one_shot.remove(&device);
+            true
+        } else {
+            self.armed && !self.rate.is_zero() && self.rng.chance(self.rate)
+        };
+        if crash {
+            *self.fired.entry(point).or_insert(0) += 1;
+        }
+        crash
+    }
+}
+
+/// The hook installed in every simulated engine.
+pub struct SimCrashHook {
+    pub device: usize,
+    pub switch: Rc<RefCell<KillSwitch>>,
+}
+
+impl CrashHook for SimCrashHook {
+    fn should_crash(&mut self, point: CrashPoint) -> bool {
+        self.switch.borrow_mut().should_crash(self.device, point)
+    }
+}
+
+/// What a device did since its driver last reset the counters (scenario expectations).
+#[derive(Clone, Debug, Default)]
+pub struct Counters {
+    /// Requests sent, per operation name.
+    pub requests: BTreeMap<String, u64>,
+    pub syncs_started: u64,
+    pub max_in_flight: usize,
+}
+
+pub struct Device {
+    pub index: usize,
+    /// How traces and failures name the device (`d0`, or a scenario's `phone`).
+    pub name: String,
+    pub dir: PathBuf,
+    pub clock: ManualClock,
+    pub clock_offset_ms: i64,
+    pub drift_ppm: i64,
+    /// The tenant logged in on this device (its database is the open one).
+    pub tenant: Option<String>,
+    /// `None` while the app is dead or logged out.
+    pub engine: Option<Engine>,
+    /// Bumped at every kill and reopen: answers addressed to an older process are lost.
+    pub generation: u64,
+    /// False during a network partition (the app believes it is online).
+    pub network_up: bool,
+    /// What the app was last told about connectivity.
+    pub app_online: bool,
+    pub restart_scheduled: bool,
+    /// The virtual time of the engine timer event currently scheduled.
+    pub timer_at: Option<u64>,
+    /// Requests are kept here instead of going out while a driver holds them.
+    pub holding: bool,
+    pub held: Vec<sync_engine::wire::SyncRequest>,
+    /// Request ids sent by the current process and not answered yet.
+    pub in_flight: BTreeSet<u64>,
+    /// Syncs numbered as they start; the number of the last one that completed.
+    pub sync_started_seq: u64,
+    pub sync_completed_seq: u64,
+    pub counters: Counters,
+    /// Fates a driver chose for the next requests ([`super::Sim::plan_fates`]).
+    pub planned_fates: VecDeque<super::network::RequestFate>,
+}
+
+impl Device {
+    pub fn new(index: usize, name: String, dir: PathBuf, tenant: Option<String>) -> Device {
+        Device {
+            index,
+            name,
+            dir,
+            clock: ManualClock::new(EPOCH_MS),
+            clock_offset_ms: 0,
+            drift_ppm: 0,
+            tenant,
+            engine: None,
+            generation: 0,
+            network_up: true,
+            app_online: true,
+            restart_scheduled: false,
+            timer_at: None,
+            holding: false,
+            held: Vec::new(),
+            in_flight: BTreeSet::new(),
+            sync_started_seq: 0,
+            sync_completed_seq: 0,
+            counters: Counters::default(),
+            planned_fates: VecDeque::new(),
+        }
+    }
+
+    /// The device's wall clock at virtual time `now_ms`.
+    pub fn device_ms(&self, now_ms: u64) -> u64 {
+        let drift_ms = (now_ms as i128 - EPOCH_MS as i128) * self.drift_ppm as i128 / 1_000_000;
+        let device_ms = now_ms as i128 + self.clock_offset_ms as i128 + drift_ms;
+        device_ms.clamp(0, u64::MAX as i128 / 2) as u64
+    }
+
+    /// Sets the injected clock before an engine call.
+    pub fn tick_clock(&self, now_ms: u64) {
+        self.clock.set_ms(self.device_ms(now_ms));
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.engine.is_some()
+    }
+
+    /// Every file of the logged-in tenant's database (missing ones included).
+    pub fn db_files(&self) -> Vec<PathBuf> {
+        let Some(tenant) = self.tenant.as_deref() else {
+            return Vec::new();
+        };
+        let tenant = TenantId::parse(tenant).expect("simulated tenant ids are valid");
+        DbLocation::new(&self.dir).db_files(&tenant).to_vec()
+    }
+
+    /// The app process dies: memory is lost and the files stay exactly as the dying
+    /// process left them (WAL and shared-memory index included). Answers to requests the
+    /// process sent are addressed to it and will be dropped.
+    pub fn kill(&mut self) {
+        let Some(engine) = self.engine.take() else {
+            return;
+        };
+        // Read every file while the connection is still open: that is the state a killed
+        // process leaves. Dropping the connection would checkpoint the WAL into the
+        // database and delete it, which a kill never does.
+        let files = self.db_files();
+        let left_behind: Vec<(PathBuf, Vec<u8>)> = files
+            .iter()
+            .filter_map(|path| std::fs::read(path).ok().map(|bytes| (path.clone(), bytes)))
+            .collect();
+        drop(engine);
+        for path in &files {
+            match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => panic!("removing {} after a kill: {error}", path.display()),
+            }
+        }
+        for (path, bytes) in left_behind {
+            std::fs::write(&path, bytes)
+                .unwrap_or_else(|error| panic!("restoring {}: {error}", path.display()));
+        }
+        self.forget_process();
+    }
+
+    /// What a process ending (killed or logged out) takes with it.
+    pub fn forget_process(&mut self) {
+        self.generation += 1;
+        self.timer_at = None;
+        self.in_flight.clear();
+        self.held.clear();
+    }
+}

@@ -1,0 +1,94 @@
+//! The fault model's verbs: the faults that strike a device around its user's actions
+//! (each drawn from its own class's stream), the cross-tenant probe, arming the crash
+//! points, and switching every fault off for the liveness phase.
+
+use super::{Event, Failure, Sim};
+use crate::profile::FaultClass;
+
+impl Sim {
+    // ---- the fault model --------------------------------------------------------------------
+
+    /// Switches every fault off (the liveness phase): nothing is injected any more, the
+    /// crash points stop firing, partitions and offline periods end.
+    pub fn stop_faults(&mut self) -> Result<(), Failure> {
+        self.faults.set_on(false);
+        self.kill_switch.borrow_mut().armed = false;
+        for index in 0..self.devices.len() {
+            self.heal(index);
+            if !self.devices[index].app_online {
+                self.online(index)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether crash points may fire at their configured rate (one-shot kills always do).
+    pub fn arm_crash_points(&mut self, armed: bool) {
+        self.kill_switch.borrow_mut().armed = armed && self.faults.is_on();
+    }
+
+    /// The faults that may strike a device around one of its user's actions, each drawn
+    /// from its own class's stream: a kill soon after, a partition, an offline period, a
+    /// clock jump, a cross-tenant probe. Every driver with a user uses this one draw.
+    pub fn inject_action_faults(&mut self, index: usize) -> Result<(), Failure> {
+        if self.faults.hit(FaultClass::KillBetweenCalls) {
+            let delay_ms = self
+                .faults
+                .stream(FaultClass::KillBetweenCalls)
+                .range(0, 3_000);
+            self.schedule(self.now_ms + delay_ms, Event::Kill { device: index });
+        }
+        if self.devices[index].network_up && self.faults.hit(FaultClass::Partition) {
+            let heal_ms = self
+                .faults
+                .stream(FaultClass::Partition)
+                .range(5_000, 120_000);
+            self.partition(index, Some(heal_ms));
+        }
+        if self.devices[index].app_online
+            && self.devices[index].is_running()
+            && self.faults.hit(FaultClass::OfflinePeriod)
+        {
+            let back_ms = self
+                .faults
+                .stream(FaultClass::OfflinePeriod)
+                .range(5_000, 300_000);
+            self.offline(index, Some(back_ms))?;
+        }
+        if self.faults.hit(FaultClass::ClockJump) {
+            let jump_max = self.knobs.clock_jump_ms_max;
+            let delta = self
+                .faults
+                .stream(FaultClass::ClockJump)
+                .range(0, 2 * jump_max) as i64
+                - jump_max as i64;
+            self.clock_jump(index, delta);
+        }
+        if self.tenants.len() > 1 && self.faults.hit(FaultClass::CrossTenantProbe) {
+            self.probe_cross_tenant(index, None)?;
+        }
+        Ok(())
+    }
+
+    /// Sends, with the device's token, a pull and a push naming another tenant (`other`,
+    /// or the first tenant that is not the device's); the oracle requires both refused.
+    pub fn probe_cross_tenant(&mut self, index: usize, other: Option<&str>) -> Result<(), Failure> {
+        let Some(own) = self.devices[index].tenant.clone() else {
+            return Ok(());
+        };
+        let other = match other {
+            Some(other) => other.to_owned(),
+            None => match self.tenants.iter().find(|tenant| **tenant != own) {
+                Some(other) => other.clone(),
+                None => return Ok(()),
+            },
+        };
+        self.trace(format!(
+            "{} cross-tenant probe {own} -> {other}",
+            self.devices[index].name
+        ));
+        let entity = self.entities[0].clone();
+        self.oracle
+            .probe_cross_tenant(&mut self.server, &own, &other, &entity, self.events)
+    }
+}

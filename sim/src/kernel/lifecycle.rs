@@ -1,0 +1,282 @@
+//! A device's app lifecycle in the kernel: opening (and reopening after a kill) the real
+//! engine with the oracle's reopen checks, every engine call and the draining of its
+//! outputs after it, kills now or at a crash point, log in / out, tenant switches.
+//! Nothing here decides when a kill happens; the fault model and the drivers do.
+
+use super::device::SimCrashHook;
+use super::{token_of, violation, CallError, Called, Event, Failure, Sim, RESTART_DELAY_MS_MAX};
+use crate::profile::FaultClass;
+use crate::rng::SimRng;
+use std::rc::Rc;
+use sync_engine::wire::SyncRequest;
+use sync_engine::{CrashPoint, DbLocation, Engine, EngineOptions, Env, SyncEvent, TenantId};
+
+impl Sim {
+    // ---- engines ----------------------------------------------------------------------------
+
+    /// Opens the device's engine if it is logged in and not running (the user opens the
+    /// app): reopen checks, auth token, then the app-open trigger. `Ok(false)` if there
+    /// was nothing to open.
+    pub fn restart(&mut self, index: usize) -> Result<bool, Failure> {
+        let device = &self.devices[index];
+        let Some(tenant) = device.tenant.clone() else {
+            return Ok(false);
+        };
+        if device.is_running() {
+            return Ok(false);
+        }
+        let now_ms = self.now_ms;
+        let device = &mut self.devices[index];
+        device.forget_process();
+        device.tick_clock(now_ms);
+        let entropy = SimRng::new(
+            self.seed,
+            1_000_000 + index as u64 * 100_000 + device.generation,
+        );
+        let mut options = EngineOptions::new(
+            DbLocation::new(&device.dir),
+            TenantId::parse(&tenant).expect("simulated tenant ids are valid"),
+            self.registry.clone(),
+        );
+        options.sync_after_write = self.knobs.sync_after_write;
+        let mut engine =
+            Engine::open(options, Env::new(device.clock.clone(), entropy)).map_err(|error| {
+                violation(format!(
+                    "{}: reopening the database failed: {error}",
+                    device.name
+                ))
+            })?;
+        self.oracle.check_reopened(device, &tenant, &engine)?;
+        engine.set_crash_hook(Box::new(SimCrashHook {
+            device: index,
+            switch: Rc::clone(&self.kill_switch),
+        }));
+        let app_online = device.app_online;
+        device.engine = Some(engine);
+        self.trace(format!(
+            "{} open tenant {tenant} generation {}",
+            self.devices[index].name, self.devices[index].generation
+        ));
+        let token = token_of(&tenant);
+        self.call(index, |engine| Ok(engine.set_auth_token(&token)?))?;
+        if !app_online {
+            self.call(index, |engine| Ok(engine.handle_network_change(false)?))?;
+        }
+        self.call(index, |engine| Ok(engine.handle_app_open()?))?;
+        Ok(true)
+    }
+
+    /// Calls the device's engine (if its app runs), then drains its outputs — always. A
+    /// kill inside the call takes the device down (a restart follows on its own); a
+    /// rejected input is traced and changes nothing.
+    pub fn call<T>(
+        &mut self,
+        index: usize,
+        f: impl FnOnce(&mut Engine) -> Result<T, CallError>,
+    ) -> Result<Called<T>, Failure> {
+        let now_ms = self.now_ms;
+        let device = &mut self.devices[index];
+        device.tick_clock(now_ms);
+        let Some(engine) = device.engine.as_mut() else {
+            return Ok(Called::NotRunning);
+        };
+        match f(engine) {
+            Ok(value) => {
+                self.drain(index)?;
+                Ok(Called::Done(value))
+            }
+            Err(CallError::Killed(point)) => {
+                self.faults.count(FaultClass::KillAtCrashPoint);
+                self.trace(format!(
+                    "{} killed at {}",
+                    self.devices[index].name,
+                    point.name()
+                ));
+                self.crash(index, None);
+                Ok(Called::Killed(point))
+            }
+            Err(CallError::Rejected(message)) => {
+                self.trace(format!("{} rejected: {message}", self.devices[index].name));
+                self.drain(index)?;
+                Ok(Called::Rejected(message))
+            }
+            Err(CallError::Fatal(message)) => Err(violation(format!(
+                "{}: engine storage error: {message}",
+                self.devices[index].name
+            ))),
+        }
+    }
+
+    /// After every input, drain the outputs: requests, events, the next timer.
+    pub(super) fn drain(&mut self, index: usize) -> Result<(), Failure> {
+        let now_ms = self.now_ms;
+        let device = &mut self.devices[index];
+        let device_now_ms = device.device_ms(now_ms);
+        let Some(engine) = device.engine.as_mut() else {
+            return Ok(());
+        };
+        let requests: Vec<SyncRequest> = std::iter::from_fn(|| engine.poll_request()).collect();
+        let events: Vec<SyncEvent> = std::iter::from_fn(|| engine.poll_event()).collect();
+        let timer_at = engine
+            .poll_timeout()
+            .map(|deadline| now_ms + deadline.saturating_sub(device_now_ms));
+        let generation = device.generation;
+        if let Some(at_ms) = timer_at.filter(|at_ms| device.timer_at != Some(*at_ms)) {
+            device.timer_at = Some(at_ms);
+            self.schedule(
+                at_ms,
+                Event::EngineTimer {
+                    device: index,
+                    generation,
+                },
+            );
+        }
+        for event in events {
+            self.engine_event(index, event)?;
+        }
+        for request in requests {
+            self.send(index, request);
+        }
+        Ok(())
+    }
+
+    pub(super) fn engine_event(&mut self, index: usize, event: SyncEvent) -> Result<(), Failure> {
+        let device = &mut self.devices[index];
+        let tenant = device.tenant.clone().unwrap_or_default();
+        match &event {
+            SyncEvent::SyncStarted { .. } => {
+                device.sync_started_seq += 1;
+                device.counters.syncs_started += 1;
+            }
+            SyncEvent::SyncCompleted => {
+                device.sync_completed_seq = device.sync_started_seq;
+                self.syncs_completed += 1;
+            }
+            SyncEvent::ConflictStored { .. } => self.conflicts_stored += 1,
+            _ => {}
+        }
+        self.trace(format!("{} event {event:?}", self.devices[index].name));
+        self.oracle
+            .engine_event(&self.devices[index], &tenant, &event)?;
+        if self.collect_events {
+            self.collected.entry(index).or_default().push(event);
+        }
+        Ok(())
+    }
+
+    /// Records the device's current copy of `client_id` as a write the app was told
+    /// succeeded.
+    pub fn acknowledge(&mut self, index: usize, client_id: &str) -> Result<(), Failure> {
+        let device = &self.devices[index];
+        let (Some(tenant), Some(engine)) = (device.tenant.as_deref(), device.engine.as_ref())
+        else {
+            return Ok(());
+        };
+        let record = engine
+            .get(client_id)
+            .map_err(|error| violation(error.to_string()))?
+            .ok_or_else(|| {
+                violation(format!(
+                    "{}: acknowledged record {client_id} is not readable",
+                    device.name
+                ))
+            })?;
+        self.oracle.acknowledge(index, tenant, &record);
+        Ok(())
+    }
+
+    // ---- lifecycle verbs ------------------------------------------------------------------
+
+    /// Kills the app now (`at: None`), leaving its files as a killed process leaves them,
+    /// or arms a kill the next time the engine reaches crash point `at`. A restart follows
+    /// after a short random delay unless a driver restarts it first.
+    pub fn crash(&mut self, index: usize, at: Option<CrashPoint>) {
+        if let Some(point) = at {
+            self.kill_switch.borrow_mut().one_shot.insert(index, point);
+            return;
+        }
+        if !self.devices[index].is_running() {
+            return;
+        }
+        self.devices[index].kill();
+        self.trace(format!("{} killed", self.devices[index].name));
+        if !self.devices[index].restart_scheduled {
+            self.devices[index].restart_scheduled = true;
+            let at_ms = self.now_ms + self.restarts.range(100, RESTART_DELAY_MS_MAX);
+            self.schedule(at_ms, Event::Restart { device: index });
+        }
+    }
+
+    /// Kills the app now, like [`Sim::crash`], and keeps it down until a driver calls
+    /// [`Sim::restart`]: the user closed it and has not opened it again (a scenario's
+    /// `kill` ... `restart`). No restart is scheduled; one already scheduled is called off.
+    pub fn kill(&mut self, index: usize) {
+        self.crash(index, None);
+        self.unschedule(|event| matches!(event, Event::Restart { device } if *device == index));
+        self.devices[index].restart_scheduled = false;
+        assert!(!self.devices[index].is_running());
+    }
+
+    /// Starts the device's counters over (a scenario's `reset-counters`): no requests and
+    /// no syncs counted, and at most as many requests in flight as are in flight now.
+    pub fn reset_counters(&mut self, index: usize) {
+        let device = &mut self.devices[index];
+        device.counters = super::device::Counters {
+            max_in_flight: device.in_flight.len(),
+            ..super::device::Counters::default()
+        };
+    }
+
+    /// Logs the device in to `tenant` and opens its database.
+    pub fn login(&mut self, index: usize, tenant: &str) -> Result<(), Failure> {
+        assert!(self.devices[index].tenant.is_none(), "log out first");
+        self.trace(format!("{} logs in to {tenant}", self.devices[index].name));
+        self.devices[index].tenant = Some(tenant.to_owned());
+        self.restart(index).map(drop)
+    }
+
+    /// Logs out: the tenant's database is dropped (every file of it), with whatever was
+    /// not synced. Fails if a file of the tenant stays behind.
+    pub fn logout(&mut self, index: usize) -> Result<(), Failure> {
+        let Some(tenant) = self.devices[index].tenant.clone() else {
+            return Ok(());
+        };
+        let name = self.devices[index].name.clone();
+        self.trace(format!("{name} logs out of {tenant}"));
+        let engine = self.devices[index].engine.take();
+        self.devices[index].forget_process();
+        self.oracle.model.discard_device_tenant(index, &tenant);
+        self.oracle.reset_cursors(index, &tenant);
+        let dropped = match engine {
+            Some(engine) => engine.drop_database(),
+            None => sync_engine::drop_tenant_database(
+                &DbLocation::new(&self.devices[index].dir),
+                &TenantId::parse(&tenant).expect("simulated tenant ids are valid"),
+            ),
+        };
+        dropped
+            .map_err(|error| violation(format!("{name}: dropping the database failed: {error}")))?;
+        if let Some(path) = self.devices[index]
+            .db_files()
+            .into_iter()
+            .find(|path| path.exists())
+        {
+            return Err(violation(format!(
+                "{name}: logout left {} of {tenant} behind",
+                path.display()
+            )));
+        }
+        self.devices[index].tenant = None;
+        Ok(())
+    }
+
+    /// Closes the app on one tenant and opens it on another (the old database stays).
+    pub fn switch_tenant(&mut self, index: usize, tenant: &str) -> Result<(), Failure> {
+        let name = &self.devices[index].name;
+        let current = self.devices[index].tenant.clone().unwrap_or_default();
+        self.trace(format!("{name} switches tenant {current} -> {tenant}"));
+        self.devices[index].engine = None;
+        self.devices[index].tenant = Some(tenant.to_owned());
+        self.restart(index).map(drop)
+    }
+}

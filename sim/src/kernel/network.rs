@@ -1,0 +1,78 @@
+//! The simulated network between devices and the reference server.
+//!
+//! Fault model, per request, each class drawn from its own stream: the request is lost (the
+//! device sees a timeout), the server fails before applying (`SERVER_BUSY`), the server
+//! applies and the response is lost (timeout), the server applies and answers too late
+//! (a timeout first, the real answer later), the request is delivered twice, or it is
+//! delayed (which reorders deliveries across devices). During a partition every request
+//! fails as unreachable. The network never inspects or alters payloads.
+
+use super::faults::Faults;
+use crate::profile::{FaultClass, Knobs};
+use crate::rng::SimRng;
+
+/// How one request travels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestFate {
+    /// Never reaches the server.
+    Lost,
+    /// Reaches the server after `latency_ms`.
+    Delivered {
+        latency_ms: u64,
+        server: ServerFate,
+        duplicate_after_ms: Option<u64>,
+    },
+}
+
+/// What happens at the server and on the way back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerFate {
+    Normal { return_latency_ms: u64 },
+    Busy { return_latency_ms: u64 },
+    ResponseLost,
+    TimeoutThenLate { late_by_ms: u64 },
+}
+
+/// Draws a request's fate. Whether each fault fires, and its parameters, come from that
+/// class's own stream; latencies come from `latency_rng`, two draws per leg whatever
+/// fires, so the network's timing does not shift when a class is switched off.
+pub fn plan_request(faults: &mut Faults, latency_rng: &mut SimRng, knobs: &Knobs) -> RequestFate {
+    let mut latency = |delayed: bool| {
+        let normal_ms = latency_rng.range(1, 20);
+        let delayed_ms =
+            latency_rng.range(knobs.network_delay_ms_max / 2, knobs.network_delay_ms_max);
+        if delayed {
+            delayed_ms
+        } else {
+            normal_ms
+        }
+    };
+    let lost = faults.hit(FaultClass::RequestLost);
+    let delayed = faults.hit(FaultClass::Delay);
+    let latency_ms = latency(delayed);
+    let return_latency_ms = latency(delayed);
+    if lost {
+        return RequestFate::Lost;
+    }
+    let server = if faults.hit(FaultClass::ServerBusy) {
+        ServerFate::Busy { return_latency_ms }
+    } else if faults.hit(FaultClass::ResponseLost) {
+        ServerFate::ResponseLost
+    } else if faults.hit(FaultClass::ServerTimeout) {
+        ServerFate::TimeoutThenLate {
+            late_by_ms: faults
+                .stream(FaultClass::ServerTimeout)
+                .range(1, knobs.request_timeout_ms),
+        }
+    } else {
+        ServerFate::Normal { return_latency_ms }
+    };
+    let duplicate_after_ms = faults
+        .hit(FaultClass::DuplicateDelivery)
+        .then(|| faults.stream(FaultClass::DuplicateDelivery).range(1, 2_000));
+    RequestFate::Delivered {
+        latency_ms,
+        server,
+        duplicate_after_ms,
+    }
+}

@@ -1,0 +1,277 @@
+//! The one delivery path: requests a device sends go through the network's fates to the
+//! reference server and come back as deliveries addressed to the process that sent them;
+//! partitions, offline periods, clock jumps, and the hold / release / deliver verbs with
+//! which a driver answers requests itself. Payloads are never inspected or altered here.
+
+use super::network::{plan_request, RequestFate, ServerFate};
+use super::{Called, Event, Failure, Sim, EPOCH_MS};
+use crate::profile::FaultClass;
+use crate::server::{ServerFault, ServerReply};
+use serde_json::Value;
+use sync_engine::wire::SyncRequest;
+use sync_engine::TransportError;
+
+impl Sim {
+    // ---- network verbs --------------------------------------------------------------------
+
+    /// Cuts the device off the network (the app is not told); heals by itself after
+    /// `heal_after_ms` if given. The latest partition decides when it ends: a heal an
+    /// earlier one scheduled is called off, so it cannot end an open-ended cut early.
+    pub fn partition(&mut self, index: usize, heal_after_ms: Option<u64>) {
+        self.unschedule(
+            |event| matches!(event, Event::PartitionHeal { device } if *device == index),
+        );
+        self.devices[index].network_up = false;
+        self.trace(format!("{} partitioned", self.devices[index].name));
+        if let Some(after_ms) = heal_after_ms {
+            self.schedule(
+                self.now_ms + after_ms,
+                Event::PartitionHeal { device: index },
+            );
+        }
+    }
+
+    pub fn heal(&mut self, index: usize) {
+        if !self.devices[index].network_up {
+            self.devices[index].network_up = true;
+            self.trace(format!("{} partition healed", self.devices[index].name));
+        }
+    }
+
+    /// The app learns it is offline; back online by itself after `back_after_ms` if given.
+    /// The latest offline period decides when it ends: a return an earlier one scheduled
+    /// is called off.
+    pub fn offline(&mut self, index: usize, back_after_ms: Option<u64>) -> Result<(), Failure> {
+        self.unschedule(|event| matches!(event, Event::BackOnline { device } if *device == index));
+        self.set_app_online(index, false)?;
+        if let Some(after_ms) = back_after_ms {
+            self.schedule(self.now_ms + after_ms, Event::BackOnline { device: index });
+        }
+        Ok(())
+    }
+
+    /// The app learns the network is back (a network-regained trigger).
+    pub fn online(&mut self, index: usize) -> Result<(), Failure> {
+        self.set_app_online(index, true)
+    }
+
+    pub(super) fn set_app_online(&mut self, index: usize, online: bool) -> Result<(), Failure> {
+        self.devices[index].app_online = online;
+        self.trace(format!("{} app online={online}", self.devices[index].name));
+        self.call(index, |engine| Ok(engine.handle_network_change(online)?))?;
+        Ok(())
+    }
+
+    /// Moves the device's wall clock (backwards too).
+    pub fn clock_jump(&mut self, index: usize, delta_ms: i64) {
+        self.devices[index].clock_offset_ms += delta_ms;
+        self.trace(format!(
+            "{} clock jumps {delta_ms} ms",
+            self.devices[index].name
+        ));
+    }
+
+    /// From now on the device's requests wait in [`Sim::take_held`] instead of going out.
+    pub fn hold(&mut self, index: usize) {
+        self.devices[index].holding = true;
+    }
+
+    /// Sends every held request through the network and stops holding.
+    pub fn release(&mut self, index: usize) {
+        self.devices[index].holding = false;
+        for request in std::mem::take(&mut self.devices[index].held) {
+            self.send(index, request);
+        }
+    }
+
+    /// The fates of the device's next requests, in order, instead of drawing them: a test
+    /// that needs "the second push's response is lost" says so here.
+    pub fn plan_fates(&mut self, index: usize, fates: impl IntoIterator<Item = RequestFate>) {
+        self.devices[index].planned_fates.extend(fates);
+    }
+
+    /// The held requests, for a driver that answers them itself ([`Sim::deliver`]).
+    pub fn take_held(&mut self, index: usize) -> Vec<SyncRequest> {
+        std::mem::take(&mut self.devices[index].held)
+    }
+
+    /// Hands the device an answer now, as if it came off the wire.
+    pub fn deliver(
+        &mut self,
+        index: usize,
+        request_id: u64,
+        response: Result<Value, TransportError>,
+    ) -> Result<Called<()>, Failure> {
+        self.devices[index].in_flight.remove(&request_id);
+        let called = self.call(index, |engine| {
+            Ok(engine.handle_response(request_id, response)?)
+        })?;
+        let device = &self.devices[index];
+        if let (Some(tenant), Some(engine)) = (device.tenant.as_deref(), device.engine.as_ref()) {
+            self.oracle
+                .check_cursors(device, tenant, engine, &self.entities)?;
+        }
+        Ok(called)
+    }
+
+    pub(super) fn send(&mut self, index: usize, request: SyncRequest) {
+        if self.collect_requests {
+            self.sent.entry(index).or_default().push(request.clone());
+        }
+        let device = &mut self.devices[index];
+        *device
+            .counters
+            .requests
+            .entry(request.operation_name.clone())
+            .or_insert(0) += 1;
+        device.in_flight.insert(request.request_id);
+        device.counters.max_in_flight = device.counters.max_in_flight.max(device.in_flight.len());
+        if device.holding {
+            device.held.push(request);
+            return;
+        }
+        let generation = device.generation;
+        let name = &device.name;
+        self.trace.record(format!(
+            "{:>9} {name} -> {} #{}",
+            self.now_ms - EPOCH_MS,
+            request.operation_name,
+            request.request_id
+        ));
+        let timeout_at = self.now_ms + self.knobs.request_timeout_ms;
+        let planned = self.devices[index].planned_fates.pop_front();
+        let delivery = |response| Event::Delivery {
+            device: index,
+            generation,
+            request_id: request.request_id,
+            operation_name: request.operation_name.clone(),
+            response,
+        };
+        if !self.devices[index].network_up {
+            self.faults.count(FaultClass::Partition);
+            let event = delivery(Err(TransportError::unreachable("network partition")));
+            self.schedule(self.now_ms + 50, event);
+            return;
+        }
+        let fate = match planned {
+            Some(fate) => fate,
+            None => plan_request(&mut self.faults, &mut self.latency, &self.knobs),
+        };
+        match fate {
+            RequestFate::Lost => {
+                let event = delivery(Err(TransportError::timeout("request lost")));
+                self.schedule(timeout_at, event);
+            }
+            RequestFate::Delivered {
+                latency_ms,
+                server,
+                duplicate_after_ms,
+            } => {
+                let arrive_at = self.now_ms + latency_ms;
+                if let Some(after_ms) = duplicate_after_ms {
+                    let duplicate = Event::ServerArrival {
+                        device: index,
+                        generation,
+                        request: Box::new(request.clone()),
+                        fate: ServerFate::Normal {
+                            return_latency_ms: 5,
+                        },
+                        duplicate: true,
+                    };
+                    self.schedule(arrive_at + after_ms, duplicate);
+                }
+                let event = Event::ServerArrival {
+                    device: index,
+                    generation,
+                    request: Box::new(request),
+                    fate: server,
+                    duplicate: false,
+                };
+                self.schedule(arrive_at, event);
+            }
+        }
+    }
+
+    pub(super) fn server_arrival(
+        &mut self,
+        index: usize,
+        // The process that sent the request: its answer is addressed to it, not to a
+        // process restarted since.
+        generation: u64,
+        request: &SyncRequest,
+        fate: ServerFate,
+        duplicate: bool,
+    ) {
+        self.server_requests += 1;
+        let deliver = |sim: &mut Sim, at_ms: u64, response: Result<Value, TransportError>| {
+            let event = Event::Delivery {
+                device: index,
+                generation,
+                request_id: request.request_id,
+                operation_name: request.operation_name.clone(),
+                response,
+            };
+            sim.schedule(at_ms, event);
+        };
+        let timeout_at = self.now_ms + self.knobs.request_timeout_ms;
+        self.trace(format!(
+            "server <- {} {} #{} {fate:?} duplicate={duplicate}",
+            self.devices[index].name, request.operation_name, request.request_id
+        ));
+        match fate {
+            ServerFate::Normal { return_latency_ms } => {
+                let response = self.server.handle(request);
+                deliver(self, self.now_ms + return_latency_ms, Ok(response));
+            }
+            ServerFate::Busy { return_latency_ms } => {
+                let ServerReply::Response(response) = self
+                    .server
+                    .handle_with_fault(request, ServerFault::FailBeforeApplying)
+                else {
+                    unreachable!("failing before applying still answers");
+                };
+                deliver(self, self.now_ms + return_latency_ms, Ok(response));
+            }
+            ServerFate::ResponseLost => {
+                let reply = self
+                    .server
+                    .handle_with_fault(request, ServerFault::ApplyThenLoseResponse);
+                assert!(matches!(reply, ServerReply::Lost));
+                let lost = Err(TransportError::timeout("response lost"));
+                deliver(self, timeout_at, lost);
+            }
+            ServerFate::TimeoutThenLate { late_by_ms } => {
+                let response = self.server.handle(request);
+                let too_slow = Err(TransportError::timeout("server too slow"));
+                deliver(self, timeout_at, too_slow);
+                deliver(self, timeout_at + late_by_ms, Ok(response));
+            }
+        }
+    }
+
+    pub(super) fn delivery(
+        &mut self,
+        index: usize,
+        generation: u64,
+        request_id: u64,
+        operation_name: &str,
+        response: Result<Value, TransportError>,
+    ) -> Result<(), Failure> {
+        let name = self.devices[index].name.clone();
+        if self.devices[index].generation != generation || !self.devices[index].is_running() {
+            self.trace(format!(
+                "{name} <- #{request_id} dropped: the process that sent it is gone"
+            ));
+            return Ok(());
+        }
+        let summary = match &response {
+            Ok(_) => "response".to_owned(),
+            Err(error) => format!("transport error {:?}", error.kind),
+        };
+        self.trace(format!(
+            "{name} <- {operation_name} #{request_id} {summary}"
+        ));
+        self.deliver(index, request_id, response)?;
+        Ok(())
+    }
+}

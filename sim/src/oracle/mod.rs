@@ -1,0 +1,429 @@
+//! The oracle: the reference model of acknowledged writes and every invariant the
+//! simulator checks, as the run goes and at its end. Every driver — the random world, the
+//! scenarios, the fuzz targets, the integration tests — asks this one module; a
+//! scenario's `expect converged` is [`Oracle::difference`], not a second checker.
+//!
+//! Checked as the run goes: a reopened database passes `check_invariants` and holds no
+//! other tenant's rows; cursors never move backwards; a `versionHash` repair never
+//! happens (it would mean the local copy silently diverged); a request with one tenant's
+//! token naming another tenant is refused and changes nothing. Checked at the end: one
+//! server effect per `opId`, no duplicate records, tenant isolation on the server and on
+//! every device, no acknowledged write lost, and every device equal to the server.
+//!
+//! The oracle reads engines and the server; it never drives them.
+
+mod model;
+
+pub use model::{AckedWrite, Model, ServerView};
+
+use crate::kernel::device::Device;
+use crate::kernel::{token_of, violation, Failure};
+use crate::server::ReferenceServer;
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use sync_engine::wire::{ErrorCode, SyncRequest};
+use sync_engine::{Engine, OpStatus, Record, SyncEvent};
+
+#[derive(Debug, Default)]
+pub struct Oracle {
+    pub model: Model,
+    /// Last cursor seen per (device, tenant, entity), as (commit stamp, row id).
+    cursors: BTreeMap<(usize, String, String), (u64, String)>,
+    pub invariant_checks: u64,
+    pub acknowledged_writes: u64,
+    /// True when a driver answers the devices' requests itself and may lie, as a hostile
+    /// server would (the fuzz targets). The checks that hold only for the reference
+    /// server's honest answers — cursors never move backwards, no `versionHash` repair —
+    /// are then skipped; every other check stays.
+    pub hostile_server: bool,
+}
+
+impl Oracle {
+    /// The app was told this write succeeded: the record as the device now holds it must
+    /// survive unless something the model knows of discards it.
+    pub fn acknowledge(&mut self, device: usize, tenant: &str, record: &Record) {
+        self.model.acknowledge(
+            tenant,
+            &record.client_id,
+            AckedWrite {
+                device,
+                entity: record.entity.clone(),
+                space_id: record.space_id.clone(),
+                stamp: record.updated_at,
+                data: record.data.clone(),
+                deleted: record.is_deleted,
+                discarded: None,
+            },
+        );
+        self.acknowledged_writes += 1;
+    }
+
+    /// A database just reopened: its own invariants hold, and it holds no row another
+    /// tenant created. Writes committed just before a kill were never acknowledged, so
+    /// the model learns their ids here.
+    pub fn check_reopened(
+        &mut self,
+        device: &Device,
+        tenant: &str,
+        engine: &Engine,
+    ) -> Result<(), Failure> {
+        let name = &device.name;
+        engine
+            .check_invariants()
+            .map_err(|message| violation(format!("{name} after reopen: {message}")))?;
+        self.invariant_checks += 1;
+        for record in engine.all_records().map_err(storage)? {
+            if let Some(owner) = self.model.tenant_of(&record.client_id) {
+                if owner != tenant {
+                    return Err(violation(format!(
+                        "tenant isolation: {name}'s {tenant} database holds {} created in {owner}",
+                        record.client_id
+                    )));
+                }
+            }
+            self.model.record_create(tenant, &record.client_id);
+        }
+        Ok(())
+    }
+
+    /// What an engine event tells the oracle.
+    pub fn engine_event(
+        &mut self,
+        device: &Device,
+        tenant: &str,
+        event: &SyncEvent,
+    ) -> Result<(), Failure> {
+        match event {
+            SyncEvent::OpFailed { client_id, .. } => {
+                self.model.discard_record(
+                    device.index,
+                    tenant,
+                    client_id,
+                    "reported permanent failure",
+                );
+            }
+            SyncEvent::RepairStarted { entity } if !self.hostile_server => {
+                return Err(violation(format!(
+                    "silent divergence: {}'s copy of {entity} in tenant {tenant} disagreed with the server's \
+                     versionHash after a complete pull with nothing pending",
+                    device.name
+                )));
+            }
+            SyncEvent::ForceCompleted { entity } => {
+                self.cursors
+                    .remove(&(device.index, tenant.to_owned(), entity.clone()));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Cursors never move backwards (a repair, force, wipe or logout resets them).
+    pub fn check_cursors(
+        &mut self,
+        device: &Device,
+        tenant: &str,
+        engine: &Engine,
+        entities: &[String],
+    ) -> Result<(), Failure> {
+        if self.hostile_server {
+            // A lying server may hand out any cursor; only its honest answers must not
+            // move a cursor backwards.
+            return Ok(());
+        }
+        self.invariant_checks += 1;
+        for entity in entities {
+            let Some(cursor) = engine.cursor(entity).map_err(storage)? else {
+                continue;
+            };
+            let parsed = parse_cursor(&cursor);
+            let key = (device.index, tenant.to_owned(), entity.clone());
+            if let Some(previous) = self.cursors.get(&key) {
+                if parsed < *previous {
+                    return Err(violation(format!(
+                        "cursor moved backwards on {} tenant {tenant} {entity}: {previous:?} -> {parsed:?}",
+                        device.name
+                    )));
+                }
+            }
+            self.cursors.insert(key, parsed);
+        }
+        Ok(())
+    }
+
+    /// A force from the server, a wipe or a logout starts the device's cursors over.
+    pub fn reset_cursors(&mut self, device: usize, tenant: &str) {
+        self.cursors
+            .retain(|(index, cursor_tenant, _), _| !(*index == device && cursor_tenant == tenant));
+    }
+
+    /// A pull and a push carrying `own`'s token but naming tenant `other` must be refused
+    /// and must change nothing on the server.
+    pub fn probe_cross_tenant(
+        &mut self,
+        server: &mut ReferenceServer,
+        own: &str,
+        other: &str,
+        entity: &str,
+        probe_number: u64,
+    ) -> Result<(), Failure> {
+        let tenants = server.tenants();
+        let effects_before = server.effects().len();
+        let stamps_before: Vec<u64> = tenants.iter().map(|t| server.commit_stamp(t)).collect();
+        let pull = SyncRequest {
+            request_id: 0,
+            operation_name: format!("syncPull{entity}"),
+            tenant_id: own.to_owned(),
+            token: token_of(own),
+            variables: json!({ "lastSyncAt": null, "tenantId": other, "limit": 1000 }),
+        };
+        let push = SyncRequest {
+            request_id: 0,
+            operation_name: format!("syncPush{entity}"),
+            tenant_id: own.to_owned(),
+            token: token_of(own),
+            variables: json!({ "tenantId": other, "payload": [{
+                "clientId": format!("0190c0de-0000-7000-8000-{probe_number:012}"), "id": null,
+                "operation": "insert", "data": {"probe": true},
+                "opId": format!("0190c0de-0000-7000-9000-{probe_number:012}"), "baseVersion": 0,
+                "force": false, "spaceId": "space-0", "updatedAt": 1
+            }] }),
+        };
+        for request in [pull, push] {
+            let response = server.handle(&request);
+            let code = response.pointer("/errors/0/extensions/code").cloned();
+            if code != Some(json!(ErrorCode::Unauthorized)) {
+                return Err(violation(format!(
+                    "tenant isolation: a {} with {own}'s token for tenant {other} was not refused: {}",
+                    request.operation_name,
+                    response.to_string().chars().take(200).collect::<String>()
+                )));
+            }
+        }
+        let stamps_after: Vec<u64> = tenants.iter().map(|t| server.commit_stamp(t)).collect();
+        if server.effects().len() != effects_before || stamps_after != stamps_before {
+            return Err(violation(
+                "tenant isolation: an unauthorized request changed server state".to_owned(),
+            ));
+        }
+        self.invariant_checks += 1;
+        Ok(())
+    }
+
+    /// The first way a logged-in device is not settled or differs from the server, or
+    /// `None` when every one of them has converged.
+    pub fn difference(
+        &self,
+        devices: &[Device],
+        server: &ReferenceServer,
+    ) -> Result<Option<String>, Failure> {
+        for device in devices {
+            let Some(tenant) = device.tenant.as_deref() else {
+                continue;
+            };
+            let Some(engine) = device.engine.as_ref() else {
+                return Ok(Some(format!("{} is not running", device.name)));
+            };
+            let status = engine
+                .status()
+                .map_err(|error| violation(error.to_string()))?;
+            if status.syncing || status.pending_ops > 0 || status.open_conflicts > 0 {
+                return Ok(Some(format!("{} is not settled: {status:?}", device.name)));
+            }
+            let local = device_canonical(engine)?;
+            let remote = server_canonical(server, tenant, &local.excluded);
+            if local.rows != remote {
+                return Ok(Some(format!(
+                    "{} differs from the server in tenant {tenant}: {}",
+                    device.name,
+                    first_difference(&local.rows, &remote)
+                )));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Exactly one server effect per `opId`, one server row per client id.
+    pub fn check_no_duplicates(&mut self, server: &ReferenceServer) -> Result<(), Failure> {
+        self.invariant_checks += 1;
+        let mut effects: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+        for effect in server.effects() {
+            *effects
+                .entry((&effect.tenant_id, &effect.op_id))
+                .or_insert(0) += 1;
+        }
+        if let Some(((tenant, op_id), count)) = effects.iter().find(|(_, count)| **count > 1) {
+            return Err(violation(format!(
+                "op {op_id} of tenant {tenant} changed the server {count} times (exactly once expected)"
+            )));
+        }
+        for tenant in server.tenants() {
+            let mut seen = BTreeSet::new();
+            for record in server.records(&tenant) {
+                if !seen.insert(record.client_id.as_str()) {
+                    return Err(violation(format!(
+                        "duplicate record: client id {} twice in tenant {tenant}",
+                        record.client_id
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The end of a run, after it converged: the server's own invariants, no duplicates,
+    /// tenant isolation on the server and every device, every device database's own
+    /// invariants, and no acknowledged write lost.
+    pub fn final_checks(
+        &mut self,
+        devices: &[Device],
+        server: &ReferenceServer,
+    ) -> Result<(), Failure> {
+        server.check_invariants();
+        self.check_no_duplicates(server)?;
+        let mut server_rows: BTreeMap<(String, String), ServerRow> = BTreeMap::new();
+        for tenant in server.tenants() {
+            for record in server.records(&tenant) {
+                if !self.model.created_in(&tenant, &record.client_id) {
+                    let owner = self
+                        .model
+                        .tenant_of(&record.client_id)
+                        .unwrap_or("nobody")
+                        .to_owned();
+                    return Err(violation(format!(
+                        "tenant isolation: the server holds {} (created in {owner}) in tenant {tenant}",
+                        record.client_id
+                    )));
+                }
+                server_rows.insert(
+                    (tenant.clone(), record.client_id.clone()),
+                    (record.updated_at, record.is_deleted, record.data.clone()),
+                );
+            }
+        }
+        let mut device_tenants = BTreeMap::new();
+        for device in devices {
+            let (Some(tenant), Some(engine)) = (&device.tenant, &device.engine) else {
+                continue;
+            };
+            device_tenants.insert(device.index, tenant.clone());
+            engine
+                .check_invariants()
+                .map_err(|message| violation(format!("{}: {message}", device.name)))?;
+            for record in engine.all_records().map_err(storage)? {
+                if !self.model.created_in(tenant, &record.client_id) {
+                    return Err(violation(format!(
+                        "tenant isolation: {} holds {} in tenant {tenant}'s database",
+                        device.name, record.client_id
+                    )));
+                }
+            }
+        }
+        let checked = self
+            .model
+            .check_no_lost_writes(&device_tenants, |tenant, client_id| {
+                server_rows
+                    .get(&(tenant.to_owned(), client_id.to_owned()))
+                    .map(|(updated_at, is_deleted, data)| ServerView {
+                        updated_at: *updated_at,
+                        is_deleted: *is_deleted,
+                        data,
+                    })
+            });
+        self.invariant_checks += 1;
+        checked.map(|_| ()).map_err(violation)
+    }
+}
+
+fn storage(error: sync_engine::ReadError) -> Failure {
+    violation(error.to_string())
+}
+
+/// A server row's (stamp, deleted, data), keyed by (tenant, client id) in the final checks.
+type ServerRow = (sync_engine::HlcStamp, bool, Map<String, Value>);
+
+/// A canonical row: (entity, server id, client id, space, version, stamp, data as JSON).
+pub type CanonicalRow = (String, Option<String>, String, String, i64, u64, String);
+
+pub struct DeviceCanonical {
+    pub rows: Vec<CanonicalRow>,
+    /// Client ids left out: their op failed for good (reported), so they may differ.
+    pub excluded: BTreeSet<String>,
+}
+
+/// A device's live rows in canonical order, without those whose op failed for good.
+pub fn device_canonical(engine: &Engine) -> Result<DeviceCanonical, Failure> {
+    let excluded: BTreeSet<String> = engine
+        .queued_ops()
+        .map_err(storage)?
+        .into_iter()
+        .filter(|op| op.status == OpStatus::Failed)
+        .map(|op| op.entity_id)
+        .collect();
+    let mut rows: Vec<CanonicalRow> = engine
+        .all_records()
+        .map_err(storage)?
+        .into_iter()
+        .filter(|record| !record.is_deleted && !excluded.contains(&record.client_id))
+        .map(|record| {
+            let data = Value::Object(record.data).to_string();
+            (
+                record.entity,
+                record.server_id,
+                record.client_id,
+                record.space_id,
+                record.version,
+                record.updated_at.0,
+                data,
+            )
+        })
+        .collect();
+    rows.sort();
+    Ok(DeviceCanonical { rows, excluded })
+}
+
+/// The server's live rows of `tenant` in the same canonical form.
+pub fn server_canonical(
+    server: &ReferenceServer,
+    tenant: &str,
+    excluded: &BTreeSet<String>,
+) -> Vec<CanonicalRow> {
+    let mut rows: Vec<CanonicalRow> = server
+        .records(tenant)
+        .into_iter()
+        .filter(|record| !record.is_deleted && !excluded.contains(&record.client_id))
+        .map(|record| {
+            let data = Value::Object(record.data.clone()).to_string();
+            (
+                record.entity.clone(),
+                Some(record.id.clone()),
+                record.client_id.clone(),
+                record.space_id.clone(),
+                record.version,
+                record.updated_at.0,
+                data,
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+pub fn first_difference(local: &[CanonicalRow], server: &[CanonicalRow]) -> String {
+    let local_only = local.iter().find(|row| !server.contains(row));
+    let server_only = server.iter().find(|row| !local.contains(row));
+    format!(
+        "{} local rows vs {} server rows; first local-only {:?}; first server-only {:?}",
+        local.len(),
+        server.len(),
+        local_only,
+        server_only
+    )
+}
+
+fn parse_cursor(cursor: &str) -> (u64, String) {
+    match cursor.split_once('.') {
+        Some((stamp, id)) => (stamp.parse().unwrap_or(0), id.to_owned()),
+        None => (0, String::new()),
+    }
+}
