@@ -31,7 +31,7 @@ fn main() -> ExitCode {
                     let kills: u64 = runs.iter().map(|run| run.kills).sum();
                     let faults: u64 = runs.iter().map(|run| run.faults_fired).sum();
                     println!(
-                        "scenario {name}: {} runs, {faults} network faults, {kills} kills",
+                        "scenario {name}: {} runs, {faults} faults, {kills} kills",
                         runs.len()
                     );
                 }
