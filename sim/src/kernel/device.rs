@@ -2,9 +2,9 @@
 //!
 //! Fault model: the device clock is virtual time plus an offset, a drift (ppm) and
 //! jumps (backwards too). An app kill ([`Device::kill`]) leaves the SQLite files exactly
-//! as a killed process leaves them: the database, its `-wal` and `-shm` are copied while
-//! the connection is still open, the engine is dropped (which would checkpoint and remove
-//! the WAL), and the copies are put back, so the next open runs SQLite's real WAL
+//! as a killed process leaves them: the engine's connection is closed while a second one
+//! keeps the database open, and that one closes without checkpointing, so the database,
+//! its `-wal` and `-shm` are untouched and the next open runs SQLite's real WAL
 //! recovery. The device knows nothing of the network or the scheduler.
 
 use super::EPOCH_MS;
@@ -156,27 +156,35 @@ impl Device {
         let Some(engine) = self.engine.take() else {
             return;
         };
-        // Read every file while the connection is still open: that is the state a killed
-        // process leaves. Dropping the connection would checkpoint the WAL into the
-        // database and delete it, which a kill never does.
-        let files = self.db_files();
-        let left_behind: Vec<(PathBuf, Vec<u8>)> = files
-            .iter()
-            .filter_map(|path| std::fs::read(path).ok().map(|bytes| (path.clone(), bytes)))
-            .collect();
+        // Dropping the engine's connection cleanly would checkpoint the WAL into the
+        // database and delete it, which a kill never does. SQLite checkpoints on close
+        // only in the last connection to a database, so a second connection is opened
+        // first and closed last with checkpoint-on-close switched off: the WAL, the
+        // database file and the shared-memory index keep exactly what the killed process
+        // left, without copying a byte.
+        let main = self.db_path();
+        let keeper = rusqlite::Connection::open(&main)
+            .unwrap_or_else(|error| panic!("opening {} beside the app: {error}", main.display()));
+        keeper
+            .set_db_config(
+                rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+                true,
+            )
+            .expect("switch checkpoint-on-close off");
+        // A read makes the keeper join the WAL (it maps the shared-memory index).
+        keeper
+            .query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
+            .expect("read beside the app");
         drop(engine);
-        for path in &files {
-            match std::fs::remove_file(path) {
-                Ok(()) => {}
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(error) => panic!("removing {} after a kill: {error}", path.display()),
-            }
-        }
-        for (path, bytes) in left_behind {
-            std::fs::write(&path, bytes)
-                .unwrap_or_else(|error| panic!("restoring {}: {error}", path.display()));
-        }
+        drop(keeper);
         self.forget_process();
+    }
+
+    /// The main database file of the logged-in tenant.
+    fn db_path(&self) -> PathBuf {
+        let tenant = self.tenant.as_deref().expect("a running app is logged in");
+        let tenant = TenantId::parse(tenant).expect("simulated tenant ids are valid");
+        DbLocation::new(&self.dir).db_path(&tenant)
     }
 
     /// What a process ending (killed or logged out) takes with it.
