@@ -2,11 +2,12 @@
 //! rusqlite prepared statements, each step in one transaction.
 //!
 //! A floor is the cost of storing the bytes and nothing else, so every measure reads as
-//! "the engine is N times its floor". The schema is copied from `engine/src/store.rs`
-//! (`records`, `id_map` and `operation_queue`, with their indexes) and the connection gets
-//! the engine's PRAGMAs (WAL, `synchronous = NORMAL`). Row contents (ids, HLC stamps, the
-//! JSON text of the data) are rendered in the untimed setup: a floor does no id
-//! generation, no JSON work, no reads and no protocol. Each row is written once, in its
+//! "the engine is N times its floor". The schema is copied from
+//! `engine/src/store/schema.rs` (`records`, `id_map` and `operation_queue`, with their
+//! constraints and indexes) and the connection gets the engine's PRAGMAs (WAL,
+//! `synchronous = NORMAL`, foreign keys on). Row contents (ids, HLC stamps, the JSON text
+//! of the data) are rendered in the untimed setup: a floor does no id generation, no JSON
+//! work, no reads and no protocol. Each row is written once, in its
 //! first form; the engine may rewrite a row several times, and that is part of what the
 //! ratio shows.
 
@@ -20,18 +21,19 @@ use sync_engine::{Entropy, SeededEntropy};
 
 use crate::{item_data, ENTITY, SPACE_ID};
 
-/// Copied from the engine's first migration (`engine/src/store.rs`): the tables the
-/// benchmarked paths write, with the indexes SQLite must maintain on every insert.
+/// Copied from the engine's migration 3 (`engine/src/store/schema.rs`): the tables the
+/// benchmarked paths write, with the constraints and indexes SQLite must maintain on
+/// every insert.
 pub const SCHEMA: &str = r#"
 CREATE TABLE records (
     client_id    TEXT PRIMARY KEY NOT NULL,
-    entity       TEXT NOT NULL,
-    space_id     TEXT NOT NULL,
-    version      INTEGER NOT NULL,
-    base_version INTEGER NOT NULL,
+    entity       TEXT NOT NULL CHECK (length(entity) BETWEEN 1 AND 64),
+    space_id     TEXT NOT NULL CHECK (length(space_id) BETWEEN 1 AND 64),
+    version      INTEGER NOT NULL CHECK (version >= 1),
+    base_version INTEGER NOT NULL CHECK (base_version >= 0),
     base_data    TEXT,
     updated_at   INTEGER NOT NULL,
-    is_deleted   INTEGER NOT NULL,
+    is_deleted   INTEGER NOT NULL CHECK (is_deleted IN (0, 1)),
     data         TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX records_by_entity_space ON records (entity, space_id, client_id);
@@ -40,25 +42,30 @@ CREATE INDEX records_by_space ON records (space_id);
 CREATE TABLE id_map (
     client_id TEXT PRIMARY KEY NOT NULL,
     server_id TEXT NOT NULL UNIQUE,
-    entity    TEXT NOT NULL
+    entity    TEXT NOT NULL CHECK (length(entity) BETWEEN 1 AND 64),
+    FOREIGN KEY (client_id) REFERENCES records (client_id) DEFERRABLE INITIALLY DEFERRED
 ) WITHOUT ROWID;
 
+-- An op copies its record's entity and space when it is written.
 CREATE TABLE operation_queue (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
     op_id        TEXT NOT NULL UNIQUE,
-    entity       TEXT NOT NULL,
-    operation    TEXT NOT NULL,
+    entity       TEXT NOT NULL CHECK (length(entity) BETWEEN 1 AND 64),
+    operation    TEXT NOT NULL
+                     CHECK (operation = 'insert' OR operation = 'update' OR operation = 'delete'),
     entity_id    TEXT NOT NULL,
-    space_id     TEXT NOT NULL,
+    space_id     TEXT NOT NULL CHECK (length(space_id) BETWEEN 1 AND 64),
     payload      TEXT NOT NULL,
-    base_version INTEGER NOT NULL,
+    base_version INTEGER NOT NULL CHECK (base_version >= 0),
     hlc          INTEGER NOT NULL,
-    force        INTEGER NOT NULL DEFAULT 0,
-    status       TEXT NOT NULL,
-    attempts     INTEGER NOT NULL DEFAULT 0,
+    force        INTEGER NOT NULL DEFAULT 0 CHECK (force IN (0, 1)),
+    status       TEXT NOT NULL CHECK (status = 'pending' OR status = 'sending'
+                     OR status = 'success' OR status = 'failed'),
+    attempts     INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
     last_error   TEXT,
     created_at   INTEGER NOT NULL,
-    updated_at   INTEGER NOT NULL
+    updated_at   INTEGER NOT NULL,
+    FOREIGN KEY (entity_id) REFERENCES records (client_id) DEFERRABLE INITIALLY DEFERRED
 );
 CREATE INDEX queue_by_status ON operation_queue (status, id);
 CREATE INDEX queue_by_record ON operation_queue (entity_id, id);
@@ -313,7 +320,7 @@ impl SyncFloor {
 #[cfg(test)]
 mod tests {
     //! The floors write what their documentation says, and their schema is still the
-    //! engine's: if `store.rs` changes a table, the floor's copy must follow.
+    //! engine's: if `store/schema.rs` changes a table, the floor's copy must follow.
     use super::*;
 
     #[test]

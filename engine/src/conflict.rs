@@ -166,8 +166,7 @@ pub(crate) fn write_resolution(
 ) -> rusqlite::Result<()> {
     assert!(stamp > conflict.server_updated_at);
     assert!(stamp > conflict.local_updated_at);
-    let mut record =
-        store::get_record(tx, &conflict.client_id)?.expect("a conflict's record exists");
+    let mut record = store::parent_record(tx, "conflicts", &conflict.id, &conflict.client_id)?;
     store::drop_pending_ops_for_record(tx, &conflict.client_id)?;
     store::delete_conflict_for_record(tx, &conflict.client_id)?;
     record.version = conflict.server_version + 1;
@@ -281,8 +280,8 @@ impl Engine {
     }
 
     fn take_server_side(&mut self, conflict: &Conflict) -> Result<(), WriteError> {
-        let mut record = store::get_record(&self.conn, &conflict.client_id)?
-            .expect("a conflict's record exists");
+        let mut record =
+            store::parent_record(&self.conn, "conflicts", &conflict.id, &conflict.client_id)?;
         record.version = conflict.server_version;
         record.base_version = conflict.server_version;
         record.updated_at = conflict.server_updated_at;

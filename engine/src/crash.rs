@@ -22,7 +22,8 @@ pub enum CrashPoint {
     AfterMarkSending,
     /// The server's answer arrived; nothing of it is stored yet.
     BeforeStoringResponse,
-    /// One pull page and its cursor committed; the next page is not asked for yet.
+    /// One pull page and its cursor committed (in a force from the server: the page was
+    /// staged); the next page is not asked for yet.
     BetweenPullPages,
     /// Inside the force-from-server replacement transaction, before it commits.
     MidForce,

@@ -64,13 +64,14 @@ impl std::fmt::Debug for Engine {
 
 impl Engine {
     /// Opens (creating and migrating if needed) the tenant's database. Ops that a crash
-    /// left `sending` become `pending` again.
+    /// left `sending` become `pending` again, and the pages a force-from-server had staged
+    /// when the app was killed are dropped (the force never replaced anything).
     pub fn open(options: EngineOptions, env: Env) -> Result<Engine, OpenError> {
         if options.registry.entities().is_empty() {
             return Err(crate::error::ConfigError::NoEntities.into());
         }
         std::fs::create_dir_all(options.location.dir())?;
-        let mut conn = store::open(&options.location.db_path(&options.tenant))?;
+        let mut conn = store::schema::open(&options.location.db_path(&options.tenant))?;
         let now_ms = env.now_ms();
         let tx = conn.transaction()?;
         store::reset_sending(
@@ -78,6 +79,7 @@ impl Engine {
             Some("interrupted: the app stopped while sending"),
             now_ms,
         )?;
+        store::force_staging::clear(&tx)?;
         let hlc = Hlc::resume(store::hlc_high_water(&tx)?);
         tx.commit()?;
         let mut env = env;
@@ -248,9 +250,8 @@ impl Engine {
     }
 
     fn live_record(&self, id: &str) -> Result<Record, WriteError> {
-        let client_id = store::resolve_client_id(&self.conn, id)?
+        let record = store::find_record(&self.conn, id)?
             .ok_or_else(|| WriteError::UnknownRecord(id.to_owned()))?;
-        let record = store::get_record(&self.conn, &client_id)?.expect("resolved id has a record");
         self.ensure_not_force_pulling(&record.entity)?;
         if record.is_deleted {
             return Err(WriteError::RecordDeleted(id.to_owned()));
@@ -335,10 +336,7 @@ impl Engine {
     /// A record by client id or server id; deleted records are returned (check
     /// `is_deleted`), unknown ids give `None`.
     pub fn get(&self, id: &str) -> Result<Option<Record>, ReadError> {
-        match store::resolve_client_id(&self.conn, id)? {
-            Some(client_id) => Ok(store::get_record(&self.conn, &client_id)?),
-            None => Ok(None),
-        }
+        Ok(store::find_record(&self.conn, id)?)
     }
 
     /// Records of one entity type (optionally one space), ordered by client id; deleted

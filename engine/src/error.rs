@@ -1,10 +1,69 @@
 //! Operating errors, one enum per kind of call.
 //!
 //! Three kinds of failure are kept apart: a bug is a panic (an assertion); an operating
-//! error (SQLite, bad input from the caller, a simulated kill) is one of these enums; a
-//! misbehaving server response is data the sync machine handles (an event, a failed op).
+//! error (SQLite, a damaged database, bad input from the caller, a simulated kill) is one
+//! of these enums; a misbehaving server response is data the sync machine handles (an
+//! event, a failed op).
 
 use crate::crash::CrashPoint;
+
+/// A stored row the engine cannot use: a value that does not parse (JSON, a status or an
+/// operation it does not know), a value of the wrong type or outside what the schema
+/// allows, or a reference to a row that is missing. The database was changed behind the
+/// engine's back (a storage fault, another program) or by a bug. The engine names the row
+/// and never repairs it; every other row stays readable.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("damaged database: {table} row {key}: {problem}")]
+pub struct DamagedRow {
+    table: &'static str,
+    key: String,
+    problem: String,
+}
+
+impl DamagedRow {
+    pub(crate) fn new(
+        table: &'static str,
+        key: impl Into<String>,
+        problem: impl Into<String>,
+    ) -> DamagedRow {
+        DamagedRow {
+            table,
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+
+    /// The table holding the row, e.g. `records` or `operation_queue`.
+    pub fn table(&self) -> &str {
+        self.table
+    }
+
+    /// The row's primary key as text: a client id, a queue position, a conflict id.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// What is wrong with the row.
+    pub fn problem(&self) -> &str {
+        &self.problem
+    }
+}
+
+/// `From<rusqlite::Error>` for an operation's error enum: a damaged row (which travels
+/// through the store as a rusqlite error, see `store/row.rs`) becomes its `Damaged`
+/// variant, every other SQLite failure its `Storage` variant.
+macro_rules! from_storage_error {
+    ($error:ident) => {
+        impl From<rusqlite::Error> for $error {
+            fn from(error: rusqlite::Error) -> $error {
+                match crate::store::row::into_damaged(error) {
+                    Ok(row) => $error::Damaged(row),
+                    Err(error) => $error::Storage(error),
+                }
+            }
+        }
+    };
+}
 
 /// Opening or dropping a tenant database.
 #[derive(Debug, thiserror::Error)]
@@ -19,7 +78,9 @@ pub enum OpenError {
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),
     #[error("storage error: {0}")]
-    Storage(#[from] rusqlite::Error),
+    Storage(#[source] rusqlite::Error),
+    #[error(transparent)]
+    Damaged(DamagedRow),
     #[error("file system error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -61,7 +122,9 @@ pub enum WriteError {
     #[error("a sync is running; {0} must wait until it ends")]
     SyncInProgress(&'static str),
     #[error("storage error: {0}")]
-    Storage(#[from] rusqlite::Error),
+    Storage(#[source] rusqlite::Error),
+    #[error(transparent)]
+    Damaged(DamagedRow),
     #[error("the app was killed at crash point {0:?}")]
     Killed(CrashPoint),
 }
@@ -73,7 +136,9 @@ pub enum ReadError {
     #[error("unknown entity type {0:?}")]
     UnknownEntity(String),
     #[error("storage error: {0}")]
-    Storage(#[from] rusqlite::Error),
+    Storage(#[source] rusqlite::Error),
+    #[error(transparent)]
+    Damaged(DamagedRow),
 }
 
 /// Driving the sync machine: only storage failures and simulated kills; every server
@@ -82,15 +147,23 @@ pub enum ReadError {
 #[non_exhaustive]
 pub enum SyncError {
     #[error("storage error: {0}")]
-    Storage(#[from] rusqlite::Error),
+    Storage(#[source] rusqlite::Error),
+    #[error(transparent)]
+    Damaged(DamagedRow),
     #[error("the app was killed at crash point {0:?}")]
     Killed(CrashPoint),
 }
+
+from_storage_error!(OpenError);
+from_storage_error!(WriteError);
+from_storage_error!(ReadError);
+from_storage_error!(SyncError);
 
 impl From<SyncError> for WriteError {
     fn from(error: SyncError) -> WriteError {
         match error {
             SyncError::Storage(error) => WriteError::Storage(error),
+            SyncError::Damaged(row) => WriteError::Damaged(row),
             SyncError::Killed(point) => WriteError::Killed(point),
         }
     }

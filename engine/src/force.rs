@@ -5,14 +5,20 @@
 //! a [`ConfirmedForce`] by [`ForcePlan::confirm`] can be executed, and a plan whose
 //! counts changed meanwhile is refused as stale. Each discarding step is one transaction,
 //! so a kill leaves either the old or the new state.
+//!
+//! A force-from-server spans many round trips but replaces the entity in one transaction:
+//! its pages are staged in SQLite as they arrive (`store::force_staging`) and swapped in
+//! by the last page's transaction. This module never holds a transaction open across
+//! calls and never keeps a page in memory after handling it.
 
 use crate::crash::CrashPoint;
 use crate::engine::{validate_space_id, Engine};
 use crate::error::{SyncError, WriteError};
 use crate::ids::uuid_v7;
 use crate::record::OpStatus;
-use crate::store;
-use crate::wire::PulledItem;
+use crate::store::{self, force_staging};
+use crate::sync::SyncEvent;
+use crate::wire::{PulledItem, SyncPullResponse};
 
 /// The spec's warning for "force sync from server".
 pub const FORCE_FROM_SERVER_WARNING: &str = "⚠️ Force Sync from Server\n\n\
@@ -83,6 +89,20 @@ impl ForcePlan {
     }
 }
 
+/// What [`Engine::execute_force`] made take effect before it returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ForceOutcome {
+    /// Force from server: accepted, nothing replaced yet. Exactly one
+    /// [`SyncEvent::ForceCompleted`] or
+    /// [`SyncEvent::ForceFailed`] for the entity reports
+    /// how it ended (offline, the failure is already queued when this returns).
+    FromServerAccepted,
+    /// Force push: the entity's local changes are marked forced and its conflicts
+    /// settled, committed. The sync this call starts (or a later one) pushes them.
+    PushCommitted,
+}
+
 /// A plan the user confirmed; the only thing [`Engine::execute_force`] accepts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfirmedForce {
@@ -115,12 +135,39 @@ impl Engine {
         })
     }
 
-    /// Runs a confirmed force. A running sync is abandoned first (its late answers are
-    /// ignored). Force-from-server then pulls the entity from the start and replaces it
-    /// locally in one transaction when the last page arrives; force-push marks every
-    /// local change of the entity `force` and starts a sync (push, then pull).
-    pub fn execute_force(&mut self, confirmed: ConfirmedForce) -> Result<(), WriteError> {
+    /// Runs a confirmed force and says what took effect before it returned.
+    ///
+    /// Only one force-from-server runs at a time: while one runs, another force is refused
+    /// with [`WriteError::SyncInProgress`] (it would have to abandon the first, whose
+    /// outcome the app waits for).
+    ///
+    /// **Force from server** ([`ForceOutcome::FromServerAccepted`]): a running sync is
+    /// abandoned (its late answers are ignored) and runs again once the force ended, like
+    /// a sync requested while the force runs. The entity is pulled from the start; each
+    /// page is staged in SQLite as it arrives, and the last page's transaction swaps the
+    /// staged rows in for the entity's records, ops and conflicts, atomically. Exactly one
+    /// event reports the end: [`SyncEvent::ForceCompleted`], or [`SyncEvent::ForceFailed`]
+    /// when anything ended the pull early — a transport failure, a server error, a refused
+    /// or malformed page, a cancellation, or the app being offline when the force was
+    /// confirmed (then nothing is sent, as for every other sync). A failed force discarded
+    /// nothing and is not retried by itself: a retry would keep the entity locked for
+    /// writes through the whole backoff and would act on a confirmation the user gave
+    /// long before; the user may press the button again.
+    ///
+    /// **Force push** ([`ForceOutcome::PushCommitted`]): marks every local change of the
+    /// entity `force` and settles its conflicts in one transaction, then starts a sync
+    /// (push, then pull); offline, the marks wait for the network like any queued write.
+    /// Once the marks committed the result is `PushCommitted`, even when the simulator's
+    /// crash hook kills the app in the sync this call starts: that kill surfaces at the
+    /// next call. A kill inside the force's own transaction is `Killed` and committed
+    /// nothing.
+    pub fn execute_force(&mut self, confirmed: ConfirmedForce) -> Result<ForceOutcome, WriteError> {
         self.ensure_alive().map_err(WriteError::Killed)?;
+        if self.sync.force_pull_entity().is_some() {
+            return Err(WriteError::SyncInProgress(
+                "a force while a force from the server runs",
+            ));
+        }
         let plan = confirmed.plan;
         let current = self.plan_force(plan.direction, &plan.entity)?;
         if current != plan {
@@ -132,73 +179,120 @@ impl Engine {
                 plan.open_conflicts
             )));
         }
-        self.cancel_sync()?;
         match plan.direction {
             ForceDirection::FromServer => {
-                self.start_force_pull(&plan.entity);
-                Ok(())
+                if !self.sync.online() {
+                    self.sync.report(SyncEvent::ForceFailed {
+                        entity: plan.entity,
+                        reason: "offline: nothing was sent".to_owned(),
+                    });
+                    return Ok(ForceOutcome::FromServerAccepted);
+                }
+                let abandons_a_sync = self.sync.is_running() || self.sync.rerun_requested();
+                self.cancel_sync()?;
+                self.start_force_pull(&plan.entity, abandons_a_sync)?;
+                Ok(ForceOutcome::FromServerAccepted)
             }
             ForceDirection::PushLocal => {
-                let now_ms = self.env.now_ms();
-                let tx = self.conn.transaction()?;
-                // A forced op that was sent before gets a new opId: under its old one the
-                // server would replay the answer it already gave (the conflict or refusal
-                // that made the user force) instead of forcing the write. An op never sent
-                // has no answer to replay and keeps its id.
-                let mut unsettled = store::ops_with_status(&tx, OpStatus::Pending)?;
-                unsettled.extend(store::ops_with_status(&tx, OpStatus::Failed)?);
-                for op in unsettled.iter().filter(|op| op.entity == plan.entity) {
-                    let op_id = if op.attempts > 0 {
-                        uuid_v7(self.hlc.tick(now_ms), self.env.next_u64()).to_string()
-                    } else {
-                        op.op_id.clone()
-                    };
-                    store::mark_op_forced(&tx, op.seq, &op_id, now_ms)?;
+                self.cancel_sync()?;
+                self.commit_force_push(&plan.entity)?;
+                match self.sync_now() {
+                    // The kill happened after the force committed: the caller hears what
+                    // took effect, and the dead engine refuses the next call.
+                    Ok(()) | Err(SyncError::Killed(_)) => Ok(ForceOutcome::PushCommitted),
+                    Err(error) => Err(error.into()),
                 }
-                store::set_hlc_high_water(&tx, self.hlc.last())?;
-                store::delete_entity_conflicts(&tx, &plan.entity)?;
-                self.crash
-                    .reached(CrashPoint::MidForce)
-                    .map_err(WriteError::Killed)?;
-                tx.commit()?;
-                Ok(self.sync_now()?)
             }
         }
     }
 
-    /// Replaces the entity's local state with the server's pages, atomically.
-    pub(crate) fn commit_force_pull(
-        &mut self,
-        entity: &str,
-        items: &[PulledItem],
-        cursor: &str,
-        version_hash: Option<&str>,
-    ) -> Result<(), SyncError> {
+    /// Force push's one transaction: every pending or failed op of `entity` becomes a
+    /// forced op, and the entity's conflicts are settled in the local favour.
+    fn commit_force_push(&mut self, entity: &str) -> Result<(), WriteError> {
         let now_ms = self.env.now_ms();
         let tx = self.conn.transaction()?;
-        store::clear_entity(&tx, entity)?;
-        for item in items {
-            self.hlc.observe(item.updated_at);
-            let record = crate::record::Record {
-                client_id: item.client_id.clone(),
-                server_id: Some(item.id.clone()),
-                entity: entity.to_owned(),
-                space_id: item.space_id.clone(),
-                version: item.version,
-                base_version: item.version,
-                updated_at: item.updated_at,
-                is_deleted: false,
-                data: item.data.clone(),
+        // A forced op that was sent before gets a new opId: under its old one the server
+        // would replay the answer it already gave (the conflict or refusal that made the
+        // user force) instead of forcing the write. An op never sent has no answer to
+        // replay and keeps its id.
+        let mut unsettled = store::ops_with_status(&tx, OpStatus::Pending)?;
+        unsettled.extend(store::ops_with_status(&tx, OpStatus::Failed)?);
+        for op in unsettled.iter().filter(|op| op.entity == entity) {
+            let op_id = if op.attempts > 0 {
+                uuid_v7(self.hlc.tick(now_ms), self.env.next_u64()).to_string()
+            } else {
+                op.op_id.clone()
             };
-            store::put_record_with_base(&tx, &record, &record.data)?;
+            store::mark_op_forced(&tx, op.seq, &op_id, now_ms)?;
         }
-        store::set_sync_state(&tx, entity, Some(cursor), version_hash, now_ms)?;
+        store::set_hlc_high_water(&tx, self.hlc.last())?;
+        store::delete_entity_conflicts(&tx, entity)?;
+        self.crash
+            .reached(CrashPoint::MidForce)
+            .map_err(WriteError::Killed)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// One page of a running force-from-server of `entity`, already checked by the pull
+    /// page rules. A page with more to come is staged in its own transaction and the next
+    /// page is asked for; the last page is staged and the whole replacement swapped in by
+    /// one transaction, which also stores the cursor and the server's checksum.
+    pub(crate) fn handle_force_page(
+        &mut self,
+        entity: &str,
+        page: SyncPullResponse,
+        items: Vec<PulledItem>,
+    ) -> Result<(), SyncError> {
+        assert_eq!(self.sync.force_pull_entity(), Some(entity));
+        let tx = self.conn.transaction()?;
+        force_staging::stage_page(&tx, entity, &items, &page.deleted_ids)?;
+        if page.has_more {
+            tx.commit()?;
+            self.crash_point(CrashPoint::BetweenPullPages)
+                .map_err(SyncError::Killed)?;
+            self.emit_pull(entity, Some(page.last_sync_at));
+            return Ok(());
+        }
+        if let Some(reason) = force_staging::refusal(&tx, entity)? {
+            drop(tx);
+            return self.fail_force(&format!("pull page refused: {reason}"));
+        }
+        if let Some(newest) = force_staging::newest_stamp(&tx)? {
+            self.hlc.observe(newest);
+        }
+        force_staging::swap_in(&tx, entity)?;
+        let now_ms = self.env.now_ms();
+        store::set_sync_state(
+            &tx,
+            entity,
+            Some(&page.last_sync_at),
+            page.version_hash.as_deref(),
+            now_ms,
+        )?;
         store::set_hlc_high_water(&tx, self.hlc.last())?;
         self.crash
             .reached(CrashPoint::MidForce)
             .map_err(SyncError::Killed)?;
         tx.commit()?;
-        Ok(())
+        self.end_force_pull(SyncEvent::ForceCompleted {
+            entity: entity.to_owned(),
+        })
+    }
+
+    /// Ends the running force-from-server without replacing anything: the staged pages
+    /// are dropped and the app hears why.
+    pub(crate) fn fail_force(&mut self, reason: &str) -> Result<(), SyncError> {
+        let entity = self
+            .sync
+            .force_pull_entity()
+            .expect("a force-from-server runs")
+            .to_owned();
+        force_staging::clear(&self.conn)?;
+        self.end_force_pull(SyncEvent::ForceFailed {
+            entity,
+            reason: reason.to_owned(),
+        })
     }
 
     /// Deletes one space's records, queued ops, conflicts and id mappings, and forgets
@@ -218,3 +312,6 @@ impl Engine {
         Ok(removed)
     }
 }
+
+#[cfg(test)]
+mod tests;

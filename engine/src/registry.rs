@@ -23,14 +23,17 @@ pub struct EntityConfig {
     pub auto_merge_fields: bool,
 }
 
+/// An entity type's name: 1-64 ASCII letters and digits, starting with a letter (the
+/// schema's CHECK on `entity` columns states the same rule).
+pub(crate) fn is_valid_entity_name(name: &str) -> bool {
+    name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric())
+        && name.len() <= 64
+}
+
 impl EntityConfig {
     pub fn new(name: &str) -> Result<EntityConfig, ConfigError> {
-        let mut chars = name.chars();
-        let starts_with_letter = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
-        if !starts_with_letter
-            || !name.chars().all(|c| c.is_ascii_alphanumeric())
-            || name.len() > 64
-        {
+        if !is_valid_entity_name(name) {
             return Err(ConfigError::InvalidEntityName(name.to_owned()));
         }
         Ok(EntityConfig {

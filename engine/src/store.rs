@@ -1,141 +1,32 @@
 //! The local store: the only module that writes SQL.
 //!
-//! One SQLite file per tenant. The schema is versioned with `PRAGMA user_version` and
-//! migrated forward on open. Functions here take a `&Connection` (a `Transaction` derefs
-//! to one) and never open transactions themselves: the caller decides what commits
-//! together, so that "every durable change is one transaction" is visible at the call
-//! site. Every query whose order matters has an `ORDER BY`.
+//! One SQLite file per tenant; its tables, constraints and migrations are in [`schema`],
+//! and every stored row is read through [`row`], which turns a damaged row into an error
+//! naming it. Functions here take a `&Connection` (a `Transaction` derefs to one) and
+//! never open transactions themselves: the caller decides what commits together, so that
+//! "every durable change is one transaction" is visible at the call site. Every query
+//! whose order matters has an `ORDER BY`.
 
 use crate::hlc::HlcStamp;
 use crate::record::{Conflict, OpStatus, QueuedOp, Record};
 use crate::wire::Operation;
+use row::StoredRow;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::{Map, Value};
-use std::path::Path;
 
-/// Newest schema this engine knows.
-pub const SCHEMA_VERSION: i64 = 1;
-
-const MIGRATIONS: [&str; 1] = [r#"
-CREATE TABLE records (
-    client_id    TEXT PRIMARY KEY NOT NULL,
-    entity       TEXT NOT NULL,
-    space_id     TEXT NOT NULL,
-    version      INTEGER NOT NULL,
-    base_version INTEGER NOT NULL,
-    base_data    TEXT,
-    updated_at   INTEGER NOT NULL,
-    is_deleted   INTEGER NOT NULL,
-    data         TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX records_by_entity_space ON records (entity, space_id, client_id);
-CREATE INDEX records_by_space ON records (space_id);
-
-CREATE TABLE id_map (
-    client_id TEXT PRIMARY KEY NOT NULL,
-    server_id TEXT NOT NULL UNIQUE,
-    entity    TEXT NOT NULL
-) WITHOUT ROWID;
-
-CREATE TABLE operation_queue (
-    id           INTEGER PRIMARY KEY AUTOINCREMENT,
-    op_id        TEXT NOT NULL UNIQUE,
-    entity       TEXT NOT NULL,
-    operation    TEXT NOT NULL,
-    entity_id    TEXT NOT NULL,
-    space_id     TEXT NOT NULL,
-    payload      TEXT NOT NULL,
-    base_version INTEGER NOT NULL,
-    hlc          INTEGER NOT NULL,
-    force        INTEGER NOT NULL DEFAULT 0,
-    status       TEXT NOT NULL,
-    attempts     INTEGER NOT NULL DEFAULT 0,
-    last_error   TEXT,
-    created_at   INTEGER NOT NULL,
-    updated_at   INTEGER NOT NULL
-);
-CREATE INDEX queue_by_status ON operation_queue (status, id);
-CREATE INDEX queue_by_record ON operation_queue (entity_id, id);
-CREATE INDEX queue_by_space ON operation_queue (space_id);
-
-CREATE TABLE sync_state (
-    entity              TEXT PRIMARY KEY NOT NULL,
-    last_sync_at        TEXT,
-    server_version_hash TEXT,
-    updated_at          INTEGER NOT NULL
-) WITHOUT ROWID;
-
-CREATE TABLE conflicts (
-    id                INTEGER PRIMARY KEY AUTOINCREMENT,
-    client_id         TEXT NOT NULL UNIQUE,
-    entity            TEXT NOT NULL,
-    space_id          TEXT NOT NULL,
-    local_version     INTEGER NOT NULL,
-    local_updated_at  INTEGER NOT NULL,
-    local_data        TEXT NOT NULL,
-    server_version    INTEGER NOT NULL,
-    server_updated_at INTEGER NOT NULL,
-    server_data       TEXT NOT NULL,
-    server_is_deleted INTEGER NOT NULL
-);
-
-CREATE TABLE auth_tokens (
-    name  TEXT PRIMARY KEY NOT NULL,
-    token TEXT NOT NULL
-) WITHOUT ROWID;
-
-CREATE TABLE meta (
-    key   TEXT PRIMARY KEY NOT NULL,
-    value INTEGER NOT NULL
-) WITHOUT ROWID;
-"#];
+pub mod force_staging;
+pub mod integrity;
+pub mod row;
+pub mod schema;
 
 const META_HLC: &str = "hlc";
 const META_LAST_SYNC_MS: &str = "last_successful_sync_ms";
 
-/// Opens (creating if needed) and migrates the database at `path`.
-pub fn open(path: &Path) -> Result<Connection, crate::error::OpenError> {
-    let mut conn = Connection::open(path)?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    // NORMAL in WAL mode: a committed transaction survives an app kill (not a power cut).
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    // Keep query plans stable across parameter bindings: without it SQLite re-plans the
-    // per-record lookups on every call (measured as ~44 % of a 10k sync).
-    conn.set_db_config(
-        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
-        true,
-    )?;
-    migrate(&mut conn)?;
-    Ok(conn)
-}
-
-fn migrate(conn: &mut Connection) -> Result<(), crate::error::OpenError> {
-    let found: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
-    if found > SCHEMA_VERSION {
-        return Err(crate::error::OpenError::SchemaTooNew {
-            found,
-            supported: SCHEMA_VERSION,
-        });
-    }
-    for (index, migration) in MIGRATIONS
-        .iter()
-        .enumerate()
-        .skip(usize::try_from(found).unwrap_or(0))
-    {
-        let tx = conn.transaction()?;
-        tx.execute_batch(migration)?;
-        tx.pragma_update(None, "user_version", index as i64 + 1)?;
-        tx.commit()?;
-    }
-    Ok(())
-}
-
 // ---- meta -------------------------------------------------------------------------------
 
 fn meta_get(conn: &Connection, key: &str) -> rusqlite::Result<Option<i64>> {
-    conn.prepare_cached("SELECT value FROM meta WHERE key = ?1")?
-        .query_row([key], |row| row.get(0))
+    conn.prepare_cached("SELECT key, value FROM meta WHERE key = ?1")?
+        .query_row([key], |row| StoredRow::new(row, "meta", 0).get(1))
         .optional()
 }
 
@@ -173,25 +64,18 @@ const RECORD_COLUMNS: &str =
      r.updated_at, r.is_deleted, r.data";
 
 fn record_from_row(row: &Row<'_>) -> rusqlite::Result<Record> {
+    let row = StoredRow::new(row, "records", 0);
     Ok(Record {
         client_id: row.get(0)?,
         server_id: row.get(1)?,
-        entity: row.get(2)?,
-        space_id: row.get(3)?,
-        version: row.get(4)?,
-        base_version: row.get(5)?,
-        updated_at: HlcStamp(row.get::<_, i64>(6)? as u64),
-        is_deleted: row.get(7)?,
-        data: object_from_text(&row.get::<_, String>(8)?),
+        entity: row.entity(2)?,
+        space_id: row.space_id(3)?,
+        version: row.at_least(4, 1)?,
+        base_version: row.at_least(5, 0)?,
+        updated_at: row.stamp(6)?,
+        is_deleted: row.flag(7)?,
+        data: row.object(8)?,
     })
-}
-
-/// Parses JSON text that this module wrote; anything else is a corrupted database.
-fn object_from_text(text: &str) -> Map<String, Value> {
-    match serde_json::from_str(text) {
-        Ok(Value::Object(map)) => map,
-        other => panic!("stored JSON is not an object: {other:?}"),
-    }
 }
 
 pub fn object_to_text(map: &Map<String, Value>) -> String {
@@ -221,16 +105,73 @@ pub fn record_server_id(
     .optional()
 }
 
-/// Resolves a client id or a server id to the record's client id.
-pub fn resolve_client_id(conn: &Connection, id: &str) -> rusqlite::Result<Option<String>> {
-    let direct: Option<String> = conn
-        .prepare_cached("SELECT client_id FROM records WHERE client_id = ?1")?
-        .query_row([id], |row| row.get(0))
-        .optional()?;
-    if direct.is_some() {
-        return Ok(direct);
+/// A record by client id or by the server id it is mapped to. A mapping whose record is
+/// missing is damage (the schema's foreign keys forbid it).
+pub fn find_record(conn: &Connection, id: &str) -> rusqlite::Result<Option<Record>> {
+    if let Some(record) = get_record(conn, id)? {
+        return Ok(Some(record));
     }
-    client_id_for_server_id(conn, id)
+    match client_id_for_server_id(conn, id)? {
+        Some(client_id) => parent_record(conn, "id_map", &client_id, &client_id).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The record that row `key` of `table` (a queued op, an id mapping, a conflict) belongs
+/// to. Its absence is damage: the schema's foreign keys forbid it.
+pub fn parent_record(
+    conn: &Connection,
+    table: &'static str,
+    key: &dyn std::fmt::Display,
+    client_id: &str,
+) -> rusqlite::Result<Record> {
+    get_record(conn, client_id)?.ok_or_else(|| {
+        row::damaged(
+            table,
+            key.to_string(),
+            format!("its record {client_id} is missing"),
+        )
+    })
+}
+
+/// Where a record the device holds lives: what a pulled row may not change. Read without
+/// parsing the record's data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub client_id: String,
+    pub entity: String,
+    /// `None` for an id mapping whose record is gone.
+    pub space_id: Option<String>,
+}
+
+/// The record with this client id, if the device holds one.
+pub fn placement(conn: &Connection, client_id: &str) -> rusqlite::Result<Option<Placement>> {
+    conn.prepare_cached("SELECT client_id, entity, space_id FROM records WHERE client_id = ?1")?
+        .query_row([client_id], |row| {
+            Ok(Placement {
+                client_id: row.get(0)?,
+                entity: row.get(1)?,
+                space_id: row.get(2)?,
+            })
+        })
+        .optional()
+}
+
+/// The record the id map gives this server id to, if any, under the entity the mapping
+/// was made for (which is what a replacement of that entity clears).
+pub fn mapped_placement(conn: &Connection, server_id: &str) -> rusqlite::Result<Option<Placement>> {
+    conn.prepare_cached(
+        "SELECT m.client_id, m.entity, r.space_id FROM id_map m \
+         LEFT JOIN records r ON r.client_id = m.client_id WHERE m.server_id = ?1",
+    )?
+    .query_row([server_id], |row| {
+        Ok(Placement {
+            client_id: row.get(0)?,
+            entity: row.get(1)?,
+            space_id: row.get(2)?,
+        })
+    })
+    .optional()
 }
 
 pub fn list_records(
@@ -348,14 +289,23 @@ pub fn base_data(
     conn: &Connection,
     client_id: &str,
 ) -> rusqlite::Result<Option<Map<String, Value>>> {
-    let text: Option<Option<String>> = conn
-        .prepare_cached(
-            "SELECT CASE WHEN base_data IS NULL AND base_version > 0 THEN data ELSE base_data END \
-             FROM records WHERE client_id = ?1",
-        )?
-        .query_row([client_id], |row| row.get(0))
-        .optional()?;
-    Ok(text.flatten().map(|text| object_from_text(&text)))
+    conn.prepare_cached(
+        "SELECT client_id, base_data, base_version, data FROM records WHERE client_id = ?1",
+    )?
+    .query_row([client_id], merge_base_from_row)
+    .optional()
+    .map(Option::flatten)
+}
+
+/// The merge base a `records` row stores: NULL `base_data` with `base_version > 0` means
+/// "the same as `data`".
+fn merge_base_from_row(row: &Row<'_>) -> rusqlite::Result<Option<Map<String, Value>>> {
+    let row = StoredRow::new(row, "records", 0);
+    match row.optional_object(1)? {
+        Some(base) => Ok(Some(base)),
+        None if row.at_least(2, 0)? > 0 => row.object(3).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// A push of op `seq` was accepted with no later local edit on top: the record takes the
@@ -479,21 +429,20 @@ const OP_COLUMNS: &str =
 const OP_COLUMN_COUNT: usize = 14;
 
 fn op_from_row(row: &Row<'_>) -> rusqlite::Result<QueuedOp> {
-    let operation: String = row.get(3)?;
-    let status: String = row.get(10)?;
+    let row = StoredRow::new(row, "operation_queue", 0);
     Ok(QueuedOp {
         seq: row.get(0)?,
         op_id: row.get(1)?,
-        entity: row.get(2)?,
-        operation: Operation::parse(&operation).expect("stored operation is valid"),
+        entity: row.entity(2)?,
+        operation: row.parsed(3, "operation", Operation::parse)?,
         entity_id: row.get(4)?,
-        space_id: row.get(5)?,
-        payload: object_from_text(&row.get::<_, String>(6)?),
-        base_version: row.get(7)?,
-        updated_at: HlcStamp(row.get::<_, i64>(8)? as u64),
-        force: row.get(9)?,
-        status: OpStatus::parse(&status).expect("stored status is valid"),
-        attempts: row.get(11)?,
+        space_id: row.space_id(5)?,
+        payload: row.object(6)?,
+        base_version: row.at_least(7, 0)?,
+        updated_at: row.stamp(8)?,
+        force: row.flag(9)?,
+        status: row.parsed(10, "status", OpStatus::parse)?,
+        attempts: row.at_least(11, 0)?,
         last_error: row.get(12)?,
         created_at_ms: row.get(13)?,
     })
@@ -544,14 +493,16 @@ pub fn ops_with_status(conn: &Connection, status: OpStatus) -> rusqlite::Result<
 
 /// The next push run: pending ops in queue order, skipping records with an open conflict,
 /// cut at the first op of another entity type, at most `limit_for(entity)` long. Each op
-/// comes with its record's server id, if the server assigned one.
+/// comes with its record's server id, if the server assigned one. An op whose record is
+/// missing is damage, found here before its push could map a server id to nothing.
 pub fn next_push_run(
     conn: &Connection,
     entity_filter: Option<&str>,
     limit_for: impl Fn(&str) -> usize,
 ) -> rusqlite::Result<Vec<(QueuedOp, Option<String>)>> {
     let mut statement = conn.prepare_cached(&format!(
-        "SELECT {OP_COLUMNS}, (SELECT m.server_id FROM id_map m WHERE m.client_id = q.entity_id) \
+        "SELECT {OP_COLUMNS}, (SELECT m.server_id FROM id_map m WHERE m.client_id = q.entity_id), \
+         EXISTS (SELECT 1 FROM records r WHERE r.client_id = q.entity_id AND r.entity = q.entity) \
          FROM operation_queue q WHERE status = 'pending' \
          AND (?1 IS NULL OR entity = ?1) \
          AND NOT EXISTS (SELECT 1 FROM conflicts c WHERE c.client_id = q.entity_id) ORDER BY id"
@@ -564,6 +515,13 @@ pub fn next_push_run(
             if op.entity != first.entity || run.len() >= limit_for(&first.entity) {
                 break;
             }
+        }
+        if !row.get::<_, bool>(OP_COLUMN_COUNT + 1)? {
+            return Err(row::damaged(
+                "operation_queue",
+                op.seq.to_string(),
+                format!("there is no {} record {}", op.entity, op.entity_id),
+            ));
         }
         run.push((op, row.get(OP_COLUMN_COUNT)?));
     }
@@ -699,19 +657,20 @@ const CONFLICT_COLUMNS: &str = "c.id, c.entity, c.client_id, m.server_id, c.spac
      c.local_updated_at, c.local_data, c.server_version, c.server_updated_at, c.server_data, c.server_is_deleted";
 
 fn conflict_from_row(row: &Row<'_>) -> rusqlite::Result<Conflict> {
+    let row = StoredRow::new(row, "conflicts", 0);
     Ok(Conflict {
         id: row.get(0)?,
-        entity: row.get(1)?,
+        entity: row.entity(1)?,
         client_id: row.get(2)?,
         server_id: row.get(3)?,
-        space_id: row.get(4)?,
+        space_id: row.space_id(4)?,
         local_version: row.get(5)?,
-        local_updated_at: HlcStamp(row.get::<_, i64>(6)? as u64),
-        local_data: object_from_text(&row.get::<_, String>(7)?),
+        local_updated_at: row.stamp(6)?,
+        local_data: row.object(7)?,
         server_version: row.get(8)?,
-        server_updated_at: HlcStamp(row.get::<_, i64>(9)? as u64),
-        server_data: object_from_text(&row.get::<_, String>(10)?),
-        server_is_deleted: row.get(11)?,
+        server_updated_at: row.stamp(9)?,
+        server_data: row.object(10)?,
+        server_is_deleted: row.flag(11)?,
     })
 }
 
@@ -814,8 +773,13 @@ pub fn wipe_space_rows(conn: &Connection, space_id: &str) -> rusqlite::Result<us
         "DELETE FROM conflicts WHERE client_id IN (SELECT client_id FROM records WHERE space_id = ?1)",
         [space_id],
     )?;
+    // An op keeps the space its record had when it was written. A record that a server
+    // moved to this space (older engines accepted such moves) may still have ops of its
+    // old space: they go with the record, since the schema's foreign keys forbid an op
+    // without its record.
     conn.execute(
-        "DELETE FROM operation_queue WHERE space_id = ?1",
+        "DELETE FROM operation_queue WHERE space_id = ?1 \
+         OR entity_id IN (SELECT client_id FROM records WHERE space_id = ?1)",
         [space_id],
     )?;
     conn.execute("DELETE FROM records WHERE space_id = ?1", [space_id])

@@ -27,17 +27,22 @@
 //! registered entity, pull pages until `hasMore` is false, each page merged and its
 //! cursor saved in one transaction; then compare `versionHash` and, on a mismatch with
 //! nothing pending, run one repair pull from the start. One sync runs at a time; a
-//! trigger during a sync schedules one more sync after it.
+//! trigger during a sync (or during a force from the server) schedules one more sync
+//! after it.
 
-use crate::conflict::{self, PulledVerdict};
+use crate::conflict::PulledVerdict;
 use crate::crash::CrashPoint;
 use crate::engine::Engine;
 use crate::error::SyncError;
-use crate::record::{Conflict, OpStatus, Record};
+use crate::pull::{
+    self, forget_records_missing_on_server, merge_pulled_delete, merge_pulled_item,
+    parse_pull_page, PageKind,
+};
+use crate::push::{prepare_push, settle_conflict, PreparedPush};
+use crate::record::OpStatus;
 use crate::store;
 use crate::wire::{
-    into_envelope, Envelope, ErrorCode, PulledItem, SyncPullResponse, SyncPullVariables,
-    SyncPushItem, SyncPushResponse, SyncPushVariables, SyncRequest, SyncResultItem,
+    into_envelope, Envelope, ErrorCode, SyncPullVariables, SyncPushVariables, SyncRequest,
 };
 use serde_json::Value;
 use std::collections::{BTreeSet, VecDeque};
@@ -99,6 +104,12 @@ pub enum SyncEvent {
     ForceCompleted {
         entity: String,
     },
+    /// A confirmed force-from-server ended without replacing anything: the entity's
+    /// local records, queued ops and conflicts are as they were before it.
+    ForceFailed {
+        entity: String,
+        reason: String,
+    },
 }
 
 /// A transport failure: the request may or may not have reached the server.
@@ -155,23 +166,24 @@ impl Timer {
 }
 
 #[derive(Clone, Debug, PartialEq)]
-enum Phase {
+pub(crate) enum Phase {
     Idle,
     Pushing,
     Pulling {
         entity_index: usize,
         repair: Option<RepairPass>,
     },
-    /// Force from server: every page of one entity is collected, then swapped in whole.
+    /// Force from server: each page of one entity is staged in SQLite as it arrives, and
+    /// the last page's transaction swaps them in whole (`force.rs`). Nothing of the pages
+    /// is kept here, so this state does not grow with the pull.
     ForcePull {
         entity: String,
-        items: Vec<PulledItem>,
     },
 }
 
 /// A full re-pull after a checksum mismatch: the server ids seen so far.
 #[derive(Clone, Debug, PartialEq, Default)]
-struct RepairPass {
+pub(crate) struct RepairPass {
     seen_server_ids: BTreeSet<String>,
 }
 
@@ -191,14 +203,14 @@ enum InFlight {
 #[derive(Debug)]
 pub(crate) struct SyncMachine {
     online: bool,
-    phase: Phase,
+    pub(crate) phase: Phase,
     rerun_requested: bool,
     /// Entities whose checksum was repaired in this sync (one repair each per sync).
     repaired: BTreeSet<String>,
     next_request_id: u64,
     outgoing: VecDeque<SyncRequest>,
     in_flight: Option<(u64, InFlight)>,
-    events: VecDeque<SyncEvent>,
+    pub(crate) events: VecDeque<SyncEvent>,
     interval: Option<Timer>,
     retry: Option<Timer>,
     debounce: Option<Timer>,
@@ -239,7 +251,25 @@ impl SyncMachine {
     /// Whether a force-from-server is replacing `entity` (local writes to it must wait:
     /// the replacement would discard them without the plan having counted them).
     pub(crate) fn is_force_pulling(&self, entity: &str) -> bool {
-        matches!(&self.phase, Phase::ForcePull { entity: forced, .. } if forced == entity)
+        self.force_pull_entity() == Some(entity)
+    }
+
+    /// The entity a running force-from-server replaces, if one runs.
+    pub(crate) fn force_pull_entity(&self) -> Option<&str> {
+        match &self.phase {
+            Phase::ForcePull { entity } => Some(entity),
+            _ => None,
+        }
+    }
+
+    /// Whether a sync waits to run after the current run.
+    pub(crate) fn rerun_requested(&self) -> bool {
+        self.rerun_requested
+    }
+
+    /// Queues an event for the app.
+    pub(crate) fn report(&mut self, event: SyncEvent) {
+        self.events.push_back(event);
     }
 
     pub(crate) fn arm_debounce(&mut self, now_ms: u64) {
@@ -333,11 +363,14 @@ impl Engine {
 
     /// The next request to send, if any.
     pub fn poll_request(&mut self) -> Option<SyncRequest> {
+        // A killed app hands out nothing it built before dying.
+        self.ensure_alive().ok()?;
         self.sync.outgoing.pop_front()
     }
 
     /// The next event for the app, if any.
     pub fn poll_event(&mut self) -> Option<SyncEvent> {
+        self.ensure_alive().ok()?;
         self.sync.events.pop_front()
     }
 
@@ -419,7 +452,7 @@ impl Engine {
     }
 
     /// Emits the next request of the current phase, or moves to the next phase.
-    fn advance(&mut self) -> Result<(), SyncError> {
+    pub(crate) fn advance(&mut self) -> Result<(), SyncError> {
         assert!(self.sync.in_flight.is_none());
         loop {
             match self.sync.phase.clone() {
@@ -479,7 +512,7 @@ impl Engine {
     }
 
     /// Emits the request of a push run whose `sending` marks have committed.
-    fn send_push(&mut self, prepared: PreparedPush) -> Result<(), SyncError> {
+    pub(crate) fn send_push(&mut self, prepared: PreparedPush) -> Result<(), SyncError> {
         let variables = serde_json::to_value(SyncPushVariables {
             payload: prepared.payload,
             tenant_id: self.options.tenant.as_str().to_owned(),
@@ -497,7 +530,7 @@ impl Engine {
             .map_err(SyncError::Killed)
     }
 
-    fn emit_pull(&mut self, entity: &str, cursor: Option<String>) {
+    pub(crate) fn emit_pull(&mut self, entity: &str, cursor: Option<String>) {
         let config = self
             .options
             .registry
@@ -522,9 +555,18 @@ impl Engine {
 
     /// Abandons the running sync: ops in flight go back to `pending`, and answers to the
     /// abandoned request are ignored when they arrive.
+    /// A running force-from-server ends with `ForceFailed` (its app waits for an outcome)
+    /// and its staged pages are dropped.
     pub fn cancel_sync(&mut self) -> Result<(), SyncError> {
         let now_ms = self.env.now_ms();
         store::reset_sending(&self.conn, Some("sync cancelled"), now_ms)?;
+        if let Some(entity) = self.sync.force_pull_entity().map(str::to_owned) {
+            store::force_staging::clear(&self.conn)?;
+            self.sync.report(SyncEvent::ForceFailed {
+                entity,
+                reason: "cancelled".to_owned(),
+            });
+        }
         self.sync.phase = Phase::Idle;
         self.sync.in_flight = None;
         self.sync.outgoing.clear();
@@ -532,13 +574,43 @@ impl Engine {
         Ok(())
     }
 
-    pub(crate) fn start_force_pull(&mut self, entity: &str) {
+    // ---- force-from-server hooks (the force itself is in `force.rs`) --------------------
+
+    /// Starts pulling `entity` from the start for a confirmed force-from-server, with no
+    /// page of an earlier force staged. `rerun_after`: a sync runs once the force ended
+    /// (the force abandoned one).
+    pub(crate) fn start_force_pull(
+        &mut self,
+        entity: &str,
+        rerun_after: bool,
+    ) -> Result<(), SyncError> {
         assert_eq!(self.sync.phase, Phase::Idle);
+        assert!(self.sync.in_flight.is_none());
+        store::force_staging::clear(&self.conn)?;
         self.sync.phase = Phase::ForcePull {
             entity: entity.to_owned(),
-            items: Vec::new(),
         };
+        self.sync.rerun_requested = rerun_after;
         self.emit_pull(entity, None);
+        Ok(())
+    }
+
+    /// The running force-from-server ended (`event` says how); a sync requested while it
+    /// ran, or abandoned when it began, starts now.
+    pub(crate) fn end_force_pull(&mut self, event: SyncEvent) -> Result<(), SyncError> {
+        assert!(self.sync.force_pull_entity().is_some());
+        assert!(matches!(
+            event,
+            SyncEvent::ForceCompleted { .. } | SyncEvent::ForceFailed { .. }
+        ));
+        self.sync.phase = Phase::Idle;
+        self.sync.in_flight = None;
+        self.sync.outgoing.clear();
+        self.sync.events.push_back(event);
+        if std::mem::take(&mut self.sync.rerun_requested) {
+            return self.start_sync(SyncTrigger::Manual);
+        }
+        Ok(())
     }
 
     fn finish_sync(&mut self) -> Result<(), SyncError> {
@@ -554,8 +626,12 @@ impl Engine {
     }
 
     /// Stops the sync: ops in flight go back to `pending`; transient failures re-arm the
-    /// retry timer with backoff.
-    fn fail_sync(&mut self, reason: &str, transient: bool) -> Result<(), SyncError> {
+    /// retry timer with backoff. A running force-from-server ends with `ForceFailed`.
+    pub(crate) fn fail_sync(&mut self, reason: &str, transient: bool) -> Result<(), SyncError> {
+        if self.sync.force_pull_entity().is_some() {
+            // A force is not a sync: it ends with its own outcome and is not retried.
+            return self.fail_force(reason);
+        }
         let now_ms = self.env.now_ms();
         store::reset_sending(&self.conn, Some(reason), now_ms)?;
         self.sync.phase = Phase::Idle;
@@ -580,141 +656,6 @@ impl Engine {
         Ok(())
     }
 
-    // ---- push results -------------------------------------------------------------------
-
-    fn handle_push_response(
-        &mut self,
-        seqs: &[i64],
-        operation_name: &str,
-        response: Value,
-    ) -> Result<(), SyncError> {
-        let payload = match into_envelope(operation_name, response) {
-            Envelope::Data(payload) => payload,
-            Envelope::Error { code, message } => {
-                return self.handle_push_error(seqs, code, &message)
-            }
-        };
-        let Ok(parsed) = serde_json::from_value::<SyncPushResponse>(payload) else {
-            return self.fail_sync("malformed push response", true);
-        };
-        let ops = self.sending_ops(seqs)?;
-        let matches = parsed.results.len() == ops.len()
-            && parsed
-                .results
-                .iter()
-                .zip(&ops)
-                .all(|(result, op)| result.op_id == op.op_id);
-        if !matches {
-            return self.fail_sync("push response does not match the request", true);
-        }
-        if !parsed.results.iter().all(plausible_result) {
-            return self.fail_sync("push response carries impossible versions or stamps", true);
-        }
-        let mut transient_error = None;
-        let auto_merge = ops.first().is_some_and(|op| {
-            self.options
-                .registry
-                .get(&op.entity)
-                .is_some_and(|config| config.auto_merge_fields)
-        });
-        let tx = self.conn.transaction()?;
-        for (op, result) in ops.iter().zip(&parsed.results) {
-            if let Some(stamp) = result.updated_at {
-                self.hlc.observe(stamp);
-            }
-            if let Some(payload) = &result.conflict {
-                self.hlc.observe(payload.server_updated_at);
-            }
-            let now_ms = self.env.now_ms();
-            match apply_push_result(&tx, op, result, now_ms)? {
-                PushOutcome::Applied => {}
-                PushOutcome::Superseded => self.sync.events.push_back(SyncEvent::OpSuperseded {
-                    op_id: op.op_id.clone(),
-                    client_id: op.entity_id.clone(),
-                }),
-                PushOutcome::Conflict(conflict) => settle_conflict(
-                    &tx,
-                    &conflict,
-                    auto_merge,
-                    &mut self.hlc,
-                    &mut self.env,
-                    &mut self.sync.events,
-                )?,
-                PushOutcome::Failed { code, message } => {
-                    self.sync.events.push_back(SyncEvent::OpFailed {
-                        op_id: op.op_id.clone(),
-                        client_id: op.entity_id.clone(),
-                        code,
-                        message,
-                    })
-                }
-                PushOutcome::Retry(message) => transient_error = Some(message),
-            }
-        }
-        // The next run is marked `sending` in this same transaction: one commit per
-        // round trip instead of two.
-        let next_push = if transient_error.is_none() && self.sync.phase == Phase::Pushing {
-            prepare_push(&tx, &self.options.registry, self.env.now_ms())?
-        } else {
-            None
-        };
-        store::set_hlc_high_water(&tx, self.hlc.last())?;
-        tx.commit()?;
-        if let Some(message) = transient_error {
-            return self.fail_sync(&message, true);
-        }
-        match next_push {
-            Some(prepared) => self.send_push(prepared),
-            None => self.advance(),
-        }
-    }
-
-    fn sending_ops(&self, seqs: &[i64]) -> Result<Vec<store::SentOp>, SyncError> {
-        let sending = store::sending_ops(&self.conn)?;
-        let ops: Vec<store::SentOp> = sending
-            .into_iter()
-            .filter(|op| seqs.contains(&op.seq))
-            .collect();
-        assert_eq!(
-            ops.len(),
-            seqs.len(),
-            "ops in flight must stay `sending` until answered"
-        );
-        Ok(ops)
-    }
-
-    fn handle_push_error(
-        &mut self,
-        seqs: &[i64],
-        code: Option<ErrorCode>,
-        message: &str,
-    ) -> Result<(), SyncError> {
-        match code {
-            Some(ErrorCode::Validation) => {
-                // The server refused the whole batch as malformed: retrying cannot help.
-                let now_ms = self.env.now_ms();
-                let ops = self.sending_ops(seqs)?;
-                let tx = self.conn.transaction()?;
-                for op in &ops {
-                    store::set_op_status(&tx, op.seq, OpStatus::Failed, Some(message), now_ms)?;
-                    self.sync.events.push_back(SyncEvent::OpFailed {
-                        op_id: op.op_id.clone(),
-                        client_id: op.entity_id.clone(),
-                        code,
-                        message: message.to_owned(),
-                    });
-                }
-                tx.commit()?;
-                self.advance()
-            }
-            // Unauthorized: the data is fine; the token is not. Wait for a new token.
-            Some(ErrorCode::Unauthorized) => {
-                self.fail_sync(&format!("unauthorized: {message}"), false)
-            }
-            _ => self.fail_sync(&format!("server error: {message}"), true),
-        }
-    }
-
     // ---- pull pages ---------------------------------------------------------------------
 
     fn handle_pull_response(
@@ -736,31 +677,16 @@ impl Engine {
         let Some((page, items)) = parse_pull_page(payload) else {
             return self.fail_sync("malformed pull response", true);
         };
-        if let Phase::ForcePull {
-            entity,
-            items: mut collected,
-        } = self.sync.phase.clone()
+        let kind = match self.sync.phase {
+            Phase::ForcePull { .. } => PageKind::Replacement,
+            _ => PageKind::Incremental,
+        };
+        if let Some(reason) = pull::overreach(&self.conn, entity, kind, &items, &page.deleted_ids)?
         {
-            collected.extend(items);
-            if page.has_more {
-                self.sync.phase = Phase::ForcePull {
-                    entity: entity.clone(),
-                    items: collected,
-                };
-                self.emit_pull(&entity, Some(page.last_sync_at));
-                return Ok(());
-            }
-            self.commit_force_pull(
-                &entity,
-                &collected,
-                &page.last_sync_at,
-                page.version_hash.as_deref(),
-            )?;
-            self.sync.phase = Phase::Idle;
-            self.sync
-                .events
-                .push_back(SyncEvent::ForceCompleted { entity });
-            return Ok(());
+            return self.fail_sync(&format!("pull page refused: {reason}"), true);
+        }
+        if self.sync.force_pull_entity().is_some() {
+            return self.handle_force_page(entity, page, items);
         }
         let Phase::Pulling {
             entity_index,
@@ -874,65 +800,6 @@ impl Engine {
     }
 }
 
-/// A push run marked `sending` in a transaction that has not committed yet.
-struct PreparedPush {
-    operation_name: String,
-    seqs: Vec<i64>,
-    payload: Vec<SyncPushItem>,
-}
-
-/// Marks the next push run `sending` inside `tx`; `None` when nothing is left to push.
-/// Ops of a type the app no longer registers can never be sent: they are marked failed on
-/// the way.
-fn prepare_push(
-    tx: &rusqlite::Connection,
-    registry: &crate::registry::EntityRegistry,
-    now_ms: u64,
-) -> rusqlite::Result<Option<PreparedPush>> {
-    loop {
-        let run = store::next_push_run(tx, None, |entity| {
-            registry
-                .get(entity)
-                .map_or(1, |config| config.push_batch_max)
-        })?;
-        let Some((first, _)) = run.first() else {
-            return Ok(None);
-        };
-        let Some(config) = registry.get(&first.entity) else {
-            store::set_op_status(
-                tx,
-                first.seq,
-                OpStatus::Failed,
-                Some("entity type not registered"),
-                now_ms,
-            )?;
-            continue;
-        };
-        let operation_name = config.push_operation_name();
-        let seqs: Vec<i64> = run.iter().map(|(op, _)| op.seq).collect();
-        store::mark_sending(tx, &seqs, now_ms)?;
-        let payload = run
-            .into_iter()
-            .map(|(op, server_id)| SyncPushItem {
-                client_id: Some(op.entity_id),
-                id: server_id,
-                operation: op.operation,
-                data: Value::Object(op.payload),
-                op_id: op.op_id,
-                base_version: Some(op.base_version),
-                force: op.force,
-                space_id: op.space_id,
-                updated_at: op.updated_at,
-            })
-            .collect();
-        return Ok(Some(PreparedPush {
-            operation_name,
-            seqs,
-            payload,
-        }));
-    }
-}
-
 /// The checksum of the local copy, computed exactly as the server computes its own.
 pub(crate) fn local_version_hash(
     conn: &rusqlite::Connection,
@@ -948,302 +815,11 @@ pub(crate) fn local_version_hash(
 /// below overflow when the engine adds to it.
 const VERSION_MAX: i64 = 1 << 52;
 
-fn plausible_version(version: i64) -> bool {
+pub(crate) fn plausible_version(version: i64) -> bool {
     (1..=VERSION_MAX).contains(&version)
 }
 
 /// Stamps past the year ~6400 are refused: adopting one would exhaust the HLC.
-fn plausible_stamp(stamp: crate::hlc::HlcStamp) -> bool {
+pub(crate) fn plausible_stamp(stamp: crate::hlc::HlcStamp) -> bool {
     stamp.wall_ms() < 1 << 47
-}
-
-fn plausible_result(result: &SyncResultItem) -> bool {
-    result.version.is_none_or(plausible_version)
-        && result.updated_at.is_none_or(plausible_stamp)
-        && result.conflict.as_ref().is_none_or(|conflict| {
-            plausible_version(conflict.server_version)
-                && plausible_stamp(conflict.server_updated_at)
-        })
-}
-
-fn parse_pull_page(payload: Value) -> Option<(SyncPullResponse, Vec<PulledItem>)> {
-    let mut page: SyncPullResponse = serde_json::from_value(payload).ok()?;
-    let items: Vec<PulledItem> = std::mem::take(&mut page.items)
-        .into_iter()
-        .map(|item| serde_json::from_value(item).ok())
-        .collect::<Option<_>>()?;
-    let well_formed = items.iter().all(|item| {
-        !item.id.is_empty()
-            && !item.client_id.is_empty()
-            && plausible_version(item.version)
-            && plausible_stamp(item.updated_at)
-            && crate::engine::validate_space_id(&item.space_id).is_ok()
-    }) && page.deleted_ids.iter().all(|id| !id.is_empty());
-    well_formed.then_some((page, items))
-}
-
-enum PushOutcome {
-    Applied,
-    Superseded,
-    Conflict(Conflict),
-    Failed {
-        code: Option<ErrorCode>,
-        message: String,
-    },
-    Retry(String),
-}
-
-/// A concurrent write with equal stamps, found by a push result or a pulled row: merged
-/// silently when the entity allows it and the two sides changed different fields (the
-/// merge is queued as a new write), else stored for the user. A conflict already stored
-/// with the same two sides is not stored or reported again (a pull meets the row that a
-/// push of the same sync already reported).
-fn settle_conflict(
-    tx: &rusqlite::Connection,
-    conflict: &Conflict,
-    auto_merge: bool,
-    hlc: &mut crate::hlc::Hlc,
-    env: &mut crate::env::Env,
-    events: &mut VecDeque<SyncEvent>,
-) -> rusqlite::Result<()> {
-    let now_ms = env.now_ms();
-    if auto_merge {
-        if let Some(merged) = conflict::auto_merge(tx, conflict)? {
-            events.push_back(SyncEvent::ConflictAutoMerged {
-                client_id: conflict.client_id.clone(),
-            });
-            hlc.observe(conflict.server_updated_at);
-            let stamp = hlc.tick(now_ms);
-            let op_id = crate::ids::uuid_v7(hlc.tick(now_ms), env.next_u64()).to_string();
-            return conflict::write_resolution(tx, conflict, merged, stamp, &op_id, now_ms);
-        }
-    }
-    if let Some(open) = store::conflict_for_record(tx, &conflict.client_id)? {
-        let unchanged = Conflict {
-            id: open.id,
-            ..conflict.clone()
-        } == open;
-        if unchanged {
-            return Ok(());
-        }
-    }
-    let conflict_id = store::put_conflict(tx, conflict)?;
-    events.push_back(SyncEvent::ConflictStored {
-        conflict_id,
-        client_id: conflict.client_id.clone(),
-    });
-    Ok(())
-}
-
-/// Stores one push result: the op's fate, the id mapping, and the record's new base.
-fn apply_push_result(
-    tx: &rusqlite::Connection,
-    op: &store::SentOp,
-    result: &SyncResultItem,
-    now_ms: u64,
-) -> rusqlite::Result<PushOutcome> {
-    // `None` when the record is gone; else its current server id, if any.
-    let record_server_id = store::record_server_id(tx, &op.entity_id)?;
-    if let Some(server_id) = &result.id {
-        let mapped = record_server_id
-            .as_ref()
-            .is_some_and(|mapped| mapped.as_ref() == Some(server_id));
-        if !mapped
-            && store::client_id_for_server_id(tx, server_id)?
-                .is_none_or(|client_id| client_id == op.entity_id)
-        {
-            store::set_id_mapping(tx, &op.entity_id, server_id, &op.entity)?;
-        }
-    }
-    if result.success {
-        if let (Some(version), Some(_)) = (result.version, record_server_id) {
-            // Before the op row goes: its payload becomes the record's merge base.
-            if store::has_other_unfinished_op(tx, &op.entity_id, op.seq)? {
-                // Later local edits stay on top; only the merge base moves.
-                store::set_base_from_op(tx, &op.entity_id, op.seq, version)?;
-            } else {
-                store::set_confirmed(tx, &op.entity_id, op.seq, version, result.updated_at)?;
-            }
-        }
-        store::delete_op(tx, op.seq)?;
-        return Ok(PushOutcome::Applied);
-    }
-    let message = result
-        .error_message
-        .clone()
-        .unwrap_or_else(|| "rejected".to_owned());
-    match result.error_code {
-        Some(ErrorCode::Stale | ErrorCode::RecordDeleted) if result.conflict.is_some() => {
-            let payload = result.conflict.as_ref().expect("checked");
-            store::delete_op(tx, op.seq)?;
-            if payload.server_is_deleted
-                || !store::has_other_unfinished_op(tx, &op.entity_id, op.seq)?
-            {
-                adopt_server_state(tx, &op.entity_id, payload)?;
-            }
-            Ok(PushOutcome::Superseded)
-        }
-        Some(ErrorCode::Conflict) if result.conflict.is_some() => {
-            let payload = result.conflict.as_ref().expect("checked");
-            store::set_op_status(
-                tx,
-                op.seq,
-                OpStatus::Pending,
-                Some("conflict: waiting for the user"),
-                now_ms,
-            )?;
-            let record =
-                store::get_record(tx, &op.entity_id)?.expect("a queued op's record exists");
-            let server_data = payload.server_data.as_object().cloned().unwrap_or_default();
-            Ok(PushOutcome::Conflict(conflict::conflict_from(
-                &record,
-                payload.server_version,
-                payload.server_updated_at,
-                server_data,
-                payload.server_is_deleted,
-            )))
-        }
-        Some(code) if code.is_transient() => {
-            store::set_op_status(tx, op.seq, OpStatus::Pending, Some(&message), now_ms)?;
-            Ok(PushOutcome::Retry(message))
-        }
-        code => {
-            store::set_op_status(tx, op.seq, OpStatus::Failed, Some(&message), now_ms)?;
-            Ok(PushOutcome::Failed { code, message })
-        }
-    }
-}
-
-/// The record takes the server's version (the server won by the policy).
-fn adopt_server_state(
-    tx: &rusqlite::Connection,
-    client_id: &str,
-    payload: &crate::wire::ConflictPayload,
-) -> rusqlite::Result<()> {
-    let Some(mut record) = store::get_record(tx, client_id)? else {
-        return Ok(());
-    };
-    let server_data = payload.server_data.as_object().cloned().unwrap_or_default();
-    if payload.server_is_deleted {
-        store::drop_pending_ops_for_record(tx, client_id)?;
-        store::delete_conflict_for_record(tx, client_id)?;
-    }
-    record.version = payload.server_version;
-    record.base_version = payload.server_version;
-    record.updated_at = payload.server_updated_at;
-    record.is_deleted = payload.server_is_deleted;
-    record.data = server_data;
-    store::put_record_with_base(tx, &record, &record.data)
-}
-
-/// Merges one pulled live record under the conflict policy (DESIGN.md §5).
-fn merge_pulled_item(
-    tx: &rusqlite::Connection,
-    entity: &str,
-    item: &PulledItem,
-) -> rusqlite::Result<PulledVerdict> {
-    let server_record = Record {
-        client_id: item.client_id.clone(),
-        server_id: Some(item.id.clone()),
-        entity: entity.to_owned(),
-        space_id: item.space_id.clone(),
-        version: item.version,
-        base_version: item.version,
-        updated_at: item.updated_at,
-        is_deleted: false,
-        data: item.data.clone(),
-    };
-    let local = store::get_record(tx, &item.client_id)?;
-    let mapped_here = local
-        .as_ref()
-        .is_some_and(|local| local.server_id.as_ref() == Some(&item.id));
-    if !mapped_here {
-        if let Some(owner) = store::client_id_for_server_id(tx, &item.id)? {
-            if owner != item.client_id {
-                // Two client ids for one server id: a broken server. Keep the first mapping.
-                return Ok(PulledVerdict::KeptLocal);
-            }
-        }
-    }
-    // Every queued op has its record (`Engine::check_invariants`): no record, no ops.
-    let pending = match &local {
-        Some(_) => store::unfinished_ops_for_record(tx, &item.client_id)?,
-        None => Vec::new(),
-    };
-    if pending.is_empty() && local.as_ref() == Some(&server_record) {
-        // The device already holds exactly this version (typically the echo of its own
-        // push): storing it again would change nothing.
-        return Ok(PulledVerdict::Stored);
-    }
-    let verdict = conflict::judge_pulled(local.as_ref(), &pending, &server_record);
-    match &verdict {
-        PulledVerdict::Stored => {
-            store::put_record_with_base(tx, &server_record, &server_record.data)?;
-        }
-        PulledVerdict::Superseded(_) => {
-            store::drop_pending_ops_for_record(tx, &item.client_id)?;
-            store::delete_conflict_for_record(tx, &item.client_id)?;
-            store::put_record_with_base(tx, &server_record, &server_record.data)?;
-        }
-        PulledVerdict::KeptLocal | PulledVerdict::Conflict(_) => {
-            store::set_id_mapping(tx, &item.client_id, &item.id, entity)?;
-            // An open conflict always shows the newest server version: "use server" must
-            // adopt what the server holds now, not what it held when the conflict began.
-            if let Some(mut open) = store::conflict_for_record(tx, &item.client_id)? {
-                if item.version > open.server_version {
-                    open.server_version = item.version;
-                    open.server_updated_at = item.updated_at;
-                    open.server_data = item.data.clone();
-                    store::put_conflict(tx, &open)?;
-                }
-            }
-        }
-    }
-    Ok(verdict)
-}
-
-/// A pulled tombstone: deletes win, so the record is deleted locally and its pending ops
-/// dropped. Returns the dropped op ids.
-fn merge_pulled_delete(
-    tx: &rusqlite::Connection,
-    server_id: &str,
-) -> rusqlite::Result<Vec<String>> {
-    let Some(client_id) = store::client_id_for_server_id(tx, server_id)? else {
-        return Ok(Vec::new());
-    };
-    let Some(mut record) = store::get_record(tx, &client_id)? else {
-        return Ok(Vec::new());
-    };
-    let dropped: Vec<String> = store::unfinished_ops_for_record(tx, &client_id)?
-        .into_iter()
-        .filter(|op| op.status == OpStatus::Pending)
-        .map(|op| op.op_id)
-        .collect();
-    store::drop_pending_ops_for_record(tx, &client_id)?;
-    store::delete_conflict_for_record(tx, &client_id)?;
-    if !record.is_deleted {
-        record.is_deleted = true;
-        store::put_record(tx, &record)?;
-    }
-    Ok(dropped)
-}
-
-/// After a repair pull: synced local records the server no longer lists are removed
-/// (records with pending ops are kept; they have not reached the server yet).
-fn forget_records_missing_on_server(
-    tx: &rusqlite::Connection,
-    entity: &str,
-    seen: &BTreeSet<String>,
-) -> rusqlite::Result<()> {
-    for record in store::list_records(tx, entity, None, false)? {
-        let Some(server_id) = &record.server_id else {
-            continue;
-        };
-        if !seen.contains(server_id)
-            && store::unfinished_ops_for_record(tx, &record.client_id)?.is_empty()
-        {
-            store::delete_record(tx, &record.client_id)?;
-        }
-    }
-    Ok(())
 }

@@ -35,7 +35,9 @@ impl std::fmt::Display for TenantId {
     }
 }
 
-fn is_safe_name(raw: &str) -> bool {
+/// A safe name: 1-64 characters from `[A-Za-z0-9_-]`. Tenant ids and space ids follow it
+/// (the schema's CHECK on `space_id` columns states the same rule).
+pub(crate) fn is_safe_name(raw: &str) -> bool {
     !raw.is_empty()
         && raw.len() <= NAME_LEN_MAX
         && raw

@@ -1,74 +1,109 @@
 //! Whole-database consistency checks of one engine, for tests and the simulator.
 //!
-//! Read-only: it reports the first broken invariant as a message and never repairs.
+//! Read-only: it reports every broken invariant it finds, one line each naming the row
+//! (`table row key: what is wrong`), and never repairs. It must see whatever a storage
+//! fault or a bug could leave, including what the schema's constraints forbid: a damaged
+//! database never had them enforced.
 
 use crate::engine::Engine;
 use crate::record::OpStatus;
 use crate::store;
 use std::collections::BTreeSet;
 
+/// How many problems the report lists before it only counts the rest.
+const REPORTED_MAX: usize = 50;
+
 pub(crate) fn check_engine(engine: &Engine) -> Result<(), String> {
     let conn = &engine.conn;
     let storage = |error: rusqlite::Error| format!("storage error while checking: {error}");
-    let records = store::all_records(conn).map_err(storage)?;
-    let ops = store::all_ops(conn).map_err(storage)?;
-    let conflicts = store::list_conflicts(conn).map_err(storage)?;
-    let client_ids: BTreeSet<&str> = records
-        .iter()
-        .map(|record| record.client_id.as_str())
-        .collect();
+    let scan = store::integrity::scan(conn).map_err(storage)?;
+    let mut problems: Vec<String> = scan.damaged.iter().map(ToString::to_string).collect();
+    problems.extend(
+        store::integrity::broken_relations(conn)
+            .map_err(storage)?
+            .iter()
+            .map(ToString::to_string),
+    );
+    problems.extend(
+        store::integrity::storage_faults(conn)
+            .map_err(storage)?
+            .into_iter()
+            .map(|fault| format!("storage: {fault}")),
+    );
+
+    let registered = |entity: &str| engine.registry().get(entity).is_some();
     let hlc = engine.hlc.last();
-    for record in &records {
-        if record.version < 1 || record.base_version < 0 {
-            return Err(format!(
-                "record {} has version {} base {}",
-                record.client_id, record.version, record.base_version
-            ));
-        }
+    for record in &scan.records {
         if record.updated_at > hlc {
-            return Err(format!(
-                "record {} stamp {:?} is ahead of the HLC {:?}",
+            problems.push(format!(
+                "records row {}: stamp {:?} is ahead of the HLC {:?}",
                 record.client_id, record.updated_at, hlc
             ));
         }
-        if engine.registry().get(&record.entity).is_none() {
-            return Err(format!(
-                "record {} has unregistered entity {}",
+        if !registered(&record.entity) {
+            problems.push(format!(
+                "records row {}: entity {} is not registered",
                 record.client_id, record.entity
             ));
         }
     }
     let mut op_ids = BTreeSet::new();
-    for op in &ops {
-        if !client_ids.contains(op.entity_id.as_str()) {
-            return Err(format!(
-                "op {} refers to missing record {}",
-                op.op_id, op.entity_id
-            ));
+    for op in &scan.ops {
+        let row = format!("operation_queue row {} (op {})", op.seq, op.op_id);
+        if !registered(&op.entity) {
+            problems.push(format!("{row}: entity {} is not registered", op.entity));
         }
         if !op_ids.insert(op.op_id.as_str()) {
-            return Err(format!("op id {} queued twice", op.op_id));
+            problems.push(format!("{row}: its op id is queued twice"));
         }
         if op.status == OpStatus::Sending && !engine.sync.is_running() {
-            return Err(format!("op {} is `sending` while no sync runs", op.op_id));
+            problems.push(format!("{row}: `sending` while no sync runs"));
         }
         if op.status == OpStatus::Success {
-            return Err(format!(
-                "op {} is `success` but was kept in the queue",
-                op.op_id
-            ));
+            problems.push(format!("{row}: `success` but kept in the queue"));
         }
     }
-    for conflict in &conflicts {
-        let waiting = ops
+    for conflict in &scan.conflicts {
+        let row = format!("conflicts row {}", conflict.id);
+        if !registered(&conflict.entity) {
+            problems.push(format!(
+                "{row}: entity {} is not registered",
+                conflict.entity
+            ));
+        }
+        let waiting = scan
+            .ops
             .iter()
             .any(|op| op.entity_id == conflict.client_id && op.status == OpStatus::Pending);
         if !waiting {
-            return Err(format!(
-                "conflict {} on {} has no waiting op",
-                conflict.id, conflict.client_id
+            problems.push(format!(
+                "{row}: record {} has no op waiting for it",
+                conflict.client_id
             ));
         }
     }
-    Ok(())
+    for entity in &scan.cursor_entities {
+        if !registered(entity) {
+            problems.push(format!("sync_state row {entity}: entity is not registered"));
+        }
+    }
+    // Staged force pages exist only while a force-from-server of their entity runs: a
+    // force that ended, failed or was killed leaves none behind.
+    let forced = engine.sync.force_pull_entity();
+    for (entity, rows) in store::force_staging::staged_counts(conn).map_err(storage)? {
+        if forced != Some(entity.as_str()) {
+            problems.push(format!(
+                "force_staging: {rows} rows of {entity} while no force of {entity} runs"
+            ));
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let more = problems.len().saturating_sub(REPORTED_MAX);
+    problems.truncate(REPORTED_MAX);
+    if more > 0 {
+        problems.push(format!("… and {more} more"));
+    }
+    Err(problems.join("\n"))
 }

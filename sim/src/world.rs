@@ -470,7 +470,7 @@ impl Act<'_> {
     }
 
     fn force(&mut self) -> Result<(), Failure> {
-        let (index, tenant) = (self.index, self.tenant());
+        let index = self.index;
         let entity = ENTITIES[self.user.index(ENTITIES.len())];
         let from_server = self.user.coin();
         let direction = if from_server {
@@ -490,18 +490,7 @@ impl Act<'_> {
         let Called::Done(plan) = plan else {
             return Ok(());
         };
-        // Discards are recorded before executing: a kill mid-way may or may not discard.
-        let model = &mut self.sim.oracle_mut().model;
-        if from_server {
-            model.discard_device_entity(index, &tenant, entity);
-        } else {
-            model.discard_other_devices_entity(index, &tenant, entity);
-        }
-        self.sim
-            .call(index, |engine| Ok(engine.execute_force(plan.confirm())?))?;
-        if from_server {
-            self.sim.oracle_mut().reset_cursors(index, &tenant);
-        }
+        self.sim.execute_force(index, plan)?;
         Ok(())
     }
 

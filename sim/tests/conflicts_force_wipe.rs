@@ -756,8 +756,29 @@ fn a_kill_inside_force_from_server_leaves_the_old_state_entirely() {
     world.engine(a).check_invariants().unwrap();
     assert_eq!(snapshot(world.engine(a)), before);
 
-    // The second force runs while the app is still offline (a force-from-server pulls
-    // regardless): a normal sync first would push the local changes it is to discard.
+    // A force needs the network like any sync: confirmed offline, it fails at once and
+    // discards nothing.
+    let plan = world
+        .engine(a)
+        .plan_force_from_server(SPACE_ENTITY)
+        .unwrap();
+    world.confirm_force(a, plan).unwrap();
+    let events = world.run(a);
+    assert!(
+        events.iter().any(|event| matches!(
+            event,
+            SyncEvent::ForceFailed { entity, .. } if entity == SPACE_ENTITY
+        )),
+        "{events:?}"
+    );
+    assert_eq!(snapshot(world.engine(a)), before);
+
+    // Back online behind a partition, the sync that starts cannot carry the local
+    // changes out; once the partition heals, the second force discards them.
+    world.sim.partition(a, None);
+    world.sim.online(a).unwrap();
+    world.run(a);
+    world.sim.heal(a);
     let plan = world
         .engine(a)
         .plan_force_from_server(SPACE_ENTITY)
@@ -767,7 +788,6 @@ fn a_kill_inside_force_from_server_leaves_the_old_state_entirely() {
     assert!(events.contains(&SyncEvent::ForceCompleted {
         entity: SPACE_ENTITY.to_owned()
     }));
-    world.sim.online(a).unwrap();
     world.run(a);
     world.assert_converged();
     assert!(world.engine(a).queued_ops().unwrap().is_empty());

@@ -9,7 +9,10 @@ use crate::profile::FaultClass;
 use crate::rng::SimRng;
 use std::rc::Rc;
 use sync_engine::wire::SyncRequest;
-use sync_engine::{CrashPoint, DbLocation, Engine, EngineOptions, Env, SyncEvent, TenantId};
+use sync_engine::{
+    CrashPoint, DbLocation, Engine, EngineOptions, Env, ForceDirection, ForceOutcome, ForcePlan,
+    SyncEvent, TenantId, WriteError,
+};
 
 impl Sim {
     // ---- engines ----------------------------------------------------------------------------
@@ -25,6 +28,8 @@ impl Sim {
         if device.is_running() {
             return Ok(false);
         }
+        // A new process: a force-from-server the last one ran will never report its end.
+        self.oracle.model.app_stopped(index);
         let now_ms = self.now_ms;
         let device = &mut self.devices[index];
         device.forget_process();
@@ -68,7 +73,9 @@ impl Sim {
 
     /// Calls the device's engine (if its app runs), then drains its outputs — always. A
     /// kill inside the call takes the device down (a restart follows on its own); a
-    /// rejected input is traced and changes nothing.
+    /// rejected input is traced and changes nothing. A call may return what took effect
+    /// and still have been killed in work it started (a force push whose sync died): the
+    /// caller gets the value, and the device goes down without handing out anything.
     pub fn call<T>(
         &mut self,
         index: usize,
@@ -82,6 +89,16 @@ impl Sim {
         };
         match f(engine) {
             Ok(value) => {
+                if let Some(point) = engine.killed_at() {
+                    self.faults.count(FaultClass::KillAtCrashPoint);
+                    self.trace(format!(
+                        "{} killed at {} after the call took effect",
+                        self.devices[index].name,
+                        point.name()
+                    ));
+                    self.crash(index, None);
+                    return Ok(Called::Done(value));
+                }
                 self.drain(index)?;
                 Ok(Called::Done(value))
             }
@@ -105,6 +122,50 @@ impl Sim {
                 self.devices[index].name
             ))),
         }
+    }
+
+    /// The user confirms a force plan and the engine runs it; the oracle learns what it
+    /// may discard. A force push overrides the other devices' writes of its entity
+    /// (recorded before the call: a kill inside may or may not have committed it). A force
+    /// from the server discards the device's own writes of its entity if it completes,
+    /// which the engine reports by an event, then or later (an offline force fails within
+    /// the call); and it starts the device's cursors over. A refusal comes back typed, as
+    /// `Done(Err(..))`.
+    pub fn execute_force(
+        &mut self,
+        index: usize,
+        plan: ForcePlan,
+    ) -> Result<Called<Result<ForceOutcome, WriteError>>, Failure> {
+        let Some(tenant) = self.devices[index].tenant.clone() else {
+            return Ok(Called::NotRunning);
+        };
+        let entity = plan.entity().to_owned();
+        let from_server = plan.direction() == ForceDirection::FromServer;
+        let recorded = if from_server {
+            self.oracle
+                .model
+                .force_from_server_requested(index, &tenant, &entity)
+        } else {
+            self.oracle
+                .model
+                .discard_other_devices_entity(index, &tenant, &entity);
+            false
+        };
+        let called = self.call(index, |engine| match engine.execute_force(plan.confirm()) {
+            Err(error @ (WriteError::Killed(_) | WriteError::Storage(_))) => {
+                Err(CallError::from(error))
+            }
+            outcome => Ok(outcome),
+        })?;
+        if recorded && !matches!(called, Called::Done(Ok(_))) {
+            self.oracle
+                .model
+                .force_from_server_not_started(index, &tenant);
+        }
+        if from_server {
+            self.oracle.reset_cursors(index, &tenant);
+        }
+        Ok(called)
     }
 
     /// After every input, drain the outputs: requests, events, the next timer.

@@ -120,7 +120,7 @@ pub enum CallError {
     Killed(CrashPoint),
     /// Bad input from the simulated user: a clear error that changed nothing.
     Rejected(String),
-    /// SQLite failed: never expected in simulation.
+    /// SQLite failed or the database is damaged: never expected in simulation.
     Fatal(String),
 }
 
@@ -129,6 +129,8 @@ impl From<WriteError> for CallError {
         match error {
             WriteError::Killed(point) => CallError::Killed(point),
             WriteError::Storage(error) => CallError::Fatal(error.to_string()),
+            // A damaged database is never expected in simulation either.
+            WriteError::Damaged(row) => CallError::Fatal(row.to_string()),
             other => CallError::Rejected(other.to_string()),
         }
     }

@@ -112,6 +112,12 @@ impl Oracle {
             SyncEvent::ForceCompleted { entity } => {
                 self.cursors
                     .remove(&(device.index, tenant.to_owned(), entity.clone()));
+                self.model
+                    .force_from_server_ended(device.index, tenant, entity, true);
+            }
+            SyncEvent::ForceFailed { entity, .. } => {
+                self.model
+                    .force_from_server_ended(device.index, tenant, entity, false);
             }
             _ => {}
         }

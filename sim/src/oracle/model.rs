@@ -37,6 +37,9 @@ pub struct Model {
     created: BTreeMap<String, BTreeSet<String>>,
     /// The same ids in creation order, to pick update targets from.
     created_order: BTreeMap<String, Vec<String>>,
+    /// (device, tenant) → the force-from-server running there: its entity and the client
+    /// ids of the device's writes it discards if, and only if, it completes.
+    forces_running: BTreeMap<(usize, String), (String, BTreeSet<String>)>,
 }
 
 impl Model {
@@ -78,7 +81,107 @@ impl Model {
             .entry((tenant.to_owned(), client_id.to_owned()))
             .or_default();
         writes.retain(|existing| existing.device != write.device);
+        if let Some((_, covered)) = self
+            .forces_running
+            .get_mut(&(write.device, tenant.to_owned()))
+        {
+            // A write acknowledged after the force began is not one the force discards.
+            covered.remove(client_id);
+        }
         writes.push(write);
+    }
+
+    /// A confirmed force-from-server of `entity` is about to run on `device`: until the
+    /// engine reports how it ended, the device's writes of `entity` may or may not be
+    /// discarded. Called before the engine runs it, because an offline force reports its
+    /// failure within the call. `false` when a force already runs there: the engine runs
+    /// one at a time and refuses this one, and nothing is recorded.
+    pub fn force_from_server_requested(
+        &mut self,
+        device: usize,
+        tenant: &str,
+        entity: &str,
+    ) -> bool {
+        let key = (device, tenant.to_owned());
+        if self.forces_running.contains_key(&key) {
+            return false;
+        }
+        let covered: BTreeSet<String> = self
+            .writes
+            .iter()
+            .filter(|((t, _), _)| t == tenant)
+            .filter(|(_, writes)| {
+                writes.iter().any(|write| {
+                    write.device == device && write.entity == entity && write.discarded.is_none()
+                })
+            })
+            .map(|((_, client_id), _)| client_id.clone())
+            .collect();
+        self.forces_running
+            .insert(key, (entity.to_owned(), covered));
+        true
+    }
+
+    /// The force recorded by [`Model::force_from_server_requested`] never started (the
+    /// engine refused it, or the app was not running): it discards nothing.
+    pub fn force_from_server_not_started(&mut self, device: usize, tenant: &str) {
+        self.forces_running.remove(&(device, tenant.to_owned()));
+    }
+
+    /// The engine reported the end of a force-from-server of `entity` on `device`: a
+    /// completed one discarded the writes it covered, a failed one discarded nothing. A
+    /// completion the model was not told of (a driver that runs forces itself) discards
+    /// every write of the device's entity, as a force does.
+    pub fn force_from_server_ended(
+        &mut self,
+        device: usize,
+        tenant: &str,
+        entity: &str,
+        completed: bool,
+    ) {
+        let running = self.forces_running.remove(&(device, tenant.to_owned()));
+        let covered = match running {
+            Some((forced, covered)) if forced == entity => Some(covered),
+            Some(other) => {
+                // Not this force's outcome: the one recorded still runs.
+                self.forces_running
+                    .insert((device, tenant.to_owned()), other);
+                None
+            }
+            None => None,
+        };
+        if !completed {
+            return;
+        }
+        match covered {
+            Some(covered) => self.discard_where("force from server", |t, client_id, write| {
+                t == tenant && write.device == device && covered.contains(client_id)
+            }),
+            None => self.discard_device_entity(device, tenant, entity),
+        }
+    }
+
+    /// The device's app stopped (killed, or its engine closed) while a force-from-server
+    /// ran there, so no outcome will come. It may have committed just before the kill (a
+    /// kill in the sync that starts right after a completed force drops its event), so the
+    /// writes it covered count as discarded.
+    pub fn app_stopped(&mut self, device: usize) {
+        let stopped: Vec<(usize, String)> = self
+            .forces_running
+            .keys()
+            .filter(|(index, _)| *index == device)
+            .cloned()
+            .collect();
+        for key in stopped {
+            let (_, covered) = self.forces_running.remove(&key).expect("listed above");
+            let tenant = key.1;
+            self.discard_where(
+                "force from server, app stopped before its outcome",
+                |t, client_id, write| {
+                    *t == tenant && write.device == device && covered.contains(client_id)
+                },
+            );
+        }
     }
 
     fn discard_where(
@@ -145,6 +248,13 @@ impl Model {
                 if write.discarded.is_some() || device_tenants.get(&write.device) != Some(tenant) {
                     continue;
                 }
+                let covered_by_running_force = self
+                    .forces_running
+                    .get(&(write.device, tenant.clone()))
+                    .is_some_and(|(_, covered)| covered.contains(client_id));
+                if covered_by_running_force {
+                    continue;
+                }
                 checked += 1;
                 let Some(row) = server(tenant, client_id) else {
                     return Err(format!(
@@ -169,5 +279,79 @@ impl Model {
             }
         }
         Ok(checked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Regression: the drivers recorded a force-from-server's discards before running it
+    //! and never took them back, so after a force that failed (and discarded nothing) the
+    //! oracle stopped checking the device's writes of that entity. These tests prove the
+    //! model now holds a failed force's writes to the no-lost-write check, and lets only
+    //! a completed one (or one whose outcome a kill swallowed) discard them.
+    use super::*;
+
+    const TENANT: &str = "acme";
+
+    fn model_with_one_write() -> Model {
+        let mut model = Model::default();
+        model.acknowledge(
+            TENANT,
+            "c1",
+            AckedWrite {
+                device: 0,
+                entity: "Space".to_owned(),
+                space_id: "s1".to_owned(),
+                stamp: HlcStamp(7),
+                data: Map::new(),
+                deleted: false,
+                discarded: None,
+            },
+        );
+        model
+    }
+
+    /// Whether the write counts as lost when the server never got it.
+    fn lost(model: &Model) -> bool {
+        let logged_in = BTreeMap::from([(0, TENANT.to_owned())]);
+        model.check_no_lost_writes(&logged_in, |_, _| None).is_err()
+    }
+
+    #[test]
+    fn a_failed_force_discards_nothing_and_a_completed_one_discards_what_it_covered() {
+        // Proves: while a force runs its writes are not judged; a failed force hands them
+        // back to the check; a completed one discards them; a second request while one
+        // runs records nothing; a kill that swallows the outcome counts as a discard.
+        let mut model = model_with_one_write();
+        assert!(lost(&model), "an unsynced write the server lacks is lost");
+
+        assert!(model.force_from_server_requested(0, TENANT, "Space"));
+        assert!(!lost(&model), "a running force may still discard it");
+        assert!(!model.force_from_server_requested(0, TENANT, "Space"));
+        model.force_from_server_ended(0, TENANT, "Space", false);
+        assert!(lost(&model), "a failed force discarded nothing");
+
+        assert!(model.force_from_server_requested(0, TENANT, "Space"));
+        model.force_from_server_not_started(0, TENANT);
+        assert!(lost(&model), "a refused force discarded nothing");
+
+        assert!(model.force_from_server_requested(0, TENANT, "Group"));
+        model.force_from_server_ended(0, TENANT, "Group", true);
+        assert!(
+            lost(&model),
+            "a force of another entity discards nothing of this one"
+        );
+
+        assert!(model.force_from_server_requested(0, TENANT, "Space"));
+        model.app_stopped(0);
+        assert!(
+            !lost(&model),
+            "a kill may have swallowed a completed force's outcome"
+        );
+
+        let mut model = model_with_one_write();
+        assert!(model.force_from_server_requested(0, TENANT, "Space"));
+        model.force_from_server_ended(0, TENANT, "Space", true);
+        assert!(!lost(&model), "a completed force discarded it");
     }
 }

@@ -15,7 +15,7 @@
 use super::runner::{failed, Scene};
 use crate::kernel::{Called, Sim};
 use std::collections::BTreeSet;
-use sync_engine::{CrashPoint, Resolution, SyncEvent};
+use sync_engine::{Resolution, SyncEvent};
 
 /// Sync attempts within one `sync` step before the device is healed for the step.
 const SYNC_ATTEMPTS_BEFORE_HEAL: usize = 12;
@@ -225,10 +225,13 @@ impl Scene {
 
     /// Plans, confirms and executes a force, pressing the button again when a kill rolled
     /// it back or (from server) its pull failed: from server, until its pull committed;
-    /// push local, until the sync it starts completes.
+    /// push local, until the sync it starts completes. A device the script took offline
+    /// or cut off gets one press: a force from server then fails (offline, at once) and
+    /// discards nothing, which the script's `expect` lines can check.
     pub fn force(&mut self, index: usize, entity: &str, from_server: bool) -> Result<(), String> {
-        let tenant = self.tenant(index)?;
+        self.tenant(index)?;
         self.engine(index)?;
+        let one_press = self.cut_off_by_script(index);
         for press in 0..PRESSES_MAX {
             if press == PRESSES_BEFORE_HEAL {
                 self.heal_for_step(index)?;
@@ -251,22 +254,27 @@ impl Scene {
                     ))
                 }
             };
-            // Discards are recorded before executing: a kill mid-way may or may not discard.
-            let model = &mut self.sim.oracle_mut().model;
-            if from_server {
-                model.discard_device_entity(index, &tenant, entity);
-            } else {
-                model.discard_other_devices_entity(index, &tenant, entity);
-            }
             self.sim.take_events(index);
             let target = self.sim.device(index).sync_started_seq + 1;
-            let executed = self.call(index, |engine| Ok(engine.execute_force(plan.confirm())?))?;
+            // The kernel records what the force may discard, and the oracle settles it by
+            // the outcome the engine reports.
+            let executed = self.sim.execute_force(index, plan).map_err(failed)?;
             match executed {
-                Called::Done(()) => {}
+                // A force push committed (even when the app then died in the sync it
+                // started), or a force from the server is pulling or already failed.
+                Called::Done(Ok(_)) => {}
                 // Rolled back: the user presses the button again.
-                Called::Killed(CrashPoint::MidForce) | Called::NotRunning => continue,
-                // Committed; the app died in the sync the force started.
-                Called::Killed(_) => {}
+                Called::Killed(_) => {
+                    self.reopen(index)?;
+                    continue;
+                }
+                Called::NotRunning => continue,
+                Called::Done(Err(refused)) => {
+                    return Err(format!(
+                        "{}: the engine refused: {refused}",
+                        self.name(index)
+                    ))
+                }
                 Called::Rejected(message) => {
                     return Err(format!(
                         "{}: the engine refused: {message}",
@@ -277,12 +285,13 @@ impl Scene {
             if !from_server {
                 return self.drive_sync(index, target);
             }
-            self.sim.oracle_mut().reset_cursors(index, &tenant);
             self.run_quiet()?;
+            // The force ends with ForceCompleted or ForceFailed (a failed one discarded
+            // nothing: press again), or with no outcome when the app died meanwhile.
             let completed = self.sim.take_events(index).iter().any(|event| {
                 matches!(event, SyncEvent::ForceCompleted { entity: forced } if forced == entity)
             });
-            if completed {
+            if completed || one_press {
                 return Ok(());
             }
         }

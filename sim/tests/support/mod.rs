@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use sync_engine::testing::example_registry;
 use sync_engine::wire::SyncRequest;
 use sync_engine::{
-    CrashPoint, Engine, EntityRegistry, ForceDirection, ForcePlan, ListOptions, Record, Resolution,
+    CrashPoint, Engine, EntityRegistry, ForceOutcome, ForcePlan, ListOptions, Record, Resolution,
     SyncEvent, TransportError, WriteError,
 };
 use sync_sim::kernel::network::{RequestFate, ServerFate};
@@ -409,24 +409,24 @@ impl World {
         resolved
     }
 
-    /// The user confirms a force plan and the engine runs it; the oracle learns which
-    /// writes it may discard (before it runs: a kill inside may or may not discard them)
-    /// and that a force from the server starts the cursors over.
-    pub fn confirm_force(&mut self, device: DeviceId, plan: ForcePlan) -> Result<(), WriteError> {
-        let tenant = self.tenant(device);
-        let entity = plan.entity().to_owned();
-        let from_server = plan.direction() == ForceDirection::FromServer;
-        let model = &mut self.sim.oracle_mut().model;
-        if from_server {
-            model.discard_device_entity(device, &tenant, &entity);
-        } else {
-            model.discard_other_devices_entity(device, &tenant, &entity);
+    /// The user confirms a force plan and the engine runs it, through the kernel, which
+    /// tells the oracle what the force may discard (settled by the outcome the engine
+    /// reports) and that a force from the server starts the cursors over.
+    pub fn confirm_force(
+        &mut self,
+        device: DeviceId,
+        plan: ForcePlan,
+    ) -> Result<ForceOutcome, WriteError> {
+        let called = self
+            .sim
+            .execute_force(device, plan)
+            .unwrap_or_else(|failure| panic!("invariant violated: {failure:?}"));
+        match called {
+            Called::Done(outcome) => outcome,
+            Called::Killed(point) => Err(WriteError::Killed(point)),
+            Called::Rejected(message) => unreachable!("refusals come back typed: {message}"),
+            Called::NotRunning => panic!("device {device} is not running"),
         }
-        let outcome = self.write(device, |engine| engine.execute_force(plan.confirm()));
-        if from_server {
-            self.sim.oracle_mut().reset_cursors(device, &tenant);
-        }
-        outcome
     }
 
     /// Wipes a space; the oracle forgets its local writes and starts the cursors over.

@@ -117,12 +117,34 @@ impl EngineHarness {
         ids.into_iter().collect()
     }
 
-    fn id(&self, id: &IdInput, before: &Snapshot) -> String {
+    /// The id `id` stands for in an answer to a request for `entity`.
+    fn id(&self, id: &IdInput, entity: &str, before: &Snapshot) -> String {
+        let of_other_entity = |index: u8, server: bool| -> Option<String> {
+            let ids: Vec<&String> = before
+                .records
+                .iter()
+                .filter(|record| record.entity != entity)
+                .filter_map(|record| {
+                    if server {
+                        record.server_id.as_ref()
+                    } else {
+                        Some(&record.client_id)
+                    }
+                })
+                .collect();
+            (!ids.is_empty()).then(|| ids[usize::from(index) % ids.len()].clone())
+        };
         match id {
             IdInput::Client(index) if !before.records.is_empty() => before.records
                 [usize::from(*index) % before.records.len()]
             .client_id
             .clone(),
+            IdInput::OtherEntityClient(index) => {
+                of_other_entity(*index, false).unwrap_or_else(|| format!("fresh-{index}"))
+            }
+            IdInput::OtherEntityServer(index) => {
+                of_other_entity(*index, true).unwrap_or_else(|| format!("srv-fresh-{index}"))
+            }
             IdInput::Server(index) => {
                 let ids = self.server_ids(before);
                 if ids.is_empty() {
@@ -203,6 +225,7 @@ impl EngineHarness {
             .cloned()
             .and_then(|payload| serde_json::from_value(payload).ok())
             .unwrap_or_default();
+        let entity = request.operation_name.trim_start_matches("syncPush");
         let count = if aligned {
             payload.len()
         } else {
@@ -231,7 +254,7 @@ impl EngineHarness {
             built.push(SyncResultItem {
                 op_id,
                 client_id: own.and_then(|item| item.client_id.clone()),
-                id: input.id.as_ref().map(|id| self.id(id, before)),
+                id: input.id.as_ref().map(|id| self.id(id, entity, before)),
                 success: input.success,
                 error_code: input.code.map(CodeInput::to_wire),
                 error_message: None,
@@ -246,22 +269,39 @@ impl EngineHarness {
     }
 
     fn page_answer(&self, request: &SyncRequest, page: &PageInput, before: &Snapshot) -> Value {
+        let entity = request.operation_name.trim_start_matches("syncPull");
         let items: Vec<Value> = page
             .items
             .iter()
             .take(PUSH_ITEMS_MAX)
             .map(|item| {
+                let id = self.id(&item.id, entity, before);
+                let client_id = self.id(&item.client_id, entity, before);
+                let named = before
+                    .records
+                    .iter()
+                    .find(|record| record.client_id == client_id)
+                    .or_else(|| {
+                        let server_id = Some(&id);
+                        before
+                            .records
+                            .iter()
+                            .find(|r| r.server_id.as_ref() == server_id)
+                    });
+                let space = match named {
+                    Some(record) if item.other_space => other_space(&record.space_id),
+                    _ => space_name(item.space),
+                };
                 json!({
-                    "id": self.id(&item.id, before),
-                    "clientId": self.id(&item.client_id, before),
-                    "spaceId": space_name(item.space),
+                    "id": id,
+                    "clientId": client_id,
+                    "spaceId": space,
                     "version": item.version.resolve(),
                     "updatedAt": self.stamp(&item.stamp, before),
                     "data": item.data.to_value(),
                 })
             })
             .collect();
-        let entity = request.operation_name.trim_start_matches("syncPull");
         let version_hash = match &page.hash {
             HashInput::Absent => None,
             HashInput::Local => Some(wire::version_hash(
@@ -287,7 +327,7 @@ impl EngineHarness {
             .deleted
             .iter()
             .take(PUSH_ITEMS_MAX)
-            .map(|id| self.id(id, before))
+            .map(|id| self.id(id, entity, before))
             .collect();
         let cursor = page
             .cursor
@@ -298,6 +338,15 @@ impl EngineHarness {
             json!({"items": items, "deletedIds": deleted, "lastSyncAt": cursor,
                    "versionHash": version_hash, "hasMore": page.has_more}),
         )
+    }
+}
+
+/// A space of the fuzz vocabulary other than `space_id`.
+fn other_space(space_id: &str) -> &'static str {
+    if space_name(0) == space_id {
+        space_name(1)
+    } else {
+        space_name(0)
     }
 }
 

@@ -35,6 +35,12 @@ pub enum IdInput {
     /// An id nobody has seen.
     Fresh(u8),
     Text(#[arbitrary(with = short_string)] String),
+    /// The client id of a local record of another entity than the request's (by index,
+    /// wrapping; a fresh id when there is none): a row that would rewrite it.
+    OtherEntityClient(u8),
+    /// The server id of a local record of another entity than the request's: a row or a
+    /// tombstone that would re-map or delete it.
+    OtherEntityServer(u8),
 }
 
 /// A version number as a hostile server might send it: any, small, or at an edge.
@@ -133,6 +139,10 @@ pub struct PulledItemInput {
     pub id: IdInput,
     pub client_id: IdInput,
     pub space: u8,
+    /// Put the row in another space than the local record it names (by client id, else by
+    /// server id) is in: a row that would move the record. `space` when it names none.
+    #[serde(default)]
+    pub other_space: bool,
     pub version: NumberInput,
     pub stamp: EngineStampInput,
     pub data: DataInput,

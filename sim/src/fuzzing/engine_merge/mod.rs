@@ -10,8 +10,12 @@
 //!
 //! The oracle is this target's per-step contract — `Engine::check_invariants` after every
 //! step, no queued op lost unless an answer or the user settled it ([`check_no_op_lost`]),
-//! an answer no longer in flight or delivered twice changes nothing, and afterwards a
-//! well-behaved server brings the engine back to idle — plus the kernel oracle's checks
+//! nothing impossible applied ([`check_nothing_impossible_applied`]: no record changes
+//! entity, nor space except by a completed force-from-server of its entity; an answer for
+//! one entity touches no record of another; a page naming records of another entity, or
+//! moving one to another space outside a force, is refused whole), an answer no longer in
+//! flight or delivered twice changes nothing, and afterwards a well-behaved server brings
+//! the engine back to idle — plus the kernel oracle's checks
 //! that hold whatever a server says (a reopened database passes its invariants). The
 //! kernel is told the server is hostile (`SimBuilder::hostile_server`), so the oracle
 //! skips only what a lying server may legitimately cause. This module never relaxes a
@@ -91,6 +95,28 @@ struct Settled {
 struct Snapshot {
     records: Vec<Record>,
     ops: Vec<QueuedOp>,
+    /// Every entity's pull cursor, in [`ENTITIES`] order.
+    cursors: Vec<Option<String>>,
+}
+
+/// An answer the harness delivered, and what the engine must do with it.
+struct Answered {
+    /// The entity of the request it answers (a push run or a pull is of one entity).
+    entity: String,
+    /// Why the engine must refuse it, judged by the harness from the page alone.
+    refusal: Option<Refusal>,
+}
+
+/// A pull page the engine must refuse whole (ARCHITECTURE.md, "What the engine refuses
+/// from a server").
+#[derive(Debug)]
+enum Refusal {
+    /// It names a record of another entity, or gives one server id to two records:
+    /// refused in every pull.
+    Always(String),
+    /// It moves a record the app holds to another space: refused unless it is a page of a
+    /// confirmed force-from-server, which replaces the entity's records whole.
+    UnlessForce(String),
 }
 
 struct EngineHarness {
@@ -147,6 +173,10 @@ impl EngineHarness {
         Snapshot {
             records: self.engine().all_records().expect("read records"),
             ops: self.engine().queued_ops().expect("read queue"),
+            cursors: ENTITIES
+                .iter()
+                .map(|entity| self.engine().cursor(entity).expect("read cursor"))
+                .collect(),
         }
     }
 
@@ -258,11 +288,12 @@ impl EngineHarness {
     fn step(&mut self, step: &StepInput) {
         let before = self.snapshot();
         let mut settled = Settled::default();
+        let mut answered = None;
         self.sim.take_events(APP);
         match step {
             StepInput::Write(write) => self.write(write),
             StepInput::Answer { answer, redeliver } => {
-                settled = self.answer(answer, *redeliver, &before);
+                (settled, answered) = self.answer(answer, *redeliver, &before);
             }
             StepInput::OtherDevice(write) => self.other_device(write, &before),
             StepInput::Resolve {
@@ -275,12 +306,16 @@ impl EngineHarness {
             }
             StepInput::Lifecycle(lifecycle) => self.lifecycle(lifecycle, &mut settled),
         }
+        let mut forced = BTreeSet::new();
         for event in self.sim.take_events(APP) {
             if let SyncEvent::ForceCompleted { entity } = event {
-                settled.entities.insert(entity);
+                settled.entities.insert(entity.clone());
+                forced.insert(entity);
             }
         }
-        check_no_op_lost(&before.ops, &self.snapshot().ops, &settled, step);
+        let after = self.snapshot();
+        check_no_op_lost(&before.ops, &after.ops, &settled, step);
+        check_nothing_impossible_applied(&before, &after, &forced, answered.as_ref(), step);
     }
 
     /// Resolves one open conflict, if there is any; returns its record's client id.
@@ -413,16 +448,22 @@ impl EngineHarness {
         );
     }
 
-    /// Answers the oldest outstanding request; returns the ops the answer may settle.
-    fn answer(&mut self, answer: &AnswerInput, redeliver: bool, before: &Snapshot) -> Settled {
+    /// Answers the oldest outstanding request; returns the ops the answer may settle, and
+    /// what was answered.
+    fn answer(
+        &mut self,
+        answer: &AnswerInput,
+        redeliver: bool,
+        before: &Snapshot,
+    ) -> (Settled, Option<Answered>) {
         if self.outstanding.is_empty() {
             self.call("sync_now", |engine| Ok(engine.sync_now()?));
         }
         let Some(request) = self.outstanding.pop_front() else {
-            return Settled::default();
+            return (Settled::default(), None);
         };
         let Some(response) = self.response(answer, &request, before) else {
-            return Settled::default();
+            return (Settled::default(), None);
         };
         if let Ok(value) = &response {
             self.delivered.push(value.clone());
@@ -433,6 +474,14 @@ impl EngineHarness {
             settled_by_answer(&request, &response, before)
         } else {
             Settled::default()
+        };
+        let answered = Answered {
+            entity: request_entity(&request).to_owned(),
+            refusal: if in_flight {
+                refusal(&request, &response, before)
+            } else {
+                None
+            },
         };
         let sender = self.generation;
         let what = format!("handle_response on {response:?}");
@@ -465,7 +514,7 @@ impl EngineHarness {
                 "a duplicate answer changed records"
             );
         }
-        settled
+        (settled, Some(answered))
     }
 
     /// With a well-behaved server and the network back, the engine settles: every sync
@@ -575,6 +624,148 @@ fn settled_by_answer(
         }
     }
     settled
+}
+
+/// The entity a request is for: every push run and every pull is of one entity.
+fn request_entity(request: &SyncRequest) -> &str {
+    let name = request.operation_name.as_str();
+    name.strip_prefix("syncPush")
+        .or_else(|| name.strip_prefix("syncPull"))
+        .expect("the engine sends only syncPush* and syncPull*")
+}
+
+/// Whether the engine must refuse `response` to the pull `request`, judged by this
+/// harness from the page and the records before it (not by asking the engine): a row that
+/// names, by client id or server id, a record of another entity; a tombstone naming one;
+/// one server id given to two records on the page; or a row that names a record of the
+/// page's entity in another space than the row's. `None` for anything else, including
+/// pages the engine refuses for other reasons (those apply nothing either).
+fn refusal(
+    request: &SyncRequest,
+    response: &Result<Value, TransportError>,
+    before: &Snapshot,
+) -> Option<Refusal> {
+    let entity = request.operation_name.strip_prefix("syncPull")?;
+    let Envelope::Data(payload) =
+        wire::parse_envelope(&request.operation_name, response.as_ref().ok()?)
+    else {
+        return None;
+    };
+    let page = serde_json::from_value::<SyncPullResponse>(payload).ok()?;
+    let items: Vec<PulledItem> = page
+        .items
+        .iter()
+        .map(|item| serde_json::from_value(item.clone()).ok())
+        .collect::<Option<_>>()?;
+    let mut moved = None;
+    let mut claimed: BTreeMap<&str, &str> = BTreeMap::new();
+    for item in &items {
+        if claimed
+            .insert(&item.id, &item.client_id)
+            .is_some_and(|first| first != item.client_id)
+        {
+            return Some(Refusal::Always(format!("server id {} twice", item.id)));
+        }
+        let named = before.records.iter().filter(|record| {
+            record.client_id == item.client_id || record.server_id.as_ref() == Some(&item.id)
+        });
+        for record in named {
+            if record.entity != entity {
+                return Some(Refusal::Always(format!(
+                    "a {entity} row names {} record {}",
+                    record.entity, record.client_id
+                )));
+            }
+            if record.space_id != item.space_id {
+                moved = Some(Refusal::UnlessForce(format!(
+                    "a {entity} row moves {} from {} to {}",
+                    record.client_id, record.space_id, item.space_id
+                )));
+            }
+        }
+    }
+    for server_id in &page.deleted_ids {
+        let named = before
+            .records
+            .iter()
+            .find(|record| record.server_id.as_ref() == Some(server_id) && record.entity != entity);
+        if let Some(record) = named {
+            return Some(Refusal::Always(format!(
+                "a {entity} tombstone names {} record {}",
+                record.entity, record.client_id
+            )));
+        }
+    }
+    moved
+}
+
+/// Nothing impossible is applied by a step: no record changes entity; no record changes
+/// space, except by a completed force-from-server of its entity (`forced`), which
+/// replaces them all with the server's copy; an answer to a request for one entity
+/// creates, changes or removes no record of another; and a page the engine must refuse
+/// ([`refusal`]) applies nothing: no record and no cursor changes.
+fn check_nothing_impossible_applied(
+    before: &Snapshot,
+    after: &Snapshot,
+    forced: &BTreeSet<String>,
+    answered: Option<&Answered>,
+    step: &StepInput,
+) {
+    for record in &before.records {
+        let Some(now) = after
+            .records
+            .iter()
+            .find(|now| now.client_id == record.client_id)
+        else {
+            continue;
+        };
+        assert_eq!(
+            now.entity, record.entity,
+            "record {} changed entity in {step:?}",
+            record.client_id
+        );
+        if !forced.contains(&record.entity) {
+            assert_eq!(
+                now.space_id, record.space_id,
+                "record {} moved space in {step:?}",
+                record.client_id
+            );
+        }
+    }
+    let Some(answered) = answered else {
+        return;
+    };
+    let others = |snapshot: &Snapshot| -> Vec<Record> {
+        snapshot
+            .records
+            .iter()
+            .filter(|record| record.entity != answered.entity)
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        others(after),
+        others(before),
+        "an answer for {} changed records of other entities in {step:?}",
+        answered.entity
+    );
+    let reason = match &answered.refusal {
+        Some(Refusal::Always(reason)) => reason,
+        Some(Refusal::UnlessForce(reason)) if !forced.contains(&answered.entity) => reason,
+        _ => return,
+    };
+    assert!(
+        !forced.contains(&answered.entity),
+        "a force completed on a page it must refuse ({reason}) in {step:?}"
+    );
+    assert_eq!(
+        after.records, before.records,
+        "a page the engine must refuse ({reason}) changed records in {step:?}"
+    );
+    assert_eq!(
+        after.cursors, before.cursors,
+        "a page the engine must refuse ({reason}) moved a cursor in {step:?}"
+    );
 }
 
 /// Every op queued before a step is still queued after it (at the same queue position),

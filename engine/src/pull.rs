@@ -1,0 +1,234 @@
+//! Pull pages: reading one, checking what it may touch, and merging it.
+//!
+//! A page answers a pull of one entity, so it may only touch that entity's records. Before
+//! anything of a page is written, [`overreach`] checks every row and tombstone it names
+//! against the records the device holds; a page that reaches past its entity (or, in an
+//! incremental pull, would move a record to another space) is refused whole by the caller,
+//! like any other impossible answer. Refusing before writing is what keeps "a page, its
+//! merge and its cursor" one transaction that happens entirely or not at all: nothing of
+//! a refused page is ever written, so there is nothing to roll back.
+//!
+//! The merge itself follows the conflict policy (DESIGN.md §5). This module never opens or
+//! commits a transaction: the sync machine decides what commits together.
+
+use crate::conflict::{self, PulledVerdict};
+use crate::record::{OpStatus, Record};
+use crate::store;
+use crate::sync::{plausible_stamp, plausible_version};
+use crate::wire::{PulledItem, SyncPullResponse};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// How a page will be applied, which decides what it may change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PageKind {
+    /// Merged record by record into what the device holds.
+    Incremental,
+    /// Part of a confirmed force-from-server, which replaces every record of the entity.
+    Replacement,
+}
+
+/// Reads a pull page; `None` when it is malformed or carries impossible numbers.
+pub(crate) fn parse_pull_page(payload: Value) -> Option<(SyncPullResponse, Vec<PulledItem>)> {
+    let mut page: SyncPullResponse = serde_json::from_value(payload).ok()?;
+    let items: Vec<PulledItem> = std::mem::take(&mut page.items)
+        .into_iter()
+        .map(|item| serde_json::from_value(item).ok())
+        .collect::<Option<_>>()?;
+    let well_formed = items.iter().all(|item| {
+        !item.id.is_empty()
+            && !item.client_id.is_empty()
+            && plausible_version(item.version)
+            && plausible_stamp(item.updated_at)
+            && crate::engine::validate_space_id(&item.space_id).is_ok()
+    }) && page.deleted_ids.iter().all(|id| !id.is_empty());
+    well_formed.then_some((page, items))
+}
+
+/// Why a page of `entity` must be refused, or `None` when it stays within what a pull of
+/// `entity` may touch:
+///
+/// - every record a row names, by its client id or by its server id, is a record of
+///   `entity` (else the row would rewrite, re-map or shadow a record of another entity);
+/// - every server id in `deletedIds` the device knows is a record of `entity`;
+/// - no two rows of the page give one server id to two different records (a replacement
+///   could not store both, and a merge would keep an arbitrary one);
+/// - in an incremental pull, a row naming a record the device holds keeps it in its space:
+///   this engine never moves a record between spaces, so a server that says one moved is
+///   wrong or was written to by another kind of client, and applying it would silently
+///   take the record out of the space the user put it in. A confirmed force-from-server
+///   replaces every record of the entity with the server's copy, so there a row may put a
+///   record of its own entity in another space: the user chose the server's copy of all
+///   of them, and this is how a device adopts such a move.
+///
+/// Reads only; the page is judged against the database as it was before the page.
+pub(crate) fn overreach(
+    conn: &rusqlite::Connection,
+    entity: &str,
+    kind: PageKind,
+    items: &[PulledItem],
+    deleted_ids: &[String],
+) -> rusqlite::Result<Option<String>> {
+    let mut claimed: BTreeMap<&str, &str> = BTreeMap::new();
+    for item in items {
+        if let Some(first) = claimed.insert(&item.id, &item.client_id) {
+            if first != item.client_id {
+                return Ok(Some(format!(
+                    "server id {} is given to two records ({first} and {})",
+                    item.id, item.client_id
+                )));
+            }
+        }
+        let by_client_id = store::placement(conn, &item.client_id)?;
+        let by_server_id = store::mapped_placement(conn, &item.id)?;
+        for named in [by_client_id, by_server_id].into_iter().flatten() {
+            if named.entity != entity {
+                return Ok(Some(format!(
+                    "a {entity} row ({} / {}) names {} record {}",
+                    item.client_id, item.id, named.entity, named.client_id
+                )));
+            }
+            let moved = named
+                .space_id
+                .as_ref()
+                .is_some_and(|space_id| *space_id != item.space_id);
+            if kind == PageKind::Incremental && moved {
+                return Ok(Some(format!(
+                    "a {entity} row ({} / {}) moves record {} from space {} to {}",
+                    item.client_id,
+                    item.id,
+                    named.client_id,
+                    named.space_id.as_deref().unwrap_or_default(),
+                    item.space_id
+                )));
+            }
+        }
+    }
+    for server_id in deleted_ids {
+        if let Some(named) = store::mapped_placement(conn, server_id)? {
+            if named.entity != entity {
+                return Ok(Some(format!(
+                    "a {entity} tombstone {server_id} names {} record {}",
+                    named.entity, named.client_id
+                )));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Merges one pulled live record under the conflict policy (DESIGN.md §5).
+pub(crate) fn merge_pulled_item(
+    tx: &rusqlite::Connection,
+    entity: &str,
+    item: &PulledItem,
+) -> rusqlite::Result<PulledVerdict> {
+    let server_record = Record {
+        client_id: item.client_id.clone(),
+        server_id: Some(item.id.clone()),
+        entity: entity.to_owned(),
+        space_id: item.space_id.clone(),
+        version: item.version,
+        base_version: item.version,
+        updated_at: item.updated_at,
+        is_deleted: false,
+        data: item.data.clone(),
+    };
+    let local = store::get_record(tx, &item.client_id)?;
+    // `overreach` refused the page otherwise.
+    if let Some(local) = &local {
+        assert_eq!(local.entity, entity, "a page checked for its entity");
+    }
+    let mapped_here = local
+        .as_ref()
+        .is_some_and(|local| local.server_id.as_ref() == Some(&item.id));
+    if !mapped_here {
+        if let Some(owner) = store::client_id_for_server_id(tx, &item.id)? {
+            if owner != item.client_id {
+                // Two client ids for one server id: a broken server. Keep the first mapping.
+                return Ok(PulledVerdict::KeptLocal);
+            }
+        }
+    }
+    // Every queued op has its record (`Engine::check_invariants`): no record, no ops.
+    let pending = match &local {
+        Some(_) => store::unfinished_ops_for_record(tx, &item.client_id)?,
+        None => Vec::new(),
+    };
+    if pending.is_empty() && local.as_ref() == Some(&server_record) {
+        // The device already holds exactly this version (typically the echo of its own
+        // push): storing it again would change nothing.
+        return Ok(PulledVerdict::Stored);
+    }
+    let verdict = conflict::judge_pulled(local.as_ref(), &pending, &server_record);
+    match &verdict {
+        PulledVerdict::Stored => {
+            store::put_record_with_base(tx, &server_record, &server_record.data)?;
+        }
+        PulledVerdict::Superseded(_) => {
+            store::drop_pending_ops_for_record(tx, &item.client_id)?;
+            store::delete_conflict_for_record(tx, &item.client_id)?;
+            store::put_record_with_base(tx, &server_record, &server_record.data)?;
+        }
+        PulledVerdict::KeptLocal | PulledVerdict::Conflict(_) => {
+            store::set_id_mapping(tx, &item.client_id, &item.id, entity)?;
+            // An open conflict always shows the newest server version: "use server" must
+            // adopt what the server holds now, not what it held when the conflict began.
+            if let Some(mut open) = store::conflict_for_record(tx, &item.client_id)? {
+                if item.version > open.server_version {
+                    open.server_version = item.version;
+                    open.server_updated_at = item.updated_at;
+                    open.server_data = item.data.clone();
+                    store::put_conflict(tx, &open)?;
+                }
+            }
+        }
+    }
+    Ok(verdict)
+}
+
+/// A pulled tombstone: deletes win, so the record is deleted locally and its pending ops
+/// dropped. Returns the dropped op ids.
+pub(crate) fn merge_pulled_delete(
+    tx: &rusqlite::Connection,
+    server_id: &str,
+) -> rusqlite::Result<Vec<String>> {
+    let Some(client_id) = store::client_id_for_server_id(tx, server_id)? else {
+        return Ok(Vec::new());
+    };
+    let Some(mut record) = store::get_record(tx, &client_id)? else {
+        return Ok(Vec::new());
+    };
+    let dropped: Vec<String> = store::unfinished_ops_for_record(tx, &client_id)?
+        .into_iter()
+        .filter(|op| op.status == OpStatus::Pending)
+        .map(|op| op.op_id)
+        .collect();
+    store::drop_pending_ops_for_record(tx, &client_id)?;
+    store::delete_conflict_for_record(tx, &client_id)?;
+    if !record.is_deleted {
+        record.is_deleted = true;
+        store::put_record(tx, &record)?;
+    }
+    Ok(dropped)
+}
+
+/// After a repair pull: synced local records the server no longer lists are removed
+/// (records with pending ops are kept; they have not reached the server yet).
+pub(crate) fn forget_records_missing_on_server(
+    tx: &rusqlite::Connection,
+    entity: &str,
+    seen: &BTreeSet<String>,
+) -> rusqlite::Result<()> {
+    for record in store::list_records(tx, entity, None, false)? {
+        let Some(server_id) = &record.server_id else {
+            continue;
+        };
+        if !seen.contains(server_id)
+            && store::unfinished_ops_for_record(tx, &record.client_id)?.is_empty()
+        {
+            store::delete_record(tx, &record.client_id)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,373 @@
+//! Push results: what a push answer does to the queue and the records — each op's
+//! result applied under the conflict policy, id mappings stored, conflicts settled or
+//! stored — and how the next push run is prepared. One transaction per answer; an answer
+//! that cannot be true is refused whole before anything of it is written. The run itself
+//! (when to push, what to do next) stays in `sync.rs`.
+
+use crate::conflict;
+use crate::engine::Engine;
+use crate::error::SyncError;
+use crate::record::{Conflict, OpStatus};
+use crate::store;
+use crate::sync::{plausible_stamp, plausible_version, Phase, SyncEvent};
+use crate::wire::{
+    into_envelope, Envelope, ErrorCode, SyncPushItem, SyncPushResponse, SyncResultItem,
+};
+use serde_json::Value;
+use std::collections::VecDeque;
+
+impl Engine {
+    pub(crate) fn handle_push_response(
+        &mut self,
+        seqs: &[i64],
+        operation_name: &str,
+        response: Value,
+    ) -> Result<(), SyncError> {
+        let payload = match into_envelope(operation_name, response) {
+            Envelope::Data(payload) => payload,
+            Envelope::Error { code, message } => {
+                return self.handle_push_error(seqs, code, &message)
+            }
+        };
+        let Ok(parsed) = serde_json::from_value::<SyncPushResponse>(payload) else {
+            return self.fail_sync("malformed push response", true);
+        };
+        let ops = self.sending_ops(seqs)?;
+        let matches = parsed.results.len() == ops.len()
+            && parsed
+                .results
+                .iter()
+                .zip(&ops)
+                .all(|(result, op)| result.op_id == op.op_id);
+        if !matches {
+            return self.fail_sync("push response does not match the request", true);
+        }
+        if !parsed.results.iter().all(plausible_result) {
+            return self.fail_sync("push response carries impossible versions or stamps", true);
+        }
+        let mut transient_error = None;
+        let auto_merge = ops.first().is_some_and(|op| {
+            self.options
+                .registry
+                .get(&op.entity)
+                .is_some_and(|config| config.auto_merge_fields)
+        });
+        let tx = self.conn.transaction()?;
+        for (op, result) in ops.iter().zip(&parsed.results) {
+            if let Some(stamp) = result.updated_at {
+                self.hlc.observe(stamp);
+            }
+            if let Some(payload) = &result.conflict {
+                self.hlc.observe(payload.server_updated_at);
+            }
+            let now_ms = self.env.now_ms();
+            match apply_push_result(&tx, op, result, now_ms)? {
+                PushOutcome::Applied => {}
+                PushOutcome::Superseded => self.sync.events.push_back(SyncEvent::OpSuperseded {
+                    op_id: op.op_id.clone(),
+                    client_id: op.entity_id.clone(),
+                }),
+                PushOutcome::Conflict(conflict) => settle_conflict(
+                    &tx,
+                    &conflict,
+                    auto_merge,
+                    &mut self.hlc,
+                    &mut self.env,
+                    &mut self.sync.events,
+                )?,
+                PushOutcome::Failed { code, message } => {
+                    self.sync.events.push_back(SyncEvent::OpFailed {
+                        op_id: op.op_id.clone(),
+                        client_id: op.entity_id.clone(),
+                        code,
+                        message,
+                    })
+                }
+                PushOutcome::Retry(message) => transient_error = Some(message),
+            }
+        }
+        // The next run is marked `sending` in this same transaction: one commit per
+        // round trip instead of two.
+        let next_push = if transient_error.is_none() && self.sync.phase == Phase::Pushing {
+            prepare_push(&tx, &self.options.registry, self.env.now_ms())?
+        } else {
+            None
+        };
+        store::set_hlc_high_water(&tx, self.hlc.last())?;
+        tx.commit()?;
+        if let Some(message) = transient_error {
+            return self.fail_sync(&message, true);
+        }
+        match next_push {
+            Some(prepared) => self.send_push(prepared),
+            None => self.advance(),
+        }
+    }
+
+    pub(crate) fn sending_ops(&self, seqs: &[i64]) -> Result<Vec<store::SentOp>, SyncError> {
+        let sending = store::sending_ops(&self.conn)?;
+        let ops: Vec<store::SentOp> = sending
+            .into_iter()
+            .filter(|op| seqs.contains(&op.seq))
+            .collect();
+        assert_eq!(
+            ops.len(),
+            seqs.len(),
+            "ops in flight must stay `sending` until answered"
+        );
+        Ok(ops)
+    }
+
+    pub(crate) fn handle_push_error(
+        &mut self,
+        seqs: &[i64],
+        code: Option<ErrorCode>,
+        message: &str,
+    ) -> Result<(), SyncError> {
+        match code {
+            Some(ErrorCode::Validation) => {
+                // The server refused the whole batch as malformed: retrying cannot help.
+                let now_ms = self.env.now_ms();
+                let ops = self.sending_ops(seqs)?;
+                let tx = self.conn.transaction()?;
+                for op in &ops {
+                    store::set_op_status(&tx, op.seq, OpStatus::Failed, Some(message), now_ms)?;
+                    self.sync.events.push_back(SyncEvent::OpFailed {
+                        op_id: op.op_id.clone(),
+                        client_id: op.entity_id.clone(),
+                        code,
+                        message: message.to_owned(),
+                    });
+                }
+                tx.commit()?;
+                self.advance()
+            }
+            // Unauthorized: the data is fine; the token is not. Wait for a new token.
+            Some(ErrorCode::Unauthorized) => {
+                self.fail_sync(&format!("unauthorized: {message}"), false)
+            }
+            _ => self.fail_sync(&format!("server error: {message}"), true),
+        }
+    }
+}
+
+/// A push run marked `sending` in a transaction that has not committed yet.
+pub(crate) struct PreparedPush {
+    pub(crate) operation_name: String,
+    pub(crate) seqs: Vec<i64>,
+    pub(crate) payload: Vec<SyncPushItem>,
+}
+
+/// Marks the next push run `sending` inside `tx`; `None` when nothing is left to push.
+/// Ops of a type the app no longer registers can never be sent: they are marked failed on
+/// the way.
+pub(crate) fn prepare_push(
+    tx: &rusqlite::Connection,
+    registry: &crate::registry::EntityRegistry,
+    now_ms: u64,
+) -> rusqlite::Result<Option<PreparedPush>> {
+    loop {
+        let run = store::next_push_run(tx, None, |entity| {
+            registry
+                .get(entity)
+                .map_or(1, |config| config.push_batch_max)
+        })?;
+        let Some((first, _)) = run.first() else {
+            return Ok(None);
+        };
+        let Some(config) = registry.get(&first.entity) else {
+            store::set_op_status(
+                tx,
+                first.seq,
+                OpStatus::Failed,
+                Some("entity type not registered"),
+                now_ms,
+            )?;
+            continue;
+        };
+        let operation_name = config.push_operation_name();
+        let seqs: Vec<i64> = run.iter().map(|(op, _)| op.seq).collect();
+        store::mark_sending(tx, &seqs, now_ms)?;
+        let payload = run
+            .into_iter()
+            .map(|(op, server_id)| SyncPushItem {
+                client_id: Some(op.entity_id),
+                id: server_id,
+                operation: op.operation,
+                data: Value::Object(op.payload),
+                op_id: op.op_id,
+                base_version: Some(op.base_version),
+                force: op.force,
+                space_id: op.space_id,
+                updated_at: op.updated_at,
+            })
+            .collect();
+        return Ok(Some(PreparedPush {
+            operation_name,
+            seqs,
+            payload,
+        }));
+    }
+}
+
+fn plausible_result(result: &SyncResultItem) -> bool {
+    result.version.is_none_or(plausible_version)
+        && result.updated_at.is_none_or(plausible_stamp)
+        && result.conflict.as_ref().is_none_or(|conflict| {
+            plausible_version(conflict.server_version)
+                && plausible_stamp(conflict.server_updated_at)
+        })
+}
+
+enum PushOutcome {
+    Applied,
+    Superseded,
+    Conflict(Conflict),
+    Failed {
+        code: Option<ErrorCode>,
+        message: String,
+    },
+    Retry(String),
+}
+
+/// A concurrent write with equal stamps, found by a push result or a pulled row: merged
+/// silently when the entity allows it and the two sides changed different fields (the
+/// merge is queued as a new write), else stored for the user. A conflict already stored
+/// with the same two sides is not stored or reported again (a pull meets the row that a
+/// push of the same sync already reported).
+pub(crate) fn settle_conflict(
+    tx: &rusqlite::Connection,
+    conflict: &Conflict,
+    auto_merge: bool,
+    hlc: &mut crate::hlc::Hlc,
+    env: &mut crate::env::Env,
+    events: &mut VecDeque<SyncEvent>,
+) -> rusqlite::Result<()> {
+    let now_ms = env.now_ms();
+    if auto_merge {
+        if let Some(merged) = conflict::auto_merge(tx, conflict)? {
+            events.push_back(SyncEvent::ConflictAutoMerged {
+                client_id: conflict.client_id.clone(),
+            });
+            hlc.observe(conflict.server_updated_at);
+            let stamp = hlc.tick(now_ms);
+            let op_id = crate::ids::uuid_v7(hlc.tick(now_ms), env.next_u64()).to_string();
+            return conflict::write_resolution(tx, conflict, merged, stamp, &op_id, now_ms);
+        }
+    }
+    if let Some(open) = store::conflict_for_record(tx, &conflict.client_id)? {
+        let unchanged = Conflict {
+            id: open.id,
+            ..conflict.clone()
+        } == open;
+        if unchanged {
+            return Ok(());
+        }
+    }
+    let conflict_id = store::put_conflict(tx, conflict)?;
+    events.push_back(SyncEvent::ConflictStored {
+        conflict_id,
+        client_id: conflict.client_id.clone(),
+    });
+    Ok(())
+}
+
+/// Stores one push result: the op's fate, the id mapping, and the record's new base.
+fn apply_push_result(
+    tx: &rusqlite::Connection,
+    op: &store::SentOp,
+    result: &SyncResultItem,
+    now_ms: u64,
+) -> rusqlite::Result<PushOutcome> {
+    // `None` when the record is gone; else its current server id, if any.
+    let record_server_id = store::record_server_id(tx, &op.entity_id)?;
+    if let Some(server_id) = &result.id {
+        let mapped = record_server_id
+            .as_ref()
+            .is_some_and(|mapped| mapped.as_ref() == Some(server_id));
+        if !mapped
+            && store::client_id_for_server_id(tx, server_id)?
+                .is_none_or(|client_id| client_id == op.entity_id)
+        {
+            store::set_id_mapping(tx, &op.entity_id, server_id, &op.entity)?;
+        }
+    }
+    if result.success {
+        if let (Some(version), Some(_)) = (result.version, record_server_id) {
+            // Before the op row goes: its payload becomes the record's merge base.
+            if store::has_other_unfinished_op(tx, &op.entity_id, op.seq)? {
+                // Later local edits stay on top; only the merge base moves.
+                store::set_base_from_op(tx, &op.entity_id, op.seq, version)?;
+            } else {
+                store::set_confirmed(tx, &op.entity_id, op.seq, version, result.updated_at)?;
+            }
+        }
+        store::delete_op(tx, op.seq)?;
+        return Ok(PushOutcome::Applied);
+    }
+    let message = result
+        .error_message
+        .clone()
+        .unwrap_or_else(|| "rejected".to_owned());
+    match result.error_code {
+        Some(ErrorCode::Stale | ErrorCode::RecordDeleted) if result.conflict.is_some() => {
+            let payload = result.conflict.as_ref().expect("checked");
+            store::delete_op(tx, op.seq)?;
+            if payload.server_is_deleted
+                || !store::has_other_unfinished_op(tx, &op.entity_id, op.seq)?
+            {
+                adopt_server_state(tx, &op.entity_id, payload)?;
+            }
+            Ok(PushOutcome::Superseded)
+        }
+        Some(ErrorCode::Conflict) if result.conflict.is_some() => {
+            let payload = result.conflict.as_ref().expect("checked");
+            store::set_op_status(
+                tx,
+                op.seq,
+                OpStatus::Pending,
+                Some("conflict: waiting for the user"),
+                now_ms,
+            )?;
+            let record = store::parent_record(tx, "operation_queue", &op.seq, &op.entity_id)?;
+            let server_data = payload.server_data.as_object().cloned().unwrap_or_default();
+            Ok(PushOutcome::Conflict(conflict::conflict_from(
+                &record,
+                payload.server_version,
+                payload.server_updated_at,
+                server_data,
+                payload.server_is_deleted,
+            )))
+        }
+        Some(code) if code.is_transient() => {
+            store::set_op_status(tx, op.seq, OpStatus::Pending, Some(&message), now_ms)?;
+            Ok(PushOutcome::Retry(message))
+        }
+        code => {
+            store::set_op_status(tx, op.seq, OpStatus::Failed, Some(&message), now_ms)?;
+            Ok(PushOutcome::Failed { code, message })
+        }
+    }
+}
+
+/// The record takes the server's version (the server won by the policy).
+fn adopt_server_state(
+    tx: &rusqlite::Connection,
+    client_id: &str,
+    payload: &crate::wire::ConflictPayload,
+) -> rusqlite::Result<()> {
+    let Some(mut record) = store::get_record(tx, client_id)? else {
+        return Ok(());
+    };
+    let server_data = payload.server_data.as_object().cloned().unwrap_or_default();
+    if payload.server_is_deleted {
+        store::drop_pending_ops_for_record(tx, client_id)?;
+        store::delete_conflict_for_record(tx, client_id)?;
+    }
+    record.version = payload.server_version;
+    record.base_version = payload.server_version;
+    record.updated_at = payload.server_updated_at;
+    record.is_deleted = payload.server_is_deleted;
+    record.data = server_data;
+    store::put_record_with_base(tx, &record, &record.data)
+}
