@@ -29,6 +29,20 @@ pub struct EngineOptions {
     pub registry: EntityRegistry,
     /// Start a sync 500 ms after a local write (the spec's optional "after mutation").
     pub sync_after_write: bool,
+    /// Deliberately planted bugs for the simulator's self-tests; all off in an app.
+    #[doc(hidden)]
+    pub planted_defects: PlantedDefects,
+}
+
+/// Engine bugs the simulator plants to prove it can catch them (`syncsim --defect`).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlantedDefects {
+    /// On open, delete a `-wal` and `-shm` left beside the database as stale leftovers of
+    /// a crash. They are not stale: the WAL holds every transaction committed since the
+    /// last checkpoint, so a killed app loses its latest writes. Invisible to a harness
+    /// whose kills close SQLite cleanly (no WAL is ever left behind).
+    pub discard_wal_on_open: bool,
 }
 
 impl EngineOptions {
@@ -38,6 +52,7 @@ impl EngineOptions {
             tenant,
             registry,
             sync_after_write: false,
+            planted_defects: PlantedDefects::default(),
         }
     }
 }
@@ -71,6 +86,17 @@ impl Engine {
             return Err(crate::error::ConfigError::NoEntities.into());
         }
         std::fs::create_dir_all(options.location.dir())?;
+        if options.planted_defects.discard_wal_on_open {
+            let [wal, shm, ..] = options.location.db_files(&options.tenant);
+            for leftover in [wal, shm] {
+                match std::fs::remove_file(leftover) {
+                    Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(error.into())
+                    }
+                    _ => {}
+                }
+            }
+        }
         let mut conn = store::schema::open(&options.location.db_path(&options.tenant))?;
         let now_ms = env.now_ms();
         let tx = conn.transaction()?;

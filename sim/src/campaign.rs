@@ -250,6 +250,7 @@ mod tests {
                 "skip_tenant_check",
                 "ignore_base_version",
                 "drop_last_row_of_page",
+                "discard_wal_on_open",
             ]
         );
         for &name in DEFECT_NAMES {
@@ -277,6 +278,7 @@ mod tests {
             skip_tenant_check: true,
             ignore_base_version: true,
             drop_last_row_of_page: true,
+            discard_wal_on_open: true,
         };
         assert_eq!(ServerDefects::planting(Defect::ALL.iter().copied()), every);
         assert_eq!(every.planted(), Defect::ALL.to_vec());

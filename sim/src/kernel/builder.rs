@@ -53,7 +53,7 @@ impl SimBuilder {
         self
     }
 
-    /// Planted server defects (harness self-tests only).
+    /// Planted defects of the server and the engine (harness self-tests only).
     pub fn defects(mut self, defects: ServerDefects) -> SimBuilder {
         self.defects = defects;
         self
@@ -155,6 +155,7 @@ impl SimBuilder {
         };
         Sim {
             seed,
+            planted: self.defects,
             now_ms: EPOCH_MS,
             next_seq: 0,
             queue: BTreeMap::new(),

@@ -44,6 +44,7 @@ impl Sim {
             self.registry.clone(),
         );
         options.sync_after_write = self.knobs.sync_after_write;
+        options.planted_defects.discard_wal_on_open = self.planted.discard_wal_on_open;
         let mut engine =
             Engine::open(options, Env::new(device.clock.clone(), entropy)).map_err(|error| {
                 violation(format!(

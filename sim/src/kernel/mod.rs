@@ -231,6 +231,8 @@ impl Event {
 
 pub struct Sim {
     seed: u64,
+    /// Planted defects; the engine's are handed to every engine the kernel opens.
+    planted: crate::server::ServerDefects,
     knobs: Knobs,
     now_ms: u64,
     next_seq: u64,

@@ -88,6 +88,8 @@ pub enum Defect {
     IgnoreBaseVersion,
     /// [`ServerDefects::drop_last_row_of_page`].
     DropLastRowOfPage,
+    /// [`ServerDefects::discard_wal_on_open`] (an engine defect).
+    DiscardWalOnOpen,
 }
 
 impl Defect {
@@ -122,6 +124,11 @@ pub struct ServerDefects {
     pub ignore_base_version: bool,
     /// When a page is not the last, leave its last row out while the cursor moves past it.
     pub drop_last_row_of_page: bool,
+    /// An engine defect, carried here so that one table names every planted bug: the
+    /// engine deletes the WAL a killed app left as if it were stale (see
+    /// `sync_engine::PlantedDefects`). The server ignores it; the kernel hands it to every
+    /// engine it opens.
+    pub discard_wal_on_open: bool,
 }
 
 impl ServerDefects {
@@ -153,6 +160,7 @@ impl ServerDefects {
             Defect::SkipTenantCheck => &mut self.skip_tenant_check,
             Defect::IgnoreBaseVersion => &mut self.ignore_base_version,
             Defect::DropLastRowOfPage => &mut self.drop_last_row_of_page,
+            Defect::DiscardWalOnOpen => &mut self.discard_wal_on_open,
         }
     }
 
