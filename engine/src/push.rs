@@ -43,7 +43,10 @@ impl Engine {
             return self.fail_sync("push response does not match the request", true);
         }
         if !parsed.results.iter().all(plausible_result) {
-            return self.fail_sync("push response carries impossible versions or stamps", true);
+            return self.fail_sync(
+                "push response carries impossible versions, stamps or ids",
+                true,
+            );
         }
         let mut transient_error = None;
         let auto_merge = ops.first().is_some_and(|op| {
@@ -210,8 +213,11 @@ pub(crate) fn prepare_push(
     }
 }
 
+/// A result no server could give: an impossible version or stamp, or an empty server id
+/// (stored as a mapping, it would be sent back with every later write of the record).
 fn plausible_result(result: &SyncResultItem) -> bool {
-    result.version.is_none_or(plausible_version)
+    result.id.as_deref().is_none_or(|id| !id.is_empty())
+        && result.version.is_none_or(plausible_version)
         && result.updated_at.is_none_or(plausible_stamp)
         && result.conflict.as_ref().is_none_or(|conflict| {
             plausible_version(conflict.server_version)
