@@ -334,15 +334,6 @@ impl Sim {
         &self.faults
     }
 
-    /// The class's own stream, for a driver that injects a fault of that class.
-    pub fn fault_hit(&mut self, class: FaultClass) -> bool {
-        self.faults.hit(class)
-    }
-
-    pub fn fault_stream(&mut self, class: FaultClass) -> &mut SimRng {
-        self.faults.stream(class)
-    }
-
     /// Crash points that fired, by name.
     pub fn crash_points_fired(&self) -> BTreeMap<String, u64> {
         self.kill_switch
@@ -544,10 +535,5 @@ impl Sim {
     /// Every end-of-run check of the oracle.
     pub fn final_checks(&mut self) -> Result<(), Failure> {
         self.oracle.final_checks(&self.devices, &self.server)
-    }
-
-    /// The directory under which every device keeps its files.
-    pub fn root_dir(&self) -> &std::path::Path {
-        self.root.path()
     }
 }
