@@ -43,6 +43,10 @@ pub struct PlantedDefects {
     /// last checkpoint, so a killed app loses its latest writes. Invisible to a harness
     /// whose kills close SQLite cleanly (no WAL is ever left behind).
     pub discard_wal_on_open: bool,
+    /// Store a push answer's "after" cursor even when the device's cursor is not the
+    /// answer's "before" one: another device's commit between the device's last pull and
+    /// this push is then skipped by every later pull, and never arrives.
+    pub advance_cursor_past_foreign_commits: bool,
 }
 
 impl EngineOptions {

@@ -7,6 +7,7 @@
 use crate::conflict;
 use crate::engine::Engine;
 use crate::error::SyncError;
+use crate::own_writes;
 use crate::record::{Conflict, OpStatus};
 use crate::store;
 use crate::sync::{plausible_stamp, plausible_version, Phase, SyncEvent};
@@ -48,6 +49,18 @@ impl Engine {
                 true,
             );
         }
+        let entity = ops
+            .first()
+            .expect("a push run is never empty")
+            .entity
+            .clone();
+        let device_cursor = store::cursor(&self.conn, &entity)?.unwrap_or_default();
+        let landing = match own_writes::read_landing(&parsed, &device_cursor) {
+            Ok(landing) => landing,
+            Err(reason) => return self.fail_sync(reason, true),
+        };
+        // Whether every result that confirmed a write told all the server stored for it.
+        let mut every_write_confirmed = true;
         let mut transient_error = None;
         let auto_merge = ops.first().is_some_and(|op| {
             self.options
@@ -65,7 +78,7 @@ impl Engine {
             }
             let now_ms = self.env.now_ms();
             match apply_push_result(&tx, op, result, now_ms)? {
-                PushOutcome::Applied => {}
+                PushOutcome::Applied { confirmed } => every_write_confirmed &= confirmed,
                 PushOutcome::Superseded => self.sync.events.push_back(SyncEvent::OpSuperseded {
                     op_id: op.op_id.clone(),
                     client_id: op.entity_id.clone(),
@@ -96,6 +109,18 @@ impl Engine {
         } else {
             None
         };
+        // The device's own writes need not come back in a pull when it stood where the
+        // server stood just before this request: the cursor moves with the results.
+        if let Some(cursor) = own_writes::cursor_to_store(
+            landing.as_ref(),
+            &device_cursor,
+            every_write_confirmed,
+            self.options
+                .planted_defects
+                .advance_cursor_past_foreign_commits,
+        ) {
+            store::set_cursor(&tx, &entity, &cursor, self.env.now_ms())?;
+        }
         store::set_hlc_high_water(&tx, self.hlc.last())?;
         tx.commit()?;
         if let Some(message) = transient_error {
@@ -226,7 +251,12 @@ fn plausible_result(result: &SyncResultItem) -> bool {
 }
 
 enum PushOutcome {
-    Applied,
+    /// The server took the write. `confirmed`: the result carried the server id, version
+    /// and stamp it stored, and the device stored them on its record, so the device holds
+    /// the row exactly as the server does.
+    Applied {
+        confirmed: bool,
+    },
     Superseded,
     Conflict(Conflict),
     Failed {
@@ -291,25 +321,22 @@ fn apply_push_result(
         let mapped = record_server_id
             .as_ref()
             .is_some_and(|mapped| mapped.as_ref() == Some(server_id));
-        if !mapped
-            && store::client_id_for_server_id(tx, server_id)?
-                .is_none_or(|client_id| client_id == op.entity_id)
-        {
-            store::set_id_mapping(tx, &op.entity_id, server_id, &op.entity)?;
+        if !mapped {
+            store::set_id_mapping_unless_taken(tx, &op.entity_id, server_id, &op.entity)?;
         }
     }
     if result.success {
+        let confirmed = result.id.is_some()
+            && result.version.is_some()
+            && result.updated_at.is_some()
+            && record_server_id.is_some();
         if let (Some(version), Some(_)) = (result.version, record_server_id) {
-            // Before the op row goes: its payload becomes the record's merge base.
-            if store::has_other_unfinished_op(tx, &op.entity_id, op.seq)? {
-                // Later local edits stay on top; only the merge base moves.
-                store::set_base_from_op(tx, &op.entity_id, op.seq, version)?;
-            } else {
-                store::set_confirmed(tx, &op.entity_id, op.seq, version, result.updated_at)?;
-            }
+            // Before the op row goes: its payload becomes the record's merge base (later
+            // local edits stay on top).
+            store::set_pushed_version(tx, &op.entity_id, op.seq, version, result.updated_at)?;
         }
         store::delete_op(tx, op.seq)?;
-        return Ok(PushOutcome::Applied);
+        return Ok(PushOutcome::Applied { confirmed });
     }
     let message = result
         .error_message

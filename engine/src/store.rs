@@ -308,10 +308,13 @@ fn merge_base_from_row(row: &Row<'_>) -> rusqlite::Result<Option<Map<String, Val
     }
 }
 
-/// A push of op `seq` was accepted with no later local edit on top: the record takes the
-/// server's version (and stamp, when the server sent one), and the pushed data (the op's
-/// payload, read from its queue row, which must still exist) becomes its merge base.
-pub fn set_confirmed(
+/// A push of op `seq` was accepted: the pushed data (the op's payload, read from its
+/// queue row, which must still exist) becomes the record's merge base at the server's
+/// version. With no later local edit on top (no other unfinished op of the record), the
+/// record itself takes the server's version (and stamp, when the server sent one); with
+/// later edits waiting, only the merge base moves. One statement per op: the push answer
+/// runs it for every op it acknowledges.
+pub fn set_pushed_version(
     conn: &Connection,
     client_id: &str,
     seq: i64,
@@ -320,7 +323,13 @@ pub fn set_confirmed(
 ) -> rusqlite::Result<()> {
     let changed = conn
         .prepare_cached(
-            "UPDATE records SET version = ?3, base_version = ?3, updated_at = COALESCE(?4, updated_at), \
+            "UPDATE records SET \
+             version = CASE WHEN (SELECT EXISTS (SELECT 1 FROM operation_queue WHERE entity_id = ?1 \
+                 AND status IN ('pending', 'sending') AND id <> ?2)) THEN version ELSE ?3 END, \
+             updated_at = CASE WHEN (SELECT EXISTS (SELECT 1 FROM operation_queue WHERE entity_id = ?1 \
+                 AND status IN ('pending', 'sending') AND id <> ?2)) THEN updated_at \
+                 ELSE COALESCE(?4, updated_at) END, \
+             base_version = ?3, \
              base_data = (SELECT NULLIF(q.payload, records.data) FROM operation_queue q WHERE q.id = ?2) \
              WHERE client_id = ?1",
         )?
@@ -331,23 +340,6 @@ pub fn set_confirmed(
             updated_at.map(|stamp| stamp.0 as i64)
         ])?;
     assert!(changed <= 1);
-    Ok(())
-}
-
-/// A push of op `seq` was accepted while later local edits wait on top: only the merge
-/// base moves, to the server's version and the op's payload.
-pub fn set_base_from_op(
-    conn: &Connection,
-    client_id: &str,
-    seq: i64,
-    base_version: i64,
-) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "UPDATE records SET base_version = ?3, \
-         base_data = (SELECT NULLIF(q.payload, records.data) FROM operation_queue q WHERE q.id = ?2) \
-         WHERE client_id = ?1",
-    )?
-    .execute(params![client_id, seq, base_version])?;
     Ok(())
 }
 
@@ -369,6 +361,25 @@ pub fn set_id_mapping(
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO id_map (client_id, server_id, entity) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (client_id) DO UPDATE SET server_id = excluded.server_id \
+         WHERE id_map.server_id <> excluded.server_id",
+    )?
+    .execute(params![client_id, server_id, entity])?;
+    Ok(())
+}
+
+/// Maps a record to the server id a push result gave it, unless another record holds that
+/// server id already (a broken server: the first mapping stays). One statement, where a
+/// lookup and an insert would be two.
+pub fn set_id_mapping_unless_taken(
+    conn: &Connection,
+    client_id: &str,
+    server_id: &str,
+    entity: &str,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO id_map (client_id, server_id, entity) SELECT ?1, ?2, ?3 \
+         WHERE NOT EXISTS (SELECT 1 FROM id_map WHERE server_id = ?2 AND client_id <> ?1) \
          ON CONFLICT (client_id) DO UPDATE SET server_id = excluded.server_id \
          WHERE id_map.server_id <> excluded.server_id",
     )?
@@ -542,16 +553,17 @@ pub fn set_op_status(
     Ok(())
 }
 
-/// Marks ops `sending` and counts the attempt.
+/// Marks ops `sending` and counts the attempt, in one statement for the whole run (the
+/// ids travel as one JSON array).
 pub fn mark_sending(conn: &Connection, seqs: &[i64], now_ms: u64) -> rusqlite::Result<()> {
-    let mut statement = conn.prepare_cached(
-        "UPDATE operation_queue SET status = 'sending', attempts = attempts + 1, updated_at = ?2 \
-         WHERE id = ?1 AND status = 'pending'",
-    )?;
-    for seq in seqs {
-        let changed = statement.execute(params![seq, now_ms as i64])?;
-        assert_eq!(changed, 1, "op {seq} was not pending");
-    }
+    let ids = serde_json::to_string(seqs).expect("integers serialize");
+    let changed = conn
+        .prepare_cached(
+            "UPDATE operation_queue SET status = 'sending', attempts = attempts + 1, updated_at = ?2 \
+             WHERE status = 'pending' AND id IN (SELECT value FROM json_each(?1))",
+        )?
+        .execute(params![ids, now_ms as i64])?;
+    assert_eq!(changed, seqs.len(), "ops {seqs:?} were not all pending");
     Ok(())
 }
 
@@ -642,6 +654,22 @@ pub fn set_sync_state(
          server_version_hash = excluded.server_version_hash, updated_at = excluded.updated_at",
     )?
     .execute(params![entity, cursor, version_hash, now_ms as i64])?;
+    Ok(())
+}
+
+/// Moves an entity's cursor without a pull page (a push answer said where the device's
+/// own writes landed); the server checksum stored with it stays as it was.
+pub fn set_cursor(
+    conn: &Connection,
+    entity: &str,
+    cursor: &str,
+    now_ms: u64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO sync_state (entity, last_sync_at, server_version_hash, updated_at) VALUES (?1, ?2, NULL, ?3) \
+         ON CONFLICT (entity) DO UPDATE SET last_sync_at = excluded.last_sync_at, updated_at = excluded.updated_at",
+    )?
+    .execute(params![entity, cursor, now_ms as i64])?;
     Ok(())
 }
 

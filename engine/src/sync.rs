@@ -513,11 +513,11 @@ impl Engine {
 
     /// Emits the request of a push run whose `sending` marks have committed.
     pub(crate) fn send_push(&mut self, prepared: PreparedPush) -> Result<(), SyncError> {
-        let variables = serde_json::to_value(SyncPushVariables {
+        let variables = SyncPushVariables {
             payload: prepared.payload,
             tenant_id: self.options.tenant.as_str().to_owned(),
-        })
-        .expect("push variables serialize");
+        }
+        .into_value();
         self.emit_request(
             prepared.operation_name.clone(),
             variables,

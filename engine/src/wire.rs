@@ -76,11 +76,50 @@ pub struct SyncPushVariables {
     pub tenant_id: String,
 }
 
+impl SyncPushVariables {
+    /// The variables as JSON, exactly as `serde_json::to_value` renders them, with every
+    /// item's `data` moved in rather than copied (a push run's data is the bulk of it).
+    pub fn into_value(self) -> Value {
+        let payload = self
+            .payload
+            .into_iter()
+            .map(|item| {
+                let mut object = Map::new();
+                object.insert("clientId".into(), item.client_id.into());
+                object.insert("id".into(), item.id.into());
+                object.insert("operation".into(), item.operation.as_str().into());
+                object.insert("data".into(), item.data);
+                object.insert("opId".into(), item.op_id.into());
+                object.insert("baseVersion".into(), item.base_version.into());
+                object.insert("force".into(), item.force.into());
+                object.insert("spaceId".into(), item.space_id.into());
+                object.insert("updatedAt".into(), item.updated_at.0.into());
+                Value::Object(object)
+            })
+            .collect();
+        let mut variables = Map::new();
+        variables.insert("payload".into(), Value::Array(payload));
+        variables.insert("tenantId".into(), self.tenant_id.into());
+        Value::Object(variables)
+    }
+}
+
 /// `type SyncPushResponse`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncPushResponse {
     pub results: Vec<SyncResultItem>,
+    /// The pull cursor of the pushed entity that a fully caught-up device held just
+    /// before this request committed (`""`: the entity had no rows). Set together with
+    /// `cursor_after`, or neither: a server that stored anything for this request that
+    /// the results do not carry leaves both out, and the device pulls as usual.
+    #[serde(default)]
+    pub cursor_before: Option<String>,
+    /// The pull cursor just after this request committed: every row between the two is
+    /// a row this request changed, as its results describe it. Equal to `cursor_before`
+    /// when the request changed nothing.
+    #[serde(default)]
+    pub cursor_after: Option<String>,
 }
 
 /// `type SyncResultItem`: the outcome of one push item, in payload order.
@@ -277,12 +316,22 @@ mod tests {
                     && words[1] == type_name
             })
             .unwrap_or_else(|| panic!("{type_name} missing from schema.graphql"));
+        // Inside a multi-line `"""` description: its text names no field.
+        let mut in_description = false;
         SDL.lines()
             .skip(start + 1)
             .take_while(|line| !line.trim_start().starts_with('}'))
             .filter_map(|line| {
                 let line = line.trim();
-                if line.is_empty() || line.starts_with('#') || line.starts_with("\"\"\"") {
+                if line == "\"\"\"" {
+                    in_description = !in_description;
+                    return None;
+                }
+                if in_description
+                    || line.is_empty()
+                    || line.starts_with('#')
+                    || line.starts_with("\"\"\"")
+                {
                     return None;
                 }
                 let name_end = line.find([':', '('])?;
@@ -344,7 +393,11 @@ mod tests {
             updated_at: HlcStamp(1),
             data: Map::new(),
         };
-        let push = SyncPushResponse { results: vec![] };
+        let push = SyncPushResponse {
+            results: vec![],
+            cursor_before: Some(String::new()),
+            cursor_after: Some("1.x".into()),
+        };
         let checks: [(&str, Value); 6] = [
             ("SyncPushItem", serde_json::to_value(push_item).unwrap()),
             ("SyncResultItem", serde_json::to_value(result).unwrap()),
@@ -397,6 +450,21 @@ mod tests {
             parse_envelope("syncPullSpace", &serde_json::json!(3)),
             Envelope::Error { .. }
         ));
+    }
+
+    #[test]
+    fn push_variables_into_value_is_their_serialization() {
+        let mut insert = sample_push_item();
+        insert.operation = Operation::Insert;
+        insert.id = None;
+        insert.base_version = None;
+        insert.force = true;
+        let variables = SyncPushVariables {
+            payload: vec![sample_push_item(), insert],
+            tenant_id: "t".into(),
+        };
+        let expected = serde_json::to_value(variables.clone()).unwrap();
+        assert_eq!(variables.into_value(), expected);
     }
 
     #[test]

@@ -275,6 +275,8 @@ fn a_push_answer_for_an_op_whose_record_vanished() {
                 server_is_deleted: false,
             }),
         }],
+        cursor_before: None,
+        cursor_after: None,
     };
     let response = json!({"data": {"syncPushSpace": answer}});
     assert_names(

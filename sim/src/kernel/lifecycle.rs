@@ -45,6 +45,8 @@ impl Sim {
         );
         options.sync_after_write = self.knobs.sync_after_write;
         options.planted_defects.discard_wal_on_open = self.planted.discard_wal_on_open;
+        options.planted_defects.advance_cursor_past_foreign_commits =
+            self.planted.advance_cursor_past_foreign_commits;
         let mut engine =
             Engine::open(options, Env::new(device.clock.clone(), entropy)).map_err(|error| {
                 violation(format!(

@@ -90,6 +90,8 @@ pub enum Defect {
     DropLastRowOfPage,
     /// [`ServerDefects::discard_wal_on_open`] (an engine defect).
     DiscardWalOnOpen,
+    /// [`ServerDefects::advance_cursor_past_foreign_commits`] (an engine defect).
+    AdvanceCursorPastForeignCommits,
 }
 
 impl Defect {
@@ -129,6 +131,10 @@ pub struct ServerDefects {
     /// `sync_engine::PlantedDefects`). The server ignores it; the kernel hands it to every
     /// engine it opens.
     pub discard_wal_on_open: bool,
+    /// An engine defect (see `sync_engine::PlantedDefects`): a push answer's "after"
+    /// cursor is stored even when the device did not stand at its "before" cursor, so
+    /// another device's commit in between is never pulled. The server ignores it.
+    pub advance_cursor_past_foreign_commits: bool,
 }
 
 impl ServerDefects {
@@ -161,6 +167,9 @@ impl ServerDefects {
             Defect::IgnoreBaseVersion => &mut self.ignore_base_version,
             Defect::DropLastRowOfPage => &mut self.drop_last_row_of_page,
             Defect::DiscardWalOnOpen => &mut self.discard_wal_on_open,
+            Defect::AdvanceCursorPastForeignCommits => {
+                &mut self.advance_cursor_past_foreign_commits
+            }
         }
     }
 

@@ -75,6 +75,21 @@ impl PageRequest {
     }
 }
 
+/// The cursor a device holds once it has pulled every row of `entity`: the last row's
+/// position, or `""` (the start) while the entity has no rows. Push answers carry it
+/// from just before and just after the push.
+pub(super) fn caught_up_cursor(tenant: &TenantState, entity: &str) -> String {
+    tenant
+        .last_change(entity)
+        .map_or_else(String::new, |(commit_stamp, id)| {
+            Cursor {
+                commit_stamp,
+                id: id.to_owned(),
+            }
+            .format()
+        })
+}
+
 impl ReferenceServer {
     /// Reads one page of the entity's rows after the cursor; returns the
     /// `SyncPullResponse` JSON.

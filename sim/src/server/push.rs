@@ -7,6 +7,7 @@
 //! records outright (`refuse_client_id`). It never writes anything before the whole
 //! batch has been validated, so a malformed batch is never partly applied.
 
+use super::pull;
 use super::state::TenantState;
 use super::{Effect, ReferenceServer, ServerDefects, ServerRecord};
 use serde::Deserialize;
@@ -167,6 +168,7 @@ impl ReferenceServer {
         // request that changes nothing does not move the tenant's counter.
         let mut request_stamp: Option<u64> = None;
         let stamp_before = self.commit_stamp(tenant_id);
+        let cursor_before = pull::caught_up_cursor(self.tenant_mut(tenant_id), entity);
         let results: Vec<SyncResultItem> = items
             .iter()
             .map(|item| self.push_item(tenant_id, entity, item, &mut request_stamp))
@@ -176,7 +178,21 @@ impl ReferenceServer {
             assert!(stamp > stamp_before);
             assert_eq!(stamp, self.commit_stamp(tenant_id));
         }
-        let response = serde_json::to_value(SyncPushResponse { results });
+        let cursor_after = pull::caught_up_cursor(self.tenant_mut(tenant_id), entity);
+        if request_stamp.is_none() && !self.defects.wall_clock_cursor {
+            assert_eq!(
+                cursor_after, cursor_before,
+                "nothing changed, nothing moved"
+            );
+        }
+        // Every row this request changed is stored exactly as its item was sent, with its
+        // result's id, version and stamp: the answer carries all of it, so the cursors
+        // may let a caught-up writer skip pulling its own writes back.
+        let response = serde_json::to_value(SyncPushResponse {
+            results,
+            cursor_before: Some(cursor_before),
+            cursor_after: Some(cursor_after),
+        });
         response.expect("wire types always serialize to JSON")
     }
 

@@ -144,6 +144,13 @@ impl TenantState {
             })
     }
 
+    /// The entity's last position in pull order, `None` while it has no records: where
+    /// a device that pulled everything of the entity stands.
+    pub(super) fn last_change(&self, entity: &str) -> Option<(u64, &str)> {
+        let (stamp, id) = self.change_order.get(entity)?.last()?;
+        Some((*stamp, id.as_str()))
+    }
+
     /// Every record of the entity, in no particular order.
     pub(super) fn entity_records<'a>(
         &'a self,

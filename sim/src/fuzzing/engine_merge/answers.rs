@@ -263,8 +263,14 @@ impl EngineHarness {
                 conflict,
             });
         }
-        let payload = serde_json::to_value(SyncPushResponse { results: built })
-            .expect("wire types serialize");
+        // No cursors: the answer never lets the device skip its pull, so the fuzzed pages
+        // that follow still reach every record.
+        let payload = serde_json::to_value(SyncPushResponse {
+            results: built,
+            cursor_before: None,
+            cursor_after: None,
+        })
+        .expect("wire types serialize");
         wire::data_response(&request.operation_name, payload)
     }
 
