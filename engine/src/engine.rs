@@ -43,6 +43,16 @@ pub struct PlantedDefects {
     /// last checkpoint, so a killed app loses its latest writes. Invisible to a harness
     /// whose kills close SQLite cleanly (no WAL is ever left behind).
     pub discard_wal_on_open: bool,
+    /// After taking in a remote stamp ahead of its own, the clock hands out that very
+    /// stamp at its next tick instead of the stamp after it (an off-by-one in merging a
+    /// received stamp). A write made right after pulling a record can then carry the
+    /// stamp of the version it overwrote, which "the newer stamp wins" cannot order.
+    /// Invisible to an oracle that trusts the stamps it is checking.
+    pub hlc_reuses_observed_stamp: bool,
+    /// A pulled row older than a pending local edit is written over the record anyway
+    /// (the op stays queued), so the app shows the older version until the op's push and
+    /// its echo restore the edit. Invisible to an oracle that only looks at the end.
+    pub pull_overwrites_pending_edit: bool,
 }
 
 impl EngineOptions {
@@ -106,7 +116,8 @@ impl Engine {
             now_ms,
         )?;
         store::force_staging::clear(&tx)?;
-        let hlc = Hlc::resume(store::hlc_high_water(&tx)?);
+        let mut hlc = Hlc::resume(store::hlc_high_water(&tx)?);
+        hlc.planted_reuses_observed = options.planted_defects.hlc_reuses_observed_stamp;
         tx.commit()?;
         let mut env = env;
         // Request ids start at a random point (below 2^48, so they stay exact in JSON).

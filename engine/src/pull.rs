@@ -122,6 +122,7 @@ pub(crate) fn merge_pulled_item(
     tx: &rusqlite::Connection,
     entity: &str,
     item: &PulledItem,
+    planted: crate::engine::PlantedDefects,
 ) -> rusqlite::Result<PulledVerdict> {
     let server_record = Record {
         client_id: item.client_id.clone(),
@@ -168,6 +169,14 @@ pub(crate) fn merge_pulled_item(
         PulledVerdict::Superseded(_) => {
             store::drop_pending_ops_for_record(tx, &item.client_id)?;
             store::delete_conflict_for_record(tx, &item.client_id)?;
+            store::put_record_with_base(tx, &server_record, &server_record.data)?;
+        }
+        PulledVerdict::KeptLocal
+            if planted.pull_overwrites_pending_edit
+                && local.as_ref().is_some_and(|local| {
+                    !local.is_deleted && local.updated_at > item.updated_at
+                }) =>
+        {
             store::put_record_with_base(tx, &server_record, &server_record.data)?;
         }
         PulledVerdict::KeptLocal | PulledVerdict::Conflict(_) => {

@@ -707,7 +707,7 @@ impl Engine {
             if let Some(repair) = repair.as_mut() {
                 repair.seen_server_ids.insert(item.id.clone());
             }
-            match merge_pulled_item(&tx, entity, item)? {
+            match merge_pulled_item(&tx, entity, item, self.options.planted_defects)? {
                 PulledVerdict::Stored | PulledVerdict::KeptLocal => {}
                 PulledVerdict::Superseded(op_ids) => {
                     for op_id in op_ids {

@@ -251,6 +251,9 @@ mod tests {
                 "ignore_base_version",
                 "drop_last_row_of_page",
                 "discard_wal_on_open",
+                "hlc_reuses_observed_stamp",
+                "conflict_on_same_batch_edit",
+                "pull_overwrites_pending_edit",
             ]
         );
         for &name in DEFECT_NAMES {
@@ -279,6 +282,9 @@ mod tests {
             ignore_base_version: true,
             drop_last_row_of_page: true,
             discard_wal_on_open: true,
+            hlc_reuses_observed_stamp: true,
+            conflict_on_same_batch_edit: true,
+            pull_overwrites_pending_edit: true,
         };
         assert_eq!(ServerDefects::planting(Defect::ALL.iter().copied()), every);
         assert_eq!(every.planted(), Defect::ALL.to_vec());

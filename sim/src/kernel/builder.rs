@@ -178,6 +178,7 @@ impl SimBuilder {
             syncs_completed: 0,
             conflicts_stored: 0,
             events_since_server_check: 0,
+            delivering: false,
             collect_events: self.collect_events,
             collected: BTreeMap::new(),
             collect_requests: self.collect_requests,

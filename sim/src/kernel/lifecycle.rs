@@ -5,6 +5,7 @@
 
 use super::device::SimCrashHook;
 use super::{token_of, violation, CallError, Called, Event, Failure, Sim, RESTART_DELAY_MS_MAX};
+use crate::oracle::Origin;
 use crate::profile::FaultClass;
 use crate::rng::SimRng;
 use std::rc::Rc;
@@ -45,6 +46,9 @@ impl Sim {
         );
         options.sync_after_write = self.knobs.sync_after_write;
         options.planted_defects.discard_wal_on_open = self.planted.discard_wal_on_open;
+        options.planted_defects.hlc_reuses_observed_stamp = self.planted.hlc_reuses_observed_stamp;
+        options.planted_defects.pull_overwrites_pending_edit =
+            self.planted.pull_overwrites_pending_edit;
         let mut engine =
             Engine::open(options, Env::new(device.clock.clone(), entropy)).map_err(|error| {
                 violation(format!(
@@ -76,7 +80,9 @@ impl Sim {
     /// kill inside the call takes the device down (a restart follows on its own); a
     /// rejected input is traced and changes nothing. A call may return what took effect
     /// and still have been killed in work it started (a force push whose sync died): the
-    /// caller gets the value, and the device goes down without handing out anything.
+    /// caller gets the value, and the device goes down without handing out anything. After
+    /// a call that returned, the oracle checks the records it touched (read-your-writes,
+    /// monotonic reads), so every driver gets those checks.
     pub fn call<T>(
         &mut self,
         index: usize,
@@ -97,10 +103,12 @@ impl Sim {
                         self.devices[index].name,
                         point.name()
                     ));
+                    self.killed_mid_call(index);
                     self.crash(index, None);
                     return Ok(Called::Done(value));
                 }
                 self.drain(index)?;
+                self.check_touched(index)?;
                 Ok(Called::Done(value))
             }
             Err(CallError::Killed(point)) => {
@@ -110,12 +118,14 @@ impl Sim {
                     self.devices[index].name,
                     point.name()
                 ));
+                self.killed_mid_call(index);
                 self.crash(index, None);
                 Ok(Called::Killed(point))
             }
             Err(CallError::Rejected(message)) => {
                 self.trace(format!("{} rejected: {message}", self.devices[index].name));
                 self.drain(index)?;
+                self.check_touched(index)?;
                 Ok(Called::Rejected(message))
             }
             Err(CallError::Fatal(message)) => Err(violation(format!(
@@ -226,6 +236,28 @@ impl Sim {
         Ok(())
     }
 
+    /// A kill inside a call swallowed the events the call would have handed out.
+    fn killed_mid_call(&mut self, index: usize) {
+        if let Some(tenant) = self.devices[index].tenant.as_deref() {
+            self.oracle.killed_mid_call(index, tenant);
+        }
+    }
+
+    /// The oracle's continuous checks of the records the call just made touched
+    /// (read-your-writes, monotonic reads): once here, so every driver gets them.
+    fn check_touched(&mut self, index: usize) -> Result<(), Failure> {
+        let origin = if self.delivering {
+            Origin::Received
+        } else {
+            Origin::Local
+        };
+        let device = &self.devices[index];
+        if let (Some(tenant), Some(engine)) = (device.tenant.as_deref(), device.engine.as_ref()) {
+            self.oracle.check_touched(device, tenant, engine, origin)?;
+        }
+        Ok(())
+    }
+
     /// Records the device's current copy of `client_id` as a write the app was told
     /// succeeded.
     pub fn acknowledge(&mut self, index: usize, client_id: &str) -> Result<(), Failure> {
@@ -243,8 +275,7 @@ impl Sim {
                     device.name
                 ))
             })?;
-        self.oracle.acknowledge(index, tenant, &record);
-        Ok(())
+        self.oracle.acknowledge(index, tenant, &record)
     }
 
     // ---- lifecycle verbs ------------------------------------------------------------------
@@ -261,6 +292,7 @@ impl Sim {
             return;
         }
         self.devices[index].kill();
+        self.oracle.process_ended(index);
         self.trace(format!("{} killed", self.devices[index].name));
         if !self.devices[index].restart_scheduled {
             self.devices[index].restart_scheduled = true;
@@ -309,6 +341,7 @@ impl Sim {
         self.devices[index].forget_process();
         self.oracle.model.discard_device_tenant(index, &tenant);
         self.oracle.reset_cursors(index, &tenant);
+        self.oracle.logged_out(index, &tenant);
         let dropped = match engine {
             Some(engine) => engine.drop_database(),
             None => sync_engine::drop_tenant_database(

@@ -253,6 +253,9 @@ pub struct Sim {
     conflicts_stored: u64,
     /// Events handled since the server's whole-state check last ran.
     events_since_server_check: u64,
+    /// True while a delivered answer is handed to an engine: versions first seen then came
+    /// from the server, not from the device's user.
+    delivering: bool,
     collect_events: bool,
     collected: BTreeMap<usize, Vec<SyncEvent>>,
     collect_requests: bool,

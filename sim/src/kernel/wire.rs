@@ -103,9 +103,15 @@ impl Sim {
         response: Result<Value, TransportError>,
     ) -> Result<Called<()>, Failure> {
         self.devices[index].in_flight.remove(&request_id);
+        if let Ok(answer) = &response {
+            self.oracle.touched_by_answer(index, answer);
+        }
+        self.delivering = true;
         let called = self.call(index, |engine| {
             Ok(engine.handle_response(request_id, response)?)
-        })?;
+        });
+        self.delivering = false;
+        let called = called?;
         let device = &self.devices[index];
         if let (Some(tenant), Some(engine)) = (device.tenant.as_deref(), device.engine.as_ref()) {
             self.oracle

@@ -90,6 +90,12 @@ pub enum Defect {
     DropLastRowOfPage,
     /// [`ServerDefects::discard_wal_on_open`] (an engine defect).
     DiscardWalOnOpen,
+    /// [`ServerDefects::hlc_reuses_observed_stamp`] (an engine defect).
+    HlcReusesObservedStamp,
+    /// [`ServerDefects::conflict_on_same_batch_edit`].
+    ConflictOnSameBatchEdit,
+    /// [`ServerDefects::pull_overwrites_pending_edit`] (an engine defect).
+    PullOverwritesPendingEdit,
 }
 
 impl Defect {
@@ -129,6 +135,20 @@ pub struct ServerDefects {
     /// `sync_engine::PlantedDefects`). The server ignores it; the kernel hands it to every
     /// engine it opens.
     pub discard_wal_on_open: bool,
+    /// An engine defect: the clock hands out a stamp it just took in from a pull as the
+    /// stamp of the next local write (see `sync_engine::PlantedDefects`).
+    pub hlc_reuses_observed_stamp: bool,
+    /// Optimistic locking by version within a batch: an update whose `baseVersion` is not
+    /// the current version, because an earlier item of the same request just wrote the
+    /// record, is answered `CONFLICT` for the user instead of letting the stamps decide.
+    /// That earlier item is the same device's previous edit of the record (a device's
+    /// follow-up edit carries the base both edits were made on), so the user is asked to
+    /// choose between an edit and the one it was made on top of.
+    pub conflict_on_same_batch_edit: bool,
+    /// An engine defect: a pulled row older than a pending local edit overwrites the
+    /// record until the edit's push and echo restore it (see
+    /// `sync_engine::PlantedDefects`).
+    pub pull_overwrites_pending_edit: bool,
 }
 
 impl ServerDefects {
@@ -161,6 +181,9 @@ impl ServerDefects {
             Defect::IgnoreBaseVersion => &mut self.ignore_base_version,
             Defect::DropLastRowOfPage => &mut self.drop_last_row_of_page,
             Defect::DiscardWalOnOpen => &mut self.discard_wal_on_open,
+            Defect::HlcReusesObservedStamp => &mut self.hlc_reuses_observed_stamp,
+            Defect::ConflictOnSameBatchEdit => &mut self.conflict_on_same_batch_edit,
+            Defect::PullOverwritesPendingEdit => &mut self.pull_overwrites_pending_edit,
         }
     }
 

@@ -189,7 +189,14 @@ impl ReferenceServer {
     ) -> SyncResultItem {
         let defects = self.defects;
         let tenant = self.tenants.entry(tenant_id.to_owned()).or_default();
-        let decision = decide(tenant, entity, item, defects, &self.refused_client_ids);
+        let decision = decide(
+            tenant,
+            entity,
+            item,
+            defects,
+            &self.refused_client_ids,
+            *request_stamp,
+        );
         let result = match decision {
             Decision::Replay(result) => {
                 assert_eq!(result.op_id, item.op_id);
@@ -284,6 +291,8 @@ fn decide(
     item: &PushItem,
     defects: ServerDefects,
     refused_client_ids: &BTreeSet<String>,
+    // The commit stamp of this request, once an earlier item of it changed a record.
+    request_stamp: Option<u64>,
 ) -> Decision {
     if !defects.skip_op_id_dedupe {
         if let Some(stored) = tenant.stored_result(&item.op_id) {
@@ -297,7 +306,9 @@ fn decide(
     }
     match item.operation {
         Operation::Insert => decide_insert(tenant, entity, item, defects),
-        Operation::Update | Operation::Delete => decide_write(tenant, entity, item, defects),
+        Operation::Update | Operation::Delete => {
+            decide_write(tenant, entity, item, defects, request_stamp)
+        }
     }
 }
 
@@ -361,6 +372,7 @@ fn decide_write(
     entity: &str,
     item: &PushItem,
     defects: ServerDefects,
+    request_stamp: Option<u64>,
 ) -> Decision {
     assert_ne!(item.operation, Operation::Insert);
     let record = match locate(tenant, item) {
@@ -406,6 +418,12 @@ fn decide_write(
     }
     if item.force || item.base_version == Some(record.version) || defects.ignore_base_version {
         return write;
+    }
+    let same_write = item.updated_at == record.updated_at && item.data == record.data;
+    let changed_by_this_batch = request_stamp == Some(record.commit_stamp);
+    if defects.conflict_on_same_batch_edit && changed_by_this_batch && !same_write {
+        let message = "the record changed since the version this write is based on".to_owned();
+        return Decision::Answer(failure(item, Some(record), ErrorCode::Conflict, message));
     }
     // A concurrent write: the writer had not seen the current version. The newer HLC
     // stamp wins; equal stamps are a true tie that only the user can break.
