@@ -43,6 +43,19 @@ pub struct PlantedDefects {
     /// last checkpoint, so a killed app loses its latest writes. Invisible to a harness
     /// whose kills close SQLite cleanly (no WAL is ever left behind).
     pub discard_wal_on_open: bool,
+    /// When a push answer confirms an op of a record edited again after the push was sent,
+    /// settle the record as if the pushed op were its latest write: it takes the pushed
+    /// data and version, and the edits queued while the push was on the wire are dropped.
+    /// Invisible unless the user edits a record whose op is in flight.
+    pub push_answer_overwrites_newer_edit: bool,
+    /// Name tenant files by the lower-cased id with `-` as `_` ("ids are case-insensitive
+    /// anyway"): `Acme-1` and `acme_1` share one database. Invisible unless two such
+    /// tenants meet on one device. Carried by [`DbLocation`], which names the files.
+    pub lossy_tenant_file_name: bool,
+    /// Dropping a tenant's database removes the database and its journal but not its
+    /// `-wal` and `-shm` ("a closed database has no WAL"). True after a clean close, which
+    /// checkpoints; false after a kill. Carried by [`DbLocation`].
+    pub drop_leaves_wal: bool,
 }
 
 impl EngineOptions {
@@ -86,6 +99,7 @@ impl Engine {
             return Err(crate::error::ConfigError::NoEntities.into());
         }
         std::fs::create_dir_all(options.location.dir())?;
+        crate::legacy_names::migrate(&options.location, &options.tenant)?;
         if options.planted_defects.discard_wal_on_open {
             let [wal, shm, ..] = options.location.db_files(&options.tenant);
             for leftover in [wal, shm] {
@@ -426,9 +440,19 @@ impl Engine {
     }
 }
 
-/// Removes every file of a tenant's database without opening it.
+/// Removes every file of a tenant's database without opening it (one still under its
+/// legacy name too).
 pub fn drop_tenant_database(location: &DbLocation, tenant: &TenantId) -> Result<(), OpenError> {
-    for path in location.db_files(tenant) {
+    if location.dir().exists() {
+        crate::legacy_names::migrate(location, tenant)?;
+    }
+    let [wal, shm, journal, main] = location.db_files(tenant);
+    let files = if location.planted().drop_leaves_wal {
+        vec![journal, main]
+    } else {
+        vec![wal, shm, journal, main]
+    };
+    for path in files {
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}

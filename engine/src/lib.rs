@@ -18,6 +18,7 @@ pub mod error;
 pub mod force;
 pub mod hlc;
 pub mod ids;
+mod legacy_names;
 mod pull;
 mod push;
 pub mod record;

@@ -64,7 +64,8 @@ impl Engine {
                 self.hlc.observe(payload.server_updated_at);
             }
             let now_ms = self.env.now_ms();
-            match apply_push_result(&tx, op, result, now_ms)? {
+            let planted = self.options.planted_defects;
+            match apply_push_result(&tx, op, result, now_ms, planted)? {
                 PushOutcome::Applied => {}
                 PushOutcome::Superseded => self.sync.events.push_back(SyncEvent::OpSuperseded {
                     op_id: op.op_id.clone(),
@@ -284,6 +285,7 @@ fn apply_push_result(
     op: &store::SentOp,
     result: &SyncResultItem,
     now_ms: u64,
+    planted: crate::engine::PlantedDefects,
 ) -> rusqlite::Result<PushOutcome> {
     // `None` when the record is gone; else its current server id, if any.
     let record_server_id = store::record_server_id(tx, &op.entity_id)?;
@@ -301,7 +303,13 @@ fn apply_push_result(
     if result.success {
         if let (Some(version), Some(_)) = (result.version, record_server_id) {
             // Before the op row goes: its payload becomes the record's merge base.
-            if store::has_other_unfinished_op(tx, &op.entity_id, op.seq)? {
+            if planted.push_answer_overwrites_newer_edit
+                && store::planted_edited_since_sent(tx, &op.entity_id, op.seq)?
+            {
+                store::set_confirmed(tx, &op.entity_id, op.seq, version, result.updated_at)?;
+                store::planted_overwrite_with_op(tx, &op.entity_id, op.seq)?;
+                store::drop_pending_ops_for_record(tx, &op.entity_id)?;
+            } else if store::has_other_unfinished_op(tx, &op.entity_id, op.seq)? {
                 // Later local edits stay on top; only the merge base moves.
                 store::set_base_from_op(tx, &op.entity_id, op.seq, version)?;
             } else {

@@ -251,6 +251,9 @@ mod tests {
                 "ignore_base_version",
                 "drop_last_row_of_page",
                 "discard_wal_on_open",
+                "push_answer_overwrites_newer_edit",
+                "lossy_tenant_file_name",
+                "drop_leaves_wal",
             ]
         );
         for &name in DEFECT_NAMES {
@@ -279,6 +282,9 @@ mod tests {
             ignore_base_version: true,
             drop_last_row_of_page: true,
             discard_wal_on_open: true,
+            push_answer_overwrites_newer_edit: true,
+            lossy_tenant_file_name: true,
+            drop_leaves_wal: true,
         };
         assert_eq!(ServerDefects::planting(Defect::ALL.iter().copied()), every);
         assert_eq!(every.planted(), Defect::ALL.to_vec());

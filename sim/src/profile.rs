@@ -127,6 +127,15 @@ pub struct Knobs {
     /// Workload weights: create, update, delete, bulk, sync, resolve, force, wipe,
     /// logout/login, switch tenant.
     pub workload_weights: [u64; 10],
+    /// Tenant ids drawn to collide: differing only by case, by `-` versus `_`, by a SQLite
+    /// companion suffix (`-wal`), at the 64-character limit (`world/tenants.rs`).
+    pub adversarial_tenants: bool,
+    /// Chance that a request a device sends gets a user action while it is on the wire
+    /// (`world/inflight.rs`).
+    pub inflight_actions: Ratio,
+    /// Share of logouts and tenant switches that come right after a kill, while the files
+    /// still hold the killed process's WAL; a switch then drops the tenant it left.
+    pub lifecycle_after_kill: Ratio,
 }
 
 impl Knobs {
@@ -158,6 +167,9 @@ impl Knobs {
             auto_merge_fields: false,
             concurrent_edit: Ratio::ZERO,
             workload_weights: [1, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            adversarial_tenants: false,
+            inflight_actions: Ratio::ZERO,
+            lifecycle_after_kill: Ratio::ZERO,
         }
     }
 
@@ -198,7 +210,7 @@ impl Knobs {
         if synchronized_clocks {
             faults.remove(&FaultClass::ClockJump);
         }
-        Knobs {
+        let mut knobs = Knobs {
             profile,
             tenants: rng.range(1, tenants_max) as usize,
             devices: rng.range(2, devices_max) as usize,
@@ -229,7 +241,19 @@ impl Knobs {
             sync_after_write: rng.coin(),
             auto_merge_fields: rng.range(0, 3) == 0,
             workload_weights,
+            adversarial_tenants: false,
+            inflight_actions: Ratio::ZERO,
+            lifecycle_after_kill: Ratio::ZERO,
+        };
+        // Drawn after every other knob, so that they keep the values they had before.
+        knobs.adversarial_tenants = rng.coin();
+        if knobs.adversarial_tenants {
+            // Colliding ids need two tenants at least.
+            knobs.tenants = knobs.tenants.max(2);
         }
+        knobs.inflight_actions = Ratio::new(rng.range(1, 4), 10);
+        knobs.lifecycle_after_kill = Ratio::new(rng.range(1, 3), 4);
+        knobs
     }
 }
 

@@ -137,6 +137,10 @@ impl SimBuilder {
         for (index, (name, tenant)) in declared.into_iter().enumerate() {
             let mut device =
                 Device::new(index, name, root.path().join(format!("d{index}")), tenant);
+            device.location = device
+                .location
+                .clone()
+                .with_planted_defects(super::tenancy::engine_defects(&self.defects));
             let mut clock_rng = SimRng::new(seed, Stream::DeviceClockBase as u64 + index as u64);
             let offset_max = knobs.clock_offset_ms_max;
             let drift_max = knobs.clock_drift_ppm_max;

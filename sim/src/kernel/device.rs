@@ -69,6 +69,14 @@ pub struct Device {
     /// How traces and failures name the device (`d0`, or a scenario's `phone`).
     pub name: String,
     pub dir: PathBuf,
+    /// Where and under which names the device keeps its tenant databases (`dir`, with the
+    /// engine's planted file-handling defects).
+    pub location: DbLocation,
+    /// Every tenant whose database the device has opened.
+    pub tenants_opened: BTreeSet<String>,
+    /// Tenants whose database was dropped here and not opened since: the next open of
+    /// one must find it empty.
+    pub dropped_tenants: BTreeSet<String>,
     pub clock: ManualClock,
     pub clock_offset_ms: i64,
     pub drift_ppm: i64,
@@ -103,6 +111,9 @@ impl Device {
         Device {
             index,
             name,
+            location: DbLocation::new(&dir),
+            tenants_opened: BTreeSet::new(),
+            dropped_tenants: BTreeSet::new(),
             dir,
             clock: ManualClock::new(EPOCH_MS),
             clock_offset_ms: 0,
@@ -146,7 +157,7 @@ impl Device {
             return Vec::new();
         };
         let tenant = TenantId::parse(tenant).expect("simulated tenant ids are valid");
-        DbLocation::new(&self.dir).db_files(&tenant).to_vec()
+        self.location.db_files(&tenant).to_vec()
     }
 
     /// The app process dies: memory is lost and the files stay exactly as the dying
@@ -184,7 +195,7 @@ impl Device {
     fn db_path(&self) -> PathBuf {
         let tenant = self.tenant.as_deref().expect("a running app is logged in");
         let tenant = TenantId::parse(tenant).expect("simulated tenant ids are valid");
-        DbLocation::new(&self.dir).db_path(&tenant)
+        self.location.db_path(&tenant)
     }
 
     /// What a process ending (killed or logged out) takes with it.

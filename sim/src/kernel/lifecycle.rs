@@ -10,8 +10,8 @@ use crate::rng::SimRng;
 use std::rc::Rc;
 use sync_engine::wire::SyncRequest;
 use sync_engine::{
-    CrashPoint, DbLocation, Engine, EngineOptions, Env, ForceDirection, ForceOutcome, ForcePlan,
-    SyncEvent, TenantId, WriteError,
+    CrashPoint, Engine, EngineOptions, Env, ForceDirection, ForceOutcome, ForcePlan, SyncEvent,
+    TenantId, WriteError,
 };
 
 impl Sim {
@@ -28,6 +28,7 @@ impl Sim {
         if device.is_running() {
             return Ok(false);
         }
+        self.check_file_mapping(index, &tenant)?;
         // A new process: a force-from-server the last one ran will never report its end.
         self.oracle.model.app_stopped(index);
         let now_ms = self.now_ms;
@@ -39,12 +40,12 @@ impl Sim {
             1_000_000 + index as u64 * 100_000 + device.generation,
         );
         let mut options = EngineOptions::new(
-            DbLocation::new(&device.dir),
+            device.location.clone(),
             TenantId::parse(&tenant).expect("simulated tenant ids are valid"),
             self.registry.clone(),
         );
         options.sync_after_write = self.knobs.sync_after_write;
-        options.planted_defects.discard_wal_on_open = self.planted.discard_wal_on_open;
+        options.planted_defects = super::tenancy::engine_defects(&self.planted);
         let mut engine =
             Engine::open(options, Env::new(device.clock.clone(), entropy)).map_err(|error| {
                 violation(format!(
@@ -53,6 +54,8 @@ impl Sim {
                 ))
             })?;
         self.oracle.check_reopened(device, &tenant, &engine)?;
+        self.check_opened_empty_if_dropped(index, &tenant, &engine)?;
+        let device = &mut self.devices[index];
         engine.set_crash_hook(Box::new(SimCrashHook {
             device: index,
             switch: Rc::clone(&self.kill_switch),
@@ -312,7 +315,7 @@ impl Sim {
         let dropped = match engine {
             Some(engine) => engine.drop_database(),
             None => sync_engine::drop_tenant_database(
-                &DbLocation::new(&self.devices[index].dir),
+                &self.devices[index].location,
                 &TenantId::parse(&tenant).expect("simulated tenant ids are valid"),
             ),
         };
@@ -329,6 +332,7 @@ impl Sim {
             )));
         }
         self.devices[index].tenant = None;
+        self.devices[index].dropped_tenants.insert(tenant);
         Ok(())
     }
 

@@ -27,6 +27,7 @@ mod faults;
 mod inject;
 mod lifecycle;
 pub mod network;
+mod tenancy;
 mod trace;
 mod wire;
 
@@ -399,8 +400,12 @@ impl Sim {
         let index = self.devices.len();
         let dir = self.root.path().join(format!("d{index}"));
         let tenant = tenant.map(str::to_owned);
-        self.devices
-            .push(Device::new(index, name.to_owned(), dir, tenant));
+        let mut device = Device::new(index, name.to_owned(), dir, tenant);
+        device.location = device
+            .location
+            .clone()
+            .with_planted_defects(tenancy::engine_defects(&self.planted));
+        self.devices.push(device);
         index
     }
 

@@ -90,6 +90,12 @@ pub enum Defect {
     DropLastRowOfPage,
     /// [`ServerDefects::discard_wal_on_open`] (an engine defect).
     DiscardWalOnOpen,
+    /// [`ServerDefects::push_answer_overwrites_newer_edit`] (an engine defect).
+    PushAnswerOverwritesNewerEdit,
+    /// [`ServerDefects::lossy_tenant_file_name`] (an engine defect).
+    LossyTenantFileName,
+    /// [`ServerDefects::drop_leaves_wal`] (an engine defect).
+    DropLeavesWal,
 }
 
 impl Defect {
@@ -129,6 +135,14 @@ pub struct ServerDefects {
     /// `sync_engine::PlantedDefects`). The server ignores it; the kernel hands it to every
     /// engine it opens.
     pub discard_wal_on_open: bool,
+    /// An engine defect: a push answer settles its record as if the pushed op were the
+    /// latest write, so an edit made while the push was on the wire is lost.
+    pub push_answer_overwrites_newer_edit: bool,
+    /// An engine defect: tenant database file names fold case and `-` onto `_`, so two
+    /// tenants can share one database.
+    pub lossy_tenant_file_name: bool,
+    /// An engine defect: dropping a tenant that is not open leaves its `-wal` and `-shm`.
+    pub drop_leaves_wal: bool,
 }
 
 impl ServerDefects {
@@ -161,6 +175,9 @@ impl ServerDefects {
             Defect::IgnoreBaseVersion => &mut self.ignore_base_version,
             Defect::DropLastRowOfPage => &mut self.drop_last_row_of_page,
             Defect::DiscardWalOnOpen => &mut self.discard_wal_on_open,
+            Defect::PushAnswerOverwritesNewerEdit => &mut self.push_answer_overwrites_newer_edit,
+            Defect::LossyTenantFileName => &mut self.lossy_tenant_file_name,
+            Defect::DropLeavesWal => &mut self.drop_leaves_wal,
         }
     }
 

@@ -3,7 +3,9 @@
 //!
 //! Safety: each device's user acts every few seconds of virtual time (create, update,
 //! delete, bulk create, sync now, resolve, force, wipe, log out / in, switch tenant) while
-//! the kernel injects faults around the actions and on the wire. Liveness: every fault
+//! the kernel injects faults around the actions and on the wire; `inflight.rs` adds
+//! actions while a request is on the wire, `tenants.rs` colliding tenant ids and logouts
+//! and tenant drops right after a kill. Liveness: every fault
 //! stops, the network heals, the simulated user answers open conflicts, and every tenant
 //! must converge within a bounded number of sync rounds. The oracle checks the end.
 //!
@@ -11,6 +13,11 @@
 //! whatever the world's state — and makes every other choice from that sub-seed, so the
 //! sequence of actions does not depend on which faults are on. This module chooses what
 //! the user does; it never schedules deliveries or decides faults itself.
+
+mod inflight;
+mod tenants;
+
+pub use tenants::tenant_ids;
 
 use crate::kernel::{Called, Sim, SimBuilder, ENTITIES};
 use crate::profile::{FaultClass, Knobs, Profile};
@@ -60,6 +67,7 @@ pub fn run_seed(seed: u64, profile: Profile, options: &RunOptions) -> SeedReport
 /// Runs one seed with explicit knobs (fuzzers and tests build their own).
 pub fn run_seed_with_knobs(seed: u64, knobs: Knobs, options: &RunOptions) -> SeedReport {
     let sim = SimBuilder::new(seed)
+        .tenants(tenant_ids(seed, &knobs))
         .knobs(knobs)
         .defects(options.defects)
         .keep_trace(options.keep_trace)
@@ -116,12 +124,15 @@ pub struct World {
     scheduler: SimRng,
     /// Draws the liveness phase's answers to conflicts.
     resolutions: SimRng,
+    /// User actions while a request is on the wire (`inflight.rs`).
+    inflight: inflight::InFlightWatch,
 }
 
 impl World {
     pub fn new(sim: Sim) -> World {
         let seed = sim.seed();
         World {
+            inflight: inflight::InFlightWatch::new(seed, sim.devices().len()),
             sim,
             workload: SimRng::for_stream(seed, Stream::Workload),
             scheduler: SimRng::for_stream(seed, Stream::Scheduler),
@@ -168,6 +179,7 @@ impl World {
                 let next = self.sim.now_ms() + self.scheduler.range(1, gap_max);
                 self.sim.schedule_driver(next, device);
             }
+            self.act_while_in_flight()?;
         }
         self.sim.advance_to(safety_end_ms.max(self.sim.now_ms()));
         self.run_liveness()?;
@@ -228,6 +240,8 @@ impl World {
         if !self.sim.device(index).is_running() {
             return Ok(());
         }
+        let after_kill = matches!(action, Action::Logout | Action::SwitchTenant)
+            && user.chance(self.sim.knobs().lifecycle_after_kill);
         let mut act = Act {
             sim: &mut self.sim,
             user: &mut user,
@@ -250,7 +264,9 @@ impl World {
             Action::ResolveOne => act.resolve_one(),
             Action::Force => act.force(),
             Action::Wipe => act.wipe(),
+            Action::Logout if after_kill => act.logout_after_kill(),
             Action::Logout => act.sim.logout(index),
+            Action::SwitchTenant if after_kill => act.switch_after_kill_and_drop(),
             Action::SwitchTenant => act.switch_tenant(),
         }
     }
