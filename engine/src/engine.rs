@@ -43,6 +43,12 @@ pub struct PlantedDefects {
     /// last checkpoint, so a killed app loses its latest writes. Invisible to a harness
     /// whose kills close SQLite cleanly (no WAL is ever left behind).
     pub discard_wal_on_open: bool,
+    /// On a transient sync failure, hand the schedule over to the retry timer: the
+    /// interval timer is dropped, and nothing but an app open arms it again. A device
+    /// whose sync once failed then syncs only when something pokes it (a write with
+    /// `sync_after_write`, the network coming back, "sync now"), so changes from other
+    /// devices never arrive on their own.
+    pub retry_replaces_interval: bool,
 }
 
 impl EngineOptions {

@@ -645,6 +645,9 @@ impl Engine {
                 armed_at_ms: now_ms,
                 delay_ms,
             });
+            if self.options.planted_defects.retry_replaces_interval {
+                self.sync.interval = None;
+            }
             Some(now_ms + delay_ms)
         } else {
             None

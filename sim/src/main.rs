@@ -1,7 +1,7 @@
 //! `syncsim`: run simulation campaigns and replay single seeds.
 //!
 //! Exit codes: 0 all passed, 1 invariant violated (or a configured fault class never
-//! fired), 2 liveness failure, 3 panic in the engine or the server, 64 bad usage.
+//! fired, or a probe the profile is meant to reach never fired), 2 liveness failure, 3 panic in the engine or the server, 64 bad usage.
 //!
 //! clap parses and validates every argument (profile and defect names included) before
 //! any seed runs, so a misspelt flag or value stops the command with a suggestion instead
@@ -26,7 +26,8 @@ const EXIT_USAGE: u8 = 64;
     name = "syncsim",
     version,
     after_help = "Exit codes: 0 all passed, 1 invariant violated (or a configured fault class \
-                  never fired), 2 liveness failure, 3 panic, 64 bad usage."
+                  never fired, or an expected probe never fired), 2 liveness failure, 3 panic, \
+                  64 bad usage."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -61,6 +62,10 @@ struct RunArgs {
     /// Harness self-test: plant a server defect (repeatable); the campaign should fail.
     #[arg(long = "defect", value_name = "NAME", value_parser = defect_parser())]
     defects: Vec<Defect>,
+    /// Faults never stop and only safety invariants are checked (no liveness phase, no
+    /// convergence): for long campaigns hunting corruption and duplicates.
+    #[arg(long)]
+    safety_only: bool,
 }
 
 #[derive(Debug, Args)]
@@ -77,6 +82,9 @@ struct ReplayArgs {
     /// Plant a server defect (repeatable), as the failing campaign did.
     #[arg(long = "defect", value_name = "NAME", value_parser = defect_parser())]
     defects: Vec<Defect>,
+    /// Replay a `--safety-only` seed: faults never stop, no liveness phase.
+    #[arg(long)]
+    safety_only: bool,
 }
 
 fn main() -> ExitCode {
@@ -154,7 +162,12 @@ fn exit_code(kind: FailureKind) -> u8 {
     }
 }
 
-fn print_failure(report: &SeedReport, profile: Profile, defects: &ServerDefects) {
+fn print_failure(
+    report: &SeedReport,
+    profile: Profile,
+    defects: &ServerDefects,
+    safety_only: bool,
+) {
     let Some(failure) = &report.failure else {
         return;
     };
@@ -170,7 +183,10 @@ fn print_failure(report: &SeedReport, profile: Profile, defects: &ServerDefects)
     for line in &report.recent_events {
         eprintln!("  {line}");
     }
-    eprintln!("replay: {}", replay_command(report.seed, profile, defects));
+    eprintln!(
+        "replay: {}",
+        replay_command(report.seed, profile, defects, safety_only)
+    );
 }
 
 fn command_run(args: RunArgs) -> Result<ExitCode, String> {
@@ -181,17 +197,19 @@ fn command_run(args: RunArgs) -> Result<ExitCode, String> {
         threads,
         json,
         defects,
+        safety_only,
     } = args;
     let defects = ServerDefects::planting(defects);
     let threads =
         threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
     println!(
-        "syncsim run: profile {} seeds {}..{} shard {}/{} threads {threads}",
+        "syncsim run: profile {} seeds {}..{} shard {}/{} threads {threads}{}",
         profile.name(),
         seeds.start,
         seeds.end,
         shard.0,
-        shard.1
+        shard.1,
+        if safety_only { " safety only" } else { "" }
     );
     let config = CampaignConfig {
         seeds,
@@ -200,8 +218,11 @@ fn command_run(args: RunArgs) -> Result<ExitCode, String> {
         threads,
         progress: true,
         defects,
+        safety_only,
     };
-    let summary = run_campaign(&config, &|report| print_failure(report, profile, &defects));
+    let summary = run_campaign(&config, &|report| {
+        print_failure(report, profile, &defects, safety_only)
+    });
     print_summary(&summary);
     if let Some(path) = json {
         let json = serde_json::to_string_pretty(&summary).expect("summary serializes");
@@ -215,7 +236,9 @@ fn command_run(args: RunArgs) -> Result<ExitCode, String> {
         .max();
     Ok(match worst {
         Some(code) => ExitCode::from(code),
-        None if !summary.never_fired.is_empty() => ExitCode::from(1),
+        None if !summary.never_fired.is_empty() || !summary.probes_never_reached.is_empty() => {
+            ExitCode::from(1)
+        }
         None => ExitCode::SUCCESS,
     })
 }
@@ -245,6 +268,30 @@ fn print_summary(summary: &CampaignSummary) {
     for (point, count) in &summary.crash_points_fired {
         println!("  {point:<24} {count:>8}");
     }
+    if summary.safety_only {
+        println!("safety only: faults never stopped, no liveness phase");
+    } else {
+        println!(
+            "liveness: no sync now; each convergence bounded by {} ms of virtual time",
+            summary.liveness_bound_ms
+        );
+    }
+    println!("probes reached (seeds), * = the profile is meant to reach it:");
+    for (probe, tally) in &summary.probes {
+        println!(
+            "  {}{:<28} {:>8} ({} seeds)",
+            if tally.expected { '*' } else { ' ' },
+            probe.name(),
+            tally.hits,
+            tally.seeds_reached
+        );
+    }
+    for probe in &summary.probes_never_reached {
+        println!(
+            "FAILED: probe {} is meant to be reached by this profile but never fired",
+            probe.name()
+        );
+    }
     for class in &summary.never_fired {
         println!(
             "FAILED: fault class {} was configured but never fired",
@@ -265,6 +312,7 @@ fn command_replay(args: ReplayArgs) -> Result<ExitCode, String> {
         profile,
         trace,
         defects,
+        safety_only,
     } = args;
     let defects = ServerDefects::planting(defects);
     let report = run_seed(
@@ -273,6 +321,7 @@ fn command_replay(args: ReplayArgs) -> Result<ExitCode, String> {
         &RunOptions {
             keep_trace: trace,
             defects,
+            safety_only,
         },
     );
     println!("seed {seed} profile {}", profile.name());
@@ -293,7 +342,7 @@ fn command_replay(args: ReplayArgs) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Some(failure) => {
-            print_failure(&report, profile, &defects);
+            print_failure(&report, profile, &defects, safety_only);
             Ok(ExitCode::from(exit_code(failure.kind)))
         }
     }
@@ -326,5 +375,6 @@ mod tests {
         assert_eq!(args.threads, None);
         assert!(args.json.is_none());
         assert!(args.defects.is_empty());
+        assert!(!args.safety_only);
     }
 }

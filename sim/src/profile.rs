@@ -5,6 +5,7 @@
 //! the batch sizes. Drawing uses only the `Knobs` stream, so the knobs of a seed never
 //! depend on anything the run does.
 
+use crate::kernel::probes::Probe;
 use crate::rng::{Ratio, SimRng, Stream};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -49,6 +50,38 @@ impl Profile {
 
     pub fn name(self) -> &'static str {
         self.into()
+    }
+
+    /// The code-path probes a campaign of this profile is meant to reach: one of them that
+    /// never fires in a campaign of at least `PROBE_ACCOUNTING_SEEDS_MIN` seeds fails it.
+    /// `safety_only` campaigns have no liveness phase, so nothing is expected of it.
+    pub fn expected_probes(self, safety_only: bool) -> Vec<Probe> {
+        let mut expected = vec![
+            Probe::ConflictStored,
+            Probe::ConflictResolved,
+            Probe::OpSuperseded,
+            Probe::RecordDeletedSettledOp,
+            Probe::StaleAnswered,
+            Probe::LateAnswerIgnored,
+            Probe::PageSplitsCommit,
+            Probe::CursorInsideCommit,
+            Probe::ForceExecuted,
+            Probe::ForceFromServerCompleted,
+            Probe::SpaceWiped,
+            Probe::SyncByAppOpen,
+            Probe::SyncByNetworkRegained,
+            Probe::SyncByAfterWrite,
+            Probe::SyncByRetry,
+            Probe::SyncByManual,
+        ];
+        if self != Profile::Lite {
+            expected.extend([Probe::ConflictAutoMerged, Probe::ForceFailed]);
+        }
+        if !safety_only {
+            expected.push(Probe::SyncByInterval);
+        }
+        expected.sort();
+        expected
     }
 }
 

@@ -177,6 +177,7 @@ impl SimBuilder {
             server_requests: 0,
             syncs_completed: 0,
             conflicts_stored: 0,
+            probes: BTreeMap::new(),
             events_since_server_check: 0,
             collect_events: self.collect_events,
             collected: BTreeMap::new(),

@@ -45,6 +45,7 @@ impl Sim {
         );
         options.sync_after_write = self.knobs.sync_after_write;
         options.planted_defects.discard_wal_on_open = self.planted.discard_wal_on_open;
+        options.planted_defects.retry_replaces_interval = self.planted.retry_replaces_interval;
         let mut engine =
             Engine::open(options, Env::new(device.clock.clone(), entropy)).map_err(|error| {
                 violation(format!(
@@ -158,6 +159,9 @@ impl Sim {
             }
             outcome => Ok(outcome),
         })?;
+        if matches!(called, Called::Done(Ok(_))) {
+            self.probe(super::probes::Probe::ForceExecuted);
+        }
         if recorded && !matches!(called, Called::Done(Ok(_))) {
             self.oracle
                 .model
@@ -217,6 +221,7 @@ impl Sim {
             SyncEvent::ConflictStored { .. } => self.conflicts_stored += 1,
             _ => {}
         }
+        self.probe_event(&event);
         self.trace(format!("{} event {event:?}", self.devices[index].name));
         self.oracle
             .engine_event(&self.devices[index], &tenant, &event)?;

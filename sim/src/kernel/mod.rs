@@ -27,6 +27,7 @@ mod faults;
 mod inject;
 mod lifecycle;
 pub mod network;
+pub mod probes;
 mod trace;
 mod wire;
 
@@ -251,6 +252,8 @@ pub struct Sim {
     server_requests: u64,
     syncs_completed: u64,
     conflicts_stored: u64,
+    /// How often each code-path probe was reached (`probes.rs`).
+    probes: BTreeMap<probes::Probe, u64>,
     /// Events handled since the server's whole-state check last ran.
     events_since_server_check: u64,
     collect_events: bool,
@@ -530,6 +533,11 @@ impl Sim {
 
     pub fn check_no_duplicates(&mut self) -> Result<(), Failure> {
         self.oracle.check_no_duplicates(&self.server)
+    }
+
+    /// The oracle's checks that hold converged or not (the end of a `safety_only` run).
+    pub fn safety_checks(&mut self) -> Result<(), Failure> {
+        self.oracle.safety_checks(&self.devices, &self.server)
     }
 
     /// Every end-of-run check of the oracle.

@@ -218,9 +218,13 @@ impl Sim {
             "server <- {} {} #{} {fate:?} duplicate={duplicate}",
             self.devices[index].name, request.operation_name, request.request_id
         ));
+        if !matches!(fate, ServerFate::Busy { .. }) {
+            self.probe_pull(request, None);
+        }
         match fate {
             ServerFate::Normal { return_latency_ms } => {
                 let response = self.server.handle(request);
+                self.probe_pull(request, Some(&response));
                 deliver(self, self.now_ms + return_latency_ms, Ok(response));
             }
             ServerFate::Busy { return_latency_ms } => {
@@ -242,6 +246,7 @@ impl Sim {
             }
             ServerFate::TimeoutThenLate { late_by_ms } => {
                 let response = self.server.handle(request);
+                self.probe_pull(request, Some(&response));
                 let too_slow = Err(TransportError::timeout("server too slow"));
                 deliver(self, timeout_at, too_slow);
                 deliver(self, timeout_at + late_by_ms, Ok(response));
@@ -271,6 +276,7 @@ impl Sim {
         self.trace(format!(
             "{name} <- {operation_name} #{request_id} {summary}"
         ));
+        self.probe_delivery(index, request_id, operation_name, &response);
         self.deliver(index, request_id, response)?;
         Ok(())
     }

@@ -277,54 +277,28 @@ impl Oracle {
         Ok(())
     }
 
-    /// The end of a run, after it converged: the server's own invariants, no duplicates,
-    /// tenant isolation on the server and every device, every device database's own
-    /// invariants, and no acknowledged write lost.
+    /// The end of a run, after it converged: every [`Oracle::safety_checks`], and no
+    /// acknowledged write lost.
     pub fn final_checks(
         &mut self,
         devices: &[Device],
         server: &ReferenceServer,
     ) -> Result<(), Failure> {
-        server.check_invariants();
-        self.check_no_duplicates(server)?;
+        self.safety_checks(devices, server)?;
         let mut server_rows: BTreeMap<(String, String), ServerRow> = BTreeMap::new();
         for tenant in server.tenants() {
             for record in server.records(&tenant) {
-                if !self.model.created_in(&tenant, &record.client_id) {
-                    let owner = self
-                        .model
-                        .tenant_of(&record.client_id)
-                        .unwrap_or("nobody")
-                        .to_owned();
-                    return Err(violation(format!(
-                        "tenant isolation: the server holds {} (created in {owner}) in tenant {tenant}",
-                        record.client_id
-                    )));
-                }
                 server_rows.insert(
                     (tenant.clone(), record.client_id.clone()),
                     (record.updated_at, record.is_deleted, record.data.clone()),
                 );
             }
         }
-        let mut device_tenants = BTreeMap::new();
-        for device in devices {
-            let (Some(tenant), Some(engine)) = (&device.tenant, &device.engine) else {
-                continue;
-            };
-            device_tenants.insert(device.index, tenant.clone());
-            engine
-                .check_invariants()
-                .map_err(|message| violation(format!("{}: {message}", device.name)))?;
-            for record in engine.all_records().map_err(storage)? {
-                if !self.model.created_in(tenant, &record.client_id) {
-                    return Err(violation(format!(
-                        "tenant isolation: {} holds {} in tenant {tenant}'s database",
-                        device.name, record.client_id
-                    )));
-                }
-            }
-        }
+        let device_tenants: BTreeMap<usize, String> = devices
+            .iter()
+            .filter(|device| device.engine.is_some())
+            .filter_map(|device| Some((device.index, device.tenant.clone()?)))
+            .collect();
         let checked = self
             .model
             .check_no_lost_writes(&device_tenants, |tenant, client_id| {
@@ -338,6 +312,50 @@ impl Oracle {
             });
         self.invariant_checks += 1;
         checked.map(|_| ()).map_err(violation)
+    }
+
+    /// What must hold at any moment, converged or not: the server's own invariants, no
+    /// duplicates, tenant isolation on the server and every device, and every device
+    /// database's own invariants. The end of a `safety_only` run.
+    pub fn safety_checks(
+        &mut self,
+        devices: &[Device],
+        server: &ReferenceServer,
+    ) -> Result<(), Failure> {
+        server.check_invariants();
+        self.check_no_duplicates(server)?;
+        for tenant in server.tenants() {
+            for record in server.records(&tenant) {
+                if !self.model.created_in(&tenant, &record.client_id) {
+                    let owner = self
+                        .model
+                        .tenant_of(&record.client_id)
+                        .unwrap_or("nobody")
+                        .to_owned();
+                    return Err(violation(format!(
+                        "tenant isolation: the server holds {} (created in {owner}) in tenant {tenant}",
+                        record.client_id
+                    )));
+                }
+            }
+        }
+        for device in devices {
+            let (Some(tenant), Some(engine)) = (&device.tenant, &device.engine) else {
+                continue;
+            };
+            engine
+                .check_invariants()
+                .map_err(|message| violation(format!("{}: {message}", device.name)))?;
+            for record in engine.all_records().map_err(storage)? {
+                if !self.model.created_in(tenant, &record.client_id) {
+                    return Err(violation(format!(
+                        "tenant isolation: {} holds {} in tenant {tenant}'s database",
+                        device.name, record.client_id
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 }
 

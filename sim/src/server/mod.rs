@@ -90,6 +90,10 @@ pub enum Defect {
     DropLastRowOfPage,
     /// [`ServerDefects::discard_wal_on_open`] (an engine defect).
     DiscardWalOnOpen,
+    /// [`ServerDefects::retry_replaces_interval`] (an engine defect).
+    RetryReplacesInterval,
+    /// [`ServerDefects::pages_end_at_commit_boundaries`].
+    PagesEndAtCommitBoundaries,
 }
 
 impl Defect {
@@ -129,6 +133,14 @@ pub struct ServerDefects {
     /// `sync_engine::PlantedDefects`). The server ignores it; the kernel hands it to every
     /// engine it opens.
     pub discard_wal_on_open: bool,
+    /// An engine defect (see `sync_engine::PlantedDefects`): a transient sync failure
+    /// drops the interval timer, so the device syncs again only when poked.
+    pub retry_replaces_interval: bool,
+    /// Never end a page inside a commit: a page that would split the rows of one push
+    /// request ends before them instead (or, when they fill the page, runs to the end of
+    /// the commit). Every cursor then sits at a commit boundary, so the clients' handling
+    /// of a cursor inside a commit is never exercised; nothing else changes.
+    pub pages_end_at_commit_boundaries: bool,
 }
 
 impl ServerDefects {
@@ -161,6 +173,8 @@ impl ServerDefects {
             Defect::IgnoreBaseVersion => &mut self.ignore_base_version,
             Defect::DropLastRowOfPage => &mut self.drop_last_row_of_page,
             Defect::DiscardWalOnOpen => &mut self.discard_wal_on_open,
+            Defect::RetryReplacesInterval => &mut self.retry_replaces_interval,
+            Defect::PagesEndAtCommitBoundaries => &mut self.pages_end_at_commit_boundaries,
         }
     }
 

@@ -3,15 +3,23 @@
 //!
 //! Safety: each device's user acts every few seconds of virtual time (create, update,
 //! delete, bulk create, sync now, resolve, force, wipe, log out / in, switch tenant) while
-//! the kernel injects faults around the actions and on the wire. Liveness: every fault
-//! stops, the network heals, the simulated user answers open conflicts, and every tenant
-//! must converge within a bounded number of sync rounds. The oracle checks the end.
+//! the kernel injects faults around the actions and on the wire. Liveness
+//! (`liveness.rs`): every fault stops, the network heals, and every tenant must converge
+//! by the engines' own triggers and timers — nobody presses "sync now" — while the user
+//! answers conflicts; then a short second workload runs on the healed world and it must
+//! converge again. The oracle checks the end. With `safety_only` the faults never stop
+//! and only the safety invariants are checked.
 //!
 //! Each action draws its kind and one sub-seed from the workload stream — two draws,
 //! whatever the world's state — and makes every other choice from that sub-seed, so the
 //! sequence of actions does not depend on which faults are on. This module chooses what
 //! the user does; it never schedules deliveries or decides faults itself.
 
+mod liveness;
+
+pub use liveness::LivenessBound;
+
+use crate::kernel::probes::Probe;
 use crate::kernel::{Called, Sim, SimBuilder, ENTITIES};
 use crate::profile::{FaultClass, Knobs, Profile};
 use crate::rng::{SimRng, Stream};
@@ -30,6 +38,9 @@ pub struct RunOptions {
     pub keep_trace: bool,
     /// Planted server defects (harness self-tests only).
     pub defects: ServerDefects,
+    /// Faults never stop and only safety invariants are checked: no liveness phase, no
+    /// second workload, no convergence checks (long campaigns hunting corruption).
+    pub safety_only: bool,
 }
 
 /// Everything a run reports.
@@ -47,6 +58,10 @@ pub struct SeedReport {
     pub acknowledged_writes: u64,
     pub conflicts_stored: u64,
     pub syncs_completed: u64,
+    /// How often each code-path probe was reached.
+    pub probes: BTreeMap<Probe, u64>,
+    /// The virtual time the world had to converge on its own, per convergence.
+    pub liveness_bound: LivenessBound,
     pub recent_events: Vec<String>,
     #[serde(skip)]
     pub trace: Vec<String>,
@@ -65,7 +80,8 @@ pub fn run_seed_with_knobs(seed: u64, knobs: Knobs, options: &RunOptions) -> See
         .keep_trace(options.keep_trace)
         .build();
     let mut world = World::new(sim);
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.run()));
+    let safety_only = options.safety_only;
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.run(safety_only)));
     let failure = match outcome {
         Ok(Ok(())) => None,
         Ok(Err(failure)) => Some(failure),
@@ -144,13 +160,16 @@ impl World {
             acknowledged_writes: sim.oracle().acknowledged_writes,
             conflicts_stored: sim.conflicts_stored(),
             syncs_completed: sim.syncs_completed(),
+            probes: sim.probes().clone(),
+            liveness_bound: LivenessBound::for_knobs(sim.knobs()),
             recent_events: sim.recent_trace(),
             trace: sim.take_trace(),
         }
     }
 
-    /// Runs both phases and the final checks.
-    pub fn run(&mut self) -> Result<(), Failure> {
+    /// Runs the phases and the final checks; `safety_only`: the safety phase alone, with
+    /// the checks that need no convergence.
+    pub fn run(&mut self, safety_only: bool) -> Result<(), Failure> {
         let gap_max = self.sim.knobs().action_gap_ms_max;
         for device in 0..self.sim.devices().len() {
             self.sim.restart(device)?;
@@ -164,56 +183,27 @@ impl World {
             .is_some_and(|at| at <= safety_end_ms)
         {
             if let Some(crate::kernel::Wake::Driver(device)) = self.sim.step()? {
-                self.user_action(device)?;
+                self.user_action(device, true)?;
                 let next = self.sim.now_ms() + self.scheduler.range(1, gap_max);
                 self.sim.schedule_driver(next, device);
             }
         }
         self.sim.advance_to(safety_end_ms.max(self.sim.now_ms()));
+        if safety_only {
+            self.sim.trace("safety only: no liveness phase".to_owned());
+            return self.sim.safety_checks();
+        }
         self.run_liveness()?;
+        self.sim.final_checks()?;
+        self.run_second_workload()?;
         self.sim.final_checks()
-    }
-
-    // ---- liveness -----------------------------------------------------------------------
-
-    fn run_liveness(&mut self) -> Result<(), Failure> {
-        self.sim
-            .trace("liveness: heal the network, stop kills and faults".to_owned());
-        self.sim.stop_faults()?;
-        for device in 0..self.sim.devices().len() {
-            self.sim.restart(device)?;
-        }
-        let rounds_max = self.sim.knobs().liveness_rounds_max;
-        let mut last_difference = String::new();
-        for round in 0..rounds_max {
-            self.sim.trace(format!("liveness round {round}"));
-            for device in 0..self.sim.devices().len() {
-                let conflicts = self
-                    .sim
-                    .call(device, |engine| Ok(engine.list_conflicts()?))?
-                    .ok()
-                    .unwrap_or_default();
-                for conflict in conflicts {
-                    let choice = self.resolutions.next_u64();
-                    self.resolve(device, &conflict, choice)?;
-                }
-                self.sim.call(device, |engine| Ok(engine.sync_now()?))?;
-            }
-            self.sim.run_until_quiet()?;
-            match self.sim.difference()? {
-                None => return Ok(()),
-                Some(difference) => last_difference = difference,
-            }
-        }
-        Err(Failure {
-            kind: FailureKind::Liveness,
-            message: format!("no convergence after {rounds_max} sync rounds: {last_difference}"),
-        })
     }
 
     // ---- the simulated user -------------------------------------------------------------
 
-    fn user_action(&mut self, index: usize) -> Result<(), Failure> {
+    /// One action of the device's user; without `sync_now_allowed` (the second
+    /// workload) a drawn "sync now" is the user looking at the app and doing nothing.
+    fn user_action(&mut self, index: usize, sync_now_allowed: bool) -> Result<(), Failure> {
         let weights = self.sim.knobs().workload_weights;
         let action = Action::ALL[self.workload.weighted(&weights)];
         let mut user = SimRng::new(self.workload.next_u64(), 0);
@@ -241,6 +231,10 @@ impl World {
             }
             Action::Update => act.update(),
             Action::Delete => act.delete(),
+            Action::SyncNow if !sync_now_allowed => {
+                act.sim.trace(format!("{name} looks at the app"));
+                Ok(())
+            }
             Action::SyncNow => {
                 act.sim.trace(format!("{name} sync now"));
                 act.sim
@@ -353,6 +347,12 @@ impl Act<'_> {
         let concurrent = self.user.chance(self.sim.knobs().concurrent_edit);
         let other_value = json!(format!("w{}", self.user.range(0, 99)));
         let other_draw = self.user.next_u64();
+        // Half the concurrent edits touch another field: the field-level auto-merge's case.
+        let other_field = if self.user.coin() {
+            field
+        } else {
+            fields[self.user.index(fields.len())]
+        };
         let Some(client_id) = self.pick_target() else {
             return Ok(());
         };
@@ -373,9 +373,9 @@ impl Act<'_> {
         if let Some(&other) = others.get((other_draw % others.len().max(1) as u64) as usize) {
             let other_name = self.sim.device(other).name.clone();
             self.sim.trace(format!(
-                "{other_name} concurrently updates {client_id} {field}"
+                "{other_name} concurrently updates {client_id} {other_field}"
             ));
-            self.write_field(other, &client_id, field, other_value)?;
+            self.write_field(other, &client_id, other_field, other_value)?;
         }
         Ok(())
     }
@@ -463,6 +463,9 @@ impl Act<'_> {
         let resolved = self
             .sim
             .call(index, |engine| Ok(engine.resolve_conflict(id, resolution)?))?;
+        if matches!(resolved, Called::Done(_)) {
+            self.sim.probe(Probe::ConflictResolved);
+        }
         if matches!(resolved, Called::Done(_)) && keeps_local {
             self.sim.acknowledge(index, &conflict.client_id)?;
         }
@@ -500,8 +503,12 @@ impl Act<'_> {
         self.sim.trace(format!("{} wipes {space}", self.name()));
         let oracle = self.sim.oracle_mut();
         oracle.model.discard_device_space(index, &tenant, &space);
-        self.sim
+        let wiped = self
+            .sim
             .call(index, |engine| Ok(engine.wipe_space(&space)?))?;
+        if matches!(wiped, Called::Done(_)) {
+            self.sim.probe(Probe::SpaceWiped);
+        }
         self.sim.oracle_mut().reset_cursors(index, &tenant);
         Ok(())
     }
