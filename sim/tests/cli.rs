@@ -180,7 +180,7 @@ fn safety_only_keeps_the_faults_on_and_checks_only_safety() {
     let campaign = syncsim(&[
         "run",
         "--seeds",
-        "0..3",
+        "0..12",
         "--profile",
         "lite",
         "--safety-only",
