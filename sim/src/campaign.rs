@@ -251,6 +251,7 @@ mod tests {
                 "ignore_base_version",
                 "drop_last_row_of_page",
                 "discard_wal_on_open",
+                "split_local_write",
             ]
         );
         for &name in DEFECT_NAMES {
@@ -279,6 +280,7 @@ mod tests {
             ignore_base_version: true,
             drop_last_row_of_page: true,
             discard_wal_on_open: true,
+            split_local_write: true,
         };
         assert_eq!(ServerDefects::planting(Defect::ALL.iter().copied()), every);
         assert_eq!(every.planted(), Defect::ALL.to_vec());

@@ -1,7 +1,7 @@
 //! The `syncsim` command line: bad usage stops with exit code 64 before any seed runs
 //! (with a suggestion for a misspelt flag), `--help` and `--version` print and succeed,
 //! and `replay --defect` replays the planted server that a failing self-test campaign ran
-//! against.
+//! against; `sweep` fails on its first bad kill with a replay of that kill.
 
 use std::process::{Command, Output};
 
@@ -28,6 +28,8 @@ fn a_misspelt_flag_is_refused_before_anything_runs() {
         &["replay", "3", "--trace", "--profle", "lite"][..],
         &["replay", "not-a-seed"][..],
         &["replay"][..],
+        &["sweep", "--seed", "two"][..],
+        &["sweep", "--profile", "huge"][..],
         &["campaign"][..],
         &[][..],
     ] {
@@ -121,4 +123,36 @@ fn replay_plants_the_defect_it_is_given() {
     assert!(text(&planted.stderr).contains("replay 1 --profile default --defect skip_op_id_dedupe"));
     let clean = syncsim(&["replay", "1", "--profile", "default"]);
     assert_eq!(clean.status.code(), Some(0), "{}", text(&clean.stderr));
+}
+
+#[test]
+fn sweep_fails_on_the_first_bad_kill_and_prints_a_replay_that_fails_alike() {
+    let workload = ["--seed", "2", "--profile", "lite", "--safety-ms", "20000"];
+    let planted = ["--defect", "split_local_write"];
+    let sweep = syncsim(&[&["sweep"][..], &workload, &planted, &["--threads", "2"]].concat());
+    let stdout = text(&sweep.stdout);
+    assert_eq!(sweep.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains("transaction boundaries"), "{stdout}");
+    let boundary = stdout
+        .split("--boundary ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no replay command in {stdout}"));
+    let replay = syncsim(
+        &[
+            &["sweep"][..],
+            &workload,
+            &planted,
+            &["--boundary", boundary],
+        ]
+        .concat(),
+    );
+    let replayed = text(&replay.stdout);
+    assert_eq!(replay.status.code(), Some(2), "{replayed}");
+    assert!(
+        replayed.contains(&format!(
+            "at boundary {boundary} (before_commit of local_write)"
+        )),
+        "{replayed}"
+    );
 }

@@ -90,6 +90,8 @@ pub enum Defect {
     DropLastRowOfPage,
     /// [`ServerDefects::discard_wal_on_open`] (an engine defect).
     DiscardWalOnOpen,
+    /// [`ServerDefects::split_local_write`] (an engine defect).
+    SplitLocalWrite,
 }
 
 impl Defect {
@@ -129,6 +131,10 @@ pub struct ServerDefects {
     /// `sync_engine::PlantedDefects`). The server ignores it; the kernel hands it to every
     /// engine it opens.
     pub discard_wal_on_open: bool,
+    /// An engine defect: a local write commits its record and its queued op in two
+    /// transactions (see `sync_engine::PlantedDefects`); only a kill between the two
+    /// commits shows it.
+    pub split_local_write: bool,
 }
 
 impl ServerDefects {
@@ -161,6 +167,7 @@ impl ServerDefects {
             Defect::IgnoreBaseVersion => &mut self.ignore_base_version,
             Defect::DropLastRowOfPage => &mut self.drop_last_row_of_page,
             Defect::DiscardWalOnOpen => &mut self.discard_wal_on_open,
+            Defect::SplitLocalWrite => &mut self.split_local_write,
         }
     }
 

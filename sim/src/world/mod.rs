@@ -64,6 +64,12 @@ pub fn run_seed_with_knobs(seed: u64, knobs: Knobs, options: &RunOptions) -> See
         .defects(options.defects)
         .keep_trace(options.keep_trace)
         .build();
+    run_world(sim).0
+}
+
+/// Runs the world of a kernel a driver built and prepared (`syncsim sweep` arms its kill
+/// first); returns the report and the kernel, to read what happened.
+pub fn run_world(sim: Sim) -> (SeedReport, Sim) {
     let mut world = World::new(sim);
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.run()));
     let failure = match outcome {
@@ -74,7 +80,8 @@ pub fn run_seed_with_knobs(seed: u64, knobs: Knobs, options: &RunOptions) -> See
             message: crate::kernel::panic_text(&payload),
         }),
     };
-    world.report(failure)
+    let report = world.report(failure);
+    (report, world.sim)
 }
 
 /// What the simulated user does next.
@@ -129,7 +136,7 @@ impl World {
         }
     }
 
-    fn report(mut self, failure: Option<Failure>) -> SeedReport {
+    fn report(&mut self, failure: Option<Failure>) -> SeedReport {
         let sim = &mut self.sim;
         SeedReport {
             seed: sim.seed(),
