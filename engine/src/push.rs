@@ -5,6 +5,7 @@
 //! (when to push, what to do next) stays in `sync.rs`.
 
 use crate::conflict;
+use crate::crash::CommitSite;
 use crate::engine::Engine;
 use crate::error::SyncError;
 use crate::record::{Conflict, OpStatus};
@@ -97,7 +98,7 @@ impl Engine {
             None
         };
         store::set_hlc_high_water(&tx, self.hlc.last())?;
-        tx.commit()?;
+        self.crash.commit(tx, CommitSite::PushResults)?;
         if let Some(message) = transient_error {
             return self.fail_sync(&message, true);
         }
@@ -142,7 +143,7 @@ impl Engine {
                         message: message.to_owned(),
                     });
                 }
-                tx.commit()?;
+                self.crash.commit(tx, CommitSite::PushRejected)?;
                 self.advance()
             }
             // Unauthorized: the data is fine; the token is not. Wait for a new token.

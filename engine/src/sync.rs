@@ -31,7 +31,7 @@
 //! after it.
 
 use crate::conflict::PulledVerdict;
-use crate::crash::CrashPoint;
+use crate::crash::{CommitSite, CrashPoint};
 use crate::engine::Engine;
 use crate::error::SyncError;
 use crate::pull::{
@@ -504,7 +504,7 @@ impl Engine {
         let now_ms = self.env.now_ms();
         let tx = self.conn.transaction()?;
         let prepared = prepare_push(&tx, &self.options.registry, now_ms)?;
-        tx.commit()?;
+        self.crash.commit(tx, CommitSite::MarkSending)?;
         match prepared {
             Some(prepared) => self.send_push(prepared).map(|()| true),
             None => Ok(false),
@@ -559,9 +559,16 @@ impl Engine {
     /// and its staged pages are dropped.
     pub fn cancel_sync(&mut self) -> Result<(), SyncError> {
         let now_ms = self.env.now_ms();
-        store::reset_sending(&self.conn, Some("sync cancelled"), now_ms)?;
+        self.crash
+            .commit_in(&mut self.conn, CommitSite::SendingReset, |conn| {
+                store::reset_sending(conn, Some("sync cancelled"), now_ms)
+            })?;
         if let Some(entity) = self.sync.force_pull_entity().map(str::to_owned) {
-            store::force_staging::clear(&self.conn)?;
+            self.crash.commit_in(
+                &mut self.conn,
+                CommitSite::StagingCleared,
+                store::force_staging::clear,
+            )?;
             self.sync.report(SyncEvent::ForceFailed {
                 entity,
                 reason: "cancelled".to_owned(),
@@ -586,7 +593,11 @@ impl Engine {
     ) -> Result<(), SyncError> {
         assert_eq!(self.sync.phase, Phase::Idle);
         assert!(self.sync.in_flight.is_none());
-        store::force_staging::clear(&self.conn)?;
+        self.crash.commit_in(
+            &mut self.conn,
+            CommitSite::StagingCleared,
+            store::force_staging::clear,
+        )?;
         self.sync.phase = Phase::ForcePull {
             entity: entity.to_owned(),
         };
@@ -615,7 +626,10 @@ impl Engine {
 
     fn finish_sync(&mut self) -> Result<(), SyncError> {
         let now_ms = self.env.now_ms();
-        store::set_last_successful_sync_ms(&self.conn, now_ms)?;
+        self.crash
+            .commit_in(&mut self.conn, CommitSite::SyncCompleted, |conn| {
+                store::set_last_successful_sync_ms(conn, now_ms)
+            })?;
         self.sync.phase = Phase::Idle;
         self.sync.failure_streak = 0;
         self.sync.events.push_back(SyncEvent::SyncCompleted);
@@ -633,7 +647,10 @@ impl Engine {
             return self.fail_force(reason);
         }
         let now_ms = self.env.now_ms();
-        store::reset_sending(&self.conn, Some(reason), now_ms)?;
+        self.crash
+            .commit_in(&mut self.conn, CommitSite::SendingReset, |conn| {
+                store::reset_sending(conn, Some(reason), now_ms)
+            })?;
         self.sync.phase = Phase::Idle;
         self.sync.in_flight = None;
         self.sync.outgoing.clear();
@@ -754,7 +771,7 @@ impl Engine {
             now_ms,
         )?;
         store::set_hlc_high_water(&tx, self.hlc.last())?;
-        tx.commit()?;
+        self.crash.commit(tx, CommitSite::PullPage)?;
 
         if page.has_more {
             self.sync.phase = Phase::Pulling {

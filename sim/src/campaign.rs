@@ -329,6 +329,7 @@ mod tests {
                 "discard_wal_on_open",
                 "retry_replaces_interval",
                 "pages_end_at_commit_boundaries",
+                "split_local_write",
             ]
         );
         for &name in DEFECT_NAMES {
@@ -361,6 +362,7 @@ mod tests {
             discard_wal_on_open: true,
             retry_replaces_interval: true,
             pages_end_at_commit_boundaries: true,
+            split_local_write: true,
         };
         assert_eq!(ServerDefects::planting(Defect::ALL.iter().copied()), every);
         assert_eq!(every.planted(), Defect::ALL.to_vec());

@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use sync_sim::campaign::{replay_command, run_campaign, CampaignConfig, CampaignSummary};
 use sync_sim::profile::Profile;
 use sync_sim::server::{Defect, ServerDefects};
+use sync_sim::sweep::{run_once, run_sweep, SweepConfig, SweepSummary};
 use sync_sim::world::{run_seed, FailureKind, RunOptions, SeedReport};
 
 /// The exit code of bad usage (`EX_USAGE`); clap's own is 2, which here means liveness.
@@ -40,6 +41,35 @@ enum Command {
     Run(RunArgs),
     /// Replay one seed, printing its knobs and (with --trace) every event.
     Replay(ReplayArgs),
+    /// Run one fixed workload once per transaction boundary of the engines, killing the
+    /// app there, then converge and check every invariant; fails on the first violation.
+    Sweep(SweepArgs),
+}
+
+#[derive(Debug, Args)]
+struct SweepArgs {
+    /// The seed whose world is the workload (its random faults off).
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    seed: u64,
+    /// The profile the seed draws its knobs from.
+    #[arg(long, value_name = "P", default_value = "default", value_parser = profile_parser())]
+    profile: Profile,
+    /// Worker threads [default: the available parallelism].
+    #[arg(long, value_name = "T")]
+    threads: Option<usize>,
+    /// The workload's safety phase in virtual ms [default: the profile's].
+    #[arg(long, value_name = "MS")]
+    safety_ms: Option<u64>,
+    /// Replay one kill: run the workload killed at boundary K only (0: no kill), printing
+    /// every event.
+    #[arg(long, value_name = "K")]
+    boundary: Option<u64>,
+    /// Also write the sweep summary as JSON to PATH.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+    /// Harness self-test: plant a defect (repeatable); the sweep should fail.
+    #[arg(long = "defect", value_name = "NAME", value_parser = defect_parser())]
+    defects: Vec<Defect>,
 }
 
 #[derive(Debug, Args)]
@@ -104,6 +134,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => command_run(args),
         Command::Replay(args) => command_replay(args),
+        Command::Sweep(args) => command_sweep(args),
     };
     match result {
         Ok(code) => code,
@@ -344,6 +375,110 @@ fn command_replay(args: ReplayArgs) -> Result<ExitCode, String> {
         Some(failure) => {
             print_failure(&report, profile, &defects, safety_only);
             Ok(ExitCode::from(exit_code(failure.kind)))
+        }
+    }
+}
+
+fn command_sweep(args: SweepArgs) -> Result<ExitCode, String> {
+    let SweepArgs {
+        seed,
+        profile,
+        threads,
+        safety_ms,
+        boundary,
+        json,
+        defects,
+    } = args;
+    let config = SweepConfig {
+        safety_ms,
+        seed,
+        profile,
+        defects: ServerDefects::planting(defects),
+        threads: threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from)),
+    };
+    if let Some(number) = boundary {
+        return Ok(replay_kill(&config, number));
+    }
+    println!(
+        "syncsim sweep: profile {} seed {seed} threads {}",
+        profile.name(),
+        config.threads
+    );
+    let summary = run_sweep(&config, &|_, _| {});
+    print_sweep(&summary);
+    if let Some(path) = json {
+        let json = serde_json::to_string_pretty(&summary).expect("summary serializes");
+        std::fs::write(&path, json)
+            .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+    }
+    Ok(match &summary.failure {
+        Some(failure) => ExitCode::from(exit_code(failure.kind)),
+        None => ExitCode::SUCCESS,
+    })
+}
+
+fn print_sweep(summary: &SweepSummary) {
+    println!(
+        "workload: {} transaction boundaries, {} acknowledged writes, {} conflicts stored, {} syncs completed",
+        summary.boundaries,
+        summary.acknowledged_writes,
+        summary.conflicts_stored,
+        summary.syncs_completed
+    );
+    println!("boundaries per transaction:");
+    for (site, count) in &summary.per_site {
+        println!("  {site:<16} {count:>8}");
+    }
+    println!(
+        "{} kills run (every distinct boundary of {}) in {:.1} s",
+        summary.kills_run, summary.boundaries, summary.wall_seconds
+    );
+    match &summary.failure {
+        None => println!("passed: every kill reopened, converged and kept every invariant"),
+        Some(failure) => {
+            println!(
+                "FAILED at boundary {} ({} of {} on d{}) {:?}: {}",
+                failure.boundary,
+                failure.point,
+                failure.site,
+                failure.device,
+                failure.kind,
+                failure.message
+            );
+            println!("last events:");
+            for line in &failure.recent_events {
+                println!("  {line}");
+            }
+            println!("replay: {}", failure.replay);
+        }
+    }
+}
+
+/// Runs the workload killed at boundary `number` (0: no kill) and prints its trace.
+fn replay_kill(config: &SweepConfig, number: u64) -> ExitCode {
+    let run = run_once(config, (number > 0).then_some(number), true);
+    for line in &run.trace {
+        println!("{line}");
+    }
+    match run.killed {
+        Some(boundary) => println!(
+            "killed d{} at boundary {} ({} of {})",
+            boundary.device,
+            boundary.number,
+            boundary.point.name(),
+            boundary.site.name()
+        ),
+        None => println!("no kill"),
+    }
+    match &run.failure {
+        None => {
+            println!("passed");
+            ExitCode::SUCCESS
+        }
+        Some(failure) => {
+            println!("FAILED {:?}: {}", failure.kind, failure.message);
+            ExitCode::from(exit_code(failure.kind))
         }
     }
 }

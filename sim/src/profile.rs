@@ -117,6 +117,8 @@ pub enum FaultClass {
     KillAtCrashPoint,
     ClockJump,
     CrossTenantProbe,
+    /// A kill at a transaction boundary of the engine: before or after any commit.
+    KillAtCommit,
 }
 
 impl FaultClass {
@@ -130,6 +132,10 @@ impl FaultClass {
     pub fn name(self) -> &'static str {
         self.into()
     }
+
+    /// Classes whose knobs are drawn after every other knob of a seed: added after the
+    /// others, they leave the knobs every older seed drew as they were.
+    const DRAWN_LAST: [FaultClass; 1] = [FaultClass::KillAtCommit];
 }
 
 /// The configuration one seed runs with.
@@ -203,15 +209,15 @@ impl Knobs {
             Profile::Perf => (3, 4, 20 * 60_000, 100),
         };
         let mut faults = BTreeMap::new();
+        let denominator = match profile {
+            Profile::Perf => 200,
+            _ => 100,
+        };
         for class in FaultClass::ALL {
             // Swarm testing: each class is on in about two seeds of three.
-            if rng.range(0, 2) == 0 {
+            if FaultClass::DRAWN_LAST.contains(&class) || rng.range(0, 2) == 0 {
                 continue;
             }
-            let denominator = match profile {
-                Profile::Perf => 200,
-                _ => 100,
-            };
             let numerator = match class {
                 FaultClass::KillBetweenCalls
                 | FaultClass::ClockJump
@@ -231,7 +237,7 @@ impl Knobs {
         if synchronized_clocks {
             faults.remove(&FaultClass::ClockJump);
         }
-        Knobs {
+        let mut knobs = Knobs {
             profile,
             tenants: rng.range(1, tenants_max) as usize,
             devices: rng.range(2, devices_max) as usize,
@@ -262,7 +268,18 @@ impl Knobs {
             sync_after_write: rng.coin(),
             auto_merge_fields: rng.range(0, 3) == 0,
             workload_weights,
+        };
+        for class in FaultClass::DRAWN_LAST {
+            if rng.range(0, 2) == 0 {
+                continue;
+            }
+            // Per transaction boundary: a seed crosses thousands of them.
+            let numerator = rng.range(1, 3);
+            knobs
+                .faults
+                .insert(class, Ratio::new(numerator, 4 * denominator));
         }
+        knobs
     }
 }
 
@@ -303,6 +320,7 @@ mod tests {
                 "kill_at_crash_point",
                 "clock_jump",
                 "cross_tenant_probe",
+                "kill_at_commit",
             ]
         );
         for class in FaultClass::ALL {

@@ -1,7 +1,8 @@
 //! The `syncsim` command line: bad usage stops with exit code 64 before any seed runs
 //! (with a suggestion for a misspelt flag), `--help` and `--version` print and succeed,
 //! `replay --defect` replays the planted server that a failing self-test campaign ran
-//! against, and `--safety-only` keeps the faults on and checks only safety.
+//! against, `--safety-only` keeps the faults on and checks only safety, and `sweep` fails
+//! on its first bad kill with a replay of that kill.
 
 use std::process::{Command, Output};
 
@@ -28,6 +29,8 @@ fn a_misspelt_flag_is_refused_before_anything_runs() {
         &["replay", "3", "--trace", "--profle", "lite"][..],
         &["replay", "not-a-seed"][..],
         &["replay"][..],
+        &["sweep", "--seed", "two"][..],
+        &["sweep", "--profile", "huge"][..],
         &["campaign"][..],
         &[][..],
     ] {
@@ -200,4 +203,36 @@ fn safety_only_keeps_the_faults_on_and_checks_only_safety() {
     std::fs::remove_file(&json).expect("remove the JSON summary");
     assert_eq!(summary["safety_only"], serde_json::json!(true));
     assert!(summary["probes"]["sync_by_app_open"]["hits"].as_u64() > Some(0));
+}
+
+#[test]
+fn sweep_fails_on_the_first_bad_kill_and_prints_a_replay_that_fails_alike() {
+    let workload = ["--seed", "2", "--profile", "lite", "--safety-ms", "20000"];
+    let planted = ["--defect", "split_local_write"];
+    let sweep = syncsim(&[&["sweep"][..], &workload, &planted, &["--threads", "2"]].concat());
+    let stdout = text(&sweep.stdout);
+    assert_eq!(sweep.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains("transaction boundaries"), "{stdout}");
+    let boundary = stdout
+        .split("--boundary ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no replay command in {stdout}"));
+    let replay = syncsim(
+        &[
+            &["sweep"][..],
+            &workload,
+            &planted,
+            &["--boundary", boundary],
+        ]
+        .concat(),
+    );
+    let replayed = text(&replay.stdout);
+    assert_eq!(replay.status.code(), Some(2), "{replayed}");
+    assert!(
+        replayed.contains(&format!(
+            "at boundary {boundary} (before_commit of local_write)"
+        )),
+        "{replayed}"
+    );
 }

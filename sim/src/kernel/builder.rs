@@ -146,13 +146,11 @@ impl SimBuilder {
         }
         let mut oracle = Oracle::default();
         oracle.hostile_server = self.hostile_server;
-        let kill_switch = KillSwitch {
-            rng: SimRng::for_fault(seed, FaultClass::KillAtCrashPoint),
-            rate: knobs.fault(FaultClass::KillAtCrashPoint),
-            armed: true,
-            one_shot: BTreeMap::new(),
-            fired: BTreeMap::new(),
-        };
+        let kill_switch = KillSwitch::new(
+            seed,
+            knobs.fault(FaultClass::KillAtCrashPoint),
+            knobs.fault(FaultClass::KillAtCommit),
+        );
         Sim {
             seed,
             planted: self.defects,

@@ -46,6 +46,7 @@ impl Sim {
         options.sync_after_write = self.knobs.sync_after_write;
         options.planted_defects.discard_wal_on_open = self.planted.discard_wal_on_open;
         options.planted_defects.retry_replaces_interval = self.planted.retry_replaces_interval;
+        options.planted_defects.split_local_write = self.planted.split_local_write;
         let mut engine =
             Engine::open(options, Env::new(device.clock.clone(), entropy)).map_err(|error| {
                 violation(format!(
@@ -89,14 +90,14 @@ impl Sim {
         let Some(engine) = device.engine.as_mut() else {
             return Ok(Called::NotRunning);
         };
+        self.kill_switch.borrow_mut().calls += 1;
         match f(engine) {
             Ok(value) => {
                 if let Some(point) = engine.killed_at() {
-                    self.faults.count(FaultClass::KillAtCrashPoint);
+                    let at = self.count_kill(point);
                     self.trace(format!(
-                        "{} killed at {} after the call took effect",
-                        self.devices[index].name,
-                        point.name()
+                        "{} killed at {at} after the call took effect",
+                        self.devices[index].name
                     ));
                     self.crash(index, None);
                     return Ok(Called::Done(value));
@@ -105,12 +106,8 @@ impl Sim {
                 Ok(Called::Done(value))
             }
             Err(CallError::Killed(point)) => {
-                self.faults.count(FaultClass::KillAtCrashPoint);
-                self.trace(format!(
-                    "{} killed at {}",
-                    self.devices[index].name,
-                    point.name()
-                ));
+                let at = self.count_kill(point);
+                self.trace(format!("{} killed at {at}", self.devices[index].name));
                 self.crash(index, None);
                 Ok(Called::Killed(point))
             }
@@ -123,6 +120,25 @@ impl Sim {
                 "{}: engine storage error: {message}",
                 self.devices[index].name
             ))),
+        }
+    }
+
+    /// Counts a kill inside an engine call in its fault class; returns where it struck,
+    /// for the trace (a boundary with its transaction and number).
+    fn count_kill(&mut self, point: CrashPoint) -> String {
+        if !point.is_commit_boundary() {
+            self.faults.count(FaultClass::KillAtCrashPoint);
+            return point.name().to_owned();
+        }
+        self.faults.count(FaultClass::KillAtCommit);
+        match self.kill_switch.borrow().last_boundary_kill {
+            Some(boundary) => format!(
+                "{} of {} (boundary {})",
+                point.name(),
+                boundary.site.name(),
+                boundary.number
+            ),
+            None => point.name().to_owned(),
         }
     }
 

@@ -94,6 +94,8 @@ pub enum Defect {
     RetryReplacesInterval,
     /// [`ServerDefects::pages_end_at_commit_boundaries`].
     PagesEndAtCommitBoundaries,
+    /// [`ServerDefects::split_local_write`] (an engine defect).
+    SplitLocalWrite,
 }
 
 impl Defect {
@@ -141,6 +143,10 @@ pub struct ServerDefects {
     /// the commit). Every cursor then sits at a commit boundary, so the clients' handling
     /// of a cursor inside a commit is never exercised; nothing else changes.
     pub pages_end_at_commit_boundaries: bool,
+    /// An engine defect: a local write commits its record and its queued op in two
+    /// transactions (see `sync_engine::PlantedDefects`); only a kill between the two
+    /// commits shows it.
+    pub split_local_write: bool,
 }
 
 impl ServerDefects {
@@ -175,6 +181,7 @@ impl ServerDefects {
             Defect::DiscardWalOnOpen => &mut self.discard_wal_on_open,
             Defect::RetryReplacesInterval => &mut self.retry_replaces_interval,
             Defect::PagesEndAtCommitBoundaries => &mut self.pages_end_at_commit_boundaries,
+            Defect::SplitLocalWrite => &mut self.split_local_write,
         }
     }
 

@@ -79,8 +79,14 @@ pub fn run_seed_with_knobs(seed: u64, knobs: Knobs, options: &RunOptions) -> See
         .defects(options.defects)
         .keep_trace(options.keep_trace)
         .build();
+    run_world(sim, options.safety_only).0
+}
+
+/// Runs the world of a kernel a driver built and prepared (`syncsim sweep` arms its kill
+/// first); returns the report and the kernel, to read what happened. `safety_only`: the
+/// faults never stop and only the safety invariants are checked.
+pub fn run_world(sim: Sim, safety_only: bool) -> (SeedReport, Sim) {
     let mut world = World::new(sim);
-    let safety_only = options.safety_only;
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.run(safety_only)));
     let failure = match outcome {
         Ok(Ok(())) => None,
@@ -90,7 +96,8 @@ pub fn run_seed_with_knobs(seed: u64, knobs: Knobs, options: &RunOptions) -> See
             message: crate::kernel::panic_text(&payload),
         }),
     };
-    world.report(failure)
+    let report = world.report(failure);
+    (report, world.sim)
 }
 
 /// What the simulated user does next.
@@ -145,7 +152,7 @@ impl World {
         }
     }
 
-    fn report(mut self, failure: Option<Failure>) -> SeedReport {
+    fn report(&mut self, failure: Option<Failure>) -> SeedReport {
         let sim = &mut self.sim;
         SeedReport {
             seed: sim.seed(),
