@@ -251,6 +251,9 @@ mod tests {
                 "ignore_base_version",
                 "drop_last_row_of_page",
                 "discard_wal_on_open",
+                "accept_stale_answers",
+                "fail_whole_batch",
+                "accept_far_future_stamps",
             ]
         );
         for &name in DEFECT_NAMES {
@@ -279,6 +282,9 @@ mod tests {
             ignore_base_version: true,
             drop_last_row_of_page: true,
             discard_wal_on_open: true,
+            accept_stale_answers: true,
+            fail_whole_batch: true,
+            accept_far_future_stamps: true,
         };
         assert_eq!(ServerDefects::planting(Defect::ALL.iter().copied()), every);
         assert_eq!(every.planted(), Defect::ALL.to_vec());

@@ -99,6 +99,8 @@ impl FaultClass {
     }
 }
 
+const YEAR_MS: u64 = 365 * 86_400_000;
+
 /// The configuration one seed runs with.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Knobs {
@@ -127,6 +129,11 @@ pub struct Knobs {
     /// Workload weights: create, update, delete, bulk, sync, resolve, force, wipe,
     /// logout/login, switch tenant.
     pub workload_weights: [u64; 10],
+    /// Share of written records that break a rule of the server's (`server/rules.rs`).
+    pub invalid_write: Ratio,
+    /// Share of create actions whose records are large (about a kilobyte each), so that a
+    /// bulk of them is over one push request's size limit.
+    pub large_write: Ratio,
 }
 
 impl Knobs {
@@ -158,6 +165,8 @@ impl Knobs {
             auto_merge_fields: false,
             concurrent_edit: Ratio::ZERO,
             workload_weights: [1, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            invalid_write: Ratio::ZERO,
+            large_write: Ratio::ZERO,
         }
     }
 
@@ -198,7 +207,7 @@ impl Knobs {
         if synchronized_clocks {
             faults.remove(&FaultClass::ClockJump);
         }
-        Knobs {
+        let mut knobs = Knobs {
             profile,
             tenants: rng.range(1, tenants_max) as usize,
             devices: rng.range(2, devices_max) as usize,
@@ -229,7 +238,19 @@ impl Knobs {
             sync_after_write: rng.coin(),
             auto_merge_fields: rng.range(0, 3) == 0,
             workload_weights,
+            invalid_write: Ratio::ZERO,
+            large_write: Ratio::ZERO,
+        };
+        // Drawn after every knob above, so that those stay as they were for every seed.
+        knobs.invalid_write = Ratio::new(rng.range(0, 3), 100);
+        knobs.large_write = Ratio::new(rng.range(0, 2), 4);
+        // Extreme clocks: one seed in four of those without synchronized clocks has
+        // device clocks set, and jumping, by years (ahead or behind), not hours.
+        if !synchronized_clocks && rng.range(0, 3) == 0 {
+            knobs.clock_offset_ms_max = rng.range(YEAR_MS, 5 * YEAR_MS);
+            knobs.clock_jump_ms_max = rng.range(YEAR_MS, 5 * YEAR_MS);
         }
+        knobs
     }
 }
 

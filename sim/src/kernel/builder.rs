@@ -175,6 +175,7 @@ impl SimBuilder {
             oracle,
             events: 0,
             server_requests: 0,
+            stale_answers_delivered: 0,
             syncs_completed: 0,
             conflicts_stored: 0,
             events_since_server_check: 0,

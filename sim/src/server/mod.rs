@@ -13,6 +13,7 @@
 
 mod pull;
 mod push;
+pub mod rules;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -90,6 +91,12 @@ pub enum Defect {
     DropLastRowOfPage,
     /// [`ServerDefects::discard_wal_on_open`] (an engine defect).
     DiscardWalOnOpen,
+    /// [`ServerDefects::accept_stale_answers`] (an engine defect).
+    AcceptStaleAnswers,
+    /// [`ServerDefects::fail_whole_batch`] (an engine defect).
+    FailWholeBatch,
+    /// [`ServerDefects::accept_far_future_stamps`].
+    AcceptFarFutureStamps,
 }
 
 impl Defect {
@@ -129,6 +136,18 @@ pub struct ServerDefects {
     /// `sync_engine::PlantedDefects`). The server ignores it; the kernel hands it to every
     /// engine it opens.
     pub discard_wal_on_open: bool,
+    /// An engine defect (see `sync_engine::PlantedDefects`): request ids restart at 1 in
+    /// every process, so an answer to an earlier process's request passes for the answer
+    /// to the current one. The server ignores it; the kernel hands it to every engine.
+    pub accept_stale_answers: bool,
+    /// An engine defect (see `sync_engine::PlantedDefects`): a push refused whole with
+    /// `VALIDATION` fails every op of its batch, good ones too, instead of sending fewer
+    /// ops at a time until the refused op stands alone. The server ignores it.
+    pub fail_whole_batch: bool,
+    /// Store writers' stamps as given, however far ahead of the server's clock: one
+    /// device whose clock runs years ahead wins every concurrent write for years, and
+    /// drags the clock of every device that pulls its rows years ahead with it.
+    pub accept_far_future_stamps: bool,
 }
 
 impl ServerDefects {
@@ -161,6 +180,9 @@ impl ServerDefects {
             Defect::IgnoreBaseVersion => &mut self.ignore_base_version,
             Defect::DropLastRowOfPage => &mut self.drop_last_row_of_page,
             Defect::DiscardWalOnOpen => &mut self.discard_wal_on_open,
+            Defect::AcceptStaleAnswers => &mut self.accept_stale_answers,
+            Defect::FailWholeBatch => &mut self.fail_whole_batch,
+            Defect::AcceptFarFutureStamps => &mut self.accept_far_future_stamps,
         }
     }
 
@@ -215,6 +237,10 @@ pub struct ReferenceServer {
     /// Client ids whose pushes the server's business rules refuse (see
     /// [`ReferenceServer::refuse_client_id`]).
     refused_client_ids: BTreeSet<String>,
+    /// The server's own clock (wall-clock ms), which bounds how far ahead a stored stamp
+    /// may be ([`rules::STAMP_AHEAD_MS_MAX`]). The simulator sets it to virtual time before
+    /// each request; a server never given a clock bounds nothing.
+    clock_ms: Option<u64>,
 }
 
 impl ReferenceServer {
@@ -229,6 +255,7 @@ impl ReferenceServer {
             effects: Vec::new(),
             effect_count_by_op: BTreeMap::new(),
             refused_client_ids: BTreeSet::new(),
+            clock_ms: None,
         }
     }
 
@@ -252,6 +279,21 @@ impl ReferenceServer {
     pub fn refuse_client_id(&mut self, client_id: &str) {
         self.refused_client_ids.insert(client_id.to_owned());
         assert!(self.refused_client_ids.contains(client_id));
+    }
+
+    /// Sets the server's clock; it never goes backwards.
+    pub fn set_clock_ms(&mut self, now_ms: u64) {
+        self.clock_ms = Some(
+            self.clock_ms
+                .map_or(now_ms, |clock_ms| clock_ms.max(now_ms)),
+        );
+        assert!(self.clock_ms >= Some(now_ms));
+    }
+
+    /// The result the server stored for `op_id` in `tenant_id`, if the op reached it and
+    /// was decided (refused requests store nothing).
+    pub fn stored_result(&self, tenant_id: &str, op_id: &str) -> Option<&wire::SyncResultItem> {
+        self.tenants.get(tenant_id)?.stored_result(op_id)
     }
 
     pub fn set_defects(&mut self, defects: ServerDefects) {
@@ -433,6 +475,8 @@ impl ReferenceServer {
                     })?;
                 let tenant_id = self.authorized_tenant(&token_tenant_id, &variables.tenant_id)?;
                 let items = push::validate(variables.payload).map_err(Rejection::validation)?;
+                rules::check_request_size(items.iter().map(push::PushItem::data))
+                    .map_err(Rejection::validation)?;
                 self.handle_push(&tenant_id, &entity, items)
             }
             OperationKind::Pull => {
