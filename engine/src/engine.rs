@@ -54,6 +54,17 @@ pub struct PlantedDefects {
     /// device silently diverges from the server. Invisible to kills at the named crash
     /// points, which all lie outside a local write's transactions.
     pub split_local_write: bool,
+    /// Ignore only the late answers of requests this process sent, and take an answer
+    /// to a request id it never issued as the answer to the request in flight: an answer
+    /// to a request of the previous process (sent before a kill, a logout or a tenant
+    /// switch), maybe another tenant's, passes for the one it waits for. Invisible to a
+    /// harness that drops answers addressed to a process that is gone.
+    pub accept_stale_answers: bool,
+    /// When the server refuses a push request whole with `VALIDATION`, mark every op of
+    /// the batch failed, as if each were bad, instead of sending fewer ops at a time until
+    /// the refused op stands alone: one bad op fails up to a batch of good ones. Invisible
+    /// to a harness whose workload never gets a request refused whole.
+    pub fail_whole_batch: bool,
 }
 
 impl EngineOptions {

@@ -330,6 +330,9 @@ mod tests {
                 "retry_replaces_interval",
                 "pages_end_at_commit_boundaries",
                 "split_local_write",
+                "accept_stale_answers",
+                "fail_whole_batch",
+                "accept_far_future_stamps",
             ]
         );
         for &name in DEFECT_NAMES {
@@ -363,6 +366,9 @@ mod tests {
             retry_replaces_interval: true,
             pages_end_at_commit_boundaries: true,
             split_local_write: true,
+            accept_stale_answers: true,
+            fail_whole_batch: true,
+            accept_far_future_stamps: true,
         };
         assert_eq!(ServerDefects::planting(Defect::ALL.iter().copied()), every);
         assert_eq!(every.planted(), Defect::ALL.to_vec());

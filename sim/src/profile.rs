@@ -138,6 +138,8 @@ impl FaultClass {
     const DRAWN_LAST: [FaultClass; 1] = [FaultClass::KillAtCommit];
 }
 
+const YEAR_MS: u64 = 365 * 86_400_000;
+
 /// The configuration one seed runs with.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Knobs {
@@ -166,6 +168,11 @@ pub struct Knobs {
     /// Workload weights: create, update, delete, bulk, sync, resolve, force, wipe,
     /// logout/login, switch tenant.
     pub workload_weights: [u64; 10],
+    /// Share of written records that break a rule of the server's (`server/rules.rs`).
+    pub invalid_write: Ratio,
+    /// Share of create actions whose records are large (about a kilobyte each), so that a
+    /// bulk of them is over one push request's size limit.
+    pub large_write: Ratio,
 }
 
 impl Knobs {
@@ -197,6 +204,8 @@ impl Knobs {
             auto_merge_fields: false,
             concurrent_edit: Ratio::ZERO,
             workload_weights: [1, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            invalid_write: Ratio::ZERO,
+            large_write: Ratio::ZERO,
         }
     }
 
@@ -268,6 +277,8 @@ impl Knobs {
             sync_after_write: rng.coin(),
             auto_merge_fields: rng.range(0, 3) == 0,
             workload_weights,
+            invalid_write: Ratio::ZERO,
+            large_write: Ratio::ZERO,
         };
         for class in FaultClass::DRAWN_LAST {
             if rng.range(0, 2) == 0 {
@@ -278,6 +289,15 @@ impl Knobs {
             knobs
                 .faults
                 .insert(class, Ratio::new(numerator, 4 * denominator));
+        }
+        // Drawn after every knob above, so that those stay as they were for every seed.
+        knobs.invalid_write = Ratio::new(rng.range(0, 3), 100);
+        knobs.large_write = Ratio::new(rng.range(0, 2), 4);
+        // Extreme clocks: one seed in four of those without synchronized clocks has
+        // device clocks set, and jumping, by years (ahead or behind), not hours.
+        if !synchronized_clocks && rng.range(0, 3) == 0 {
+            knobs.clock_offset_ms_max = rng.range(YEAR_MS, 5 * YEAR_MS);
+            knobs.clock_jump_ms_max = rng.range(YEAR_MS, 5 * YEAR_MS);
         }
         knobs
     }

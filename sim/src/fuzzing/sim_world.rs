@@ -81,6 +81,8 @@ impl KnobsInput {
             auto_merge_fields: self.auto_merge_fields,
             concurrent_edit: Ratio::new(u64::from(self.concurrent_edit_quarters % 5), 4),
             workload_weights,
+            invalid_write: Ratio::ZERO,
+            large_write: Ratio::ZERO,
         }
     }
 }

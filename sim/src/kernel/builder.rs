@@ -173,6 +173,7 @@ impl SimBuilder {
             oracle,
             events: 0,
             server_requests: 0,
+            stale_answers_delivered: 0,
             syncs_completed: 0,
             conflicts_stored: 0,
             probes: BTreeMap::new(),

@@ -158,11 +158,15 @@ pub struct Device {
     pub clock: ManualClock,
     pub clock_offset_ms: i64,
     pub drift_ppm: i64,
+    /// The furthest the device's clock read before its latest jump backwards (its own
+    /// stamps may be that far ahead, whatever it reads now).
+    pub clock_high_ms: u64,
     /// The tenant logged in on this device (its database is the open one).
     pub tenant: Option<String>,
     /// `None` while the app is dead or logged out.
     pub engine: Option<Engine>,
-    /// Bumped at every kill and reopen: answers addressed to an older process are lost.
+    /// Bumped at every kill and reopen: engine timers of an older process never fire, and
+    /// the trace marks answers to its requests that reach a later one.
     pub generation: u64,
     /// False during a network partition (the app believes it is online).
     pub network_up: bool,
@@ -193,6 +197,7 @@ impl Device {
             clock: ManualClock::new(EPOCH_MS),
             clock_offset_ms: 0,
             drift_ppm: 0,
+            clock_high_ms: 0,
             tenant,
             engine: None,
             generation: 0,
@@ -237,7 +242,7 @@ impl Device {
 
     /// The app process dies: memory is lost and the files stay exactly as the dying
     /// process left them (WAL and shared-memory index included). Answers to requests the
-    /// process sent are addressed to it and will be dropped.
+    /// process sent still arrive, at whatever process runs then.
     pub fn kill(&mut self) {
         let Some(engine) = self.engine.take() else {
             return;

@@ -47,6 +47,8 @@ impl Sim {
         options.planted_defects.discard_wal_on_open = self.planted.discard_wal_on_open;
         options.planted_defects.retry_replaces_interval = self.planted.retry_replaces_interval;
         options.planted_defects.split_local_write = self.planted.split_local_write;
+        options.planted_defects.accept_stale_answers = self.planted.accept_stale_answers;
+        options.planted_defects.fail_whole_batch = self.planted.fail_whole_batch;
         let mut engine =
             Engine::open(options, Env::new(device.clock.clone(), entropy)).map_err(|error| {
                 violation(format!(
@@ -241,6 +243,8 @@ impl Sim {
         self.trace(format!("{} event {event:?}", self.devices[index].name));
         self.oracle
             .engine_event(&self.devices[index], &tenant, &event)?;
+        self.oracle
+            .check_reported_failure(&self.devices[index], &tenant, &event, &self.server)?;
         if self.collect_events {
             self.collected.entry(index).or_default().push(event);
         }
@@ -255,7 +259,7 @@ impl Sim {
         else {
             return Ok(());
         };
-        let record = engine
+        let mut record = engine
             .get(client_id)
             .map_err(|error| violation(error.to_string()))?
             .ok_or_else(|| {
@@ -264,7 +268,20 @@ impl Sim {
                     device.name
                 ))
             })?;
+        crate::oracle::check_stamp_not_dragged_ahead(device, self.now_ms, &record)?;
+        // A stamp far ahead is stored clamped, at the earliest to this bound: the write
+        // is judged by the stamp it can have on the server.
+        record.updated_at = crate::server::rules::admitted_stamp(record.updated_at, self.now_ms);
         self.oracle.acknowledge(index, tenant, &record);
+        if !record.is_deleted && crate::server::rules::check_record(&record.data).is_err() {
+            // The server's rules refuse this write: it is never expected to survive.
+            self.oracle.model.discard_record(
+                index,
+                tenant,
+                client_id,
+                "refused by the server's rules",
+            );
+        }
         Ok(())
     }
 

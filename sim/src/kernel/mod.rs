@@ -250,6 +250,8 @@ pub struct Sim {
     oracle: Oracle,
     events: u64,
     server_requests: u64,
+    /// Answers delivered to a later process than the one that sent their request.
+    stale_answers_delivered: u64,
     syncs_completed: u64,
     conflicts_stored: u64,
     /// How often each code-path probe was reached (`probes.rs`).
@@ -361,6 +363,12 @@ impl Sim {
 
     pub fn server_requests(&self) -> u64 {
         self.server_requests
+    }
+
+    /// Answers the network delivered to a later process than the one that sent their
+    /// request (after a kill, a logout or a tenant switch).
+    pub fn stale_answers_delivered(&self) -> u64 {
+        self.stale_answers_delivered
     }
 
     pub fn trace_hash(&self) -> String {

@@ -16,6 +16,7 @@
 //! the user does; it never schedules deliveries or decides faults itself.
 
 mod liveness;
+mod rejections;
 
 pub use liveness::LivenessBound;
 
@@ -309,7 +310,8 @@ impl Act<'_> {
         let (index, name, tenant) = (self.index, self.name(), self.tenant());
         let entity = ENTITIES[self.user.index(ENTITIES.len())];
         let space = self.space();
-        let items: Vec<Value> = (0..count).map(|_| self.random_data()).collect();
+        let mut items: Vec<Value> = (0..count).map(|_| self.random_data()).collect();
+        rejections::shape_created(self.user, self.sim.knobs(), &mut items);
         self.sim
             .trace(format!("{name} create {count} {entity} in {space}"));
         let created = self
@@ -351,6 +353,9 @@ impl Act<'_> {
         let fields = ["title", "count", "color", "note"];
         let field = fields[self.user.index(fields.len())];
         let value = json!(format!("v{}", self.user.range(0, 99)));
+        let mut patch = Map::new();
+        patch.insert(field.to_owned(), value);
+        rejections::shape_patch(self.user, self.sim.knobs(), &mut patch);
         let concurrent = self.user.chance(self.sim.knobs().concurrent_edit);
         let other_value = json!(format!("w{}", self.user.range(0, 99)));
         let other_draw = self.user.next_u64();
@@ -365,7 +370,7 @@ impl Act<'_> {
         };
         self.sim
             .trace(format!("{} update {client_id} {field}", self.name()));
-        self.write_field(index, &client_id, field, value)?;
+        self.write_patch(index, &client_id, patch)?;
         if !concurrent {
             return Ok(());
         }
@@ -382,20 +387,19 @@ impl Act<'_> {
             self.sim.trace(format!(
                 "{other_name} concurrently updates {client_id} {other_field}"
             ));
-            self.write_field(other, &client_id, other_field, other_value)?;
+            let mut other_patch = Map::new();
+            other_patch.insert(other_field.to_owned(), other_value);
+            self.write_patch(other, &client_id, other_patch)?;
         }
         Ok(())
     }
 
-    fn write_field(
+    fn write_patch(
         &mut self,
         index: usize,
         client_id: &str,
-        field: &str,
-        value: Value,
+        patch: Map<String, Value>,
     ) -> Result<(), Failure> {
-        let mut patch = Map::new();
-        patch.insert(field.to_owned(), value);
         let updated = self.sim.call(index, |engine| {
             Ok(engine.update(client_id, Value::Object(patch))?)
         })?;
