@@ -32,7 +32,7 @@ mod verify;
 pub mod wire;
 
 pub use conflict::{Resolution, Side};
-pub use crash::{CrashHook, CrashPoint, NoCrash};
+pub use crash::{CommitSite, CrashHook, CrashPoint, NoCrash};
 pub use engine::{drop_tenant_database, Engine, EngineOptions, PlantedDefects};
 pub use env::{Clock, Entropy, Env, ManualClock, SeededEntropy};
 pub use error::{ConfigError, DamagedRow, OpenError, ReadError, SyncError, WriteError};

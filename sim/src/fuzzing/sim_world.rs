@@ -85,6 +85,8 @@ impl KnobsInput {
             adversarial_tenants: self.tenants & 2 != 0,
             inflight_actions: Ratio::new(u64::from(self.spaces_per_tenant / 2 % 4), 10),
             lifecycle_after_kill: Ratio::new(u64::from(self.devices / 2 % 3), 4),
+            invalid_write: Ratio::ZERO,
+            large_write: Ratio::ZERO,
         }
     }
 }

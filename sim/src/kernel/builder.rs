@@ -150,13 +150,11 @@ impl SimBuilder {
         }
         let mut oracle = Oracle::default();
         oracle.hostile_server = self.hostile_server;
-        let kill_switch = KillSwitch {
-            rng: SimRng::for_fault(seed, FaultClass::KillAtCrashPoint),
-            rate: knobs.fault(FaultClass::KillAtCrashPoint),
-            armed: true,
-            one_shot: BTreeMap::new(),
-            fired: BTreeMap::new(),
-        };
+        let kill_switch = KillSwitch::new(
+            seed,
+            knobs.fault(FaultClass::KillAtCrashPoint),
+            knobs.fault(FaultClass::KillAtCommit),
+        );
         Sim {
             seed,
             planted: self.defects,
@@ -179,8 +177,10 @@ impl SimBuilder {
             oracle,
             events: 0,
             server_requests: 0,
+            stale_answers_delivered: 0,
             syncs_completed: 0,
             conflicts_stored: 0,
+            probes: BTreeMap::new(),
             events_since_server_check: 0,
             collect_events: self.collect_events,
             collected: BTreeMap::new(),

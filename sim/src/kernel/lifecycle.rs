@@ -91,14 +91,14 @@ impl Sim {
         let Some(engine) = device.engine.as_mut() else {
             return Ok(Called::NotRunning);
         };
+        self.kill_switch.borrow_mut().calls += 1;
         match f(engine) {
             Ok(value) => {
                 if let Some(point) = engine.killed_at() {
-                    self.faults.count(FaultClass::KillAtCrashPoint);
+                    let at = self.count_kill(point);
                     self.trace(format!(
-                        "{} killed at {} after the call took effect",
-                        self.devices[index].name,
-                        point.name()
+                        "{} killed at {at} after the call took effect",
+                        self.devices[index].name
                     ));
                     self.crash(index, None);
                     return Ok(Called::Done(value));
@@ -107,12 +107,8 @@ impl Sim {
                 Ok(Called::Done(value))
             }
             Err(CallError::Killed(point)) => {
-                self.faults.count(FaultClass::KillAtCrashPoint);
-                self.trace(format!(
-                    "{} killed at {}",
-                    self.devices[index].name,
-                    point.name()
-                ));
+                let at = self.count_kill(point);
+                self.trace(format!("{} killed at {at}", self.devices[index].name));
                 self.crash(index, None);
                 Ok(Called::Killed(point))
             }
@@ -125,6 +121,25 @@ impl Sim {
                 "{}: engine storage error: {message}",
                 self.devices[index].name
             ))),
+        }
+    }
+
+    /// Counts a kill inside an engine call in its fault class; returns where it struck,
+    /// for the trace (a boundary with its transaction and number).
+    fn count_kill(&mut self, point: CrashPoint) -> String {
+        if !point.is_commit_boundary() {
+            self.faults.count(FaultClass::KillAtCrashPoint);
+            return point.name().to_owned();
+        }
+        self.faults.count(FaultClass::KillAtCommit);
+        match self.kill_switch.borrow().last_boundary_kill {
+            Some(boundary) => format!(
+                "{} of {} (boundary {})",
+                point.name(),
+                boundary.site.name(),
+                boundary.number
+            ),
+            None => point.name().to_owned(),
         }
     }
 
@@ -161,6 +176,9 @@ impl Sim {
             }
             outcome => Ok(outcome),
         })?;
+        if matches!(called, Called::Done(Ok(_))) {
+            self.probe(super::probes::Probe::ForceExecuted);
+        }
         if recorded && !matches!(called, Called::Done(Ok(_))) {
             self.oracle
                 .model
@@ -220,9 +238,12 @@ impl Sim {
             SyncEvent::ConflictStored { .. } => self.conflicts_stored += 1,
             _ => {}
         }
+        self.probe_event(&event);
         self.trace(format!("{} event {event:?}", self.devices[index].name));
         self.oracle
             .engine_event(&self.devices[index], &tenant, &event)?;
+        self.oracle
+            .check_reported_failure(&self.devices[index], &tenant, &event, &self.server)?;
         if self.collect_events {
             self.collected.entry(index).or_default().push(event);
         }
@@ -237,7 +258,7 @@ impl Sim {
         else {
             return Ok(());
         };
-        let record = engine
+        let mut record = engine
             .get(client_id)
             .map_err(|error| violation(error.to_string()))?
             .ok_or_else(|| {
@@ -246,7 +267,20 @@ impl Sim {
                     device.name
                 ))
             })?;
+        crate::oracle::check_stamp_not_dragged_ahead(device, self.now_ms, &record)?;
+        // A stamp far ahead is stored clamped, at the earliest to this bound: the write
+        // is judged by the stamp it can have on the server.
+        record.updated_at = crate::server::rules::admitted_stamp(record.updated_at, self.now_ms);
         self.oracle.acknowledge(index, tenant, &record);
+        if !record.is_deleted && crate::server::rules::check_record(&record.data).is_err() {
+            // The server's rules refuse this write: it is never expected to survive.
+            self.oracle.model.discard_record(
+                index,
+                tenant,
+                client_id,
+                "refused by the server's rules",
+            );
+        }
         Ok(())
     }
 

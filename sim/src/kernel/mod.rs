@@ -27,6 +27,7 @@ mod faults;
 mod inject;
 mod lifecycle;
 pub mod network;
+pub mod probes;
 mod tenancy;
 mod trace;
 mod wire;
@@ -250,8 +251,12 @@ pub struct Sim {
     oracle: Oracle,
     events: u64,
     server_requests: u64,
+    /// Answers delivered to a later process than the one that sent their request.
+    stale_answers_delivered: u64,
     syncs_completed: u64,
     conflicts_stored: u64,
+    /// How often each code-path probe was reached (`probes.rs`).
+    probes: BTreeMap<probes::Probe, u64>,
     /// Events handled since the server's whole-state check last ran.
     events_since_server_check: u64,
     collect_events: bool,
@@ -359,6 +364,12 @@ impl Sim {
 
     pub fn server_requests(&self) -> u64 {
         self.server_requests
+    }
+
+    /// Answers the network delivered to a later process than the one that sent their
+    /// request (after a kill, a logout or a tenant switch).
+    pub fn stale_answers_delivered(&self) -> u64 {
+        self.stale_answers_delivered
     }
 
     pub fn trace_hash(&self) -> String {
@@ -535,6 +546,11 @@ impl Sim {
 
     pub fn check_no_duplicates(&mut self) -> Result<(), Failure> {
         self.oracle.check_no_duplicates(&self.server)
+    }
+
+    /// The oracle's checks that hold converged or not (the end of a `safety_only` run).
+    pub fn safety_checks(&mut self) -> Result<(), Failure> {
+        self.oracle.safety_checks(&self.devices, &self.server)
     }
 
     /// Every end-of-run check of the oracle.

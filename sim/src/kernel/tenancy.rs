@@ -16,6 +16,10 @@ pub fn engine_defects(planted: &ServerDefects) -> PlantedDefects {
         push_answer_overwrites_newer_edit: planted.push_answer_overwrites_newer_edit,
         lossy_tenant_file_name: planted.lossy_tenant_file_name,
         drop_leaves_wal: planted.drop_leaves_wal,
+        retry_replaces_interval: planted.retry_replaces_interval,
+        split_local_write: planted.split_local_write,
+        accept_stale_answers: planted.accept_stale_answers,
+        fail_whole_batch: planted.fail_whole_batch,
     }
 }
 

@@ -13,8 +13,10 @@
 //! The oracle reads engines and the server; it never drives them.
 
 mod model;
+mod rejections;
 
 pub use model::{AckedWrite, Model, ServerView};
+pub use rejections::check_stamp_not_dragged_ahead;
 
 use crate::kernel::device::Device;
 use crate::kernel::{token_of, violation, Failure};
@@ -22,7 +24,7 @@ use crate::server::ReferenceServer;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use sync_engine::wire::{ErrorCode, SyncRequest};
-use sync_engine::{Engine, OpStatus, Record, SyncEvent};
+use sync_engine::{Engine, Record, SyncEvent};
 
 #[derive(Debug, Default)]
 pub struct Oracle {
@@ -237,7 +239,7 @@ impl Oracle {
                 return Ok(Some(format!("{} is not settled: {status:?}", device.name)));
             }
             let local = device_canonical(engine)?;
-            let remote = server_canonical(server, tenant, &local.excluded);
+            let remote = server_canonical(server, tenant);
             if local.rows != remote {
                 return Ok(Some(format!(
                     "{} differs from the server in tenant {tenant}: {}",
@@ -277,54 +279,28 @@ impl Oracle {
         Ok(())
     }
 
-    /// The end of a run, after it converged: the server's own invariants, no duplicates,
-    /// tenant isolation on the server and every device, every device database's own
-    /// invariants, and no acknowledged write lost.
+    /// The end of a run, after it converged: every [`Oracle::safety_checks`], and no
+    /// acknowledged write lost.
     pub fn final_checks(
         &mut self,
         devices: &[Device],
         server: &ReferenceServer,
     ) -> Result<(), Failure> {
-        server.check_invariants();
-        self.check_no_duplicates(server)?;
+        self.safety_checks(devices, server)?;
         let mut server_rows: BTreeMap<(String, String), ServerRow> = BTreeMap::new();
         for tenant in server.tenants() {
             for record in server.records(&tenant) {
-                if !self.model.created_in(&tenant, &record.client_id) {
-                    let owner = self
-                        .model
-                        .tenant_of(&record.client_id)
-                        .unwrap_or("nobody")
-                        .to_owned();
-                    return Err(violation(format!(
-                        "tenant isolation: the server holds {} (created in {owner}) in tenant {tenant}",
-                        record.client_id
-                    )));
-                }
                 server_rows.insert(
                     (tenant.clone(), record.client_id.clone()),
                     (record.updated_at, record.is_deleted, record.data.clone()),
                 );
             }
         }
-        let mut device_tenants = BTreeMap::new();
-        for device in devices {
-            let (Some(tenant), Some(engine)) = (&device.tenant, &device.engine) else {
-                continue;
-            };
-            device_tenants.insert(device.index, tenant.clone());
-            engine
-                .check_invariants()
-                .map_err(|message| violation(format!("{}: {message}", device.name)))?;
-            for record in engine.all_records().map_err(storage)? {
-                if !self.model.created_in(tenant, &record.client_id) {
-                    return Err(violation(format!(
-                        "tenant isolation: {} holds {} in tenant {tenant}'s database",
-                        device.name, record.client_id
-                    )));
-                }
-            }
-        }
+        let device_tenants: BTreeMap<usize, String> = devices
+            .iter()
+            .filter(|device| device.engine.is_some())
+            .filter_map(|device| Some((device.index, device.tenant.clone()?)))
+            .collect();
         let checked = self
             .model
             .check_no_lost_writes(&device_tenants, |tenant, client_id| {
@@ -338,6 +314,50 @@ impl Oracle {
             });
         self.invariant_checks += 1;
         checked.map(|_| ()).map_err(violation)
+    }
+
+    /// What must hold at any moment, converged or not: the server's own invariants, no
+    /// duplicates, tenant isolation on the server and every device, and every device
+    /// database's own invariants. The end of a `safety_only` run.
+    pub fn safety_checks(
+        &mut self,
+        devices: &[Device],
+        server: &ReferenceServer,
+    ) -> Result<(), Failure> {
+        server.check_invariants();
+        self.check_no_duplicates(server)?;
+        for tenant in server.tenants() {
+            for record in server.records(&tenant) {
+                if !self.model.created_in(&tenant, &record.client_id) {
+                    let owner = self
+                        .model
+                        .tenant_of(&record.client_id)
+                        .unwrap_or("nobody")
+                        .to_owned();
+                    return Err(violation(format!(
+                        "tenant isolation: the server holds {} (created in {owner}) in tenant {tenant}",
+                        record.client_id
+                    )));
+                }
+            }
+        }
+        for device in devices {
+            let (Some(tenant), Some(engine)) = (&device.tenant, &device.engine) else {
+                continue;
+            };
+            engine
+                .check_invariants()
+                .map_err(|message| violation(format!("{}: {message}", device.name)))?;
+            for record in engine.all_records().map_err(storage)? {
+                if !self.model.created_in(tenant, &record.client_id) {
+                    return Err(violation(format!(
+                        "tenant isolation: {} holds {} in tenant {tenant}'s database",
+                        device.name, record.client_id
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -353,24 +373,16 @@ pub type CanonicalRow = (String, Option<String>, String, String, i64, u64, Strin
 
 pub struct DeviceCanonical {
     pub rows: Vec<CanonicalRow>,
-    /// Client ids left out: their op failed for good (reported), so they may differ.
-    pub excluded: BTreeSet<String>,
 }
 
-/// A device's live rows in canonical order, without those whose op failed for good.
+/// A device's live rows in canonical order, every one of them: a record whose op failed
+/// for good went back to the server's copy (or is gone), so it is compared like the rest.
 pub fn device_canonical(engine: &Engine) -> Result<DeviceCanonical, Failure> {
-    let excluded: BTreeSet<String> = engine
-        .queued_ops()
-        .map_err(storage)?
-        .into_iter()
-        .filter(|op| op.status == OpStatus::Failed)
-        .map(|op| op.entity_id)
-        .collect();
     let mut rows: Vec<CanonicalRow> = engine
         .all_records()
         .map_err(storage)?
         .into_iter()
-        .filter(|record| !record.is_deleted && !excluded.contains(&record.client_id))
+        .filter(|record| !record.is_deleted)
         .map(|record| {
             let data = Value::Object(record.data).to_string();
             (
@@ -385,19 +397,15 @@ pub fn device_canonical(engine: &Engine) -> Result<DeviceCanonical, Failure> {
         })
         .collect();
     rows.sort();
-    Ok(DeviceCanonical { rows, excluded })
+    Ok(DeviceCanonical { rows })
 }
 
 /// The server's live rows of `tenant` in the same canonical form.
-pub fn server_canonical(
-    server: &ReferenceServer,
-    tenant: &str,
-    excluded: &BTreeSet<String>,
-) -> Vec<CanonicalRow> {
+pub fn server_canonical(server: &ReferenceServer, tenant: &str) -> Vec<CanonicalRow> {
     let mut rows: Vec<CanonicalRow> = server
         .records(tenant)
         .into_iter()
-        .filter(|record| !record.is_deleted && !excluded.contains(&record.client_id))
+        .filter(|record| !record.is_deleted)
         .map(|record| {
             let data = Value::Object(record.data.clone()).to_string();
             (

@@ -13,6 +13,7 @@
 
 mod pull;
 mod push;
+pub mod rules;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -96,6 +97,18 @@ pub enum Defect {
     LossyTenantFileName,
     /// [`ServerDefects::drop_leaves_wal`] (an engine defect).
     DropLeavesWal,
+    /// [`ServerDefects::retry_replaces_interval`] (an engine defect).
+    RetryReplacesInterval,
+    /// [`ServerDefects::pages_end_at_commit_boundaries`].
+    PagesEndAtCommitBoundaries,
+    /// [`ServerDefects::split_local_write`] (an engine defect).
+    SplitLocalWrite,
+    /// [`ServerDefects::accept_stale_answers`] (an engine defect).
+    AcceptStaleAnswers,
+    /// [`ServerDefects::fail_whole_batch`] (an engine defect).
+    FailWholeBatch,
+    /// [`ServerDefects::accept_far_future_stamps`].
+    AcceptFarFutureStamps,
 }
 
 impl Defect {
@@ -143,6 +156,31 @@ pub struct ServerDefects {
     pub lossy_tenant_file_name: bool,
     /// An engine defect: dropping a tenant that is not open leaves its `-wal` and `-shm`.
     pub drop_leaves_wal: bool,
+    /// An engine defect (see `sync_engine::PlantedDefects`): a transient sync failure
+    /// drops the interval timer, so the device syncs again only when poked.
+    pub retry_replaces_interval: bool,
+    /// Never end a page inside a commit: a page that would split the rows of one push
+    /// request ends before them instead (or, when they fill the page, runs to the end of
+    /// the commit). Every cursor then sits at a commit boundary, so the clients' handling
+    /// of a cursor inside a commit is never exercised; nothing else changes.
+    pub pages_end_at_commit_boundaries: bool,
+    /// An engine defect: a local write commits its record and its queued op in two
+    /// transactions (see `sync_engine::PlantedDefects`); only a kill between the two
+    /// commits shows it.
+    pub split_local_write: bool,
+    /// An engine defect (see `sync_engine::PlantedDefects`): an answer to a request id
+    /// the process never issued passes for the answer to the request in flight, so an
+    /// earlier process's answer is taken. The server ignores it; the kernel hands it to
+    /// every engine.
+    pub accept_stale_answers: bool,
+    /// An engine defect (see `sync_engine::PlantedDefects`): a push refused whole with
+    /// `VALIDATION` fails every op of its batch, good ones too, instead of sending fewer
+    /// ops at a time until the refused op stands alone. The server ignores it.
+    pub fail_whole_batch: bool,
+    /// Store writers' stamps as given, however far ahead of the server's clock: one
+    /// device whose clock runs years ahead wins every concurrent write for years, and
+    /// drags the clock of every device that pulls its rows years ahead with it.
+    pub accept_far_future_stamps: bool,
 }
 
 impl ServerDefects {
@@ -178,6 +216,12 @@ impl ServerDefects {
             Defect::PushAnswerOverwritesNewerEdit => &mut self.push_answer_overwrites_newer_edit,
             Defect::LossyTenantFileName => &mut self.lossy_tenant_file_name,
             Defect::DropLeavesWal => &mut self.drop_leaves_wal,
+            Defect::RetryReplacesInterval => &mut self.retry_replaces_interval,
+            Defect::PagesEndAtCommitBoundaries => &mut self.pages_end_at_commit_boundaries,
+            Defect::SplitLocalWrite => &mut self.split_local_write,
+            Defect::AcceptStaleAnswers => &mut self.accept_stale_answers,
+            Defect::FailWholeBatch => &mut self.fail_whole_batch,
+            Defect::AcceptFarFutureStamps => &mut self.accept_far_future_stamps,
         }
     }
 
@@ -232,6 +276,10 @@ pub struct ReferenceServer {
     /// Client ids whose pushes the server's business rules refuse (see
     /// [`ReferenceServer::refuse_client_id`]).
     refused_client_ids: BTreeSet<String>,
+    /// The server's own clock (wall-clock ms), which bounds how far ahead a stored stamp
+    /// may be ([`rules::STAMP_AHEAD_MS_MAX`]). The simulator sets it to virtual time before
+    /// each request; a server never given a clock bounds nothing.
+    clock_ms: Option<u64>,
 }
 
 impl ReferenceServer {
@@ -246,6 +294,7 @@ impl ReferenceServer {
             effects: Vec::new(),
             effect_count_by_op: BTreeMap::new(),
             refused_client_ids: BTreeSet::new(),
+            clock_ms: None,
         }
     }
 
@@ -269,6 +318,21 @@ impl ReferenceServer {
     pub fn refuse_client_id(&mut self, client_id: &str) {
         self.refused_client_ids.insert(client_id.to_owned());
         assert!(self.refused_client_ids.contains(client_id));
+    }
+
+    /// Sets the server's clock; it never goes backwards.
+    pub fn set_clock_ms(&mut self, now_ms: u64) {
+        self.clock_ms = Some(
+            self.clock_ms
+                .map_or(now_ms, |clock_ms| clock_ms.max(now_ms)),
+        );
+        assert!(self.clock_ms >= Some(now_ms));
+    }
+
+    /// The result the server stored for `op_id` in `tenant_id`, if the op reached it and
+    /// was decided (refused requests store nothing).
+    pub fn stored_result(&self, tenant_id: &str, op_id: &str) -> Option<&wire::SyncResultItem> {
+        self.tenants.get(tenant_id)?.stored_result(op_id)
     }
 
     pub fn set_defects(&mut self, defects: ServerDefects) {
@@ -450,6 +514,8 @@ impl ReferenceServer {
                     })?;
                 let tenant_id = self.authorized_tenant(&token_tenant_id, &variables.tenant_id)?;
                 let items = push::validate(variables.payload).map_err(Rejection::validation)?;
+                rules::check_request_size(items.iter().map(push::PushItem::data))
+                    .map_err(Rejection::validation)?;
                 self.handle_push(&tenant_id, &entity, items)
             }
             OperationKind::Pull => {

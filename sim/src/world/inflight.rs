@@ -11,7 +11,7 @@
 use super::{Act, World};
 use crate::kernel::{Called, Failure};
 use crate::rng::{SimRng, Stream};
-use serde_json::json;
+use serde_json::{json, Map};
 use std::collections::BTreeSet;
 use sync_engine::OpStatus;
 
@@ -139,6 +139,8 @@ impl Act<'_> {
             "{} updates {client_id} {field} in flight",
             self.name()
         ));
-        self.write_field(index, &client_id, field, value)
+        let mut patch = Map::new();
+        patch.insert(field.to_owned(), value);
+        self.write_patch(index, &client_id, patch)
     }
 }
