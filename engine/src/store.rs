@@ -618,6 +618,13 @@ pub fn unfinished_ops_for_record(
     rows.collect()
 }
 
+/// True when any op of the record is still queued, whatever its status (a `failed` op
+/// stays as the app's report of the rejection).
+pub fn has_any_op(conn: &Connection, client_id: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM operation_queue WHERE entity_id = ?1)")?
+        .query_row([client_id], |row| row.get(0))
+}
+
 /// True when the record has an unfinished (`pending` or `sending`) op other than `seq`.
 pub fn has_other_unfinished_op(
     conn: &Connection,

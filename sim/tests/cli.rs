@@ -154,7 +154,7 @@ fn safety_only_keeps_the_faults_on_and_checks_only_safety() {
 
     // A defect that only stops recovery is a liveness failure, which a safety-only run
     // does not look for; a duplicate is a safety violation, which it still catches.
-    let stuck = ["replay", "0", "--profile", "default"];
+    let stuck = ["replay", "2", "--profile", "default"];
     let liveness_defect = ["--defect", "retry_replaces_interval"];
     let caught = syncsim(&[&stuck[..], &liveness_defect[..]].concat());
     assert_eq!(caught.status.code(), Some(2), "{}", text(&caught.stdout));
@@ -211,7 +211,10 @@ fn sweep_fails_on_the_first_bad_kill_and_prints_a_replay_that_fails_alike() {
     let planted = ["--defect", "split_local_write"];
     let sweep = syncsim(&[&["sweep"][..], &workload, &planted, &["--threads", "2"]].concat());
     let stdout = text(&sweep.stdout);
-    assert_eq!(sweep.status.code(), Some(2), "{stdout}");
+    // The split write shows either as a safety violation (1) or as a record that never
+    // syncs (2), depending on what the workload does after the kill.
+    let failed_with = sweep.status.code();
+    assert!(matches!(failed_with, Some(1 | 2)), "{stdout}");
     assert!(stdout.contains("transaction boundaries"), "{stdout}");
     let boundary = stdout
         .split("--boundary ")
@@ -228,7 +231,7 @@ fn sweep_fails_on_the_first_bad_kill_and_prints_a_replay_that_fails_alike() {
         .concat(),
     );
     let replayed = text(&replay.stdout);
-    assert_eq!(replay.status.code(), Some(2), "{replayed}");
+    assert_eq!(replay.status.code(), failed_with, "{replayed}");
     assert!(
         replayed.contains(&format!(
             "at boundary {boundary} (before_commit of local_write)"

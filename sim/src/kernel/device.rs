@@ -188,6 +188,9 @@ pub struct Device {
     pub held: Vec<sync_engine::wire::SyncRequest>,
     /// Request ids sent by the current process and not answered yet.
     pub in_flight: BTreeSet<u64>,
+    /// The op id of each push in flight that carries exactly one op: a request refused
+    /// whole then refuses that op alone (see [`crate::oracle::Oracle::refused_alone`]).
+    pub single_op_pushes: BTreeMap<u64, String>,
     /// Syncs numbered as they start; the number of the last one that completed.
     pub sync_started_seq: u64,
     pub sync_completed_seq: u64,
@@ -219,6 +222,7 @@ impl Device {
             holding: false,
             held: Vec::new(),
             in_flight: BTreeSet::new(),
+            single_op_pushes: BTreeMap::new(),
             sync_started_seq: 0,
             sync_completed_seq: 0,
             counters: Counters::default(),
@@ -294,6 +298,7 @@ impl Device {
         self.generation += 1;
         self.timer_at = None;
         self.in_flight.clear();
+        self.single_op_pushes.clear();
         self.held.clear();
     }
 }

@@ -106,6 +106,12 @@ impl Sim {
         response: Result<Value, TransportError>,
     ) -> Result<Called<()>, Failure> {
         self.devices[index].in_flight.remove(&request_id);
+        let sent_alone = self.devices[index].single_op_pushes.remove(&request_id);
+        if let (Some(op_id), Ok(answer)) = (sent_alone, &response) {
+            if answer["errors"][0]["extensions"]["code"] == "VALIDATION" {
+                self.oracle.refused_alone.insert(op_id);
+            }
+        }
         let called = self.call(index, |engine| {
             Ok(engine.handle_response(request_id, response)?)
         })?;
@@ -128,6 +134,13 @@ impl Sim {
             .entry(request.operation_name.clone())
             .or_insert(0) += 1;
         device.in_flight.insert(request.request_id);
+        if let Some([item]) = request.variables["payload"].as_array().map(Vec::as_slice) {
+            if let Some(op_id) = item["opId"].as_str() {
+                device
+                    .single_op_pushes
+                    .insert(request.request_id, op_id.to_owned());
+            }
+        }
         device.counters.max_in_flight = device.counters.max_in_flight.max(device.in_flight.len());
         if device.holding {
             device.held.push(request);

@@ -38,6 +38,9 @@ pub struct Oracle {
     /// server's honest answers — cursors never move backwards, no `versionHash` repair —
     /// are then skipped; every other check stays.
     pub hostile_server: bool,
+    /// Ops a device sent alone in a push request that the server refused whole with
+    /// `VALIDATION`: the server refused that op, although it stored no result for it.
+    pub refused_alone: BTreeSet<String>,
 }
 
 impl Oracle {

@@ -16,7 +16,8 @@ const STAMP_SLACK_MS: u64 = 60_000;
 
 impl Oracle {
     /// An `OpFailed` must name an op the server decided and refused: its stored result is
-    /// a failure. A good op failed because another op of its batch was refused is a
+    /// a failure, or the device sent it alone in a request the server refused whole. A
+    /// good op failed because another op of its batch was refused is a
     /// violation, and so is a failure the server never gave.
     pub fn check_reported_failure(
         &mut self,
@@ -38,9 +39,10 @@ impl Oracle {
             return Ok(());
         }
         self.invariant_checks += 1;
-        let refused = server
-            .stored_result(tenant, op_id)
-            .is_some_and(|result| !result.success);
+        let refused = self.refused_alone.contains(op_id)
+            || server
+                .stored_result(tenant, op_id)
+                .is_some_and(|result| !result.success);
         if !refused {
             return Err(violation(format!(
                 "good op failed: {} reported op {op_id} of {client_id} in tenant {tenant} failed for good \

@@ -258,7 +258,7 @@ pub enum ServerReply {
 }
 
 /// The reference server: every tenant's records, stored push results and effect log.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct ReferenceServer {
     registry: EntityRegistry,
     defects: ServerDefects,
@@ -280,6 +280,36 @@ pub struct ReferenceServer {
     /// may be ([`rules::STAMP_AHEAD_MS_MAX`]). The simulator sets it to virtual time before
     /// each request; a server never given a clock bounds nothing.
     clock_ms: Option<u64>,
+}
+
+/// Two servers are equal when they hold the same state: records, results, effects, tokens,
+/// rules and defects. The clock is left out: it says when a request arrived, not what the
+/// server stores, so "this request changed nothing" compares equal although the clock
+/// moved. The destructuring is exhaustive so a new field must be placed on one side.
+impl PartialEq for ReferenceServer {
+    fn eq(&self, other: &Self) -> bool {
+        let ReferenceServer {
+            registry,
+            defects,
+            defects_ever,
+            tenant_by_token,
+            tenants,
+            server_id_last,
+            effects,
+            effect_count_by_op,
+            refused_client_ids,
+            clock_ms: _,
+        } = self;
+        *registry == other.registry
+            && *defects == other.defects
+            && *defects_ever == other.defects_ever
+            && *tenant_by_token == other.tenant_by_token
+            && *tenants == other.tenants
+            && *server_id_last == other.server_id_last
+            && *effects == other.effects
+            && *effect_count_by_op == other.effect_count_by_op
+            && *refused_client_ids == other.refused_client_ids
+    }
 }
 
 impl ReferenceServer {
