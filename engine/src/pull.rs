@@ -223,7 +223,8 @@ pub(crate) fn merge_pulled_delete(
 }
 
 /// After a repair pull: synced local records the server no longer lists are removed
-/// (records with pending ops are kept; they have not reached the server yet).
+/// (records with pending ops are kept; they have not reached the server yet). A record
+/// whose failed op is kept as a report becomes a tombstone instead of vanishing.
 pub(crate) fn forget_records_missing_on_server(
     tx: &rusqlite::Connection,
     entity: &str,
@@ -233,9 +234,19 @@ pub(crate) fn forget_records_missing_on_server(
         let Some(server_id) = &record.server_id else {
             continue;
         };
-        if !seen.contains(server_id)
-            && store::unfinished_ops_for_record(tx, &record.client_id)?.is_empty()
+        if seen.contains(server_id)
+            || !store::unfinished_ops_for_record(tx, &record.client_id)?.is_empty()
         {
+            continue;
+        }
+        store::delete_conflict_for_record(tx, &record.client_id)?;
+        if store::has_any_op(tx, &record.client_id)? {
+            // A failed op still reports its rejection to the app and names this record:
+            // the record stays as a tombstone, gone for the app, out of the checksum.
+            let mut tombstone = record;
+            tombstone.is_deleted = true;
+            store::put_record(tx, &tombstone)?;
+        } else {
             store::delete_record(tx, &record.client_id)?;
         }
     }

@@ -11,8 +11,8 @@ use crate::rng::SimRng;
 use std::rc::Rc;
 use sync_engine::wire::SyncRequest;
 use sync_engine::{
-    CrashPoint, DbLocation, Engine, EngineOptions, Env, ForceDirection, ForceOutcome, ForcePlan,
-    SyncEvent, TenantId, WriteError,
+    CrashPoint, Engine, EngineOptions, Env, ForceDirection, ForceOutcome, ForcePlan, SyncEvent,
+    TenantId, WriteError,
 };
 
 impl Sim {
@@ -29,6 +29,7 @@ impl Sim {
         if device.is_running() {
             return Ok(false);
         }
+        self.check_file_mapping(index, &tenant)?;
         // A new process: a force-from-server the last one ran will never report its end.
         self.oracle.model.app_stopped(index);
         let now_ms = self.now_ms;
@@ -40,15 +41,12 @@ impl Sim {
             1_000_000 + index as u64 * 100_000 + device.generation,
         );
         let mut options = EngineOptions::new(
-            DbLocation::new(&device.dir),
+            device.location.clone(),
             TenantId::parse(&tenant).expect("simulated tenant ids are valid"),
             self.registry.clone(),
         );
         options.sync_after_write = self.knobs.sync_after_write;
-        options.planted_defects.discard_wal_on_open = self.planted.discard_wal_on_open;
-        options.planted_defects.hlc_reuses_observed_stamp = self.planted.hlc_reuses_observed_stamp;
-        options.planted_defects.pull_overwrites_pending_edit =
-            self.planted.pull_overwrites_pending_edit;
+        options.planted_defects = super::tenancy::engine_defects(&self.planted);
         let mut engine =
             Engine::open(options, Env::new(device.clock.clone(), entropy)).map_err(|error| {
                 violation(format!(
@@ -57,6 +55,8 @@ impl Sim {
                 ))
             })?;
         self.oracle.check_reopened(device, &tenant, &engine)?;
+        self.check_opened_empty_if_dropped(index, &tenant, &engine)?;
+        let device = &mut self.devices[index];
         engine.set_crash_hook(Box::new(SimCrashHook {
             device: index,
             switch: Rc::clone(&self.kill_switch),
@@ -94,14 +94,14 @@ impl Sim {
         let Some(engine) = device.engine.as_mut() else {
             return Ok(Called::NotRunning);
         };
+        self.kill_switch.borrow_mut().calls += 1;
         match f(engine) {
             Ok(value) => {
                 if let Some(point) = engine.killed_at() {
-                    self.faults.count(FaultClass::KillAtCrashPoint);
+                    let at = self.count_kill(point);
                     self.trace(format!(
-                        "{} killed at {} after the call took effect",
-                        self.devices[index].name,
-                        point.name()
+                        "{} killed at {at} after the call took effect",
+                        self.devices[index].name
                     ));
                     self.killed_mid_call(index);
                     self.crash(index, None);
@@ -112,12 +112,8 @@ impl Sim {
                 Ok(Called::Done(value))
             }
             Err(CallError::Killed(point)) => {
-                self.faults.count(FaultClass::KillAtCrashPoint);
-                self.trace(format!(
-                    "{} killed at {}",
-                    self.devices[index].name,
-                    point.name()
-                ));
+                let at = self.count_kill(point);
+                self.trace(format!("{} killed at {at}", self.devices[index].name));
                 self.killed_mid_call(index);
                 self.crash(index, None);
                 Ok(Called::Killed(point))
@@ -132,6 +128,25 @@ impl Sim {
                 "{}: engine storage error: {message}",
                 self.devices[index].name
             ))),
+        }
+    }
+
+    /// Counts a kill inside an engine call in its fault class; returns where it struck,
+    /// for the trace (a boundary with its transaction and number).
+    fn count_kill(&mut self, point: CrashPoint) -> String {
+        if !point.is_commit_boundary() {
+            self.faults.count(FaultClass::KillAtCrashPoint);
+            return point.name().to_owned();
+        }
+        self.faults.count(FaultClass::KillAtCommit);
+        match self.kill_switch.borrow().last_boundary_kill {
+            Some(boundary) => format!(
+                "{} of {} (boundary {})",
+                point.name(),
+                boundary.site.name(),
+                boundary.number
+            ),
+            None => point.name().to_owned(),
         }
     }
 
@@ -168,6 +183,9 @@ impl Sim {
             }
             outcome => Ok(outcome),
         })?;
+        if matches!(called, Called::Done(Ok(_))) {
+            self.probe(super::probes::Probe::ForceExecuted);
+        }
         if recorded && !matches!(called, Called::Done(Ok(_))) {
             self.oracle
                 .model
@@ -227,9 +245,12 @@ impl Sim {
             SyncEvent::ConflictStored { .. } => self.conflicts_stored += 1,
             _ => {}
         }
+        self.probe_event(&event);
         self.trace(format!("{} event {event:?}", self.devices[index].name));
         self.oracle
             .engine_event(&self.devices[index], &tenant, &event)?;
+        self.oracle
+            .check_reported_failure(&self.devices[index], &tenant, &event, &self.server)?;
         if self.collect_events {
             self.collected.entry(index).or_default().push(event);
         }
@@ -275,7 +296,23 @@ impl Sim {
                     device.name
                 ))
             })?;
-        self.oracle.acknowledge(index, tenant, &record)
+        crate::oracle::check_stamp_not_dragged_ahead(device, self.now_ms, &record)?;
+        // A stamp far ahead is stored clamped, at the earliest to this bound: the write
+        // is judged by the stamp it can have on the server, and known to the causality
+        // by the version the device shows.
+        let stored_stamp = crate::server::rules::admitted_stamp(record.updated_at, self.now_ms);
+        self.oracle
+            .acknowledge(index, tenant, &record, stored_stamp)?;
+        if !record.is_deleted && crate::server::rules::check_record(&record.data).is_err() {
+            // The server's rules refuse this write: it is never expected to survive.
+            self.oracle.model.discard_record(
+                index,
+                tenant,
+                client_id,
+                "refused by the server's rules",
+            );
+        }
+        Ok(())
     }
 
     // ---- lifecycle verbs ------------------------------------------------------------------
@@ -345,7 +382,7 @@ impl Sim {
         let dropped = match engine {
             Some(engine) => engine.drop_database(),
             None => sync_engine::drop_tenant_database(
-                &DbLocation::new(&self.devices[index].dir),
+                &self.devices[index].location,
                 &TenantId::parse(&tenant).expect("simulated tenant ids are valid"),
             ),
         };
@@ -362,6 +399,7 @@ impl Sim {
             )));
         }
         self.devices[index].tenant = None;
+        self.devices[index].dropped_tenants.insert(tenant);
         Ok(())
     }
 

@@ -309,7 +309,13 @@ impl Causality {
         if let Some(own) = own.filter(|own| *own != index) {
             let written = self.version(tenant, client_id, own);
             let now = self.version(tenant, client_id, index);
+            // The server stores a stamp far ahead clamped (`server::rules`), and the
+            // device takes the stored stamp: the same write, restamped lower.
+            let restamped = written.deleted == now.deleted
+                && written.data == now.data
+                && now.stamp < written.stamp;
             let replaced = excused
+                || restamped
                 || (written.deleted && now.deleted)
                 || self.happened_before(tenant, client_id, own, index);
             if replaced || !queued()? {
@@ -326,9 +332,12 @@ impl Causality {
             }
         }
         let held = self.held_mut(device, tenant, client_id);
+        // An excuse covers the next change: showing the same version again keeps it.
+        if previous != Some(index) {
+            held.excused = false;
+        }
         held.shown = Some(index);
         held.own = own_kept;
-        held.excused = false;
         Ok(())
     }
 

@@ -18,9 +18,11 @@
 
 mod causality;
 mod model;
+mod rejections;
 
 pub use causality::{Causality, Order, Origin};
 pub use model::{AckedWrite, Model, ServerView};
+pub use rejections::check_stamp_not_dragged_ahead;
 
 use crate::kernel::device::Device;
 use crate::kernel::{token_of, violation, Failure};
@@ -28,7 +30,7 @@ use crate::server::ReferenceServer;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use sync_engine::wire::{ErrorCode, SyncRequest};
-use sync_engine::{Engine, OpStatus, Record, SyncEvent};
+use sync_engine::{Engine, HlcStamp, Record, SyncEvent};
 
 #[derive(Debug, Default)]
 pub struct Oracle {
@@ -42,6 +44,9 @@ pub struct Oracle {
     /// server's honest answers — cursors never move backwards, no `versionHash` repair —
     /// are then skipped; every other check stays.
     pub hostile_server: bool,
+    /// Ops a device sent alone in a push request that the server refused whole with
+    /// `VALIDATION`: the server refused that op, although it stored no result for it.
+    pub refused_alone: BTreeSet<String>,
     /// The harness's own happens-before relation and what each device has shown.
     pub causality: Causality,
     /// Per device, the records (client or server ids) the last call or delivery touched,
@@ -51,12 +56,14 @@ pub struct Oracle {
 
 impl Oracle {
     /// The app was told this write succeeded: the record as the device now holds it must
-    /// survive unless something the model knows of discards it.
+    /// survive unless something the model knows of discards it. `stored_stamp` is the
+    /// stamp the server can store for it (a stamp far ahead is clamped).
     pub fn acknowledge(
         &mut self,
         device: usize,
         tenant: &str,
         record: &Record,
+        stored_stamp: HlcStamp,
     ) -> Result<(), Failure> {
         let version = self
             .causality
@@ -70,7 +77,7 @@ impl Oracle {
                 device,
                 entity: record.entity.clone(),
                 space_id: record.space_id.clone(),
-                stamp: record.updated_at,
+                stamp: stored_stamp,
                 data: record.data.clone(),
                 deleted: record.is_deleted,
                 discarded: None,
@@ -400,7 +407,7 @@ impl Oracle {
                 return Ok(Some(format!("{} is not settled: {status:?}", device.name)));
             }
             let local = device_canonical(engine)?;
-            let remote = server_canonical(server, tenant, &local.excluded);
+            let remote = server_canonical(server, tenant);
             if local.rows != remote {
                 return Ok(Some(format!(
                     "{} differs from the server in tenant {tenant}: {}",
@@ -440,54 +447,28 @@ impl Oracle {
         Ok(())
     }
 
-    /// The end of a run, after it converged: the server's own invariants, no duplicates,
-    /// tenant isolation on the server and every device, every device database's own
-    /// invariants, and no acknowledged write lost.
+    /// The end of a run, after it converged: every [`Oracle::safety_checks`], and no
+    /// acknowledged write lost.
     pub fn final_checks(
         &mut self,
         devices: &[Device],
         server: &ReferenceServer,
     ) -> Result<(), Failure> {
-        server.check_invariants();
-        self.check_no_duplicates(server)?;
+        self.safety_checks(devices, server)?;
         let mut server_rows: BTreeMap<(String, String), ServerRow> = BTreeMap::new();
         for tenant in server.tenants() {
             for record in server.records(&tenant) {
-                if !self.model.created_in(&tenant, &record.client_id) {
-                    let owner = self
-                        .model
-                        .tenant_of(&record.client_id)
-                        .unwrap_or("nobody")
-                        .to_owned();
-                    return Err(violation(format!(
-                        "tenant isolation: the server holds {} (created in {owner}) in tenant {tenant}",
-                        record.client_id
-                    )));
-                }
                 server_rows.insert(
                     (tenant.clone(), record.client_id.clone()),
                     (record.updated_at, record.is_deleted, record.data.clone()),
                 );
             }
         }
-        let mut device_tenants = BTreeMap::new();
-        for device in devices {
-            let (Some(tenant), Some(engine)) = (&device.tenant, &device.engine) else {
-                continue;
-            };
-            device_tenants.insert(device.index, tenant.clone());
-            engine
-                .check_invariants()
-                .map_err(|message| violation(format!("{}: {message}", device.name)))?;
-            for record in engine.all_records().map_err(storage)? {
-                if !self.model.created_in(tenant, &record.client_id) {
-                    return Err(violation(format!(
-                        "tenant isolation: {} holds {} in tenant {tenant}'s database",
-                        device.name, record.client_id
-                    )));
-                }
-            }
-        }
+        let device_tenants: BTreeMap<usize, String> = devices
+            .iter()
+            .filter(|device| device.engine.is_some())
+            .filter_map(|device| Some((device.index, device.tenant.clone()?)))
+            .collect();
         let causality = &self.causality;
         let checked = self.model.check_no_lost_writes(
             &device_tenants,
@@ -515,6 +496,50 @@ impl Oracle {
         self.invariant_checks += 1;
         checked.map(|_| ()).map_err(violation)
     }
+
+    /// What must hold at any moment, converged or not: the server's own invariants, no
+    /// duplicates, tenant isolation on the server and every device, and every device
+    /// database's own invariants. The end of a `safety_only` run.
+    pub fn safety_checks(
+        &mut self,
+        devices: &[Device],
+        server: &ReferenceServer,
+    ) -> Result<(), Failure> {
+        server.check_invariants();
+        self.check_no_duplicates(server)?;
+        for tenant in server.tenants() {
+            for record in server.records(&tenant) {
+                if !self.model.created_in(&tenant, &record.client_id) {
+                    let owner = self
+                        .model
+                        .tenant_of(&record.client_id)
+                        .unwrap_or("nobody")
+                        .to_owned();
+                    return Err(violation(format!(
+                        "tenant isolation: the server holds {} (created in {owner}) in tenant {tenant}",
+                        record.client_id
+                    )));
+                }
+            }
+        }
+        for device in devices {
+            let (Some(tenant), Some(engine)) = (&device.tenant, &device.engine) else {
+                continue;
+            };
+            engine
+                .check_invariants()
+                .map_err(|message| violation(format!("{}: {message}", device.name)))?;
+            for record in engine.all_records().map_err(storage)? {
+                if !self.model.created_in(tenant, &record.client_id) {
+                    return Err(violation(format!(
+                        "tenant isolation: {} holds {} in tenant {tenant}'s database",
+                        device.name, record.client_id
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Whether the device still has an op of the record in its queue (pending, sending, or
@@ -536,24 +561,16 @@ pub type CanonicalRow = (String, Option<String>, String, String, i64, u64, Strin
 
 pub struct DeviceCanonical {
     pub rows: Vec<CanonicalRow>,
-    /// Client ids left out: their op failed for good (reported), so they may differ.
-    pub excluded: BTreeSet<String>,
 }
 
-/// A device's live rows in canonical order, without those whose op failed for good.
+/// A device's live rows in canonical order, every one of them: a record whose op failed
+/// for good went back to the server's copy (or is gone), so it is compared like the rest.
 pub fn device_canonical(engine: &Engine) -> Result<DeviceCanonical, Failure> {
-    let excluded: BTreeSet<String> = engine
-        .queued_ops()
-        .map_err(storage)?
-        .into_iter()
-        .filter(|op| op.status == OpStatus::Failed)
-        .map(|op| op.entity_id)
-        .collect();
     let mut rows: Vec<CanonicalRow> = engine
         .all_records()
         .map_err(storage)?
         .into_iter()
-        .filter(|record| !record.is_deleted && !excluded.contains(&record.client_id))
+        .filter(|record| !record.is_deleted)
         .map(|record| {
             let data = Value::Object(record.data).to_string();
             (
@@ -568,19 +585,15 @@ pub fn device_canonical(engine: &Engine) -> Result<DeviceCanonical, Failure> {
         })
         .collect();
     rows.sort();
-    Ok(DeviceCanonical { rows, excluded })
+    Ok(DeviceCanonical { rows })
 }
 
 /// The server's live rows of `tenant` in the same canonical form.
-pub fn server_canonical(
-    server: &ReferenceServer,
-    tenant: &str,
-    excluded: &BTreeSet<String>,
-) -> Vec<CanonicalRow> {
+pub fn server_canonical(server: &ReferenceServer, tenant: &str) -> Vec<CanonicalRow> {
     let mut rows: Vec<CanonicalRow> = server
         .records(tenant)
         .into_iter()
-        .filter(|record| !record.is_deleted && !excluded.contains(&record.client_id))
+        .filter(|record| !record.is_deleted)
         .map(|record| {
             let data = Value::Object(record.data.clone()).to_string();
             (

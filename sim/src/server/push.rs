@@ -7,6 +7,7 @@
 //! records outright (`refuse_client_id`). It never writes anything before the whole
 //! batch has been validated, so a malformed batch is never partly applied.
 
+use super::rules;
 use super::state::TenantState;
 use super::{Effect, ReferenceServer, ServerDefects, ServerRecord};
 use serde::Deserialize;
@@ -135,6 +136,12 @@ fn validate_item(item: SyncPushItem) -> Result<PushItem, String> {
     })
 }
 
+impl PushItem {
+    pub(super) fn data(&self) -> &Map<String, Value> {
+        &self.data
+    }
+}
+
 fn is_text_of_len(text: &str, len_max: usize) -> bool {
     let len = text.chars().count();
     (1..=len_max).contains(&len)
@@ -163,6 +170,7 @@ impl ReferenceServer {
     ) -> Value {
         assert!(!items.is_empty());
         assert!(items.len() <= PAYLOAD_LEN_MAX);
+        let items = self.admit_stamps(items);
         // One commit stamp per request, taken when the first item changes state, so that a
         // request that changes nothing does not move the tenant's counter.
         let mut request_stamp: Option<u64> = None;
@@ -259,6 +267,20 @@ impl ReferenceServer {
         assert_eq!(result.op_id, item.op_id);
         self.tenant_mut(tenant_id).store_result(result.clone());
         result
+    }
+
+    /// The server's clock policy: a stamp more than [`rules::STAMP_AHEAD_MS_MAX`] ahead of
+    /// the server's clock is taken as that bound, for deciding and for storing.
+    fn admit_stamps(&self, mut items: Vec<PushItem>) -> Vec<PushItem> {
+        let Some(now_ms) = self.clock_ms else {
+            return items;
+        };
+        if !self.defects.accept_far_future_stamps {
+            for item in &mut items {
+                item.updated_at = rules::admitted_stamp(item.updated_at, now_ms);
+            }
+        }
+        items
     }
 
     fn tenant_mut(&mut self, tenant_id: &str) -> &mut TenantState {
@@ -362,6 +384,9 @@ fn decide_insert(
             return Decision::Answer(success(item, Some(existing)));
         }
     }
+    if let Err(problem) = rules::check_record(&item.data) {
+        return Decision::Answer(failure(item, None, ErrorCode::Validation, problem));
+    }
     Decision::Create {
         client_id: client_id.clone(),
     }
@@ -415,6 +440,11 @@ fn decide_write(
     // Deletes win over concurrent updates, whatever the versions and stamps say.
     if item.operation == Operation::Delete {
         return write;
+    }
+    // The record's rules judge what an update would store; the refusal carries the
+    // server's row, so the writer can go back to it.
+    if let Err(problem) = rules::check_record(&item.data) {
+        return Decision::Answer(failure(item, Some(record), ErrorCode::Validation, problem));
     }
     if item.force || item.base_version == Some(record.version) || defects.ignore_base_version {
         return write;
@@ -496,13 +526,15 @@ fn failure(
     code: ErrorCode,
     message: String,
 ) -> SyncResultItem {
-    let carries_payload = matches!(
+    let needs_payload = matches!(
         code,
         ErrorCode::Stale | ErrorCode::Conflict | ErrorCode::RecordDeleted
     );
-    if carries_payload {
+    if needs_payload {
         assert!(record.is_some(), "{code:?} needs the server's row");
     }
+    // A rejection of an existing record's write carries the server's row too.
+    let carries_payload = needs_payload || code == ErrorCode::Validation;
     let conflict = record
         .filter(|_| carries_payload)
         .map(|record| ConflictPayload {
