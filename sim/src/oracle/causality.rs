@@ -216,9 +216,12 @@ impl Causality {
     }
 
     /// The engine announced a replacement of the device's copy (superseded, failed,
-    /// auto-merged), or the model recorded a discard: its next change is not judged.
+    /// auto-merged), or the model recorded a discard: its next change is not judged, and
+    /// the device no longer owes its own write (a later write owes again).
     pub fn excuse(&mut self, device: usize, tenant: &str, client_id: &str) {
-        self.held_mut(device, tenant, client_id).excused = true;
+        let held = self.held_mut(device, tenant, client_id);
+        held.excused = true;
+        held.own = None;
     }
 
     /// A completed force from the server replaced every record of `entity` on the device.
@@ -238,6 +241,14 @@ impl Causality {
             for held in records.values_mut() {
                 held.excused = true;
             }
+        }
+    }
+
+    /// The device wiped `space_id`: its copies of the space's records are gone, together
+    /// with writes that never reached the model (committed just before a kill).
+    pub fn forget_space(&mut self, device: usize, tenant: &str, space_id: &str) {
+        if let Some(records) = self.held.get_mut(&(device, tenant.to_owned())) {
+            records.retain(|_, held| held.space_id != space_id);
         }
     }
 

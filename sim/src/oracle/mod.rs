@@ -30,7 +30,7 @@ use crate::server::ReferenceServer;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use sync_engine::wire::{ErrorCode, SyncRequest};
-use sync_engine::{Engine, HlcStamp, Record, SyncEvent};
+use sync_engine::{Engine, HlcStamp, OpStatus, Record, SyncEvent};
 
 #[derive(Debug, Default)]
 pub struct Oracle {
@@ -542,11 +542,14 @@ impl Oracle {
     }
 }
 
-/// Whether the device still has an op of the record in its queue (pending, sending, or
-/// failed for good).
+/// Whether the device still has an op of the record waiting to reach the server
+/// (pending or sending). An op failed for good stays in the queue only as the app's
+/// report of the rejection, which `OpFailed` announced: it owes nothing.
 fn has_queued_op(engine: &Engine, client_id: &str) -> Result<bool, String> {
     let ops = engine.queued_ops().map_err(|error| error.to_string())?;
-    Ok(ops.iter().any(|op| op.entity_id == client_id))
+    Ok(ops.iter().any(|op| {
+        op.entity_id == client_id && matches!(op.status, OpStatus::Pending | OpStatus::Sending)
+    }))
 }
 
 fn storage(error: sync_engine::ReadError) -> Failure {

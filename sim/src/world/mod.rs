@@ -533,6 +533,10 @@ impl Act<'_> {
             .call(index, |engine| Ok(engine.wipe_space(&space)?))?;
         if matches!(wiped, Called::Done(_)) {
             self.sim.probe(Probe::SpaceWiped);
+            self.sim
+                .oracle_mut()
+                .causality
+                .forget_space(index, &tenant, &space);
         }
         self.sim.oracle_mut().reset_cursors(index, &tenant);
         Ok(())
