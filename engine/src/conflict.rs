@@ -6,6 +6,7 @@
 //! record. A resolution is a new local write based on the server's version, so it syncs
 //! like any other write. This module decides; `store` does the SQL.
 
+use crate::crash::CommitSite;
 use crate::engine::Engine;
 use crate::error::WriteError;
 use crate::hlc::HlcStamp;
@@ -274,7 +275,7 @@ impl Engine {
         let tx = self.conn.transaction()?;
         write_resolution(&tx, &conflict, data, stamp, &op_id, now_ms)?;
         store::set_hlc_high_water(&tx, self.hlc.last())?;
-        tx.commit()?;
+        self.crash.commit(tx, CommitSite::Resolution)?;
         self.crash_point(crate::crash::CrashPoint::AfterLocalCommit)
             .map_err(WriteError::Killed)
     }
@@ -291,7 +292,7 @@ impl Engine {
         store::drop_pending_ops_for_record(&tx, &conflict.client_id)?;
         store::delete_conflict_for_record(&tx, &conflict.client_id)?;
         store::put_record_with_base(&tx, &record, &conflict.server_data)?;
-        tx.commit()?;
+        self.crash.commit(tx, CommitSite::Resolution)?;
         self.crash_point(crate::crash::CrashPoint::AfterLocalCommit)
             .map_err(WriteError::Killed)
     }

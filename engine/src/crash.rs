@@ -1,10 +1,20 @@
-//! Named crash points: where the simulator may kill the app inside an engine call.
+//! Crash points: where the simulator may kill the app inside an engine call.
 //!
-//! In production the hook is [`NoCrash`] and costs one virtual call. When a hook asks
-//! for a crash, the engine abandons the call (an open transaction rolls back on drop),
-//! returns `Killed`, and refuses every later call: the caller must drop the engine and
+//! Two kinds: the six named points of the sync protocol, and every transaction boundary.
+//! Every commit of the engine goes through [`CrashState::commit`] (or
+//! [`CrashState::commit_in`] for a one-statement write), which asks the hook on both
+//! sides of the commit: [`CrashPoint::BeforeCommit`] (the kill turns the commit into a
+//! rollback) and [`CrashPoint::AfterCommit`] (the commit is durable, the app dies before
+//! doing anything else), naming the transaction by its [`CommitSite`]. Nothing else may
+//! commit: clippy bans `Transaction::commit` outside this module.
+//!
+//! In production the hook is [`NoCrash`] and costs one virtual call per point. When a
+//! hook asks for a crash, the engine abandons the call (an open transaction rolls back on
+//! drop), returns `Killed`, and refuses every later call — and every later commit, so
+//! nothing a dead engine does reaches the disk: the caller must drop the engine and
 //! reopen it, exactly as after a real process kill. A crash is only ever a rollback.
 
+use rusqlite::{Connection, Transaction};
 use strum::{EnumCount, IntoStaticStr, VariantArray};
 
 /// Every place inside the engine where a kill is meaningful.
@@ -29,6 +39,10 @@ pub enum CrashPoint {
     MidForce,
     /// Inside the wipe transaction, before it commits.
     MidWipe,
+    /// At any commit of the engine, before it: the transaction rolls back.
+    BeforeCommit,
+    /// At any commit of the engine, right after it: the transaction is durable.
+    AfterCommit,
 }
 
 impl CrashPoint {
@@ -40,11 +54,66 @@ impl CrashPoint {
     pub fn name(self) -> &'static str {
         self.into()
     }
+
+    /// Whether this is a transaction boundary rather than a named point.
+    pub fn is_commit_boundary(self) -> bool {
+        matches!(self, CrashPoint::BeforeCommit | CrashPoint::AfterCommit)
+    }
+}
+
+/// Which transaction of the engine a commit boundary belongs to (the simulator's traces
+/// and `syncsim sweep` count boundaries per site).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, EnumCount, IntoStaticStr, VariantArray,
+)]
+#[strum(serialize_all = "snake_case")]
+pub enum CommitSite {
+    /// A create, update or delete and its queued op.
+    LocalWrite,
+    /// A conflict resolution and the ops it replaces.
+    Resolution,
+    /// The auth token stored.
+    AuthToken,
+    /// The next push run marked `sending`.
+    MarkSending,
+    /// A push answer's results, id mappings and the next run's `sending` marks.
+    PushResults,
+    /// A push refused whole (`VALIDATION`): its ops marked failed.
+    PushRejected,
+    /// One pull page merged, with its cursor.
+    PullPage,
+    /// The end of a sync: the time of the last successful sync.
+    SyncCompleted,
+    /// A failed or cancelled sync: ops in flight back to `pending`.
+    SendingReset,
+    /// A force-from-server's staged pages dropped.
+    StagingCleared,
+    /// One force-from-server page staged.
+    ForceStaged,
+    /// The force-from-server replacement swapped in.
+    ForceSwap,
+    /// A force push's marks.
+    ForcePush,
+    /// A space wipe.
+    Wipe,
+}
+
+impl CommitSite {
+    pub fn name(self) -> &'static str {
+        self.into()
+    }
 }
 
 /// Decides, at each crash point, whether the app dies there.
 pub trait CrashHook {
     fn should_crash(&mut self, point: CrashPoint) -> bool;
+
+    /// Asked on both sides of every commit (`point` is [`CrashPoint::BeforeCommit`] or
+    /// [`CrashPoint::AfterCommit`]); by default the same answer as [`Self::should_crash`].
+    fn should_crash_at_commit(&mut self, point: CrashPoint, site: CommitSite) -> bool {
+        let _ = site;
+        self.should_crash(point)
+    }
 }
 
 /// The production hook: never crashes.
@@ -79,6 +148,70 @@ impl CrashState {
         }
         Ok(())
     }
+
+    /// Commits `tx` at a transaction boundary: the hook may kill the app before the commit
+    /// (the transaction rolls back) or right after it. A dead engine commits nothing.
+    #[allow(clippy::disallowed_methods)] // The one place the engine commits.
+    pub(crate) fn commit(
+        &mut self,
+        tx: Transaction<'_>,
+        site: CommitSite,
+    ) -> Result<(), CommitError> {
+        if let Some(point) = self.killed_at {
+            return Err(CommitError::Killed(point));
+        }
+        self.boundary(CrashPoint::BeforeCommit, site)?;
+        tx.commit().map_err(CommitError::Storage)?;
+        self.boundary(CrashPoint::AfterCommit, site)
+    }
+
+    /// Runs `body` in a transaction of its own and commits it at a boundary: the engine's
+    /// one-statement writes, which would otherwise commit on their own where no hook sees.
+    pub(crate) fn commit_in<T>(
+        &mut self,
+        conn: &mut Connection,
+        site: CommitSite,
+        body: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, CommitError> {
+        let tx = conn.transaction().map_err(CommitError::Storage)?;
+        let value = body(&tx).map_err(CommitError::Storage)?;
+        self.commit(tx, site)?;
+        Ok(value)
+    }
+
+    fn boundary(&mut self, point: CrashPoint, site: CommitSite) -> Result<(), CommitError> {
+        if self.hook.should_crash_at_commit(point, site) {
+            self.killed_at = Some(point);
+            return Err(CommitError::Killed(point));
+        }
+        Ok(())
+    }
+}
+
+/// A commit that did not happen (`Killed` before it, or `Storage`), or a kill right after
+/// it; converts into the error of the call it happened in.
+#[derive(Debug)]
+pub(crate) enum CommitError {
+    Killed(CrashPoint),
+    Storage(rusqlite::Error),
+}
+
+impl From<CommitError> for crate::error::WriteError {
+    fn from(error: CommitError) -> crate::error::WriteError {
+        match error {
+            CommitError::Killed(point) => crate::error::WriteError::Killed(point),
+            CommitError::Storage(error) => error.into(),
+        }
+    }
+}
+
+impl From<CommitError> for crate::error::SyncError {
+    fn from(error: CommitError) -> crate::error::SyncError {
+        match error {
+            CommitError::Killed(point) => crate::error::SyncError::Killed(point),
+            CommitError::Storage(error) => error.into(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -99,6 +232,8 @@ mod tests {
                 "between_pull_pages",
                 "mid_force",
                 "mid_wipe",
+                "before_commit",
+                "after_commit",
             ]
         );
         assert_eq!(CrashPoint::ALL.len(), CrashPoint::COUNT);

@@ -4,7 +4,7 @@
 //! together with the HLC high-water mark. The engine owns no thread, socket or clock: the
 //! sync half of its API (in `sync.rs`) takes inputs and hands out requests as data.
 
-use crate::crash::{CrashHook, CrashPoint, CrashState};
+use crate::crash::{CommitSite, CrashHook, CrashPoint, CrashState};
 use crate::env::Env;
 use crate::error::{OpenError, ReadError, WriteError};
 use crate::hlc::Hlc;
@@ -43,6 +43,51 @@ pub struct PlantedDefects {
     /// last checkpoint, so a killed app loses its latest writes. Invisible to a harness
     /// whose kills close SQLite cleanly (no WAL is ever left behind).
     pub discard_wal_on_open: bool,
+    /// When a push answer confirms an op of a record edited again after the push was sent,
+    /// settle the record as if the pushed op were its latest write: it takes the pushed
+    /// data and version, and the edits queued while the push was on the wire are dropped.
+    /// Invisible unless the user edits a record whose op is in flight.
+    pub push_answer_overwrites_newer_edit: bool,
+    /// Name tenant files by the lower-cased id with `-` as `_` ("ids are case-insensitive
+    /// anyway"): `Acme-1` and `acme_1` share one database. Invisible unless two such
+    /// tenants meet on one device. Carried by [`DbLocation`], which names the files.
+    pub lossy_tenant_file_name: bool,
+    /// Dropping a tenant's database removes the database and its journal but not its
+    /// `-wal` and `-shm` ("a closed database has no WAL"). True after a clean close, which
+    /// checkpoints; false after a kill. Carried by [`DbLocation`].
+    pub drop_leaves_wal: bool,
+    /// On a transient sync failure, hand the schedule over to the retry timer: the
+    /// interval timer is dropped, and nothing but an app open arms it again. A device
+    /// whose sync once failed then syncs only when something pokes it (a write with
+    /// `sync_after_write`, the network coming back, "sync now"), so changes from other
+    /// devices never arrive on their own.
+    pub retry_replaces_interval: bool,
+    /// A local write commits its record in one transaction and its queued op in a second.
+    /// A kill between the two leaves a changed record that nothing will ever push: the
+    /// device silently diverges from the server. Invisible to kills at the named crash
+    /// points, which all lie outside a local write's transactions.
+    pub split_local_write: bool,
+    /// Ignore only the late answers of requests this process sent, and take an answer
+    /// to a request id it never issued as the answer to the request in flight: an answer
+    /// to a request of the previous process (sent before a kill, a logout or a tenant
+    /// switch), maybe another tenant's, passes for the one it waits for. Invisible to a
+    /// harness that drops answers addressed to a process that is gone.
+    pub accept_stale_answers: bool,
+    /// When the server refuses a push request whole with `VALIDATION`, mark every op of
+    /// the batch failed, as if each were bad, instead of sending fewer ops at a time until
+    /// the refused op stands alone: one bad op fails up to a batch of good ones. Invisible
+    /// to a harness whose workload never gets a request refused whole.
+    pub fail_whole_batch: bool,
+    /// After taking in a remote stamp ahead of its own, the clock hands out that very
+    /// stamp at its next tick instead of the stamp after it (an off-by-one in merging a
+    /// received stamp). A write made right after pulling a record can then carry the
+    /// stamp of the version it overwrote, which "the newer stamp wins" cannot order.
+    /// Invisible to an oracle that trusts the stamps it is checking.
+    pub hlc_reuses_observed_stamp: bool,
+    /// A pulled row older than a pending local edit is written over the record anyway
+    /// (the op stays queued), so the app shows the older version until the op's push and
+    /// its echo restore the edit. Invisible to an oracle that only looks at the end.
+    pub pull_overwrites_pending_edit: bool,
     /// Store a push answer's "after" cursor even when the device's cursor is not the
     /// answer's "before" one: another device's commit between the device's last pull and
     /// this push is then skipped by every later pull, and never arrives.
@@ -90,6 +135,7 @@ impl Engine {
             return Err(crate::error::ConfigError::NoEntities.into());
         }
         std::fs::create_dir_all(options.location.dir())?;
+        crate::legacy_names::migrate(&options.location, &options.tenant)?;
         if options.planted_defects.discard_wal_on_open {
             let [wal, shm, ..] = options.location.db_files(&options.tenant);
             for leftover in [wal, shm] {
@@ -110,7 +156,10 @@ impl Engine {
             now_ms,
         )?;
         store::force_staging::clear(&tx)?;
-        let hlc = Hlc::resume(store::hlc_high_water(&tx)?);
+        let mut hlc = Hlc::resume(store::hlc_high_water(&tx)?);
+        hlc.planted_reuses_observed = options.planted_defects.hlc_reuses_observed_stamp;
+        // Before any crash hook is installed: no boundary to kill at.
+        #[allow(clippy::disallowed_methods)]
         tx.commit()?;
         let mut env = env;
         // Request ids start at a random point (below 2^48, so they stay exact in JSON).
@@ -178,7 +227,10 @@ impl Engine {
     /// Stores the tenant's auth token (kept by space wipes, dropped with the database).
     pub fn set_auth_token(&mut self, token: &str) -> Result<(), WriteError> {
         self.ensure_alive().map_err(WriteError::Killed)?;
-        store::set_token(&self.conn, AUTH_TOKEN_NAME, token)?;
+        self.crash
+            .commit_in(&mut self.conn, CommitSite::AuthToken, |conn| {
+                store::set_token(conn, AUTH_TOKEN_NAME, token)
+            })?;
         Ok(())
     }
 
@@ -217,7 +269,9 @@ impl Engine {
             .map(into_object)
             .collect::<Result<_, _>>()?;
         let now_ms = self.env.now_ms();
+        let split = self.options.planted_defects.split_local_write;
         let mut ids = Vec::with_capacity(objects.len());
+        let mut unqueued = Vec::new();
         let tx = self.conn.transaction()?;
         for data in objects {
             let updated_at = self.hlc.tick(now_ms);
@@ -235,25 +289,28 @@ impl Engine {
                 data,
             };
             store::put_record(&tx, &record)?;
-            store::enqueue(
-                &tx,
-                &NewOp {
-                    op_id: &op_id,
-                    entity,
-                    operation: Operation::Insert,
-                    entity_id: &client_id,
-                    space_id,
-                    payload: &record.data,
-                    base_version: 0,
-                    updated_at,
-                    force: false,
-                    now_ms,
-                },
-            )?;
+            if split {
+                unqueued.push((record, op_id));
+            } else {
+                store::enqueue(
+                    &tx,
+                    &new_op(&record, &op_id, Operation::Insert, false, now_ms),
+                )?;
+            }
             ids.push(client_id);
         }
         store::set_hlc_high_water(&tx, self.hlc.last())?;
-        tx.commit()?;
+        self.crash.commit(tx, CommitSite::LocalWrite)?;
+        if split {
+            let tx = self.conn.transaction()?;
+            for (record, op_id) in &unqueued {
+                store::enqueue(
+                    &tx,
+                    &new_op(record, op_id, Operation::Insert, false, now_ms),
+                )?;
+            }
+            self.crash.commit(tx, CommitSite::LocalWrite)?;
+        }
         self.after_local_commit()?;
         Ok(ids)
     }
@@ -331,23 +388,18 @@ impl Engine {
             }
         }
         store::put_record(&tx, record)?;
-        store::enqueue(
-            &tx,
-            &NewOp {
-                op_id: &op_id,
-                entity: &record.entity,
-                operation,
-                entity_id: &record.client_id,
-                space_id: &record.space_id,
-                payload: &record.data,
-                base_version: record.base_version,
-                updated_at: record.updated_at,
-                force,
-                now_ms,
-            },
-        )?;
+        let op = new_op(record, &op_id, operation, force, now_ms);
+        if self.options.planted_defects.split_local_write {
+            store::set_hlc_high_water(&tx, self.hlc.last())?;
+            self.crash.commit(tx, CommitSite::LocalWrite)?;
+            let tx = self.conn.transaction()?;
+            store::enqueue(&tx, &op)?;
+            self.crash.commit(tx, CommitSite::LocalWrite)?;
+            return self.after_local_commit();
+        }
+        store::enqueue(&tx, &op)?;
         store::set_hlc_high_water(&tx, self.hlc.last())?;
-        tx.commit()?;
+        self.crash.commit(tx, CommitSite::LocalWrite)?;
         self.after_local_commit()
     }
 
@@ -430,9 +482,19 @@ impl Engine {
     }
 }
 
-/// Removes every file of a tenant's database without opening it.
+/// Removes every file of a tenant's database without opening it (one still under its
+/// legacy name too).
 pub fn drop_tenant_database(location: &DbLocation, tenant: &TenantId) -> Result<(), OpenError> {
-    for path in location.db_files(tenant) {
+    if location.dir().exists() {
+        crate::legacy_names::migrate(location, tenant)?;
+    }
+    let [wal, shm, journal, main] = location.db_files(tenant);
+    let files = if location.planted().drop_leaves_wal {
+        vec![journal, main]
+    } else {
+        vec![wal, shm, journal, main]
+    };
+    for path in files {
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
@@ -440,6 +502,28 @@ pub fn drop_tenant_database(location: &DbLocation, tenant: &TenantId) -> Result<
         }
     }
     Ok(())
+}
+
+/// The queued op of a local write of `record` (its data, base version and stamp).
+fn new_op<'a>(
+    record: &'a Record,
+    op_id: &'a str,
+    operation: Operation,
+    force: bool,
+    now_ms: u64,
+) -> NewOp<'a> {
+    NewOp {
+        op_id,
+        entity: &record.entity,
+        operation,
+        entity_id: &record.client_id,
+        space_id: &record.space_id,
+        payload: &record.data,
+        base_version: record.base_version,
+        updated_at: record.updated_at,
+        force,
+        now_ms,
+    }
 }
 
 pub(crate) fn into_object(value: Value) -> Result<Map<String, Value>, WriteError> {

@@ -11,7 +11,7 @@
 //! by the last page's transaction. This module never holds a transaction open across
 //! calls and never keeps a page in memory after handling it.
 
-use crate::crash::CrashPoint;
+use crate::crash::{CommitSite, CrashPoint};
 use crate::engine::{validate_space_id, Engine};
 use crate::error::{SyncError, WriteError};
 use crate::ids::uuid_v7;
@@ -195,7 +195,11 @@ impl Engine {
             }
             ForceDirection::PushLocal => {
                 self.cancel_sync()?;
-                self.commit_force_push(&plan.entity)?;
+                match self.commit_force_push(&plan.entity) {
+                    // Killed right after the marks committed: they took effect.
+                    Ok(()) | Err(WriteError::Killed(CrashPoint::AfterCommit)) => {}
+                    Err(error) => return Err(error),
+                }
                 match self.sync_now() {
                     // The kill happened after the force committed: the caller hears what
                     // took effect, and the dead engine refuses the next call.
@@ -230,7 +234,7 @@ impl Engine {
         self.crash
             .reached(CrashPoint::MidForce)
             .map_err(WriteError::Killed)?;
-        tx.commit()?;
+        self.crash.commit(tx, CommitSite::ForcePush)?;
         Ok(())
     }
 
@@ -248,7 +252,7 @@ impl Engine {
         let tx = self.conn.transaction()?;
         force_staging::stage_page(&tx, entity, &items, &page.deleted_ids)?;
         if page.has_more {
-            tx.commit()?;
+            self.crash.commit(tx, CommitSite::ForceStaged)?;
             self.crash_point(CrashPoint::BetweenPullPages)
                 .map_err(SyncError::Killed)?;
             self.emit_pull(entity, Some(page.last_sync_at));
@@ -274,7 +278,7 @@ impl Engine {
         self.crash
             .reached(CrashPoint::MidForce)
             .map_err(SyncError::Killed)?;
-        tx.commit()?;
+        self.crash.commit(tx, CommitSite::ForceSwap)?;
         self.end_force_pull(SyncEvent::ForceCompleted {
             entity: entity.to_owned(),
         })
@@ -288,7 +292,11 @@ impl Engine {
             .force_pull_entity()
             .expect("a force-from-server runs")
             .to_owned();
-        force_staging::clear(&self.conn)?;
+        self.crash.commit_in(
+            &mut self.conn,
+            CommitSite::StagingCleared,
+            force_staging::clear,
+        )?;
         self.end_force_pull(SyncEvent::ForceFailed {
             entity,
             reason: reason.to_owned(),
@@ -308,7 +316,7 @@ impl Engine {
         self.crash
             .reached(CrashPoint::MidWipe)
             .map_err(WriteError::Killed)?;
-        tx.commit()?;
+        self.crash.commit(tx, CommitSite::Wipe)?;
         Ok(removed)
     }
 }

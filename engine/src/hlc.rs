@@ -45,12 +45,20 @@ impl HlcStamp {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Hlc {
     last: HlcStamp,
+    /// Planted defect `hlc_reuses_observed_stamp` (simulator self-tests only).
+    #[doc(hidden)]
+    pub planted_reuses_observed: bool,
+    /// The last stamp came from `observe` and was not handed out since.
+    observed_last: bool,
 }
 
 impl Hlc {
     /// Resumes a clock from a persisted high-water mark.
     pub fn resume(last: HlcStamp) -> Hlc {
-        Hlc { last }
+        Hlc {
+            last,
+            ..Hlc::default()
+        }
     }
 
     pub fn last(&self) -> HlcStamp {
@@ -61,6 +69,10 @@ impl Hlc {
     /// at least the wall clock when the wall clock is ahead.
     pub fn tick(&mut self, wall_ms: u64) -> HlcStamp {
         let wall_stamp = HlcStamp::new(wall_ms, 0);
+        let observed_last = std::mem::take(&mut self.observed_last);
+        if self.planted_reuses_observed && observed_last && wall_stamp <= self.last {
+            return self.last;
+        }
         let next = if wall_stamp > self.last {
             wall_stamp
         } else {
@@ -76,6 +88,7 @@ impl Hlc {
     pub fn observe(&mut self, seen: HlcStamp) {
         if seen > self.last {
             self.last = seen;
+            self.observed_last = true;
         }
         assert!(self.last >= seen);
     }

@@ -18,6 +18,7 @@ pub mod error;
 pub mod force;
 pub mod hlc;
 pub mod ids;
+mod legacy_names;
 mod own_writes;
 mod pull;
 mod push;
@@ -32,7 +33,7 @@ mod verify;
 pub mod wire;
 
 pub use conflict::{Resolution, Side};
-pub use crash::{CrashHook, CrashPoint, NoCrash};
+pub use crash::{CommitSite, CrashHook, CrashPoint, NoCrash};
 pub use engine::{drop_tenant_database, Engine, EngineOptions, PlantedDefects};
 pub use env::{Clock, Entropy, Env, ManualClock, SeededEntropy};
 pub use error::{ConfigError, DamagedRow, OpenError, ReadError, SyncError, WriteError};

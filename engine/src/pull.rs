@@ -122,6 +122,7 @@ pub(crate) fn merge_pulled_item(
     tx: &rusqlite::Connection,
     entity: &str,
     item: &PulledItem,
+    planted: crate::engine::PlantedDefects,
 ) -> rusqlite::Result<PulledVerdict> {
     let server_record = Record {
         client_id: item.client_id.clone(),
@@ -170,6 +171,14 @@ pub(crate) fn merge_pulled_item(
             store::delete_conflict_for_record(tx, &item.client_id)?;
             store::put_record_with_base(tx, &server_record, &server_record.data)?;
         }
+        PulledVerdict::KeptLocal
+            if planted.pull_overwrites_pending_edit
+                && local.as_ref().is_some_and(|local| {
+                    !local.is_deleted && local.updated_at > item.updated_at
+                }) =>
+        {
+            store::put_record_with_base(tx, &server_record, &server_record.data)?;
+        }
         PulledVerdict::KeptLocal | PulledVerdict::Conflict(_) => {
             store::set_id_mapping(tx, &item.client_id, &item.id, entity)?;
             // An open conflict always shows the newest server version: "use server" must
@@ -214,7 +223,8 @@ pub(crate) fn merge_pulled_delete(
 }
 
 /// After a repair pull: synced local records the server no longer lists are removed
-/// (records with pending ops are kept; they have not reached the server yet).
+/// (records with pending ops are kept; they have not reached the server yet). A record
+/// whose failed op is kept as a report becomes a tombstone instead of vanishing.
 pub(crate) fn forget_records_missing_on_server(
     tx: &rusqlite::Connection,
     entity: &str,
@@ -224,9 +234,19 @@ pub(crate) fn forget_records_missing_on_server(
         let Some(server_id) = &record.server_id else {
             continue;
         };
-        if !seen.contains(server_id)
-            && store::unfinished_ops_for_record(tx, &record.client_id)?.is_empty()
+        if seen.contains(server_id)
+            || !store::unfinished_ops_for_record(tx, &record.client_id)?.is_empty()
         {
+            continue;
+        }
+        store::delete_conflict_for_record(tx, &record.client_id)?;
+        if store::has_any_op(tx, &record.client_id)? {
+            // A failed op still reports its rejection to the app and names this record:
+            // the record stays as a tombstone, gone for the app, out of the checksum.
+            let mut tombstone = record;
+            tombstone.is_deleted = true;
+            store::put_record(tx, &tombstone)?;
+        } else {
             store::delete_record(tx, &record.client_id)?;
         }
     }

@@ -5,6 +5,7 @@
 //! (when to push, what to do next) stays in `sync.rs`.
 
 use crate::conflict;
+use crate::crash::CommitSite;
 use crate::engine::Engine;
 use crate::error::SyncError;
 use crate::own_writes;
@@ -77,7 +78,8 @@ impl Engine {
                 self.hlc.observe(payload.server_updated_at);
             }
             let now_ms = self.env.now_ms();
-            match apply_push_result(&tx, op, result, now_ms)? {
+            let planted = self.options.planted_defects;
+            match apply_push_result(&tx, op, result, now_ms, planted)? {
                 PushOutcome::Applied { confirmed } => every_write_confirmed &= confirmed,
                 PushOutcome::Superseded => self.sync.events.push_back(SyncEvent::OpSuperseded {
                     op_id: op.op_id.clone(),
@@ -105,7 +107,12 @@ impl Engine {
         // The next run is marked `sending` in this same transaction: one commit per
         // round trip instead of two.
         let next_push = if transient_error.is_none() && self.sync.phase == Phase::Pushing {
-            prepare_push(&tx, &self.options.registry, self.env.now_ms())?
+            prepare_push(
+                &tx,
+                &self.options.registry,
+                self.sync.push_cap,
+                self.env.now_ms(),
+            )?
         } else {
             None
         };
@@ -122,7 +129,7 @@ impl Engine {
             store::set_cursor(&tx, &entity, &cursor, self.env.now_ms())?;
         }
         store::set_hlc_high_water(&tx, self.hlc.last())?;
-        tx.commit()?;
+        self.crash.commit(tx, CommitSite::PushResults)?;
         if let Some(message) = transient_error {
             return self.fail_sync(&message, true);
         }
@@ -152,14 +159,27 @@ impl Engine {
         code: Option<ErrorCode>,
         message: &str,
     ) -> Result<(), SyncError> {
+        let isolate = !self.options.planted_defects.fail_whole_batch;
         match code {
+            Some(ErrorCode::Validation) if isolate && seqs.len() > 1 => {
+                // Refused whole for what some op carries (or for carrying too much): the
+                // batch goes back to the queue and is sent in halves, down to the op that
+                // is refused alone, so the good ops of the batch still apply.
+                self.sync.push_cap = Some(seqs.len() / 2);
+                let now_ms = self.env.now_ms();
+                store::reset_sending(&self.conn, Some(message), now_ms)?;
+                self.advance()
+            }
             Some(ErrorCode::Validation) => {
-                // The server refused the whole batch as malformed: retrying cannot help.
+                // The server refused this op (alone, unless the defect is planted) for
+                // good: retrying cannot help. Pushes go back to full batches.
+                self.sync.push_cap = None;
                 let now_ms = self.env.now_ms();
                 let ops = self.sending_ops(seqs)?;
                 let tx = self.conn.transaction()?;
                 for op in &ops {
                     store::set_op_status(&tx, op.seq, OpStatus::Failed, Some(message), now_ms)?;
+                    settle_rejection(&tx, op, None)?;
                     self.sync.events.push_back(SyncEvent::OpFailed {
                         op_id: op.op_id.clone(),
                         client_id: op.entity_id.clone(),
@@ -167,7 +187,7 @@ impl Engine {
                         message: message.to_owned(),
                     });
                 }
-                tx.commit()?;
+                self.crash.commit(tx, CommitSite::PushRejected)?;
                 self.advance()
             }
             // Unauthorized: the data is fine; the token is not. Wait for a new token.
@@ -189,16 +209,21 @@ pub(crate) struct PreparedPush {
 /// Marks the next push run `sending` inside `tx`; `None` when nothing is left to push.
 /// Ops of a type the app no longer registers can never be sent: they are marked failed on
 /// the way.
+/// `cap`, when set, bounds the run below the entity's batch size (a refused batch is being
+/// sent in halves).
 pub(crate) fn prepare_push(
     tx: &rusqlite::Connection,
     registry: &crate::registry::EntityRegistry,
+    cap: Option<usize>,
     now_ms: u64,
 ) -> rusqlite::Result<Option<PreparedPush>> {
+    assert!(cap.is_none_or(|cap| cap >= 1));
     loop {
         let run = store::next_push_run(tx, None, |entity| {
-            registry
+            let batch_max = registry
                 .get(entity)
-                .map_or(1, |config| config.push_batch_max)
+                .map_or(1, |config| config.push_batch_max);
+            batch_max.min(cap.unwrap_or(usize::MAX))
         })?;
         let Some((first, _)) = run.first() else {
             return Ok(None);
@@ -314,6 +339,7 @@ fn apply_push_result(
     op: &store::SentOp,
     result: &SyncResultItem,
     now_ms: u64,
+    planted: crate::engine::PlantedDefects,
 ) -> rusqlite::Result<PushOutcome> {
     // `None` when the record is gone; else its current server id, if any.
     let record_server_id = store::record_server_id(tx, &op.entity_id)?;
@@ -331,9 +357,17 @@ fn apply_push_result(
             && result.updated_at.is_some()
             && record_server_id.is_some();
         if let (Some(version), Some(_)) = (result.version, record_server_id) {
-            // Before the op row goes: its payload becomes the record's merge base (later
-            // local edits stay on top).
-            store::set_pushed_version(tx, &op.entity_id, op.seq, version, result.updated_at)?;
+            if planted.push_answer_overwrites_newer_edit
+                && store::planted_edited_since_sent(tx, &op.entity_id, op.seq)?
+            {
+                store::drop_pending_ops_for_record(tx, &op.entity_id)?;
+                store::set_pushed_version(tx, &op.entity_id, op.seq, version, result.updated_at)?;
+                store::planted_overwrite_with_op(tx, &op.entity_id, op.seq)?;
+            } else {
+                // Before the op row goes: its payload becomes the record's merge base
+                // (later local edits stay on top).
+                store::set_pushed_version(tx, &op.entity_id, op.seq, version, result.updated_at)?;
+            }
         }
         store::delete_op(tx, op.seq)?;
         return Ok(PushOutcome::Applied { confirmed });
@@ -351,6 +385,19 @@ fn apply_push_result(
             {
                 adopt_server_state(tx, &op.entity_id, payload)?;
             }
+            Ok(PushOutcome::Superseded)
+        }
+        Some(ErrorCode::Conflict)
+            if result.conflict.is_some()
+                && store::get_record(tx, &op.entity_id)?
+                    .is_some_and(|record| record.is_deleted)
+                && store::has_other_unfinished_op(tx, &op.entity_id, op.seq)? =>
+        {
+            // The device deleted the record after this edit, and the delete is queued:
+            // deletes win over concurrent updates, so there is nothing to ask the user
+            // (as when the delete comes while the conflict is open). The edit is
+            // superseded and the delete goes out next.
+            store::delete_op(tx, op.seq)?;
             Ok(PushOutcome::Superseded)
         }
         Some(ErrorCode::Conflict) if result.conflict.is_some() => {
@@ -378,9 +425,45 @@ fn apply_push_result(
         }
         code => {
             store::set_op_status(tx, op.seq, OpStatus::Failed, Some(&message), now_ms)?;
+            settle_rejection(tx, op, result.conflict.as_ref())?;
             Ok(PushOutcome::Failed { code, message })
         }
     }
+}
+
+/// A write the server rejected for good: the record goes back to what the server holds,
+/// and the op stays `failed` in the queue as the durable report (with the `OpFailed`
+/// event). Later local writes of the record stay queued on top of it (each carries the
+/// whole record and is judged on its own). With none, the record takes the server's row
+/// when the rejection carries it; a record the server never had becomes a local tombstone,
+/// gone for the app, and its later writes are dropped (they could never apply). A
+/// rejection of a record the server has, without its row (a server that refused the
+/// request alone), leaves the record's data until a later write or pull replaces it.
+fn settle_rejection(
+    tx: &rusqlite::Connection,
+    op: &store::SentOp,
+    server_row: Option<&crate::wire::ConflictPayload>,
+) -> rusqlite::Result<()> {
+    let Some(mut record) = store::get_record(tx, &op.entity_id)? else {
+        return Ok(());
+    };
+    if let Some(payload) = server_row {
+        if !store::has_other_unfinished_op(tx, &op.entity_id, op.seq)? {
+            adopt_server_state(tx, &op.entity_id, payload)?;
+        }
+        return Ok(());
+    }
+    if record.base_version > 0 {
+        return Ok(());
+    }
+    store::drop_pending_ops_for_record(tx, &op.entity_id)?;
+    store::delete_conflict_for_record(tx, &op.entity_id)?;
+    if !record.is_deleted {
+        record.is_deleted = true;
+        store::put_record(tx, &record)?;
+    }
+    assert!(store::get_record(tx, &op.entity_id)?.is_some_and(|record| record.is_deleted));
+    Ok(())
 }
 
 /// The record takes the server's version (the server won by the policy).

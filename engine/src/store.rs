@@ -343,6 +343,37 @@ pub fn set_pushed_version(
     Ok(())
 }
 
+/// Whether the record got a new queued write after op `seq` was sent (the planted defect
+/// `push_answer_overwrites_newer_edit` misses exactly these).
+pub fn planted_edited_since_sent(
+    conn: &Connection,
+    client_id: &str,
+    seq: i64,
+) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM operation_queue q WHERE q.entity_id = ?1 \
+         AND q.status = 'pending' AND q.id > ?2 \
+         AND q.created_at >= (SELECT s.updated_at FROM operation_queue s WHERE s.id = ?2))",
+    )?
+    .query_row(params![client_id, seq], |row| row.get(0))
+}
+
+/// The planted defect `push_answer_overwrites_newer_edit`: the record's data becomes op
+/// `seq`'s payload, whatever was written since.
+pub fn planted_overwrite_with_op(
+    conn: &Connection,
+    client_id: &str,
+    seq: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE records SET data = (SELECT q.payload FROM operation_queue q WHERE q.id = ?2), \
+         base_data = NULL, is_deleted = 0 WHERE client_id = ?1 \
+         AND (SELECT q.operation FROM operation_queue q WHERE q.id = ?2) != 'delete'",
+    )?
+    .execute(params![client_id, seq])?;
+    Ok(())
+}
+
 pub fn delete_record(conn: &Connection, client_id: &str) -> rusqlite::Result<()> {
     conn.prepare_cached("DELETE FROM records WHERE client_id = ?1")?
         .execute([client_id])?;
@@ -597,6 +628,13 @@ pub fn unfinished_ops_for_record(
     ))?;
     let rows = statement.query_map([client_id], op_from_row)?;
     rows.collect()
+}
+
+/// True when any op of the record is still queued, whatever its status (a `failed` op
+/// stays as the app's report of the rejection).
+pub fn has_any_op(conn: &Connection, client_id: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM operation_queue WHERE entity_id = ?1)")?
+        .query_row([client_id], |row| row.get(0))
 }
 
 /// True when the record has an unfinished (`pending` or `sending`) op other than `seq`.

@@ -1,8 +1,14 @@
 //! Tenant ids and the file each tenant's database lives in.
 //!
-//! One tenant, one SQLite file: `{prefix}{tenantId}` in a directory the caller gives.
-//! This module decides which names are safe; it never opens or deletes files itself.
+//! One tenant, one SQLite file in a directory the caller gives: `{prefix}{stem}`, where the
+//! stem is the tenant id itself when it is all lower case and does not end like a SQLite
+//! companion file (`-wal`, `-shm`, `-journal`), and otherwise the lower-cased id, a dot,
+//! and the hex mask of its upper-case positions (`Acme` → `acme.1`). The promise: two
+//! tenant ids never share a file — not the database, not a companion — even on a
+//! case-insensitive file system (APFS, HFS+, NTFS). This module decides which names are
+//! safe; it never opens or deletes files itself (`legacy_names.rs` moves old ones).
 
+use crate::engine::PlantedDefects;
 use crate::error::OpenError;
 use std::path::{Path, PathBuf};
 
@@ -50,6 +56,8 @@ pub(crate) fn is_safe_name(raw: &str) -> bool {
 pub struct DbLocation {
     dir: PathBuf,
     prefix: String,
+    /// The simulator's planted file-handling defects; all off in an app.
+    planted: PlantedDefects,
 }
 
 impl DbLocation {
@@ -57,7 +65,19 @@ impl DbLocation {
         DbLocation {
             dir: dir.into(),
             prefix: DEFAULT_DB_PREFIX.to_owned(),
+            planted: PlantedDefects::default(),
         }
+    }
+
+    /// Plants the file-handling defects of `defects` (simulator self-tests only).
+    #[doc(hidden)]
+    pub fn with_planted_defects(mut self, defects: PlantedDefects) -> DbLocation {
+        self.planted = defects;
+        self
+    }
+
+    pub(crate) fn planted(&self) -> PlantedDefects {
+        self.planted
     }
 
     /// A custom file-name prefix (same character rules as a tenant id; may be empty).
@@ -73,28 +93,74 @@ impl DbLocation {
         &self.dir
     }
 
-    /// The main database file of `tenant`.
+    /// The main database file of `tenant`: `{prefix}{stem}` (see the module header).
     pub fn db_path(&self, tenant: &TenantId) -> PathBuf {
-        let path = self.dir.join(format!("{}{}", self.prefix, tenant.as_str()));
+        let stem = if self.planted.lossy_tenant_file_name {
+            tenant.as_str().to_ascii_lowercase().replace('-', "_")
+        } else {
+            file_stem(tenant)
+        };
+        let path = self.dir.join(format!("{}{stem}", self.prefix));
         assert_eq!(path.parent(), Some(self.dir.as_path()));
         path
+    }
+
+    /// Where versions before the case-safe mapping kept `tenant`'s database:
+    /// `{prefix}{tenantId}`. Equal to [`DbLocation::db_path`] for most ids.
+    pub fn legacy_db_path(&self, tenant: &TenantId) -> PathBuf {
+        self.dir.join(format!("{}{}", self.prefix, tenant.as_str()))
     }
 
     /// Every file SQLite may create for `tenant`: the database, its rollback journal,
     /// and the WAL and shared-memory files.
     pub fn db_files(&self, tenant: &TenantId) -> [PathBuf; 4] {
-        let main = self.db_path(tenant);
-        let with_suffix = |suffix: &str| {
-            let mut name = main.clone().into_os_string();
-            name.push(suffix);
-            PathBuf::from(name)
-        };
-        [
-            with_suffix("-wal"),
-            with_suffix("-shm"),
-            with_suffix("-journal"),
-            main,
-        ]
+        with_companions(self.db_path(tenant))
+    }
+
+    /// [`DbLocation::db_files`] under the legacy name.
+    pub fn legacy_db_files(&self, tenant: &TenantId) -> [PathBuf; 4] {
+        with_companions(self.legacy_db_path(tenant))
+    }
+}
+
+/// The suffixes SQLite appends to a database's name for the files beside it.
+pub const COMPANION_SUFFIXES: [&str; 3] = ["-wal", "-shm", "-journal"];
+
+/// The companions of `main` (WAL, shared memory, rollback journal), then `main` itself.
+fn with_companions(main: PathBuf) -> [PathBuf; 4] {
+    let with_suffix = |suffix: &str| {
+        let mut name = main.clone().into_os_string();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    [
+        with_suffix(COMPANION_SUFFIXES[0]),
+        with_suffix(COMPANION_SUFFIXES[1]),
+        with_suffix(COMPANION_SUFFIXES[2]),
+        main,
+    ]
+}
+
+/// The file-name form of a tenant id, injective under case folding. An all-lower-case id
+/// that does not end like a companion file keeps its name (as every id did before this
+/// mapping). Any other id becomes its lower-case form, a dot (never in an id, so the two
+/// forms cannot meet) and the lower-case hex mask of its upper-case positions; such a name
+/// ends in a hex digit, so it never ends like a companion either, and no tenant's database
+/// is another tenant's WAL.
+fn file_stem(tenant: &TenantId) -> String {
+    let id = tenant.as_str();
+    let upper_mask = id
+        .bytes()
+        .enumerate()
+        .filter(|(_, byte)| byte.is_ascii_uppercase())
+        .fold(0u64, |mask, (at, _)| mask | 1 << at);
+    let companion_like = COMPANION_SUFFIXES
+        .iter()
+        .any(|suffix| id.to_ascii_lowercase().ends_with(suffix));
+    if upper_mask == 0 && !companion_like {
+        id.to_owned()
+    } else {
+        format!("{}.{upper_mask:x}", id.to_ascii_lowercase())
     }
 }
 
@@ -132,11 +198,89 @@ mod tests {
             location.db_path(&tenant),
             PathBuf::from("/data/dbs/trackhub_db_acme-42_x")
         );
-        let custom = location.with_prefix("app_").unwrap();
+        let custom = location.clone().with_prefix("app_").unwrap();
         assert_eq!(
             custom.db_path(&tenant),
             PathBuf::from("/data/dbs/app_acme-42_x")
         );
         assert!(DbLocation::new("/d").with_prefix("../x").is_err());
+        for (id, file) in [
+            ("Acme", "trackhub_db_acme.1"),
+            ("x-wal", "trackhub_db_x-wal.0"),
+        ] {
+            let tenant = TenantId::parse(id).unwrap();
+            assert_eq!(location.db_path(&tenant), Path::new("/data/dbs").join(file));
+        }
+    }
+
+    /// A file name as a case-insensitive file system (APFS, HFS+, NTFS) compares it:
+    /// upper-casing first also folds `ſ` and the Kelvin sign onto ASCII letters.
+    fn folded(path: &Path) -> String {
+        path.to_string_lossy().to_uppercase().to_lowercase()
+    }
+
+    /// The first file two tenants would share on a case-insensitive file system.
+    fn shared_file(location: &DbLocation, a: &TenantId, b: &TenantId) -> Option<String> {
+        let theirs: Vec<String> = location.db_files(b).iter().map(|p| folded(p)).collect();
+        location
+            .db_files(a)
+            .iter()
+            .map(|p| folded(p))
+            .find(|name| theirs.contains(name))
+    }
+
+    #[test]
+    fn tenants_never_share_a_file_even_on_case_insensitive_file_systems() {
+        // Regression: the file name was the prefix and the raw id, so `Acme` and `acme`
+        // opened one database on APFS or NTFS, and the database of tenant `x-wal` was
+        // tenant `x`'s write-ahead log on every file system.
+        let location = DbLocation::new("/data/dbs");
+        let max = "Z".repeat(64);
+        let max_folded = "z".repeat(64);
+        for (a, b) in [
+            ("Acme", "acme"),
+            ("ACME", "acme"),
+            ("aCmE-1", "AcMe-1"),
+            ("x", "x-wal"),
+            ("x", "x-shm"),
+            ("x", "x-journal"),
+            ("x", "X-WAL"),
+            ("X", "x-Journal"),
+            (max.as_str(), max_folded.as_str()),
+        ] {
+            let (a, b) = (TenantId::parse(a).unwrap(), TenantId::parse(b).unwrap());
+            assert_eq!(shared_file(&location, &a, &b), None, "{a} and {b}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn distinct_ids_map_to_disjoint_file_sets_under_case_folding(
+            a in "[A-Za-z0-9_-]{1,64}",
+            edits in proptest::collection::vec((0usize..64, 0u8..4), 1..4),
+        ) {
+            // `b` is `a` with a few characters flipped in case, swapped between `-` and
+            // `_`, or a companion suffix appended: the ids most likely to collide.
+            let mut b: Vec<char> = a.chars().collect();
+            for (at, kind) in edits {
+                let at = at % b.len();
+                match kind {
+                    0 => b[at] = if b[at].is_ascii_uppercase() {
+                        b[at].to_ascii_lowercase()
+                    } else {
+                        b[at].to_ascii_uppercase()
+                    },
+                    1 => b[at] = match b[at] { '-' => '_', '_' => '-', other => other },
+                    2 => b.truncate(at.max(1)),
+                    _ => b.extend("-wal".chars()),
+                }
+            }
+            let b: String = b.into_iter().take(64).collect();
+            let location = DbLocation::new("/d").with_prefix("App_").unwrap();
+            let (ta, tb) = (TenantId::parse(&a).unwrap(), TenantId::parse(&b).unwrap());
+            if ta != tb {
+                proptest::prop_assert_eq!(shared_file(&location, &ta, &tb), None);
+            }
+        }
     }
 }

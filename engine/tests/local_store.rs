@@ -6,8 +6,8 @@ use serde_json::json;
 use sync_engine::testing::{example_registry, open_engine_in, EPOCH_MS};
 use sync_engine::wire::Operation;
 use sync_engine::{
-    CrashHook, CrashPoint, DbLocation, Engine, EngineOptions, Env, ListOptions, ManualClock,
-    OpStatus, SeededEntropy, TenantId, WriteError,
+    CommitSite, CrashHook, CrashPoint, DbLocation, Engine, EngineOptions, Env, ListOptions,
+    ManualClock, OpStatus, SeededEntropy, TenantId, WriteError,
 };
 
 fn open(dir: &std::path::Path, tenant: &str) -> Engine {
@@ -287,4 +287,69 @@ fn open_rejects_bad_configuration() {
     assert!(result.is_err());
     assert!(DbLocation::new(dir.path()).with_prefix("a/b").is_err());
     let _ = example_registry();
+}
+
+/// Kills at every boundary of one side of one kind of transaction.
+struct KillAtBoundary(CrashPoint, CommitSite);
+impl CrashHook for KillAtBoundary {
+    fn should_crash(&mut self, _point: CrashPoint) -> bool {
+        false
+    }
+
+    fn should_crash_at_commit(&mut self, point: CrashPoint, site: CommitSite) -> bool {
+        (point, site) == (self.0, self.1)
+    }
+}
+
+// Proves both sides of a commit are kill points: before it the write rolls back whole,
+// after it the write is durable whole, and a dead engine commits nothing more.
+#[test]
+fn a_kill_before_a_commit_rolls_it_back_and_a_kill_after_it_keeps_it() {
+    for (point, durable) in [
+        (CrashPoint::BeforeCommit, false),
+        (CrashPoint::AfterCommit, true),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut engine = open(dir.path(), "acme");
+        let id = engine
+            .create("Space", "s1", json!({"name": "kept"}))
+            .unwrap();
+        engine.set_crash_hook(Box::new(KillAtBoundary(point, CommitSite::LocalWrite)));
+        let error = engine.update(&id, json!({"name": "edited"})).unwrap_err();
+        assert!(
+            matches!(error, WriteError::Killed(killed) if killed == point),
+            "{error:?}"
+        );
+        assert_eq!(engine.killed_at(), Some(point));
+        assert!(matches!(
+            engine.set_auth_token("token-acme"),
+            Err(WriteError::Killed(_))
+        ));
+        drop(engine);
+        let engine = open(dir.path(), "acme");
+        let name = &engine.get(&id).unwrap().unwrap().data["name"];
+        assert_eq!(name, if durable { "edited" } else { "kept" }, "{point:?}");
+        let ops = engine.queued_ops().unwrap().len();
+        assert_eq!(ops, if durable { 2 } else { 1 }, "{point:?}");
+        assert_eq!(engine.auth_token().unwrap(), None);
+        engine.check_invariants().unwrap();
+    }
+}
+
+// Proves a one-statement write is a boundary too: killed before its commit, the token
+// was never stored.
+#[test]
+fn a_one_statement_write_is_a_transaction_boundary() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = open(dir.path(), "acme");
+    engine.set_crash_hook(Box::new(KillAtBoundary(
+        CrashPoint::BeforeCommit,
+        CommitSite::AuthToken,
+    )));
+    assert!(matches!(
+        engine.set_auth_token("token-acme"),
+        Err(WriteError::Killed(CrashPoint::BeforeCommit))
+    ));
+    drop(engine);
+    assert_eq!(open(dir.path(), "acme").auth_token().unwrap(), None);
 }

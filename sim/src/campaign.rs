@@ -6,6 +6,7 @@
 //! only wall-clock readings in the simulator are here, to report throughput, and in the
 //! progress bar (indicatif), which only ever writes to stderr.
 
+use crate::kernel::probes::Probe;
 use crate::profile::{FaultClass, Profile};
 use crate::server::{Defect, ServerDefects};
 use crate::world::{run_seed, FailureKind, RunOptions, SeedReport};
@@ -27,7 +28,13 @@ pub struct CampaignConfig {
     pub progress: bool,
     /// Planted server defects (harness self-tests); off in real campaigns.
     pub defects: ServerDefects,
+    /// Faults never stop; only safety invariants are checked (`--safety-only`).
+    pub safety_only: bool,
 }
+
+/// A campaign of at least this many seeds fails when a probe its profile is meant to
+/// reach never fired: fewer seeds may miss a rare path by chance.
+pub const PROBE_ACCOUNTING_SEEDS_MIN: u64 = 200;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct FailureSummary {
@@ -55,6 +62,22 @@ pub struct CampaignSummary {
     pub crash_points_fired: BTreeMap<String, u64>,
     /// Fault classes enabled in some seed that never fired: a campaign failure.
     pub never_fired: Vec<FaultClass>,
+    pub safety_only: bool,
+    /// Every code-path probe: whether the profile is meant to reach it, in how many seeds
+    /// it fired, and how often.
+    pub probes: BTreeMap<Probe, ProbeTally>,
+    /// Probes the profile is meant to reach that never fired in a campaign of at least
+    /// [`PROBE_ACCOUNTING_SEEDS_MIN`] seeds: a campaign failure.
+    pub probes_never_reached: Vec<Probe>,
+    /// The longest virtual time any seed had to converge on its own (ms).
+    pub liveness_bound_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct ProbeTally {
+    pub expected: bool,
+    pub seeds_reached: u64,
+    pub hits: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize)]
@@ -65,15 +88,25 @@ pub struct FaultTally {
 
 impl CampaignSummary {
     pub fn passed(&self) -> bool {
-        self.failures.is_empty() && self.never_fired.is_empty()
+        self.failures.is_empty()
+            && self.never_fired.is_empty()
+            && self.probes_never_reached.is_empty()
     }
 }
 
-pub fn replay_command(seed: u64, profile: Profile, defects: &ServerDefects) -> String {
+pub fn replay_command(
+    seed: u64,
+    profile: Profile,
+    defects: &ServerDefects,
+    safety_only: bool,
+) -> String {
     let mut command = format!(
         "cargo run --release -p sync-sim -- replay {seed} --profile {}",
         profile.name()
     );
+    if safety_only {
+        command.push_str(" --safety-only");
+    }
     for name in defect_names(defects) {
         command.push_str(" --defect ");
         command.push_str(name);
@@ -117,6 +150,7 @@ pub fn run_campaign(
                 };
                 let options = RunOptions {
                     defects: config.defects,
+                    safety_only: config.safety_only,
                     ..RunOptions::default()
                 };
                 let report = run_seed(seed, config.profile, &options);
@@ -138,7 +172,13 @@ pub fn run_campaign(
     let wall_seconds = wall_seconds_since(&origin).max(1e-9);
     let mut reports = reports.into_inner().expect("no panics hold the lock");
     reports.sort_by_key(|report| report.seed);
-    summarize(config.profile, &config.defects, &reports, wall_seconds)
+    summarize(
+        config.profile,
+        &config.defects,
+        config.safety_only,
+        &reports,
+        wall_seconds,
+    )
 }
 
 /// A bar of `seeds` steps on stderr, or a hidden one when `progress` is off.
@@ -168,6 +208,7 @@ fn progress_bar(progress: bool, seeds: u64) -> ProgressBar {
 pub fn summarize(
     profile: Profile,
     defects: &ServerDefects,
+    safety_only: bool,
     reports: &[SeedReport],
     wall_seconds: f64,
 ) -> CampaignSummary {
@@ -186,6 +227,33 @@ pub fn summarize(
             *crash_points_fired.entry(point.clone()).or_insert(0) += count;
         }
     }
+    let expected = profile.expected_probes(safety_only);
+    let mut probes: BTreeMap<Probe, ProbeTally> = Probe::ALL
+        .into_iter()
+        .map(|probe| {
+            let tally = ProbeTally {
+                expected: expected.contains(&probe),
+                ..ProbeTally::default()
+            };
+            (probe, tally)
+        })
+        .collect();
+    for report in reports {
+        for (probe, hits) in &report.probes {
+            let tally = probes.entry(*probe).or_default();
+            tally.seeds_reached += u64::from(*hits > 0);
+            tally.hits += hits;
+        }
+    }
+    let probes_never_reached = if reports.len() as u64 >= PROBE_ACCOUNTING_SEEDS_MIN {
+        probes
+            .iter()
+            .filter(|(_, tally)| tally.expected && tally.hits == 0)
+            .map(|(probe, _)| *probe)
+            .collect()
+    } else {
+        Vec::new()
+    };
     let never_fired = faults
         .iter()
         .filter(|(_, tally)| tally.seeds_enabled > 0 && tally.fired == 0)
@@ -201,7 +269,7 @@ pub fn summarize(
                     seed: report.seed,
                     kind: failure.kind,
                     message: failure.message.clone(),
-                    replay: replay_command(report.seed, profile, defects),
+                    replay: replay_command(report.seed, profile, defects, safety_only),
                 })
             })
             .collect(),
@@ -218,6 +286,14 @@ pub fn summarize(
         faults,
         crash_points_fired,
         never_fired,
+        safety_only,
+        probes,
+        probes_never_reached,
+        liveness_bound_ms: reports
+            .iter()
+            .map(|report| report.liveness_bound.total_ms())
+            .max()
+            .unwrap_or(0),
     }
 }
 
@@ -251,13 +327,25 @@ mod tests {
                 "ignore_base_version",
                 "drop_last_row_of_page",
                 "discard_wal_on_open",
+                "push_answer_overwrites_newer_edit",
+                "lossy_tenant_file_name",
+                "drop_leaves_wal",
+                "retry_replaces_interval",
+                "pages_end_at_commit_boundaries",
+                "split_local_write",
+                "accept_stale_answers",
+                "fail_whole_batch",
+                "accept_far_future_stamps",
+                "hlc_reuses_observed_stamp",
+                "conflict_on_same_batch_edit",
+                "pull_overwrites_pending_edit",
                 "advance_cursor_past_foreign_commits",
             ]
         );
         for &name in DEFECT_NAMES {
             let defects = parse_defect(name).expect("a listed defect parses");
             assert_eq!(defect_names(&defects), vec![name]);
-            let command = replay_command(7, Profile::Lite, &defects);
+            let command = replay_command(7, Profile::Lite, &defects, false);
             assert!(
                 command.ends_with(&format!("replay 7 --profile lite --defect {name}")),
                 "{command}"
@@ -265,7 +353,9 @@ mod tests {
         }
         let all = ServerDefects::planting(Defect::ALL.iter().copied());
         assert_eq!(defect_names(&all), DEFECT_NAMES.to_vec());
-        assert!(!replay_command(7, Profile::Lite, &Default::default()).contains("--defect"));
+        assert!(!replay_command(7, Profile::Lite, &Default::default(), false).contains("--defect"));
+        assert!(replay_command(7, Profile::Lite, &Default::default(), true)
+            .ends_with("replay 7 --profile lite --safety-only"));
         assert!(parse_defect("no_such_defect").is_none());
     }
 
@@ -280,6 +370,18 @@ mod tests {
             ignore_base_version: true,
             drop_last_row_of_page: true,
             discard_wal_on_open: true,
+            push_answer_overwrites_newer_edit: true,
+            lossy_tenant_file_name: true,
+            drop_leaves_wal: true,
+            retry_replaces_interval: true,
+            pages_end_at_commit_boundaries: true,
+            split_local_write: true,
+            accept_stale_answers: true,
+            fail_whole_batch: true,
+            accept_far_future_stamps: true,
+            hlc_reuses_observed_stamp: true,
+            conflict_on_same_batch_edit: true,
+            pull_overwrites_pending_edit: true,
             advance_cursor_past_foreign_commits: true,
         };
         assert_eq!(ServerDefects::planting(Defect::ALL.iter().copied()), every);

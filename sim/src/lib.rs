@@ -13,4 +13,5 @@ pub mod profile;
 pub mod rng;
 pub mod script;
 pub mod server;
+pub mod sweep;
 pub mod world;

@@ -1,7 +1,7 @@
 //! `syncsim`: run simulation campaigns and replay single seeds.
 //!
 //! Exit codes: 0 all passed, 1 invariant violated (or a configured fault class never
-//! fired), 2 liveness failure, 3 panic in the engine or the server, 64 bad usage.
+//! fired, or a probe the profile is meant to reach never fired), 2 liveness failure, 3 panic in the engine or the server, 64 bad usage.
 //!
 //! clap parses and validates every argument (profile and defect names included) before
 //! any seed runs, so a misspelt flag or value stops the command with a suggestion instead
@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use sync_sim::campaign::{replay_command, run_campaign, CampaignConfig, CampaignSummary};
 use sync_sim::profile::Profile;
 use sync_sim::server::{Defect, ServerDefects};
+use sync_sim::sweep::{run_once, run_sweep, SweepConfig, SweepSummary};
 use sync_sim::world::{run_seed, FailureKind, RunOptions, SeedReport};
 
 /// The exit code of bad usage (`EX_USAGE`); clap's own is 2, which here means liveness.
@@ -26,7 +27,8 @@ const EXIT_USAGE: u8 = 64;
     name = "syncsim",
     version,
     after_help = "Exit codes: 0 all passed, 1 invariant violated (or a configured fault class \
-                  never fired), 2 liveness failure, 3 panic, 64 bad usage."
+                  never fired, or an expected probe never fired), 2 liveness failure, 3 panic, \
+                  64 bad usage."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -39,6 +41,35 @@ enum Command {
     Run(RunArgs),
     /// Replay one seed, printing its knobs and (with --trace) every event.
     Replay(ReplayArgs),
+    /// Run one fixed workload once per transaction boundary of the engines, killing the
+    /// app there, then converge and check every invariant; fails on the first violation.
+    Sweep(SweepArgs),
+}
+
+#[derive(Debug, Args)]
+struct SweepArgs {
+    /// The seed whose world is the workload (its random faults off).
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    seed: u64,
+    /// The profile the seed draws its knobs from.
+    #[arg(long, value_name = "P", default_value = "default", value_parser = profile_parser())]
+    profile: Profile,
+    /// Worker threads [default: the available parallelism].
+    #[arg(long, value_name = "T")]
+    threads: Option<usize>,
+    /// The workload's safety phase in virtual ms [default: the profile's].
+    #[arg(long, value_name = "MS")]
+    safety_ms: Option<u64>,
+    /// Replay one kill: run the workload killed at boundary K only (0: no kill), printing
+    /// every event.
+    #[arg(long, value_name = "K")]
+    boundary: Option<u64>,
+    /// Also write the sweep summary as JSON to PATH.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+    /// Harness self-test: plant a defect (repeatable); the sweep should fail.
+    #[arg(long = "defect", value_name = "NAME", value_parser = defect_parser())]
+    defects: Vec<Defect>,
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +92,10 @@ struct RunArgs {
     /// Harness self-test: plant a server defect (repeatable); the campaign should fail.
     #[arg(long = "defect", value_name = "NAME", value_parser = defect_parser())]
     defects: Vec<Defect>,
+    /// Faults never stop and only safety invariants are checked (no liveness phase, no
+    /// convergence): for long campaigns hunting corruption and duplicates.
+    #[arg(long)]
+    safety_only: bool,
 }
 
 #[derive(Debug, Args)]
@@ -77,6 +112,9 @@ struct ReplayArgs {
     /// Plant a server defect (repeatable), as the failing campaign did.
     #[arg(long = "defect", value_name = "NAME", value_parser = defect_parser())]
     defects: Vec<Defect>,
+    /// Replay a `--safety-only` seed: faults never stop, no liveness phase.
+    #[arg(long)]
+    safety_only: bool,
 }
 
 fn main() -> ExitCode {
@@ -96,6 +134,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => command_run(args),
         Command::Replay(args) => command_replay(args),
+        Command::Sweep(args) => command_sweep(args),
     };
     match result {
         Ok(code) => code,
@@ -154,7 +193,12 @@ fn exit_code(kind: FailureKind) -> u8 {
     }
 }
 
-fn print_failure(report: &SeedReport, profile: Profile, defects: &ServerDefects) {
+fn print_failure(
+    report: &SeedReport,
+    profile: Profile,
+    defects: &ServerDefects,
+    safety_only: bool,
+) {
     let Some(failure) = &report.failure else {
         return;
     };
@@ -170,7 +214,10 @@ fn print_failure(report: &SeedReport, profile: Profile, defects: &ServerDefects)
     for line in &report.recent_events {
         eprintln!("  {line}");
     }
-    eprintln!("replay: {}", replay_command(report.seed, profile, defects));
+    eprintln!(
+        "replay: {}",
+        replay_command(report.seed, profile, defects, safety_only)
+    );
 }
 
 fn command_run(args: RunArgs) -> Result<ExitCode, String> {
@@ -181,17 +228,19 @@ fn command_run(args: RunArgs) -> Result<ExitCode, String> {
         threads,
         json,
         defects,
+        safety_only,
     } = args;
     let defects = ServerDefects::planting(defects);
     let threads =
         threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
     println!(
-        "syncsim run: profile {} seeds {}..{} shard {}/{} threads {threads}",
+        "syncsim run: profile {} seeds {}..{} shard {}/{} threads {threads}{}",
         profile.name(),
         seeds.start,
         seeds.end,
         shard.0,
-        shard.1
+        shard.1,
+        if safety_only { " safety only" } else { "" }
     );
     let config = CampaignConfig {
         seeds,
@@ -200,8 +249,11 @@ fn command_run(args: RunArgs) -> Result<ExitCode, String> {
         threads,
         progress: true,
         defects,
+        safety_only,
     };
-    let summary = run_campaign(&config, &|report| print_failure(report, profile, &defects));
+    let summary = run_campaign(&config, &|report| {
+        print_failure(report, profile, &defects, safety_only)
+    });
     print_summary(&summary);
     if let Some(path) = json {
         let json = serde_json::to_string_pretty(&summary).expect("summary serializes");
@@ -215,7 +267,9 @@ fn command_run(args: RunArgs) -> Result<ExitCode, String> {
         .max();
     Ok(match worst {
         Some(code) => ExitCode::from(code),
-        None if !summary.never_fired.is_empty() => ExitCode::from(1),
+        None if !summary.never_fired.is_empty() || !summary.probes_never_reached.is_empty() => {
+            ExitCode::from(1)
+        }
         None => ExitCode::SUCCESS,
     })
 }
@@ -245,6 +299,30 @@ fn print_summary(summary: &CampaignSummary) {
     for (point, count) in &summary.crash_points_fired {
         println!("  {point:<24} {count:>8}");
     }
+    if summary.safety_only {
+        println!("safety only: faults never stopped, no liveness phase");
+    } else {
+        println!(
+            "liveness: no sync now; each convergence bounded by {} ms of virtual time",
+            summary.liveness_bound_ms
+        );
+    }
+    println!("probes reached (seeds), * = the profile is meant to reach it:");
+    for (probe, tally) in &summary.probes {
+        println!(
+            "  {}{:<28} {:>8} ({} seeds)",
+            if tally.expected { '*' } else { ' ' },
+            probe.name(),
+            tally.hits,
+            tally.seeds_reached
+        );
+    }
+    for probe in &summary.probes_never_reached {
+        println!(
+            "FAILED: probe {} is meant to be reached by this profile but never fired",
+            probe.name()
+        );
+    }
     for class in &summary.never_fired {
         println!(
             "FAILED: fault class {} was configured but never fired",
@@ -265,6 +343,7 @@ fn command_replay(args: ReplayArgs) -> Result<ExitCode, String> {
         profile,
         trace,
         defects,
+        safety_only,
     } = args;
     let defects = ServerDefects::planting(defects);
     let report = run_seed(
@@ -273,6 +352,7 @@ fn command_replay(args: ReplayArgs) -> Result<ExitCode, String> {
         &RunOptions {
             keep_trace: trace,
             defects,
+            safety_only,
         },
     );
     println!("seed {seed} profile {}", profile.name());
@@ -293,8 +373,112 @@ fn command_replay(args: ReplayArgs) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Some(failure) => {
-            print_failure(&report, profile, &defects);
+            print_failure(&report, profile, &defects, safety_only);
             Ok(ExitCode::from(exit_code(failure.kind)))
+        }
+    }
+}
+
+fn command_sweep(args: SweepArgs) -> Result<ExitCode, String> {
+    let SweepArgs {
+        seed,
+        profile,
+        threads,
+        safety_ms,
+        boundary,
+        json,
+        defects,
+    } = args;
+    let config = SweepConfig {
+        safety_ms,
+        seed,
+        profile,
+        defects: ServerDefects::planting(defects),
+        threads: threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from)),
+    };
+    if let Some(number) = boundary {
+        return Ok(replay_kill(&config, number));
+    }
+    println!(
+        "syncsim sweep: profile {} seed {seed} threads {}",
+        profile.name(),
+        config.threads
+    );
+    let summary = run_sweep(&config, &|_, _| {});
+    print_sweep(&summary);
+    if let Some(path) = json {
+        let json = serde_json::to_string_pretty(&summary).expect("summary serializes");
+        std::fs::write(&path, json)
+            .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+    }
+    Ok(match &summary.failure {
+        Some(failure) => ExitCode::from(exit_code(failure.kind)),
+        None => ExitCode::SUCCESS,
+    })
+}
+
+fn print_sweep(summary: &SweepSummary) {
+    println!(
+        "workload: {} transaction boundaries, {} acknowledged writes, {} conflicts stored, {} syncs completed",
+        summary.boundaries,
+        summary.acknowledged_writes,
+        summary.conflicts_stored,
+        summary.syncs_completed
+    );
+    println!("boundaries per transaction:");
+    for (site, count) in &summary.per_site {
+        println!("  {site:<16} {count:>8}");
+    }
+    println!(
+        "{} kills run (every distinct boundary of {}) in {:.1} s",
+        summary.kills_run, summary.boundaries, summary.wall_seconds
+    );
+    match &summary.failure {
+        None => println!("passed: every kill reopened, converged and kept every invariant"),
+        Some(failure) => {
+            println!(
+                "FAILED at boundary {} ({} of {} on d{}) {:?}: {}",
+                failure.boundary,
+                failure.point,
+                failure.site,
+                failure.device,
+                failure.kind,
+                failure.message
+            );
+            println!("last events:");
+            for line in &failure.recent_events {
+                println!("  {line}");
+            }
+            println!("replay: {}", failure.replay);
+        }
+    }
+}
+
+/// Runs the workload killed at boundary `number` (0: no kill) and prints its trace.
+fn replay_kill(config: &SweepConfig, number: u64) -> ExitCode {
+    let run = run_once(config, (number > 0).then_some(number), true);
+    for line in &run.trace {
+        println!("{line}");
+    }
+    match run.killed {
+        Some(boundary) => println!(
+            "killed d{} at boundary {} ({} of {})",
+            boundary.device,
+            boundary.number,
+            boundary.point.name(),
+            boundary.site.name()
+        ),
+        None => println!("no kill"),
+    }
+    match &run.failure {
+        None => {
+            println!("passed");
+            ExitCode::SUCCESS
+        }
+        Some(failure) => {
+            println!("FAILED {:?}: {}", failure.kind, failure.message);
+            ExitCode::from(exit_code(failure.kind))
         }
     }
 }
@@ -326,5 +510,6 @@ mod tests {
         assert_eq!(args.threads, None);
         assert!(args.json.is_none());
         assert!(args.defects.is_empty());
+        assert!(!args.safety_only);
     }
 }

@@ -5,6 +5,7 @@
 //! the batch sizes. Drawing uses only the `Knobs` stream, so the knobs of a seed never
 //! depend on anything the run does.
 
+use crate::kernel::probes::Probe;
 use crate::rng::{Ratio, SimRng, Stream};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -50,6 +51,38 @@ impl Profile {
     pub fn name(self) -> &'static str {
         self.into()
     }
+
+    /// The code-path probes a campaign of this profile is meant to reach: one of them that
+    /// never fires in a campaign of at least `PROBE_ACCOUNTING_SEEDS_MIN` seeds fails it.
+    /// `safety_only` campaigns have no liveness phase, so nothing is expected of it.
+    pub fn expected_probes(self, safety_only: bool) -> Vec<Probe> {
+        let mut expected = vec![
+            Probe::ConflictStored,
+            Probe::ConflictResolved,
+            Probe::OpSuperseded,
+            Probe::RecordDeletedSettledOp,
+            Probe::StaleAnswered,
+            Probe::LateAnswerIgnored,
+            Probe::PageSplitsCommit,
+            Probe::CursorInsideCommit,
+            Probe::ForceExecuted,
+            Probe::ForceFromServerCompleted,
+            Probe::SpaceWiped,
+            Probe::SyncByAppOpen,
+            Probe::SyncByNetworkRegained,
+            Probe::SyncByAfterWrite,
+            Probe::SyncByRetry,
+            Probe::SyncByManual,
+        ];
+        if self != Profile::Lite {
+            expected.extend([Probe::ConflictAutoMerged, Probe::ForceFailed]);
+        }
+        if !safety_only {
+            expected.push(Probe::SyncByInterval);
+        }
+        expected.sort();
+        expected
+    }
 }
 
 /// Every fault class the simulator can inject and count.
@@ -84,6 +117,8 @@ pub enum FaultClass {
     KillAtCrashPoint,
     ClockJump,
     CrossTenantProbe,
+    /// A kill at a transaction boundary of the engine: before or after any commit.
+    KillAtCommit,
 }
 
 impl FaultClass {
@@ -97,7 +132,13 @@ impl FaultClass {
     pub fn name(self) -> &'static str {
         self.into()
     }
+
+    /// Classes whose knobs are drawn after every other knob of a seed: added after the
+    /// others, they leave the knobs every older seed drew as they were.
+    const DRAWN_LAST: [FaultClass; 1] = [FaultClass::KillAtCommit];
 }
+
+const YEAR_MS: u64 = 365 * 86_400_000;
 
 /// The configuration one seed runs with.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -127,6 +168,20 @@ pub struct Knobs {
     /// Workload weights: create, update, delete, bulk, sync, resolve, force, wipe,
     /// logout/login, switch tenant.
     pub workload_weights: [u64; 10],
+    /// Tenant ids drawn to collide: differing only by case, by `-` versus `_`, by a SQLite
+    /// companion suffix (`-wal`), at the 64-character limit (`world/tenants.rs`).
+    pub adversarial_tenants: bool,
+    /// Chance that a request a device sends gets a user action while it is on the wire
+    /// (`world/inflight.rs`).
+    pub inflight_actions: Ratio,
+    /// Share of logouts and tenant switches that come right after a kill, while the files
+    /// still hold the killed process's WAL; a switch then drops the tenant it left.
+    pub lifecycle_after_kill: Ratio,
+    /// Share of written records that break a rule of the server's (`server/rules.rs`).
+    pub invalid_write: Ratio,
+    /// Share of create actions whose records are large (about a kilobyte each), so that a
+    /// bulk of them is over one push request's size limit.
+    pub large_write: Ratio,
 }
 
 impl Knobs {
@@ -158,6 +213,11 @@ impl Knobs {
             auto_merge_fields: false,
             concurrent_edit: Ratio::ZERO,
             workload_weights: [1, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            adversarial_tenants: false,
+            inflight_actions: Ratio::ZERO,
+            lifecycle_after_kill: Ratio::ZERO,
+            invalid_write: Ratio::ZERO,
+            large_write: Ratio::ZERO,
         }
     }
 
@@ -170,15 +230,15 @@ impl Knobs {
             Profile::Perf => (3, 4, 20 * 60_000, 100),
         };
         let mut faults = BTreeMap::new();
+        let denominator = match profile {
+            Profile::Perf => 200,
+            _ => 100,
+        };
         for class in FaultClass::ALL {
             // Swarm testing: each class is on in about two seeds of three.
-            if rng.range(0, 2) == 0 {
+            if FaultClass::DRAWN_LAST.contains(&class) || rng.range(0, 2) == 0 {
                 continue;
             }
-            let denominator = match profile {
-                Profile::Perf => 200,
-                _ => 100,
-            };
             let numerator = match class {
                 FaultClass::KillBetweenCalls
                 | FaultClass::ClockJump
@@ -198,7 +258,7 @@ impl Knobs {
         if synchronized_clocks {
             faults.remove(&FaultClass::ClockJump);
         }
-        Knobs {
+        let mut knobs = Knobs {
             profile,
             tenants: rng.range(1, tenants_max) as usize,
             devices: rng.range(2, devices_max) as usize,
@@ -229,7 +289,40 @@ impl Knobs {
             sync_after_write: rng.coin(),
             auto_merge_fields: rng.range(0, 3) == 0,
             workload_weights,
+            adversarial_tenants: false,
+            inflight_actions: Ratio::ZERO,
+            lifecycle_after_kill: Ratio::ZERO,
+            invalid_write: Ratio::ZERO,
+            large_write: Ratio::ZERO,
+        };
+        for class in FaultClass::DRAWN_LAST {
+            if rng.range(0, 2) == 0 {
+                continue;
+            }
+            // Per transaction boundary: a seed crosses thousands of them.
+            let numerator = rng.range(1, 3);
+            knobs
+                .faults
+                .insert(class, Ratio::new(numerator, 4 * denominator));
         }
+        // Drawn after every knob above, so that those stay as they were for every seed.
+        knobs.invalid_write = Ratio::new(rng.range(0, 3), 100);
+        knobs.large_write = Ratio::new(rng.range(0, 2), 4);
+        // Extreme clocks: one seed in four of those without synchronized clocks has
+        // device clocks set, and jumping, by years (ahead or behind), not hours.
+        if !synchronized_clocks && rng.range(0, 3) == 0 {
+            knobs.clock_offset_ms_max = rng.range(YEAR_MS, 5 * YEAR_MS);
+            knobs.clock_jump_ms_max = rng.range(YEAR_MS, 5 * YEAR_MS);
+        }
+        // Drawn after every other knob, so that they keep the values they had before.
+        knobs.adversarial_tenants = rng.coin();
+        if knobs.adversarial_tenants {
+            // Colliding ids need two tenants at least.
+            knobs.tenants = knobs.tenants.max(2);
+        }
+        knobs.inflight_actions = Ratio::new(rng.range(1, 4), 10);
+        knobs.lifecycle_after_kill = Ratio::new(rng.range(1, 3), 4);
+        knobs
     }
 }
 
@@ -270,6 +363,7 @@ mod tests {
                 "kill_at_crash_point",
                 "clock_jump",
                 "cross_tenant_probe",
+                "kill_at_commit",
             ]
         );
         for class in FaultClass::ALL {

@@ -23,6 +23,10 @@ pub enum Stream {
     Resolutions = 7,
     /// How long a killed app stays dead.
     Restarts = 8,
+    /// The tenant ids of a world drawn to collide (`world/tenants.rs`).
+    Tenants = 9,
+    /// Which requests get a user action while on the wire, and which (`world/inflight.rs`).
+    InFlight = 10,
     DeviceClockBase = 100,
     FaultClassBase = 200,
 }

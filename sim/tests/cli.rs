@@ -1,7 +1,8 @@
 //! The `syncsim` command line: bad usage stops with exit code 64 before any seed runs
 //! (with a suggestion for a misspelt flag), `--help` and `--version` print and succeed,
-//! and `replay --defect` replays the planted server that a failing self-test campaign ran
-//! against.
+//! `replay --defect` replays the planted server that a failing self-test campaign ran
+//! against, `--safety-only` keeps the faults on and checks only safety, and `sweep` fails
+//! on its first bad kill with a replay of that kill.
 
 use std::process::{Command, Output};
 
@@ -28,6 +29,8 @@ fn a_misspelt_flag_is_refused_before_anything_runs() {
         &["replay", "3", "--trace", "--profle", "lite"][..],
         &["replay", "not-a-seed"][..],
         &["replay"][..],
+        &["sweep", "--seed", "two"][..],
+        &["sweep", "--profile", "huge"][..],
         &["campaign"][..],
         &[][..],
     ] {
@@ -121,4 +124,118 @@ fn replay_plants_the_defect_it_is_given() {
     assert!(text(&planted.stderr).contains("replay 1 --profile default --defect skip_op_id_dedupe"));
     let clean = syncsim(&["replay", "1", "--profile", "default"]);
     assert_eq!(clean.status.code(), Some(0), "{}", text(&clean.stderr));
+}
+
+#[test]
+fn safety_only_keeps_the_faults_on_and_checks_only_safety() {
+    // Without the flag the seed heals and converges with nobody pressing "sync now".
+    let full = syncsim(&["replay", "0", "--profile", "lite", "--trace"]);
+    assert_eq!(full.status.code(), Some(0), "{}", text(&full.stderr));
+    let stdout = text(&full.stdout);
+    assert!(stdout.contains("liveness: heal the network"), "{stdout}");
+    assert!(stdout.contains("second workload"), "{stdout}");
+    // With it, the run ends after the safety phase: no heal, no convergence.
+    let safety = syncsim(&[
+        "replay",
+        "0",
+        "--profile",
+        "lite",
+        "--trace",
+        "--safety-only",
+    ]);
+    assert_eq!(safety.status.code(), Some(0), "{}", text(&safety.stderr));
+    let stdout = text(&safety.stdout);
+    assert!(
+        stdout.contains("safety only: no liveness phase"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("liveness: heal the network"), "{stdout}");
+    assert!(!stdout.contains("second workload"), "{stdout}");
+
+    // A defect that only stops recovery is a liveness failure, which a safety-only run
+    // does not look for; a duplicate is a safety violation, which it still catches.
+    let stuck = ["replay", "2", "--profile", "default"];
+    let liveness_defect = ["--defect", "retry_replaces_interval"];
+    let caught = syncsim(&[&stuck[..], &liveness_defect[..]].concat());
+    assert_eq!(caught.status.code(), Some(2), "{}", text(&caught.stdout));
+    let ignored = syncsim(&[&stuck[..], &liveness_defect[..], &["--safety-only"][..]].concat());
+    assert_eq!(ignored.status.code(), Some(0), "{}", text(&ignored.stderr));
+    let duplicates = syncsim(&[
+        "replay",
+        "1",
+        "--profile",
+        "default",
+        "--defect",
+        "skip_op_id_dedupe",
+        "--safety-only",
+    ]);
+    assert_eq!(
+        duplicates.status.code(),
+        Some(1),
+        "{}",
+        text(&duplicates.stdout)
+    );
+    assert!(text(&duplicates.stderr).contains("replay 1 --profile default --safety-only"));
+
+    // A campaign says it ran safety only, in its summary and its JSON.
+    let json =
+        std::env::temp_dir().join(format!("syncsim-safety-only-{}.json", std::process::id()));
+    let campaign = syncsim(&[
+        "run",
+        "--seeds",
+        "0..12",
+        "--profile",
+        "lite",
+        "--safety-only",
+        "--json",
+        json.to_str().expect("a UTF-8 temp path"),
+    ]);
+    assert_eq!(
+        campaign.status.code(),
+        Some(0),
+        "{}",
+        text(&campaign.stdout)
+    );
+    assert!(text(&campaign.stdout).contains("safety only: faults never stopped"));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("the JSON summary"))
+            .expect("the summary is JSON");
+    std::fs::remove_file(&json).expect("remove the JSON summary");
+    assert_eq!(summary["safety_only"], serde_json::json!(true));
+    assert!(summary["probes"]["sync_by_app_open"]["hits"].as_u64() > Some(0));
+}
+
+#[test]
+fn sweep_fails_on_the_first_bad_kill_and_prints_a_replay_that_fails_alike() {
+    let workload = ["--seed", "2", "--profile", "lite", "--safety-ms", "20000"];
+    let planted = ["--defect", "split_local_write"];
+    let sweep = syncsim(&[&["sweep"][..], &workload, &planted, &["--threads", "2"]].concat());
+    let stdout = text(&sweep.stdout);
+    // The split write shows either as a safety violation (1) or as a record that never
+    // syncs (2), depending on what the workload does after the kill.
+    let failed_with = sweep.status.code();
+    assert!(matches!(failed_with, Some(1 | 2)), "{stdout}");
+    assert!(stdout.contains("transaction boundaries"), "{stdout}");
+    let boundary = stdout
+        .split("--boundary ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no replay command in {stdout}"));
+    let replay = syncsim(
+        &[
+            &["sweep"][..],
+            &workload,
+            &planted,
+            &["--boundary", boundary],
+        ]
+        .concat(),
+    );
+    let replayed = text(&replay.stdout);
+    assert_eq!(replay.status.code(), failed_with, "{replayed}");
+    assert!(
+        replayed.contains(&format!(
+            "at boundary {boundary} (before_commit of local_write)"
+        )),
+        "{replayed}"
+    );
 }

@@ -900,3 +900,37 @@ fn dropping_the_tenant_during_a_sync_removes_its_files_and_the_next_login_starts
     }
     world.assert_converged();
 }
+
+#[test]
+fn a_delete_queued_behind_a_conflicting_edit_wins_and_no_conflict_is_left() {
+    // Proves: when a device edits a record at the same instant as another device, then
+    // deletes it, and the delete goes out in a later push batch than the edit, the edit's
+    // conflict does not outlive the delete: deletes win, as a delete made while a
+    // conflict is open does. Before, the conflict stayed open with the delete queued
+    // behind it, and any resolution dropped the delete and pushed the record alive while
+    // the device still showed it deleted.
+    let mut world = World::new();
+    let (a, b, id) = two_devices_with_one_record(&mut world);
+    same_instant(&mut world, a, b, EPOCH_MS + 60_000);
+    world.update(a, &id, json!({ "name": "My Space", "color": "green" }));
+    world.update(b, &id, json!({ "name": "Workspace", "color": "red" }));
+    // A full batch of other writes between the edit and the delete.
+    let filler = vec![json!({ "name": "filler" }); sync_engine::registry::PUSH_BATCH_MAX_DEFAULT];
+    world.create_many(a, SPACE_ENTITY, SPACE, filler);
+    world.delete(a, &id);
+    world.sync(b);
+    world.sync(a);
+    assert!(
+        world.engine(a).list_conflicts().unwrap().is_empty(),
+        "a conflict stayed open over a record the device had deleted"
+    );
+    world.sync(a);
+    world.sync(b);
+    assert!(world.server_record(ACME, &id).is_deleted);
+    assert!(world.record(a, &id).is_deleted);
+    assert!(world.record(b, &id).is_deleted);
+    assert!(world.engine(a).list_conflicts().unwrap().is_empty());
+    assert!(world.engine(a).queued_ops().unwrap().is_empty());
+    world.engine(a).check_invariants().unwrap();
+    world.assert_converged();
+}

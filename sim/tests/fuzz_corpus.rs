@@ -182,6 +182,30 @@ fn regression_hlc_exhausted_by_server_stamp() {
     );
 }
 
+/// An update the server answered `NOT_FOUND` failed for good, and the repair pull that
+/// followed (the server no longer listed the record) deleted the record while its failed
+/// op still named it: a foreign-key error ended the sync as a storage error.
+#[test]
+fn regression_repair_forgets_record_with_failed_op() {
+    replay(
+        "engine_merge",
+        "regression_repair_forgets_record_with_failed_op.json",
+        fuzzing::engine_merge,
+    );
+}
+
+/// The server refused the create of a record for good while an update of it waited in the
+/// queue: the engine rightly drops the update (the record never reached the server), and
+/// the harness, not knowing that rule, called the update lost.
+#[test]
+fn regression_refused_create_drops_later_writes() {
+    replay(
+        "engine_merge",
+        "regression_refused_create_drops_later_writes.json",
+        fuzzing::engine_merge,
+    );
+}
+
 /// A successful push result with `version: 0` became the record's version, breaking the
 /// engine's invariant that versions start at 1.
 #[test]

@@ -1,8 +1,12 @@
 //! The simulator's own guarantees: one seed replays one trace byte for byte, a short
 //! campaign of the real engine passes with its faults firing, and the harness can fail —
-//! each planted server defect is caught within 200 seeds of the `default` profile.
+//! each planted server defect is caught within 200 seeds of the `default` profile, by a
+//! failing seed or, for a defect that only blinds the harness, by probe accounting.
 
-use sync_sim::campaign::{parse_defect, summarize, DEFECT_NAMES};
+use sync_sim::campaign::{
+    parse_defect, run_campaign, summarize, CampaignConfig, DEFECT_NAMES, PROBE_ACCOUNTING_SEEDS_MIN,
+};
+use sync_sim::kernel::probes::Probe;
 use sync_sim::profile::Profile;
 use sync_sim::server::ServerDefects;
 use sync_sim::world::{run_seed, RunOptions};
@@ -27,6 +31,53 @@ fn the_same_seed_gives_the_same_trace_hash() {
     );
 }
 
+// Proves probe accounting fails a campaign of at least 200 seeds in which an expected
+// probe never fired, and only then: not for fewer seeds, not for a probe nobody expects.
+#[test]
+fn a_campaign_fails_when_an_expected_probe_never_fired() {
+    let report = run_seed(0, Profile::Lite, &RunOptions::default());
+    assert!(report.failure.is_none(), "{:?}", report.failure);
+    assert!(report.probes.get(&Probe::SyncByAppOpen) > Some(&0));
+    let expected = Profile::Default.expected_probes(false);
+    let campaign = |seeds: u64, reached: &dyn Fn(Probe) -> bool| {
+        let reports: Vec<_> = (0..seeds)
+            .map(|seed| {
+                let mut report = report.clone();
+                report.seed = seed;
+                report.probes = Probe::ALL
+                    .into_iter()
+                    .filter(|probe| reached(*probe))
+                    .map(|probe| (probe, 1))
+                    .collect();
+                report
+            })
+            .collect();
+        summarize(
+            Profile::Default,
+            &ServerDefects::default(),
+            false,
+            &reports,
+            1.0,
+        )
+    };
+    let all = campaign(PROBE_ACCOUNTING_SEEDS_MIN, &|_| true);
+    assert!(
+        all.probes_never_reached.is_empty(),
+        "{:?}",
+        all.probes_never_reached
+    );
+    assert_eq!(all.probes[&Probe::ConflictStored].seeds_reached, 200);
+    let blind = campaign(PROBE_ACCOUNTING_SEEDS_MIN, &|probe| {
+        probe != Probe::PageSplitsCommit && probe != Probe::OpFailedPermanently
+    });
+    assert!(expected.contains(&Probe::PageSplitsCommit));
+    assert!(!expected.contains(&Probe::OpFailedPermanently));
+    assert_eq!(blind.probes_never_reached, vec![Probe::PageSplitsCommit]);
+    assert!(!blind.passed());
+    let short = campaign(PROBE_ACCOUNTING_SEEDS_MIN - 1, &|_| false);
+    assert!(short.probes_never_reached.is_empty());
+}
+
 #[test]
 fn a_short_campaign_of_the_real_engine_passes_and_its_faults_fire() {
     let reports: Vec<_> = (0..12)
@@ -40,7 +91,13 @@ fn a_short_campaign_of_the_real_engine_passes_and_its_faults_fire() {
             report.failure
         );
     }
-    let summary = summarize(Profile::Lite, &ServerDefects::default(), &reports, 1.0);
+    let summary = summarize(
+        Profile::Lite,
+        &ServerDefects::default(),
+        false,
+        &reports,
+        1.0,
+    );
     assert!(summary.acknowledged_writes > 0);
     assert!(
         summary.never_fired.is_empty(),
@@ -51,10 +108,45 @@ fn a_short_campaign_of_the_real_engine_passes_and_its_faults_fire() {
     assert!(fired > 0);
 }
 
+/// Planted defects that break no invariant and only keep the harness away from a code
+/// path: a campaign catches them by its probe accounting, not by a failing seed.
+const BLINDING_DEFECTS: [(&str, Probe); 1] =
+    [("pages_end_at_commit_boundaries", Probe::PageSplitsCommit)];
+
 #[test]
 fn every_planted_defect_is_caught_within_200_default_seeds() {
     for name in DEFECT_NAMES {
         let defects = parse_defect(name).expect("known defect");
+        if let Some((_, probe)) = BLINDING_DEFECTS.iter().find(|(blind, _)| blind == name) {
+            let summary = run_campaign(
+                &CampaignConfig {
+                    seeds: 0..200,
+                    profile: Profile::Default,
+                    shard: (0, 1),
+                    threads: std::thread::available_parallelism().map_or(2, usize::from),
+                    progress: false,
+                    defects,
+                    safety_only: false,
+                },
+                &|_| {},
+            );
+            assert!(
+                summary.failures.is_empty(),
+                "{name}: {:?}",
+                summary.failures
+            );
+            assert!(
+                summary.probes_never_reached.contains(probe),
+                "defect {name} left probe {} reachable",
+                probe.name()
+            );
+            assert!(!summary.passed());
+            eprintln!(
+                "defect {name}: caught by probe accounting ({})",
+                probe.name()
+            );
+            continue;
+        }
         let caught = (0..200).find_map(|seed| {
             let report = run_seed(
                 seed,

@@ -109,6 +109,7 @@ impl Damageable {
     /// Runs `sql` in one transaction on a connection of its own, as another program would.
     /// `enforce` chooses whether that connection enforces the schema's foreign keys and
     /// CHECK constraints; storage damage enforces nothing.
+    #[allow(clippy::disallowed_methods)] // Another program: no crash hook.
     pub fn edit(&self, enforce: bool, sql: &str) -> rusqlite::Result<()> {
         let mut conn = rusqlite::Connection::open(self.db_path())?;
         conn.pragma_update(None, "foreign_keys", enforce)?;

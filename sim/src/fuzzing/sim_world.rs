@@ -81,6 +81,12 @@ impl KnobsInput {
             auto_merge_fields: self.auto_merge_fields,
             concurrent_edit: Ratio::new(u64::from(self.concurrent_edit_quarters % 5), 4),
             workload_weights,
+            // Bits the fields above leave unused, so that saved inputs keep their meaning.
+            adversarial_tenants: self.tenants & 2 != 0,
+            inflight_actions: Ratio::new(u64::from(self.spaces_per_tenant / 2 % 4), 10),
+            lifecycle_after_kill: Ratio::new(u64::from(self.devices / 2 % 3), 4),
+            invalid_write: Ratio::ZERO,
+            large_write: Ratio::ZERO,
         }
     }
 }

@@ -137,6 +137,10 @@ impl SimBuilder {
         for (index, (name, tenant)) in declared.into_iter().enumerate() {
             let mut device =
                 Device::new(index, name, root.path().join(format!("d{index}")), tenant);
+            device.location = device
+                .location
+                .clone()
+                .with_planted_defects(super::tenancy::engine_defects(&self.defects));
             let mut clock_rng = SimRng::new(seed, Stream::DeviceClockBase as u64 + index as u64);
             let offset_max = knobs.clock_offset_ms_max;
             let drift_max = knobs.clock_drift_ppm_max;
@@ -146,13 +150,11 @@ impl SimBuilder {
         }
         let mut oracle = Oracle::default();
         oracle.hostile_server = self.hostile_server;
-        let kill_switch = KillSwitch {
-            rng: SimRng::for_fault(seed, FaultClass::KillAtCrashPoint),
-            rate: knobs.fault(FaultClass::KillAtCrashPoint),
-            armed: true,
-            one_shot: BTreeMap::new(),
-            fired: BTreeMap::new(),
-        };
+        let kill_switch = KillSwitch::new(
+            seed,
+            knobs.fault(FaultClass::KillAtCrashPoint),
+            knobs.fault(FaultClass::KillAtCommit),
+        );
         Sim {
             seed,
             planted: self.defects,
@@ -175,9 +177,12 @@ impl SimBuilder {
             oracle,
             events: 0,
             server_requests: 0,
+            stale_answers_delivered: 0,
             syncs_completed: 0,
             conflicts_stored: 0,
+            probes: BTreeMap::new(),
             events_since_server_check: 0,
+            delivering: false,
             collect_events: self.collect_events,
             collected: BTreeMap::new(),
             collect_requests: self.collect_requests,

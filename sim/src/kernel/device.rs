@@ -13,22 +13,70 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::rc::Rc;
-use sync_engine::{CrashHook, CrashPoint, DbLocation, Engine, ManualClock, TenantId};
+use sync_engine::{CommitSite, CrashHook, CrashPoint, DbLocation, Engine, ManualClock, TenantId};
 
-/// Decides kills at the engine's named crash points; shared by all devices of a run.
+/// Decides kills at the engine's crash points — the named ones and every transaction
+/// boundary (both sides of every commit) — for all devices of a run.
 #[derive(Debug)]
 pub struct KillSwitch {
-    /// The `kill_at_crash_point` class's own stream.
+    /// The `kill_at_crash_point` class's own stream (named points).
     pub rng: SimRng,
     pub rate: Ratio,
+    /// The `kill_at_commit` class's own stream (transaction boundaries).
+    pub commit_rng: SimRng,
+    pub commit_rate: Ratio,
     /// Off in the liveness phase and whenever a driver disarms it.
     pub armed: bool,
     /// Kills a driver asked for: the next time this device reaches this point.
     pub one_shot: BTreeMap<usize, CrashPoint>,
     pub fired: BTreeMap<CrashPoint, u64>,
+    /// Transaction boundaries crossed so far by every device together, numbered from 1.
+    pub boundaries: u64,
+    /// A kill at this boundary, armed or not (`syncsim sweep`).
+    pub kill_at_boundary: Option<u64>,
+    /// Every boundary crossed, when a driver asked for the list ([`Sim::log_boundaries`]).
+    ///
+    /// [`Sim::log_boundaries`]: super::Sim::log_boundaries
+    pub boundary_log: Option<Vec<Boundary>>,
+    /// Engine calls made so far by the kernel, so boundaries can tell which call they
+    /// were in.
+    pub calls: u64,
+    /// The boundary the last boundary kill struck, for the trace.
+    pub last_boundary_kill: Option<Boundary>,
+}
+
+/// One transaction boundary an engine crossed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Boundary {
+    /// Its number in the run (all devices together), from 1.
+    pub number: u64,
+    pub device: usize,
+    /// The kernel's engine call it happened in.
+    pub call: u64,
+    /// [`CrashPoint::BeforeCommit`] or [`CrashPoint::AfterCommit`].
+    pub point: CrashPoint,
+    pub site: CommitSite,
 }
 
 impl KillSwitch {
+    pub fn new(seed: u64, rate: Ratio, commit_rate: Ratio) -> KillSwitch {
+        use crate::profile::FaultClass;
+        KillSwitch {
+            rng: SimRng::for_fault(seed, FaultClass::KillAtCrashPoint),
+            rate,
+            commit_rng: SimRng::for_fault(seed, FaultClass::KillAtCommit),
+            commit_rate,
+            armed: true,
+            one_shot: BTreeMap::new(),
+            fired: BTreeMap::new(),
+            boundaries: 0,
+            kill_at_boundary: None,
+            boundary_log: None,
+            calls: 0,
+            last_boundary_kill: None,
+        }
+    }
+
     fn should_crash(&mut self, device: usize, point: CrashPoint) -> bool {
         let crash = if self.one_shot.get(&device) == Some(&point) {
             self.one_shot.remove(&device);
@@ -38,6 +86,38 @@ impl KillSwitch {
         };
         if crash {
             *self.fired.entry(point).or_insert(0) += 1;
+        }
+        crash
+    }
+
+    fn should_crash_at_commit(
+        &mut self,
+        device: usize,
+        point: CrashPoint,
+        site: CommitSite,
+    ) -> bool {
+        self.boundaries += 1;
+        let boundary = Boundary {
+            number: self.boundaries,
+            device,
+            call: self.calls,
+            point,
+            site,
+        };
+        if let Some(log) = self.boundary_log.as_mut() {
+            log.push(boundary);
+        }
+        let crash = if self.kill_at_boundary == Some(self.boundaries) {
+            true
+        } else if self.one_shot.get(&device) == Some(&point) {
+            self.one_shot.remove(&device);
+            true
+        } else {
+            self.armed && !self.commit_rate.is_zero() && self.commit_rng.chance(self.commit_rate)
+        };
+        if crash {
+            *self.fired.entry(point).or_insert(0) += 1;
+            self.last_boundary_kill = Some(boundary);
         }
         crash
     }
@@ -52,6 +132,12 @@ pub struct SimCrashHook {
 impl CrashHook for SimCrashHook {
     fn should_crash(&mut self, point: CrashPoint) -> bool {
         self.switch.borrow_mut().should_crash(self.device, point)
+    }
+
+    fn should_crash_at_commit(&mut self, point: CrashPoint, site: CommitSite) -> bool {
+        self.switch
+            .borrow_mut()
+            .should_crash_at_commit(self.device, point, site)
     }
 }
 
@@ -69,14 +155,26 @@ pub struct Device {
     /// How traces and failures name the device (`d0`, or a scenario's `phone`).
     pub name: String,
     pub dir: PathBuf,
+    /// Where and under which names the device keeps its tenant databases (`dir`, with the
+    /// engine's planted file-handling defects).
+    pub location: DbLocation,
+    /// Every tenant whose database the device has opened.
+    pub tenants_opened: BTreeSet<String>,
+    /// Tenants whose database was dropped here and not opened since: the next open of
+    /// one must find it empty.
+    pub dropped_tenants: BTreeSet<String>,
     pub clock: ManualClock,
     pub clock_offset_ms: i64,
     pub drift_ppm: i64,
+    /// The furthest the device's clock read before its latest jump backwards (its own
+    /// stamps may be that far ahead, whatever it reads now).
+    pub clock_high_ms: u64,
     /// The tenant logged in on this device (its database is the open one).
     pub tenant: Option<String>,
     /// `None` while the app is dead or logged out.
     pub engine: Option<Engine>,
-    /// Bumped at every kill and reopen: answers addressed to an older process are lost.
+    /// Bumped at every kill and reopen: engine timers of an older process never fire, and
+    /// the trace marks answers to its requests that reach a later one.
     pub generation: u64,
     /// False during a network partition (the app believes it is online).
     pub network_up: bool,
@@ -90,6 +188,9 @@ pub struct Device {
     pub held: Vec<sync_engine::wire::SyncRequest>,
     /// Request ids sent by the current process and not answered yet.
     pub in_flight: BTreeSet<u64>,
+    /// The op id of each push in flight that carries exactly one op: a request refused
+    /// whole then refuses that op alone (see [`crate::oracle::Oracle::refused_alone`]).
+    pub single_op_pushes: BTreeMap<u64, String>,
     /// Syncs numbered as they start; the number of the last one that completed.
     pub sync_started_seq: u64,
     pub sync_completed_seq: u64,
@@ -103,10 +204,14 @@ impl Device {
         Device {
             index,
             name,
+            location: DbLocation::new(&dir),
+            tenants_opened: BTreeSet::new(),
+            dropped_tenants: BTreeSet::new(),
             dir,
             clock: ManualClock::new(EPOCH_MS),
             clock_offset_ms: 0,
             drift_ppm: 0,
+            clock_high_ms: 0,
             tenant,
             engine: None,
             generation: 0,
@@ -117,6 +222,7 @@ impl Device {
             holding: false,
             held: Vec::new(),
             in_flight: BTreeSet::new(),
+            single_op_pushes: BTreeMap::new(),
             sync_started_seq: 0,
             sync_completed_seq: 0,
             counters: Counters::default(),
@@ -146,12 +252,12 @@ impl Device {
             return Vec::new();
         };
         let tenant = TenantId::parse(tenant).expect("simulated tenant ids are valid");
-        DbLocation::new(&self.dir).db_files(&tenant).to_vec()
+        self.location.db_files(&tenant).to_vec()
     }
 
     /// The app process dies: memory is lost and the files stay exactly as the dying
     /// process left them (WAL and shared-memory index included). Answers to requests the
-    /// process sent are addressed to it and will be dropped.
+    /// process sent still arrive, at whatever process runs then.
     pub fn kill(&mut self) {
         let Some(engine) = self.engine.take() else {
             return;
@@ -184,7 +290,7 @@ impl Device {
     fn db_path(&self) -> PathBuf {
         let tenant = self.tenant.as_deref().expect("a running app is logged in");
         let tenant = TenantId::parse(tenant).expect("simulated tenant ids are valid");
-        DbLocation::new(&self.dir).db_path(&tenant)
+        self.location.db_path(&tenant)
     }
 
     /// What a process ending (killed or logged out) takes with it.
@@ -192,6 +298,7 @@ impl Device {
         self.generation += 1;
         self.timer_at = None;
         self.in_flight.clear();
+        self.single_op_pushes.clear();
         self.held.clear();
     }
 }

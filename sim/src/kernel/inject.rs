@@ -1,7 +1,9 @@
 //! The fault model's verbs: the faults that strike a device around its user's actions
 //! (each drawn from its own class's stream), the cross-tenant probe, arming the crash
-//! points, and switching every fault off for the liveness phase.
+//! points, a kill at one numbered transaction boundary (`syncsim sweep`), and switching
+//! every fault off for the liveness phase.
 
+use super::device::Boundary;
 use super::{Event, Failure, Sim};
 use crate::profile::FaultClass;
 
@@ -22,9 +24,35 @@ impl Sim {
         Ok(())
     }
 
-    /// Whether crash points may fire at their configured rate (one-shot kills always do).
+    /// Whether crash points and transaction boundaries may fire at their configured rates
+    /// (one-shot kills always do).
     pub fn arm_crash_points(&mut self, armed: bool) {
         self.kill_switch.borrow_mut().armed = armed && self.faults.is_on();
+    }
+
+    /// Kills the app that crosses the run's `number`th transaction boundary (counted over
+    /// every device from 1), whatever the phase and the rates.
+    pub fn kill_at_boundary(&mut self, number: u64) {
+        self.kill_switch.borrow_mut().kill_at_boundary = Some(number);
+    }
+
+    /// Starts listing every transaction boundary the engines cross ([`Sim::boundaries`]).
+    pub fn log_boundaries(&mut self) {
+        self.kill_switch.borrow_mut().boundary_log = Some(Vec::new());
+    }
+
+    /// The boundaries crossed since [`Sim::log_boundaries`], in order.
+    pub fn boundaries(&self) -> Vec<Boundary> {
+        self.kill_switch
+            .borrow()
+            .boundary_log
+            .clone()
+            .unwrap_or_default()
+    }
+
+    /// The boundary a kill struck last, if any did.
+    pub fn last_boundary_kill(&self) -> Option<Boundary> {
+        self.kill_switch.borrow().last_boundary_kill
     }
 
     /// The faults that may strike a device around one of its user's actions, each drawn

@@ -5,13 +5,14 @@
 
 use super::device::SimCrashHook;
 use super::{token_of, violation, CallError, Called, Event, Failure, Sim, RESTART_DELAY_MS_MAX};
+use crate::oracle::Origin;
 use crate::profile::FaultClass;
 use crate::rng::SimRng;
 use std::rc::Rc;
 use sync_engine::wire::SyncRequest;
 use sync_engine::{
-    CrashPoint, DbLocation, Engine, EngineOptions, Env, ForceDirection, ForceOutcome, ForcePlan,
-    SyncEvent, TenantId, WriteError,
+    CrashPoint, Engine, EngineOptions, Env, ForceDirection, ForceOutcome, ForcePlan, SyncEvent,
+    TenantId, WriteError,
 };
 
 impl Sim {
@@ -28,6 +29,7 @@ impl Sim {
         if device.is_running() {
             return Ok(false);
         }
+        self.check_file_mapping(index, &tenant)?;
         // A new process: a force-from-server the last one ran will never report its end.
         self.oracle.model.app_stopped(index);
         let now_ms = self.now_ms;
@@ -39,14 +41,12 @@ impl Sim {
             1_000_000 + index as u64 * 100_000 + device.generation,
         );
         let mut options = EngineOptions::new(
-            DbLocation::new(&device.dir),
+            device.location.clone(),
             TenantId::parse(&tenant).expect("simulated tenant ids are valid"),
             self.registry.clone(),
         );
         options.sync_after_write = self.knobs.sync_after_write;
-        options.planted_defects.discard_wal_on_open = self.planted.discard_wal_on_open;
-        options.planted_defects.advance_cursor_past_foreign_commits =
-            self.planted.advance_cursor_past_foreign_commits;
+        options.planted_defects = super::tenancy::engine_defects(&self.planted);
         let mut engine =
             Engine::open(options, Env::new(device.clock.clone(), entropy)).map_err(|error| {
                 violation(format!(
@@ -55,6 +55,8 @@ impl Sim {
                 ))
             })?;
         self.oracle.check_reopened(device, &tenant, &engine)?;
+        self.check_opened_empty_if_dropped(index, &tenant, &engine)?;
+        let device = &mut self.devices[index];
         engine.set_crash_hook(Box::new(SimCrashHook {
             device: index,
             switch: Rc::clone(&self.kill_switch),
@@ -78,7 +80,9 @@ impl Sim {
     /// kill inside the call takes the device down (a restart follows on its own); a
     /// rejected input is traced and changes nothing. A call may return what took effect
     /// and still have been killed in work it started (a force push whose sync died): the
-    /// caller gets the value, and the device goes down without handing out anything.
+    /// caller gets the value, and the device goes down without handing out anything. After
+    /// a call that returned, the oracle checks the records it touched (read-your-writes,
+    /// monotonic reads), so every driver gets those checks.
     pub fn call<T>(
         &mut self,
         index: usize,
@@ -90,40 +94,59 @@ impl Sim {
         let Some(engine) = device.engine.as_mut() else {
             return Ok(Called::NotRunning);
         };
+        self.kill_switch.borrow_mut().calls += 1;
         match f(engine) {
             Ok(value) => {
                 if let Some(point) = engine.killed_at() {
-                    self.faults.count(FaultClass::KillAtCrashPoint);
+                    let at = self.count_kill(point);
                     self.trace(format!(
-                        "{} killed at {} after the call took effect",
-                        self.devices[index].name,
-                        point.name()
+                        "{} killed at {at} after the call took effect",
+                        self.devices[index].name
                     ));
+                    self.killed_mid_call(index);
                     self.crash(index, None);
                     return Ok(Called::Done(value));
                 }
                 self.drain(index)?;
+                self.check_touched(index)?;
                 Ok(Called::Done(value))
             }
             Err(CallError::Killed(point)) => {
-                self.faults.count(FaultClass::KillAtCrashPoint);
-                self.trace(format!(
-                    "{} killed at {}",
-                    self.devices[index].name,
-                    point.name()
-                ));
+                let at = self.count_kill(point);
+                self.trace(format!("{} killed at {at}", self.devices[index].name));
+                self.killed_mid_call(index);
                 self.crash(index, None);
                 Ok(Called::Killed(point))
             }
             Err(CallError::Rejected(message)) => {
                 self.trace(format!("{} rejected: {message}", self.devices[index].name));
                 self.drain(index)?;
+                self.check_touched(index)?;
                 Ok(Called::Rejected(message))
             }
             Err(CallError::Fatal(message)) => Err(violation(format!(
                 "{}: engine storage error: {message}",
                 self.devices[index].name
             ))),
+        }
+    }
+
+    /// Counts a kill inside an engine call in its fault class; returns where it struck,
+    /// for the trace (a boundary with its transaction and number).
+    fn count_kill(&mut self, point: CrashPoint) -> String {
+        if !point.is_commit_boundary() {
+            self.faults.count(FaultClass::KillAtCrashPoint);
+            return point.name().to_owned();
+        }
+        self.faults.count(FaultClass::KillAtCommit);
+        match self.kill_switch.borrow().last_boundary_kill {
+            Some(boundary) => format!(
+                "{} of {} (boundary {})",
+                point.name(),
+                boundary.site.name(),
+                boundary.number
+            ),
+            None => point.name().to_owned(),
         }
     }
 
@@ -160,6 +183,9 @@ impl Sim {
             }
             outcome => Ok(outcome),
         })?;
+        if matches!(called, Called::Done(Ok(_))) {
+            self.probe(super::probes::Probe::ForceExecuted);
+        }
         if recorded && !matches!(called, Called::Done(Ok(_))) {
             self.oracle
                 .model
@@ -219,11 +245,36 @@ impl Sim {
             SyncEvent::ConflictStored { .. } => self.conflicts_stored += 1,
             _ => {}
         }
+        self.probe_event(&event);
         self.trace(format!("{} event {event:?}", self.devices[index].name));
         self.oracle
             .engine_event(&self.devices[index], &tenant, &event)?;
+        self.oracle
+            .check_reported_failure(&self.devices[index], &tenant, &event, &self.server)?;
         if self.collect_events {
             self.collected.entry(index).or_default().push(event);
+        }
+        Ok(())
+    }
+
+    /// A kill inside a call swallowed the events the call would have handed out.
+    fn killed_mid_call(&mut self, index: usize) {
+        if let Some(tenant) = self.devices[index].tenant.as_deref() {
+            self.oracle.killed_mid_call(index, tenant);
+        }
+    }
+
+    /// The oracle's continuous checks of the records the call just made touched
+    /// (read-your-writes, monotonic reads): once here, so every driver gets them.
+    fn check_touched(&mut self, index: usize) -> Result<(), Failure> {
+        let origin = if self.delivering {
+            Origin::Received
+        } else {
+            Origin::Local
+        };
+        let device = &self.devices[index];
+        if let (Some(tenant), Some(engine)) = (device.tenant.as_deref(), device.engine.as_ref()) {
+            self.oracle.check_touched(device, tenant, engine, origin)?;
         }
         Ok(())
     }
@@ -245,7 +296,22 @@ impl Sim {
                     device.name
                 ))
             })?;
-        self.oracle.acknowledge(index, tenant, &record);
+        crate::oracle::check_stamp_not_dragged_ahead(device, self.now_ms, &record)?;
+        // A stamp far ahead is stored clamped, at the earliest to this bound: the write
+        // is judged by the stamp it can have on the server, and known to the causality
+        // by the version the device shows.
+        let stored_stamp = crate::server::rules::admitted_stamp(record.updated_at, self.now_ms);
+        self.oracle
+            .acknowledge(index, tenant, &record, stored_stamp)?;
+        if !record.is_deleted && crate::server::rules::check_record(&record.data).is_err() {
+            // The server's rules refuse this write: it is never expected to survive.
+            self.oracle.model.discard_record(
+                index,
+                tenant,
+                client_id,
+                "refused by the server's rules",
+            );
+        }
         Ok(())
     }
 
@@ -263,6 +329,7 @@ impl Sim {
             return;
         }
         self.devices[index].kill();
+        self.oracle.process_ended(index);
         self.trace(format!("{} killed", self.devices[index].name));
         if !self.devices[index].restart_scheduled {
             self.devices[index].restart_scheduled = true;
@@ -311,10 +378,11 @@ impl Sim {
         self.devices[index].forget_process();
         self.oracle.model.discard_device_tenant(index, &tenant);
         self.oracle.reset_cursors(index, &tenant);
+        self.oracle.logged_out(index, &tenant);
         let dropped = match engine {
             Some(engine) => engine.drop_database(),
             None => sync_engine::drop_tenant_database(
-                &DbLocation::new(&self.devices[index].dir),
+                &self.devices[index].location,
                 &TenantId::parse(&tenant).expect("simulated tenant ids are valid"),
             ),
         };
@@ -331,6 +399,7 @@ impl Sim {
             )));
         }
         self.devices[index].tenant = None;
+        self.devices[index].dropped_tenants.insert(tenant);
         Ok(())
     }
 

@@ -27,6 +27,8 @@ mod faults;
 mod inject;
 mod lifecycle;
 pub mod network;
+pub mod probes;
+mod tenancy;
 mod trace;
 mod wire;
 
@@ -249,10 +251,17 @@ pub struct Sim {
     oracle: Oracle,
     events: u64,
     server_requests: u64,
+    /// Answers delivered to a later process than the one that sent their request.
+    stale_answers_delivered: u64,
     syncs_completed: u64,
     conflicts_stored: u64,
+    /// How often each code-path probe was reached (`probes.rs`).
+    probes: BTreeMap<probes::Probe, u64>,
     /// Events handled since the server's whole-state check last ran.
     events_since_server_check: u64,
+    /// True while a delivered answer is handed to an engine: versions first seen then came
+    /// from the server, not from the device's user.
+    delivering: bool,
     collect_events: bool,
     collected: BTreeMap<usize, Vec<SyncEvent>>,
     collect_requests: bool,
@@ -360,6 +369,12 @@ impl Sim {
         self.server_requests
     }
 
+    /// Answers the network delivered to a later process than the one that sent their
+    /// request (after a kill, a logout or a tenant switch).
+    pub fn stale_answers_delivered(&self) -> u64 {
+        self.stale_answers_delivered
+    }
+
     pub fn trace_hash(&self) -> String {
         self.trace.hash_hex()
     }
@@ -399,8 +414,12 @@ impl Sim {
         let index = self.devices.len();
         let dir = self.root.path().join(format!("d{index}"));
         let tenant = tenant.map(str::to_owned);
-        self.devices
-            .push(Device::new(index, name.to_owned(), dir, tenant));
+        let mut device = Device::new(index, name.to_owned(), dir, tenant);
+        device.location = device
+            .location
+            .clone()
+            .with_planted_defects(tenancy::engine_defects(&self.planted));
+        self.devices.push(device);
         index
     }
 
@@ -530,6 +549,11 @@ impl Sim {
 
     pub fn check_no_duplicates(&mut self) -> Result<(), Failure> {
         self.oracle.check_no_duplicates(&self.server)
+    }
+
+    /// The oracle's checks that hold converged or not (the end of a `safety_only` run).
+    pub fn safety_checks(&mut self) -> Result<(), Failure> {
+        self.oracle.safety_checks(&self.devices, &self.server)
     }
 
     /// Every end-of-run check of the oracle.

@@ -1,5 +1,6 @@
 //! The one delivery path: requests a device sends go through the network's fates to the
-//! reference server and come back as deliveries addressed to the process that sent them;
+//! reference server and come back as deliveries to the device, whichever of its processes
+//! runs when they arrive (answers to an earlier process's requests included);
 //! partitions, offline periods, clock jumps, and the hold / release / deliver verbs with
 //! which a driver answers requests itself. Payloads are never inspected or altered here.
 
@@ -64,7 +65,9 @@ impl Sim {
 
     /// Moves the device's wall clock (backwards too).
     pub fn clock_jump(&mut self, index: usize, delta_ms: i64) {
-        self.devices[index].clock_offset_ms += delta_ms;
+        let device = &mut self.devices[index];
+        device.clock_high_ms = device.clock_high_ms.max(device.device_ms(self.now_ms));
+        device.clock_offset_ms += delta_ms;
         self.trace(format!(
             "{} clock jumps {delta_ms} ms",
             self.devices[index].name
@@ -103,9 +106,21 @@ impl Sim {
         response: Result<Value, TransportError>,
     ) -> Result<Called<()>, Failure> {
         self.devices[index].in_flight.remove(&request_id);
+        let sent_alone = self.devices[index].single_op_pushes.remove(&request_id);
+        if let (Some(op_id), Ok(answer)) = (sent_alone, &response) {
+            if answer["errors"][0]["extensions"]["code"] == "VALIDATION" {
+                self.oracle.refused_alone.insert(op_id);
+            }
+        }
+        if let Ok(answer) = &response {
+            self.oracle.touched_by_answer(index, answer);
+        }
+        self.delivering = true;
         let called = self.call(index, |engine| {
             Ok(engine.handle_response(request_id, response)?)
-        })?;
+        });
+        self.delivering = false;
+        let called = called?;
         let device = &self.devices[index];
         if let (Some(tenant), Some(engine)) = (device.tenant.as_deref(), device.engine.as_ref()) {
             self.oracle
@@ -125,6 +140,13 @@ impl Sim {
             .entry(request.operation_name.clone())
             .or_insert(0) += 1;
         device.in_flight.insert(request.request_id);
+        if let Some([item]) = request.variables["payload"].as_array().map(Vec::as_slice) {
+            if let Some(op_id) = item["opId"].as_str() {
+                device
+                    .single_op_pushes
+                    .insert(request.request_id, op_id.to_owned());
+            }
+        }
         device.counters.max_in_flight = device.counters.max_in_flight.max(device.in_flight.len());
         if device.holding {
             device.held.push(request);
@@ -195,14 +217,16 @@ impl Sim {
     pub(super) fn server_arrival(
         &mut self,
         index: usize,
-        // The process that sent the request: its answer is addressed to it, not to a
-        // process restarted since.
+        // The process that sent the request (the trace says when its answer reaches a
+        // later one).
         generation: u64,
         request: &SyncRequest,
         fate: ServerFate,
         duplicate: bool,
     ) {
         self.server_requests += 1;
+        // The server's clock is true time; the devices' clocks are what may be off.
+        self.server.set_clock_ms(self.now_ms);
         let deliver = |sim: &mut Sim, at_ms: u64, response: Result<Value, TransportError>| {
             let event = Event::Delivery {
                 device: index,
@@ -218,9 +242,13 @@ impl Sim {
             "server <- {} {} #{} {fate:?} duplicate={duplicate}",
             self.devices[index].name, request.operation_name, request.request_id
         ));
+        if !matches!(fate, ServerFate::Busy { .. }) {
+            self.probe_pull(request, None);
+        }
         match fate {
             ServerFate::Normal { return_latency_ms } => {
                 let response = self.server.handle(request);
+                self.probe_pull(request, Some(&response));
                 deliver(self, self.now_ms + return_latency_ms, Ok(response));
             }
             ServerFate::Busy { return_latency_ms } => {
@@ -242,6 +270,7 @@ impl Sim {
             }
             ServerFate::TimeoutThenLate { late_by_ms } => {
                 let response = self.server.handle(request);
+                self.probe_pull(request, Some(&response));
                 let too_slow = Err(TransportError::timeout("server too slow"));
                 deliver(self, timeout_at, too_slow);
                 deliver(self, timeout_at + late_by_ms, Ok(response));
@@ -258,9 +287,9 @@ impl Sim {
         response: Result<Value, TransportError>,
     ) -> Result<(), Failure> {
         let name = self.devices[index].name.clone();
-        if self.devices[index].generation != generation || !self.devices[index].is_running() {
+        if !self.devices[index].is_running() {
             self.trace(format!(
-                "{name} <- #{request_id} dropped: the process that sent it is gone"
+                "{name} <- #{request_id} dropped: no app runs to receive it"
             ));
             return Ok(());
         }
@@ -268,9 +297,20 @@ impl Sim {
             Ok(_) => "response".to_owned(),
             Err(error) => format!("transport error {:?}", error.kind),
         };
+        // An answer to a request an earlier process sent (before a kill, a logout or a
+        // tenant switch) reaches whatever process runs now, as it would on a real
+        // device: the connection belongs to the device, not the process. Only the engine
+        // can tell that it is not the answer it waits for.
+        let stale = if self.devices[index].generation == generation {
+            ""
+        } else {
+            self.stale_answers_delivered += 1;
+            " from an earlier process"
+        };
         self.trace(format!(
-            "{name} <- {operation_name} #{request_id} {summary}"
+            "{name} <- {operation_name} #{request_id} {summary}{stale}"
         ));
+        self.probe_delivery(index, request_id, operation_name, &response);
         self.deliver(index, request_id, response)?;
         Ok(())
     }

@@ -6,15 +6,23 @@
 //! Checked as the run goes: a reopened database passes `check_invariants` and holds no
 //! other tenant's rows; cursors never move backwards; a `versionHash` repair never
 //! happens (it would mean the local copy silently diverged); a request with one tenant's
-//! token naming another tenant is refused and changes nothing. Checked at the end: one
-//! server effect per `opId`, no duplicate records, tenant isolation on the server and on
-//! every device, no acknowledged write lost, and every device equal to the server.
+//! token naming another tenant is refused and changes nothing; every acknowledged write
+//! carries a stamp newer than what it happened after, every stored conflict is between
+//! concurrent writes, and after every call the records it touched pass read-your-writes
+//! and monotonic reads (`causality.rs`, by the harness's own happens-before relation).
+//! Checked at the end: one server effect per `opId`, no duplicate records, tenant
+//! isolation on the server and on every device, no acknowledged write lost (never to a
+//! version it happened after), and every device equal to the server.
 //!
 //! The oracle reads engines and the server; it never drives them.
 
+mod causality;
 mod model;
+mod rejections;
 
+pub use causality::{Causality, Order, Origin};
 pub use model::{AckedWrite, Model, ServerView};
+pub use rejections::check_stamp_not_dragged_ahead;
 
 use crate::kernel::device::Device;
 use crate::kernel::{token_of, violation, Failure};
@@ -22,7 +30,7 @@ use crate::server::ReferenceServer;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use sync_engine::wire::{ErrorCode, SyncRequest};
-use sync_engine::{Engine, OpStatus, Record, SyncEvent};
+use sync_engine::{Engine, HlcStamp, OpStatus, Record, SyncEvent};
 
 #[derive(Debug, Default)]
 pub struct Oracle {
@@ -36,12 +44,32 @@ pub struct Oracle {
     /// server's honest answers — cursors never move backwards, no `versionHash` repair —
     /// are then skipped; every other check stays.
     pub hostile_server: bool,
+    /// Ops a device sent alone in a push request that the server refused whole with
+    /// `VALIDATION`: the server refused that op, although it stored no result for it.
+    pub refused_alone: BTreeSet<String>,
+    /// The harness's own happens-before relation and what each device has shown.
+    pub causality: Causality,
+    /// Per device, the records (client or server ids) the last call or delivery touched,
+    /// checked for read-your-writes and monotonic reads once it returns.
+    touched: BTreeMap<usize, BTreeSet<String>>,
 }
 
 impl Oracle {
     /// The app was told this write succeeded: the record as the device now holds it must
-    /// survive unless something the model knows of discards it.
-    pub fn acknowledge(&mut self, device: usize, tenant: &str, record: &Record) {
+    /// survive unless something the model knows of discards it. `stored_stamp` is the
+    /// stamp the server can store for it (a stamp far ahead is clamped).
+    pub fn acknowledge(
+        &mut self,
+        device: usize,
+        tenant: &str,
+        record: &Record,
+        stored_stamp: HlcStamp,
+    ) -> Result<(), Failure> {
+        let version = self
+            .causality
+            .written(device, tenant, record)
+            .map_err(violation)?;
+        self.invariant_checks += 1;
         self.model.acknowledge(
             tenant,
             &record.client_id,
@@ -49,13 +77,15 @@ impl Oracle {
                 device,
                 entity: record.entity.clone(),
                 space_id: record.space_id.clone(),
-                stamp: record.updated_at,
+                stamp: stored_stamp,
                 data: record.data.clone(),
                 deleted: record.is_deleted,
                 discarded: None,
+                version: Some(version),
             },
         );
         self.acknowledged_writes += 1;
+        Ok(())
     }
 
     /// A database just reopened: its own invariants hold, and it holds no row another
@@ -72,7 +102,8 @@ impl Oracle {
             .check_invariants()
             .map_err(|message| violation(format!("{name} after reopen: {message}")))?;
         self.invariant_checks += 1;
-        for record in engine.all_records().map_err(storage)? {
+        let records = engine.all_records().map_err(storage)?;
+        for record in &records {
             if let Some(owner) = self.model.tenant_of(&record.client_id) {
                 if owner != tenant {
                     return Err(violation(format!(
@@ -83,7 +114,108 @@ impl Oracle {
             }
             self.model.record_create(tenant, &record.client_id);
         }
+        self.release_discarded();
+        self.causality.hostile_server = self.hostile_server;
+        for record in &records {
+            let client_id = record.client_id.as_str();
+            self.causality
+                .check_shown(
+                    device.index,
+                    tenant,
+                    client_id,
+                    Some(record),
+                    Origin::Reopened,
+                    || has_queued_op(engine, client_id),
+                )
+                .map_err(|message| violation(format!("{name} after reopen: {message}")))?;
+        }
+        self.invariant_checks += 1;
         Ok(())
+    }
+
+    /// Records the ids an answer delivered to `device` names (pulled rows, tombstones,
+    /// push results): they are checked once the delivery's call returns.
+    pub fn touched_by_answer(&mut self, device: usize, response: &Value) {
+        let Some(Value::Object(data)) = response.get("data") else {
+            return;
+        };
+        let touched = self.touched.entry(device).or_default();
+        for payload in data.values() {
+            for list in ["items", "results"] {
+                let rows = payload.get(list).and_then(Value::as_array);
+                for row in rows.into_iter().flatten() {
+                    if let Some(client_id) = row.get("clientId").and_then(Value::as_str) {
+                        touched.insert(client_id.to_owned());
+                    }
+                }
+            }
+            let deleted = payload.get("deletedIds").and_then(Value::as_array);
+            for id in deleted.into_iter().flatten().filter_map(Value::as_str) {
+                touched.insert(id.to_owned());
+            }
+        }
+    }
+
+    /// Discards the model recorded since the last check excuse the change they bring.
+    fn release_discarded(&mut self) {
+        for (device, tenant, client_id) in self.model.take_released() {
+            self.causality.excuse(device, &tenant, &client_id);
+        }
+    }
+
+    /// After a call into `device`'s engine returned: every record it touched (named by the
+    /// answer it handled or by the events it emitted) still shows the device's own
+    /// acknowledged writes and never an older version than before. `origin` says whether
+    /// a version first seen now was made by the device's user or came from the server.
+    pub fn check_touched(
+        &mut self,
+        device: &Device,
+        tenant: &str,
+        engine: &Engine,
+        origin: Origin,
+    ) -> Result<(), Failure> {
+        self.release_discarded();
+        let Some(touched) = self.touched.remove(&device.index) else {
+            return Ok(());
+        };
+        self.causality.hostile_server = self.hostile_server;
+        for id in touched {
+            let record = engine.get(&id).map_err(storage)?;
+            let client_id = record
+                .as_ref()
+                .map_or(id, |record| record.client_id.clone());
+            self.causality
+                .check_shown(
+                    device.index,
+                    tenant,
+                    &client_id,
+                    record.as_ref(),
+                    origin,
+                    || has_queued_op(engine, &client_id),
+                )
+                .map_err(|message| violation(format!("{}: {message}", device.name)))?;
+            self.invariant_checks += 1;
+        }
+        Ok(())
+    }
+
+    /// The device's process ended (a kill): what its last call touched was never checked
+    /// and the reopen checks every record anyway.
+    pub fn process_ended(&mut self, device: usize) {
+        self.touched.remove(&device);
+    }
+
+    /// The device's app was killed inside a call, before handing out that call's events:
+    /// replacements it may have announced are not judged at the reopen.
+    pub fn killed_mid_call(&mut self, device: usize, tenant: &str) {
+        self.causality.excuse_all(device, tenant);
+    }
+
+    /// The device logged out of `tenant`: what it knew of the tenant's records is gone
+    /// with the database.
+    pub fn logged_out(&mut self, device: usize, tenant: &str) {
+        self.touched.remove(&device);
+        self.causality.forget(device, tenant);
     }
 
     /// What an engine event tells the oracle.
@@ -101,6 +233,33 @@ impl Oracle {
                     client_id,
                     "reported permanent failure",
                 );
+                self.announced(device.index, tenant, client_id);
+            }
+            SyncEvent::OpSuperseded { client_id, .. }
+            | SyncEvent::ConflictAutoMerged { client_id } => {
+                self.announced(device.index, tenant, client_id);
+            }
+            SyncEvent::ConflictStored {
+                conflict_id,
+                client_id,
+            } => {
+                self.touched
+                    .entry(device.index)
+                    .or_default()
+                    .insert(client_id.clone());
+                let conflict = device
+                    .engine
+                    .as_ref()
+                    .map(|engine| engine.conflict(*conflict_id))
+                    .transpose()
+                    .map_err(storage)?
+                    .flatten();
+                if let Some(conflict) = conflict {
+                    self.causality
+                        .check_conflict(device.index, tenant, &conflict)
+                        .map_err(|message| violation(format!("{}: {message}", device.name)))?;
+                    self.invariant_checks += 1;
+                }
             }
             SyncEvent::RepairStarted { entity } if !self.hostile_server => {
                 return Err(violation(format!(
@@ -110,6 +269,7 @@ impl Oracle {
                 )));
             }
             SyncEvent::ForceCompleted { entity } => {
+                self.causality.excuse_entity(device.index, tenant, entity);
                 self.cursors
                     .remove(&(device.index, tenant.to_owned(), entity.clone()));
                 self.model
@@ -122,6 +282,16 @@ impl Oracle {
             _ => {}
         }
         Ok(())
+    }
+
+    /// The engine announced that the device's copy of `client_id` was replaced (its op
+    /// superseded or failed, or an auto-merge): not a silent revert.
+    fn announced(&mut self, device: usize, tenant: &str, client_id: &str) {
+        self.causality.excuse(device, tenant, client_id);
+        self.touched
+            .entry(device)
+            .or_default()
+            .insert(client_id.to_owned());
     }
 
     /// Cursors never move backwards (a repair, force, wipe or logout resets them).
@@ -237,7 +407,7 @@ impl Oracle {
                 return Ok(Some(format!("{} is not settled: {status:?}", device.name)));
             }
             let local = device_canonical(engine)?;
-            let remote = server_canonical(server, tenant, &local.excluded);
+            let remote = server_canonical(server, tenant);
             if local.rows != remote {
                 return Ok(Some(format!(
                     "{} differs from the server in tenant {tenant}: {}",
@@ -277,17 +447,66 @@ impl Oracle {
         Ok(())
     }
 
-    /// The end of a run, after it converged: the server's own invariants, no duplicates,
-    /// tenant isolation on the server and every device, every device database's own
-    /// invariants, and no acknowledged write lost.
+    /// The end of a run, after it converged: every [`Oracle::safety_checks`], and no
+    /// acknowledged write lost.
     pub fn final_checks(
+        &mut self,
+        devices: &[Device],
+        server: &ReferenceServer,
+    ) -> Result<(), Failure> {
+        self.safety_checks(devices, server)?;
+        let mut server_rows: BTreeMap<(String, String), ServerRow> = BTreeMap::new();
+        for tenant in server.tenants() {
+            for record in server.records(&tenant) {
+                server_rows.insert(
+                    (tenant.clone(), record.client_id.clone()),
+                    (record.updated_at, record.is_deleted, record.data.clone()),
+                );
+            }
+        }
+        let device_tenants: BTreeMap<usize, String> = devices
+            .iter()
+            .filter(|device| device.engine.is_some())
+            .filter_map(|device| Some((device.index, device.tenant.clone()?)))
+            .collect();
+        let causality = &self.causality;
+        let checked = self.model.check_no_lost_writes(
+            &device_tenants,
+            |tenant, client_id| {
+                server_rows
+                    .get(&(tenant.to_owned(), client_id.to_owned()))
+                    .map(|(updated_at, is_deleted, data)| ServerView {
+                        updated_at: *updated_at,
+                        is_deleted: *is_deleted,
+                        data,
+                    })
+            },
+            |tenant, client_id, write, row| match write.version {
+                Some(version) => causality.order(
+                    tenant,
+                    client_id,
+                    version,
+                    row.updated_at,
+                    row.is_deleted,
+                    row.data,
+                ),
+                None => Order::Unrelated,
+            },
+        );
+        self.invariant_checks += 1;
+        checked.map(|_| ()).map_err(violation)
+    }
+
+    /// What must hold at any moment, converged or not: the server's own invariants, no
+    /// duplicates, tenant isolation on the server and every device, and every device
+    /// database's own invariants. The end of a `safety_only` run.
+    pub fn safety_checks(
         &mut self,
         devices: &[Device],
         server: &ReferenceServer,
     ) -> Result<(), Failure> {
         server.check_invariants();
         self.check_no_duplicates(server)?;
-        let mut server_rows: BTreeMap<(String, String), ServerRow> = BTreeMap::new();
         for tenant in server.tenants() {
             for record in server.records(&tenant) {
                 if !self.model.created_in(&tenant, &record.client_id) {
@@ -301,18 +520,12 @@ impl Oracle {
                         record.client_id
                     )));
                 }
-                server_rows.insert(
-                    (tenant.clone(), record.client_id.clone()),
-                    (record.updated_at, record.is_deleted, record.data.clone()),
-                );
             }
         }
-        let mut device_tenants = BTreeMap::new();
         for device in devices {
             let (Some(tenant), Some(engine)) = (&device.tenant, &device.engine) else {
                 continue;
             };
-            device_tenants.insert(device.index, tenant.clone());
             engine
                 .check_invariants()
                 .map_err(|message| violation(format!("{}: {message}", device.name)))?;
@@ -325,20 +538,18 @@ impl Oracle {
                 }
             }
         }
-        let checked = self
-            .model
-            .check_no_lost_writes(&device_tenants, |tenant, client_id| {
-                server_rows
-                    .get(&(tenant.to_owned(), client_id.to_owned()))
-                    .map(|(updated_at, is_deleted, data)| ServerView {
-                        updated_at: *updated_at,
-                        is_deleted: *is_deleted,
-                        data,
-                    })
-            });
-        self.invariant_checks += 1;
-        checked.map(|_| ()).map_err(violation)
+        Ok(())
     }
+}
+
+/// Whether the device still has an op of the record waiting to reach the server
+/// (pending or sending). An op failed for good stays in the queue only as the app's
+/// report of the rejection, which `OpFailed` announced: it owes nothing.
+fn has_queued_op(engine: &Engine, client_id: &str) -> Result<bool, String> {
+    let ops = engine.queued_ops().map_err(|error| error.to_string())?;
+    Ok(ops.iter().any(|op| {
+        op.entity_id == client_id && matches!(op.status, OpStatus::Pending | OpStatus::Sending)
+    }))
 }
 
 fn storage(error: sync_engine::ReadError) -> Failure {
@@ -353,24 +564,16 @@ pub type CanonicalRow = (String, Option<String>, String, String, i64, u64, Strin
 
 pub struct DeviceCanonical {
     pub rows: Vec<CanonicalRow>,
-    /// Client ids left out: their op failed for good (reported), so they may differ.
-    pub excluded: BTreeSet<String>,
 }
 
-/// A device's live rows in canonical order, without those whose op failed for good.
+/// A device's live rows in canonical order, every one of them: a record whose op failed
+/// for good went back to the server's copy (or is gone), so it is compared like the rest.
 pub fn device_canonical(engine: &Engine) -> Result<DeviceCanonical, Failure> {
-    let excluded: BTreeSet<String> = engine
-        .queued_ops()
-        .map_err(storage)?
-        .into_iter()
-        .filter(|op| op.status == OpStatus::Failed)
-        .map(|op| op.entity_id)
-        .collect();
     let mut rows: Vec<CanonicalRow> = engine
         .all_records()
         .map_err(storage)?
         .into_iter()
-        .filter(|record| !record.is_deleted && !excluded.contains(&record.client_id))
+        .filter(|record| !record.is_deleted)
         .map(|record| {
             let data = Value::Object(record.data).to_string();
             (
@@ -385,19 +588,15 @@ pub fn device_canonical(engine: &Engine) -> Result<DeviceCanonical, Failure> {
         })
         .collect();
     rows.sort();
-    Ok(DeviceCanonical { rows, excluded })
+    Ok(DeviceCanonical { rows })
 }
 
 /// The server's live rows of `tenant` in the same canonical form.
-pub fn server_canonical(
-    server: &ReferenceServer,
-    tenant: &str,
-    excluded: &BTreeSet<String>,
-) -> Vec<CanonicalRow> {
+pub fn server_canonical(server: &ReferenceServer, tenant: &str) -> Vec<CanonicalRow> {
     let mut rows: Vec<CanonicalRow> = server
         .records(tenant)
         .into_iter()
-        .filter(|record| !record.is_deleted && !excluded.contains(&record.client_id))
+        .filter(|record| !record.is_deleted)
         .map(|record| {
             let data = Value::Object(record.data.clone()).to_string();
             (

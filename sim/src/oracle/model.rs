@@ -3,10 +3,13 @@
 //!
 //! A write is acknowledged when the engine call returned `Ok`. At the end of a run, each
 //! acknowledged write must still be visible on the server — as the current value, or
-//! overtaken by a write with a newer stamp, or by a delete (deletes win) — unless a
+//! overtaken by a write that happened after it, or by a delete (deletes win), or by a
+//! concurrent write with a newer stamp (the policy), but never by a version it happened
+//! after (the happens-before relation is the oracle's own, see `causality.rs`) — unless a
 //! confirmed force, a wipe, a logout, a user's conflict choice or a reported permanent
 //! failure discarded it. The model only records and judges; it never touches an engine.
 
+use super::causality::Order;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use sync_engine::HlcStamp;
@@ -20,6 +23,8 @@ pub struct AckedWrite {
     pub data: Map<String, Value>,
     pub deleted: bool,
     pub discarded: Option<&'static str>,
+    /// The write's version in the oracle's causal history, when it entered it.
+    pub version: Option<usize>,
 }
 
 /// A server row as the model needs to see it.
@@ -40,6 +45,9 @@ pub struct Model {
     /// (device, tenant) → the force-from-server running there: its entity and the client
     /// ids of the device's writes it discards if, and only if, it completes.
     forces_running: BTreeMap<(usize, String), (String, BTreeSet<String>)>,
+    /// (device, tenant, client id) of writes discarded since the oracle last took them:
+    /// the device's copy of those records may change without the change being judged.
+    released: Vec<(usize, String, String)>,
 }
 
 impl Model {
@@ -193,6 +201,8 @@ impl Model {
             for write in writes.iter_mut() {
                 if write.discarded.is_none() && matches(tenant, client_id, write) {
                     write.discarded = Some(reason);
+                    self.released
+                        .push((write.device, tenant.clone(), client_id.clone()));
                 }
             }
         }
@@ -235,12 +245,19 @@ impl Model {
         });
     }
 
+    /// The writes discarded since the last call, as (device, tenant, client id).
+    pub fn take_released(&mut self) -> Vec<(usize, String, String)> {
+        std::mem::take(&mut self.released)
+    }
+
     /// Checks every surviving write of devices still logged in to its tenant against the
-    /// server. `server` looks a record up by (tenant, client id).
+    /// server. `server` looks a record up by (tenant, client id); `order` says how a write
+    /// relates to the server's version by the harness's own happens-before relation.
     pub fn check_no_lost_writes<'a>(
         &self,
         device_tenants: &BTreeMap<usize, String>,
         server: impl Fn(&str, &str) -> Option<ServerView<'a>>,
+        order: impl Fn(&str, &str, &AckedWrite, &ServerView<'a>) -> Order,
     ) -> Result<usize, String> {
         let mut checked = 0;
         for ((tenant, client_id), writes) in &self.writes {
@@ -262,9 +279,31 @@ impl Model {
                         write.device, write.stamp
                     ));
                 };
-                let overtaken = row.is_deleted || row.updated_at > write.stamp;
-                let present =
-                    row.updated_at == write.stamp && (write.deleted || row.data == &write.data);
+                if row.is_deleted {
+                    // Deletes win, and tombstones are final.
+                    continue;
+                }
+                let (overtaken, present) = match order(tenant, client_id, write, &row) {
+                    Order::Same => (false, true),
+                    Order::After => (true, false),
+                    Order::Before => {
+                        return Err(format!(
+                            "causality: device {} acknowledged {client_id} in tenant {tenant} at stamp {:?} with {} \
+                             after it had seen the version the server ends with (stamp {:?}, {}): a write lost to \
+                             one it happened after",
+                            write.device,
+                            write.stamp,
+                            Value::Object(write.data.clone()),
+                            row.updated_at,
+                            Value::Object(row.data.clone())
+                        ))
+                    }
+                    // Concurrent writes: the policy decides, the newer stamp wins.
+                    Order::Unrelated => (
+                        row.updated_at > write.stamp,
+                        row.updated_at == write.stamp && (write.deleted || row.data == &write.data),
+                    ),
+                };
                 if !overtaken && !present {
                     return Err(format!(
                         "lost write: device {} acknowledged {client_id} in tenant {tenant} at stamp {:?} with {}; \
@@ -306,6 +345,7 @@ mod tests {
                 data: Map::new(),
                 deleted: false,
                 discarded: None,
+                version: None,
             },
         );
         model
@@ -314,7 +354,9 @@ mod tests {
     /// Whether the write counts as lost when the server never got it.
     fn lost(model: &Model) -> bool {
         let logged_in = BTreeMap::from([(0, TENANT.to_owned())]);
-        model.check_no_lost_writes(&logged_in, |_, _| None).is_err()
+        model
+            .check_no_lost_writes(&logged_in, |_, _| None, |_, _, _, _| Order::Unrelated)
+            .is_err()
     }
 
     #[test]

@@ -14,6 +14,8 @@ use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use sync_engine::{CrashPoint, Engine, Resolution, TenantId};
 
+/// How often a scripted user write is tried when kills keep rolling it back.
+const USER_WRITE_ATTEMPTS: usize = 8;
 /// Names a device may not take: they start other commands.
 const KEYWORDS: [&str; 6] = ["server", "sync", "wait", "expect", "config", "faults"];
 
@@ -308,7 +310,11 @@ impl Scene {
                 let index = self.index(device)?;
                 let (_, client_id) = self.alias(alias)?;
                 let patch = Value::Object(patch.clone());
-                let written = self.write(index, |engine| Ok(engine.update(&client_id, patch)?))?;
+                let written =
+                    self.write(
+                        index,
+                        |engine| Ok(engine.update(&client_id, patch.clone())?),
+                    )?;
                 if written.is_ok() {
                     self.sim.acknowledge(index, &client_id).map_err(failed)?;
                 }
@@ -480,21 +486,35 @@ impl Scene {
 
     /// A local write: `Ok(value)`, or `Err(point)` when the app died at that crash point
     /// inside it (and was reopened). An input the engine refuses fails the step.
+    /// A user write. A kill before the write's commit rolled it back whole: for the user
+    /// the action never happened, so, once the app is back, they do it again — the
+    /// script's later steps are about that write. A kill at any other point is returned.
     fn write<T>(
         &mut self,
         index: usize,
-        f: impl FnOnce(&mut Engine) -> Result<T, CallError>,
+        mut f: impl FnMut(&mut Engine) -> Result<T, CallError>,
     ) -> Result<Result<T, CrashPoint>, String> {
-        self.engine(index)?;
-        match self.call(index, f)? {
-            Called::Done(value) => Ok(Ok(value)),
-            Called::Killed(point) => Ok(Err(point)),
-            Called::Rejected(message) => Err(format!(
-                "{}: the engine refused: {message}",
-                self.name(index)
-            )),
-            Called::NotRunning => Err(format!("device {} is not running", self.name(index))),
+        for _attempt in 0..USER_WRITE_ATTEMPTS {
+            self.engine(index)?;
+            match self.call(index, &mut f)? {
+                Called::Done(value) => return Ok(Ok(value)),
+                Called::Killed(CrashPoint::BeforeCommit) => continue,
+                Called::Killed(point) => return Ok(Err(point)),
+                Called::Rejected(message) => {
+                    return Err(format!(
+                        "{}: the engine refused: {message}",
+                        self.name(index)
+                    ))
+                }
+                Called::NotRunning => {
+                    return Err(format!("device {} is not running", self.name(index)))
+                }
+            }
         }
+        Err(format!(
+            "{}: the write was killed before its commit {USER_WRITE_ATTEMPTS} times in a row",
+            self.name(index)
+        ))
     }
 
     fn client_ids(&self, index: usize) -> Result<BTreeSet<String>, String> {
@@ -528,10 +548,9 @@ impl Scene {
             })
             .collect();
         let before = self.client_ids(index)?;
-        let written = self.write(
-            index,
-            |engine| Ok(engine.create_many(entity, space, items)?),
-        )?;
+        let written = self.write(index, |engine| {
+            Ok(engine.create_many(entity, space, items.clone())?)
+        })?;
         let (created, acknowledged) = match written {
             Ok(created) => (created, true),
             Err(point) => {
@@ -610,7 +629,7 @@ impl Scene {
         );
         let keeps_local = resolution != Resolution::UseServer;
         let written = self.write(index, |engine| {
-            Ok(engine.resolve_conflict(conflict_id, resolution)?)
+            Ok(engine.resolve_conflict(conflict_id, resolution.clone())?)
         })?;
         if written.is_ok() && keeps_local {
             self.sim.acknowledge(index, client_id).map_err(failed)?;

@@ -13,6 +13,7 @@
 
 mod pull;
 mod push;
+pub mod rules;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -90,6 +91,30 @@ pub enum Defect {
     DropLastRowOfPage,
     /// [`ServerDefects::discard_wal_on_open`] (an engine defect).
     DiscardWalOnOpen,
+    /// [`ServerDefects::push_answer_overwrites_newer_edit`] (an engine defect).
+    PushAnswerOverwritesNewerEdit,
+    /// [`ServerDefects::lossy_tenant_file_name`] (an engine defect).
+    LossyTenantFileName,
+    /// [`ServerDefects::drop_leaves_wal`] (an engine defect).
+    DropLeavesWal,
+    /// [`ServerDefects::retry_replaces_interval`] (an engine defect).
+    RetryReplacesInterval,
+    /// [`ServerDefects::pages_end_at_commit_boundaries`].
+    PagesEndAtCommitBoundaries,
+    /// [`ServerDefects::split_local_write`] (an engine defect).
+    SplitLocalWrite,
+    /// [`ServerDefects::accept_stale_answers`] (an engine defect).
+    AcceptStaleAnswers,
+    /// [`ServerDefects::fail_whole_batch`] (an engine defect).
+    FailWholeBatch,
+    /// [`ServerDefects::accept_far_future_stamps`].
+    AcceptFarFutureStamps,
+    /// [`ServerDefects::hlc_reuses_observed_stamp`] (an engine defect).
+    HlcReusesObservedStamp,
+    /// [`ServerDefects::conflict_on_same_batch_edit`].
+    ConflictOnSameBatchEdit,
+    /// [`ServerDefects::pull_overwrites_pending_edit`] (an engine defect).
+    PullOverwritesPendingEdit,
     /// [`ServerDefects::advance_cursor_past_foreign_commits`] (an engine defect).
     AdvanceCursorPastForeignCommits,
 }
@@ -131,6 +156,53 @@ pub struct ServerDefects {
     /// `sync_engine::PlantedDefects`). The server ignores it; the kernel hands it to every
     /// engine it opens.
     pub discard_wal_on_open: bool,
+    /// An engine defect: a push answer settles its record as if the pushed op were the
+    /// latest write, so an edit made while the push was on the wire is lost.
+    pub push_answer_overwrites_newer_edit: bool,
+    /// An engine defect: tenant database file names fold case and `-` onto `_`, so two
+    /// tenants can share one database.
+    pub lossy_tenant_file_name: bool,
+    /// An engine defect: dropping a tenant that is not open leaves its `-wal` and `-shm`.
+    pub drop_leaves_wal: bool,
+    /// An engine defect (see `sync_engine::PlantedDefects`): a transient sync failure
+    /// drops the interval timer, so the device syncs again only when poked.
+    pub retry_replaces_interval: bool,
+    /// Never end a page inside a commit: a page that would split the rows of one push
+    /// request ends before them instead (or, when they fill the page, runs to the end of
+    /// the commit). Every cursor then sits at a commit boundary, so the clients' handling
+    /// of a cursor inside a commit is never exercised; nothing else changes.
+    pub pages_end_at_commit_boundaries: bool,
+    /// An engine defect: a local write commits its record and its queued op in two
+    /// transactions (see `sync_engine::PlantedDefects`); only a kill between the two
+    /// commits shows it.
+    pub split_local_write: bool,
+    /// An engine defect (see `sync_engine::PlantedDefects`): an answer to a request id
+    /// the process never issued passes for the answer to the request in flight, so an
+    /// earlier process's answer is taken. The server ignores it; the kernel hands it to
+    /// every engine.
+    pub accept_stale_answers: bool,
+    /// An engine defect (see `sync_engine::PlantedDefects`): a push refused whole with
+    /// `VALIDATION` fails every op of its batch, good ones too, instead of sending fewer
+    /// ops at a time until the refused op stands alone. The server ignores it.
+    pub fail_whole_batch: bool,
+    /// Store writers' stamps as given, however far ahead of the server's clock: one
+    /// device whose clock runs years ahead wins every concurrent write for years, and
+    /// drags the clock of every device that pulls its rows years ahead with it.
+    pub accept_far_future_stamps: bool,
+    /// An engine defect: the clock hands out a stamp it just took in from a pull as the
+    /// stamp of the next local write (see `sync_engine::PlantedDefects`).
+    pub hlc_reuses_observed_stamp: bool,
+    /// Optimistic locking by version within a batch: an update whose `baseVersion` is not
+    /// the current version, because an earlier item of the same request just wrote the
+    /// record, is answered `CONFLICT` for the user instead of letting the stamps decide.
+    /// That earlier item is the same device's previous edit of the record (a device's
+    /// follow-up edit carries the base both edits were made on), so the user is asked to
+    /// choose between an edit and the one it was made on top of.
+    pub conflict_on_same_batch_edit: bool,
+    /// An engine defect: a pulled row older than a pending local edit overwrites the
+    /// record until the edit's push and echo restore it (see
+    /// `sync_engine::PlantedDefects`).
+    pub pull_overwrites_pending_edit: bool,
     /// An engine defect (see `sync_engine::PlantedDefects`): a push answer's "after"
     /// cursor is stored even when the device did not stand at its "before" cursor, so
     /// another device's commit in between is never pulled. The server ignores it.
@@ -167,6 +239,18 @@ impl ServerDefects {
             Defect::IgnoreBaseVersion => &mut self.ignore_base_version,
             Defect::DropLastRowOfPage => &mut self.drop_last_row_of_page,
             Defect::DiscardWalOnOpen => &mut self.discard_wal_on_open,
+            Defect::PushAnswerOverwritesNewerEdit => &mut self.push_answer_overwrites_newer_edit,
+            Defect::LossyTenantFileName => &mut self.lossy_tenant_file_name,
+            Defect::DropLeavesWal => &mut self.drop_leaves_wal,
+            Defect::RetryReplacesInterval => &mut self.retry_replaces_interval,
+            Defect::PagesEndAtCommitBoundaries => &mut self.pages_end_at_commit_boundaries,
+            Defect::SplitLocalWrite => &mut self.split_local_write,
+            Defect::AcceptStaleAnswers => &mut self.accept_stale_answers,
+            Defect::FailWholeBatch => &mut self.fail_whole_batch,
+            Defect::AcceptFarFutureStamps => &mut self.accept_far_future_stamps,
+            Defect::HlcReusesObservedStamp => &mut self.hlc_reuses_observed_stamp,
+            Defect::ConflictOnSameBatchEdit => &mut self.conflict_on_same_batch_edit,
+            Defect::PullOverwritesPendingEdit => &mut self.pull_overwrites_pending_edit,
             Defect::AdvanceCursorPastForeignCommits => {
                 &mut self.advance_cursor_past_foreign_commits
             }
@@ -206,7 +290,7 @@ pub enum ServerReply {
 }
 
 /// The reference server: every tenant's records, stored push results and effect log.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct ReferenceServer {
     registry: EntityRegistry,
     defects: ServerDefects,
@@ -224,6 +308,40 @@ pub struct ReferenceServer {
     /// Client ids whose pushes the server's business rules refuse (see
     /// [`ReferenceServer::refuse_client_id`]).
     refused_client_ids: BTreeSet<String>,
+    /// The server's own clock (wall-clock ms), which bounds how far ahead a stored stamp
+    /// may be ([`rules::STAMP_AHEAD_MS_MAX`]). The simulator sets it to virtual time before
+    /// each request; a server never given a clock bounds nothing.
+    clock_ms: Option<u64>,
+}
+
+/// Two servers are equal when they hold the same state: records, results, effects, tokens,
+/// rules and defects. The clock is left out: it says when a request arrived, not what the
+/// server stores, so "this request changed nothing" compares equal although the clock
+/// moved. The destructuring is exhaustive so a new field must be placed on one side.
+impl PartialEq for ReferenceServer {
+    fn eq(&self, other: &Self) -> bool {
+        let ReferenceServer {
+            registry,
+            defects,
+            defects_ever,
+            tenant_by_token,
+            tenants,
+            server_id_last,
+            effects,
+            effect_count_by_op,
+            refused_client_ids,
+            clock_ms: _,
+        } = self;
+        *registry == other.registry
+            && *defects == other.defects
+            && *defects_ever == other.defects_ever
+            && *tenant_by_token == other.tenant_by_token
+            && *tenants == other.tenants
+            && *server_id_last == other.server_id_last
+            && *effects == other.effects
+            && *effect_count_by_op == other.effect_count_by_op
+            && *refused_client_ids == other.refused_client_ids
+    }
 }
 
 impl ReferenceServer {
@@ -238,6 +356,7 @@ impl ReferenceServer {
             effects: Vec::new(),
             effect_count_by_op: BTreeMap::new(),
             refused_client_ids: BTreeSet::new(),
+            clock_ms: None,
         }
     }
 
@@ -261,6 +380,21 @@ impl ReferenceServer {
     pub fn refuse_client_id(&mut self, client_id: &str) {
         self.refused_client_ids.insert(client_id.to_owned());
         assert!(self.refused_client_ids.contains(client_id));
+    }
+
+    /// Sets the server's clock; it never goes backwards.
+    pub fn set_clock_ms(&mut self, now_ms: u64) {
+        self.clock_ms = Some(
+            self.clock_ms
+                .map_or(now_ms, |clock_ms| clock_ms.max(now_ms)),
+        );
+        assert!(self.clock_ms >= Some(now_ms));
+    }
+
+    /// The result the server stored for `op_id` in `tenant_id`, if the op reached it and
+    /// was decided (refused requests store nothing).
+    pub fn stored_result(&self, tenant_id: &str, op_id: &str) -> Option<&wire::SyncResultItem> {
+        self.tenants.get(tenant_id)?.stored_result(op_id)
     }
 
     pub fn set_defects(&mut self, defects: ServerDefects) {
@@ -442,6 +576,8 @@ impl ReferenceServer {
                     })?;
                 let tenant_id = self.authorized_tenant(&token_tenant_id, &variables.tenant_id)?;
                 let items = push::validate(variables.payload).map_err(Rejection::validation)?;
+                rules::check_request_size(items.iter().map(push::PushItem::data))
+                    .map_err(Rejection::validation)?;
                 self.handle_push(&tenant_id, &entity, items)
             }
             OperationKind::Pull => {

@@ -91,6 +91,20 @@ pub(super) fn caught_up_cursor(tenant: &TenantState, entity: &str) -> String {
 }
 
 impl ReferenceServer {
+    /// Whether the pull cursor `raw` (as a client sends it, or as a page hands it out)
+    /// sits inside a commit of `entity` in the tenant: the next row after it shares its
+    /// commit stamp. Reads only; `false` for anything that is not a cursor. The
+    /// simulator's code-path probes ask this; the server itself never needs it.
+    pub fn cursor_inside_commit(&self, tenant_id: &str, entity: &str, raw: &str) -> bool {
+        let (Some(cursor), Some(tenant)) = (Cursor::parse(raw), self.tenants.get(tenant_id)) else {
+            return false;
+        };
+        tenant
+            .records_after(entity, Some((cursor.commit_stamp, cursor.id.as_str())))
+            .next()
+            .is_some_and(|row| row.commit_stamp == cursor.commit_stamp)
+    }
+
     /// Reads one page of the entity's rows after the cursor; returns the
     /// `SyncPullResponse` JSON.
     pub(super) fn handle_pull(&self, tenant_id: &str, entity: &str, page: &PageRequest) -> Value {
@@ -105,11 +119,32 @@ impl ReferenceServer {
             .records_after(entity, after)
             .take(page.limit + 1)
             .collect();
-        let has_more = rows.len() > page.limit;
-        rows.truncate(page.limit);
-        assert!(rows.len() <= page.limit);
-        if has_more {
-            assert_eq!(rows.len(), page.limit);
+        let mut has_more = rows.len() > page.limit;
+        if self.defects.pages_end_at_commit_boundaries && has_more {
+            // The planted bug: the page ends at a commit boundary, whatever the limit.
+            let split = rows[page.limit].commit_stamp;
+            let first_of_split = rows
+                .iter()
+                .position(|row| row.commit_stamp == split)
+                .expect("the row past the limit is in the page");
+            if first_of_split > 0 {
+                rows.truncate(first_of_split);
+            } else {
+                rows = tenant
+                    .records_after(entity, after)
+                    .take_while(|row| row.commit_stamp == split)
+                    .collect();
+                has_more = tenant
+                    .records_after(entity, after)
+                    .nth(rows.len())
+                    .is_some();
+            }
+        } else {
+            rows.truncate(page.limit);
+            assert!(rows.len() <= page.limit);
+            if has_more {
+                assert_eq!(rows.len(), page.limit);
+            }
         }
         // An empty page keeps the incoming position, so a cursor never moves backwards.
         let last_sync_at = rows

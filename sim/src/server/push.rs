@@ -8,6 +8,7 @@
 //! batch has been validated, so a malformed batch is never partly applied.
 
 use super::pull;
+use super::rules;
 use super::state::TenantState;
 use super::{Effect, ReferenceServer, ServerDefects, ServerRecord};
 use serde::Deserialize;
@@ -136,6 +137,12 @@ fn validate_item(item: SyncPushItem) -> Result<PushItem, String> {
     })
 }
 
+impl PushItem {
+    pub(super) fn data(&self) -> &Map<String, Value> {
+        &self.data
+    }
+}
+
 fn is_text_of_len(text: &str, len_max: usize) -> bool {
     let len = text.chars().count();
     (1..=len_max).contains(&len)
@@ -164,6 +171,7 @@ impl ReferenceServer {
     ) -> Value {
         assert!(!items.is_empty());
         assert!(items.len() <= PAYLOAD_LEN_MAX);
+        let items = self.admit_stamps(items);
         // One commit stamp per request, taken when the first item changes state, so that a
         // request that changes nothing does not move the tenant's counter.
         let mut request_stamp: Option<u64> = None;
@@ -205,7 +213,14 @@ impl ReferenceServer {
     ) -> SyncResultItem {
         let defects = self.defects;
         let tenant = self.tenants.entry(tenant_id.to_owned()).or_default();
-        let decision = decide(tenant, entity, item, defects, &self.refused_client_ids);
+        let decision = decide(
+            tenant,
+            entity,
+            item,
+            defects,
+            &self.refused_client_ids,
+            *request_stamp,
+        );
         let result = match decision {
             Decision::Replay(result) => {
                 assert_eq!(result.op_id, item.op_id);
@@ -270,6 +285,20 @@ impl ReferenceServer {
         result
     }
 
+    /// The server's clock policy: a stamp more than [`rules::STAMP_AHEAD_MS_MAX`] ahead of
+    /// the server's clock is taken as that bound, for deciding and for storing.
+    fn admit_stamps(&self, mut items: Vec<PushItem>) -> Vec<PushItem> {
+        let Some(now_ms) = self.clock_ms else {
+            return items;
+        };
+        if !self.defects.accept_far_future_stamps {
+            for item in &mut items {
+                item.updated_at = rules::admitted_stamp(item.updated_at, now_ms);
+            }
+        }
+        items
+    }
+
     fn tenant_mut(&mut self, tenant_id: &str) -> &mut TenantState {
         self.tenants.entry(tenant_id.to_owned()).or_default()
     }
@@ -300,6 +329,8 @@ fn decide(
     item: &PushItem,
     defects: ServerDefects,
     refused_client_ids: &BTreeSet<String>,
+    // The commit stamp of this request, once an earlier item of it changed a record.
+    request_stamp: Option<u64>,
 ) -> Decision {
     if !defects.skip_op_id_dedupe {
         if let Some(stored) = tenant.stored_result(&item.op_id) {
@@ -313,7 +344,9 @@ fn decide(
     }
     match item.operation {
         Operation::Insert => decide_insert(tenant, entity, item, defects),
-        Operation::Update | Operation::Delete => decide_write(tenant, entity, item, defects),
+        Operation::Update | Operation::Delete => {
+            decide_write(tenant, entity, item, defects, request_stamp)
+        }
     }
 }
 
@@ -367,6 +400,9 @@ fn decide_insert(
             return Decision::Answer(success(item, Some(existing)));
         }
     }
+    if let Err(problem) = rules::check_record(&item.data) {
+        return Decision::Answer(failure(item, None, ErrorCode::Validation, problem));
+    }
     Decision::Create {
         client_id: client_id.clone(),
     }
@@ -377,6 +413,7 @@ fn decide_write(
     entity: &str,
     item: &PushItem,
     defects: ServerDefects,
+    request_stamp: Option<u64>,
 ) -> Decision {
     assert_ne!(item.operation, Operation::Insert);
     let record = match locate(tenant, item) {
@@ -420,8 +457,19 @@ fn decide_write(
     if item.operation == Operation::Delete {
         return write;
     }
+    // The record's rules judge what an update would store; the refusal carries the
+    // server's row, so the writer can go back to it.
+    if let Err(problem) = rules::check_record(&item.data) {
+        return Decision::Answer(failure(item, Some(record), ErrorCode::Validation, problem));
+    }
     if item.force || item.base_version == Some(record.version) || defects.ignore_base_version {
         return write;
+    }
+    let same_write = item.updated_at == record.updated_at && item.data == record.data;
+    let changed_by_this_batch = request_stamp == Some(record.commit_stamp);
+    if defects.conflict_on_same_batch_edit && changed_by_this_batch && !same_write {
+        let message = "the record changed since the version this write is based on".to_owned();
+        return Decision::Answer(failure(item, Some(record), ErrorCode::Conflict, message));
     }
     // A concurrent write: the writer had not seen the current version. The newer HLC
     // stamp wins; equal stamps are a true tie that only the user can break.
@@ -494,13 +542,15 @@ fn failure(
     code: ErrorCode,
     message: String,
 ) -> SyncResultItem {
-    let carries_payload = matches!(
+    let needs_payload = matches!(
         code,
         ErrorCode::Stale | ErrorCode::Conflict | ErrorCode::RecordDeleted
     );
-    if carries_payload {
+    if needs_payload {
         assert!(record.is_some(), "{code:?} needs the server's row");
     }
+    // A rejection of an existing record's write carries the server's row too.
+    let carries_payload = needs_payload || code == ErrorCode::Validation;
     let conflict = record
         .filter(|_| carries_payload)
         .map(|record| ConflictPayload {

@@ -3,15 +3,29 @@
 //!
 //! Safety: each device's user acts every few seconds of virtual time (create, update,
 //! delete, bulk create, sync now, resolve, force, wipe, log out / in, switch tenant) while
-//! the kernel injects faults around the actions and on the wire. Liveness: every fault
-//! stops, the network heals, the simulated user answers open conflicts, and every tenant
-//! must converge within a bounded number of sync rounds. The oracle checks the end.
+//! the kernel injects faults around the actions and on the wire; `inflight.rs` adds
+//! actions while a request is on the wire, `tenants.rs` colliding tenant ids and logouts
+//! and tenant drops right after a kill. Liveness
+//! (`liveness.rs`): every fault stops, the network heals, and every tenant must converge
+//! by the engines' own triggers and timers — nobody presses "sync now" — while the user
+//! answers conflicts; then a short second workload runs on the healed world and it must
+//! converge again. The oracle checks the end. With `safety_only` the faults never stop
+//! and only the safety invariants are checked.
 //!
 //! Each action draws its kind and one sub-seed from the workload stream — two draws,
 //! whatever the world's state — and makes every other choice from that sub-seed, so the
 //! sequence of actions does not depend on which faults are on. This module chooses what
 //! the user does; it never schedules deliveries or decides faults itself.
 
+mod inflight;
+mod liveness;
+mod rejections;
+mod tenants;
+
+pub use liveness::LivenessBound;
+pub use tenants::tenant_ids;
+
+use crate::kernel::probes::Probe;
 use crate::kernel::{Called, Sim, SimBuilder, ENTITIES};
 use crate::profile::{FaultClass, Knobs, Profile};
 use crate::rng::{SimRng, Stream};
@@ -30,6 +44,9 @@ pub struct RunOptions {
     pub keep_trace: bool,
     /// Planted server defects (harness self-tests only).
     pub defects: ServerDefects,
+    /// Faults never stop and only safety invariants are checked: no liveness phase, no
+    /// second workload, no convergence checks (long campaigns hunting corruption).
+    pub safety_only: bool,
 }
 
 /// Everything a run reports.
@@ -47,6 +64,10 @@ pub struct SeedReport {
     pub acknowledged_writes: u64,
     pub conflicts_stored: u64,
     pub syncs_completed: u64,
+    /// How often each code-path probe was reached.
+    pub probes: BTreeMap<Probe, u64>,
+    /// The virtual time the world had to converge on its own, per convergence.
+    pub liveness_bound: LivenessBound,
     pub recent_events: Vec<String>,
     #[serde(skip)]
     pub trace: Vec<String>,
@@ -60,12 +81,20 @@ pub fn run_seed(seed: u64, profile: Profile, options: &RunOptions) -> SeedReport
 /// Runs one seed with explicit knobs (fuzzers and tests build their own).
 pub fn run_seed_with_knobs(seed: u64, knobs: Knobs, options: &RunOptions) -> SeedReport {
     let sim = SimBuilder::new(seed)
+        .tenants(tenant_ids(seed, &knobs))
         .knobs(knobs)
         .defects(options.defects)
         .keep_trace(options.keep_trace)
         .build();
+    run_world(sim, options.safety_only).0
+}
+
+/// Runs the world of a kernel a driver built and prepared (`syncsim sweep` arms its kill
+/// first); returns the report and the kernel, to read what happened. `safety_only`: the
+/// faults never stop and only the safety invariants are checked.
+pub fn run_world(sim: Sim, safety_only: bool) -> (SeedReport, Sim) {
     let mut world = World::new(sim);
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.run()));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.run(safety_only)));
     let failure = match outcome {
         Ok(Ok(())) => None,
         Ok(Err(failure)) => Some(failure),
@@ -74,7 +103,8 @@ pub fn run_seed_with_knobs(seed: u64, knobs: Knobs, options: &RunOptions) -> See
             message: crate::kernel::panic_text(&payload),
         }),
     };
-    world.report(failure)
+    let report = world.report(failure);
+    (report, world.sim)
 }
 
 /// What the simulated user does next.
@@ -116,12 +146,15 @@ pub struct World {
     scheduler: SimRng,
     /// Draws the liveness phase's answers to conflicts.
     resolutions: SimRng,
+    /// User actions while a request is on the wire (`inflight.rs`).
+    inflight: inflight::InFlightWatch,
 }
 
 impl World {
     pub fn new(sim: Sim) -> World {
         let seed = sim.seed();
         World {
+            inflight: inflight::InFlightWatch::new(seed, sim.devices().len()),
             sim,
             workload: SimRng::for_stream(seed, Stream::Workload),
             scheduler: SimRng::for_stream(seed, Stream::Scheduler),
@@ -129,7 +162,7 @@ impl World {
         }
     }
 
-    fn report(mut self, failure: Option<Failure>) -> SeedReport {
+    fn report(&mut self, failure: Option<Failure>) -> SeedReport {
         let sim = &mut self.sim;
         SeedReport {
             seed: sim.seed(),
@@ -144,13 +177,16 @@ impl World {
             acknowledged_writes: sim.oracle().acknowledged_writes,
             conflicts_stored: sim.conflicts_stored(),
             syncs_completed: sim.syncs_completed(),
+            probes: sim.probes().clone(),
+            liveness_bound: LivenessBound::for_knobs(sim.knobs()),
             recent_events: sim.recent_trace(),
             trace: sim.take_trace(),
         }
     }
 
-    /// Runs both phases and the final checks.
-    pub fn run(&mut self) -> Result<(), Failure> {
+    /// Runs the phases and the final checks; `safety_only`: the safety phase alone, with
+    /// the checks that need no convergence.
+    pub fn run(&mut self, safety_only: bool) -> Result<(), Failure> {
         let gap_max = self.sim.knobs().action_gap_ms_max;
         for device in 0..self.sim.devices().len() {
             self.sim.restart(device)?;
@@ -164,56 +200,28 @@ impl World {
             .is_some_and(|at| at <= safety_end_ms)
         {
             if let Some(crate::kernel::Wake::Driver(device)) = self.sim.step()? {
-                self.user_action(device)?;
+                self.user_action(device, true)?;
                 let next = self.sim.now_ms() + self.scheduler.range(1, gap_max);
                 self.sim.schedule_driver(next, device);
             }
+            self.act_while_in_flight()?;
         }
         self.sim.advance_to(safety_end_ms.max(self.sim.now_ms()));
+        if safety_only {
+            self.sim.trace("safety only: no liveness phase".to_owned());
+            return self.sim.safety_checks();
+        }
         self.run_liveness()?;
+        self.sim.final_checks()?;
+        self.run_second_workload()?;
         self.sim.final_checks()
-    }
-
-    // ---- liveness -----------------------------------------------------------------------
-
-    fn run_liveness(&mut self) -> Result<(), Failure> {
-        self.sim
-            .trace("liveness: heal the network, stop kills and faults".to_owned());
-        self.sim.stop_faults()?;
-        for device in 0..self.sim.devices().len() {
-            self.sim.restart(device)?;
-        }
-        let rounds_max = self.sim.knobs().liveness_rounds_max;
-        let mut last_difference = String::new();
-        for round in 0..rounds_max {
-            self.sim.trace(format!("liveness round {round}"));
-            for device in 0..self.sim.devices().len() {
-                let conflicts = self
-                    .sim
-                    .call(device, |engine| Ok(engine.list_conflicts()?))?
-                    .ok()
-                    .unwrap_or_default();
-                for conflict in conflicts {
-                    let choice = self.resolutions.next_u64();
-                    self.resolve(device, &conflict, choice)?;
-                }
-                self.sim.call(device, |engine| Ok(engine.sync_now()?))?;
-            }
-            self.sim.run_until_quiet()?;
-            match self.sim.difference()? {
-                None => return Ok(()),
-                Some(difference) => last_difference = difference,
-            }
-        }
-        Err(Failure {
-            kind: FailureKind::Liveness,
-            message: format!("no convergence after {rounds_max} sync rounds: {last_difference}"),
-        })
     }
 
     // ---- the simulated user -------------------------------------------------------------
 
-    fn user_action(&mut self, index: usize) -> Result<(), Failure> {
+    /// One action of the device's user; without `sync_now_allowed` (the second
+    /// workload) a drawn "sync now" is the user looking at the app and doing nothing.
+    fn user_action(&mut self, index: usize, sync_now_allowed: bool) -> Result<(), Failure> {
         let weights = self.sim.knobs().workload_weights;
         let action = Action::ALL[self.workload.weighted(&weights)];
         let mut user = SimRng::new(self.workload.next_u64(), 0);
@@ -228,6 +236,8 @@ impl World {
         if !self.sim.device(index).is_running() {
             return Ok(());
         }
+        let after_kill = matches!(action, Action::Logout | Action::SwitchTenant)
+            && user.chance(self.sim.knobs().lifecycle_after_kill);
         let mut act = Act {
             sim: &mut self.sim,
             user: &mut user,
@@ -241,6 +251,10 @@ impl World {
             }
             Action::Update => act.update(),
             Action::Delete => act.delete(),
+            Action::SyncNow if !sync_now_allowed => {
+                act.sim.trace(format!("{name} looks at the app"));
+                Ok(())
+            }
             Action::SyncNow => {
                 act.sim.trace(format!("{name} sync now"));
                 act.sim
@@ -250,7 +264,9 @@ impl World {
             Action::ResolveOne => act.resolve_one(),
             Action::Force => act.force(),
             Action::Wipe => act.wipe(),
+            Action::Logout if after_kill => act.logout_after_kill(),
             Action::Logout => act.sim.logout(index),
+            Action::SwitchTenant if after_kill => act.switch_after_kill_and_drop(),
             Action::SwitchTenant => act.switch_tenant(),
         }
     }
@@ -308,7 +324,8 @@ impl Act<'_> {
         let (index, name, tenant) = (self.index, self.name(), self.tenant());
         let entity = ENTITIES[self.user.index(ENTITIES.len())];
         let space = self.space();
-        let items: Vec<Value> = (0..count).map(|_| self.random_data()).collect();
+        let mut items: Vec<Value> = (0..count).map(|_| self.random_data()).collect();
+        rejections::shape_created(self.user, self.sim.knobs(), &mut items);
         self.sim
             .trace(format!("{name} create {count} {entity} in {space}"));
         let created = self
@@ -350,15 +367,24 @@ impl Act<'_> {
         let fields = ["title", "count", "color", "note"];
         let field = fields[self.user.index(fields.len())];
         let value = json!(format!("v{}", self.user.range(0, 99)));
+        let mut patch = Map::new();
+        patch.insert(field.to_owned(), value);
+        rejections::shape_patch(self.user, self.sim.knobs(), &mut patch);
         let concurrent = self.user.chance(self.sim.knobs().concurrent_edit);
         let other_value = json!(format!("w{}", self.user.range(0, 99)));
         let other_draw = self.user.next_u64();
+        // Half the concurrent edits touch another field: the field-level auto-merge's case.
+        let other_field = if self.user.coin() {
+            field
+        } else {
+            fields[self.user.index(fields.len())]
+        };
         let Some(client_id) = self.pick_target() else {
             return Ok(());
         };
         self.sim
             .trace(format!("{} update {client_id} {field}", self.name()));
-        self.write_field(index, &client_id, field, value)?;
+        self.write_patch(index, &client_id, patch)?;
         if !concurrent {
             return Ok(());
         }
@@ -373,22 +399,21 @@ impl Act<'_> {
         if let Some(&other) = others.get((other_draw % others.len().max(1) as u64) as usize) {
             let other_name = self.sim.device(other).name.clone();
             self.sim.trace(format!(
-                "{other_name} concurrently updates {client_id} {field}"
+                "{other_name} concurrently updates {client_id} {other_field}"
             ));
-            self.write_field(other, &client_id, field, other_value)?;
+            let mut other_patch = Map::new();
+            other_patch.insert(other_field.to_owned(), other_value);
+            self.write_patch(other, &client_id, other_patch)?;
         }
         Ok(())
     }
 
-    fn write_field(
+    fn write_patch(
         &mut self,
         index: usize,
         client_id: &str,
-        field: &str,
-        value: Value,
+        patch: Map<String, Value>,
     ) -> Result<(), Failure> {
-        let mut patch = Map::new();
-        patch.insert(field.to_owned(), value);
         let updated = self.sim.call(index, |engine| {
             Ok(engine.update(client_id, Value::Object(patch))?)
         })?;
@@ -463,6 +488,9 @@ impl Act<'_> {
         let resolved = self
             .sim
             .call(index, |engine| Ok(engine.resolve_conflict(id, resolution)?))?;
+        if matches!(resolved, Called::Done(_)) {
+            self.sim.probe(Probe::ConflictResolved);
+        }
         if matches!(resolved, Called::Done(_)) && keeps_local {
             self.sim.acknowledge(index, &conflict.client_id)?;
         }
@@ -500,8 +528,16 @@ impl Act<'_> {
         self.sim.trace(format!("{} wipes {space}", self.name()));
         let oracle = self.sim.oracle_mut();
         oracle.model.discard_device_space(index, &tenant, &space);
-        self.sim
+        let wiped = self
+            .sim
             .call(index, |engine| Ok(engine.wipe_space(&space)?))?;
+        if matches!(wiped, Called::Done(_)) {
+            self.sim.probe(Probe::SpaceWiped);
+            self.sim
+                .oracle_mut()
+                .causality
+                .forget_space(index, &tenant, &space);
+        }
         self.sim.oracle_mut().reset_cursors(index, &tenant);
         Ok(())
     }

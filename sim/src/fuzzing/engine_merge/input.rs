@@ -284,8 +284,8 @@ pub enum LifecycleInput {
     /// and its files stay as a killed process leaves them (the WAL included).
     Reopen,
     /// The app will be killed the next time the engine reaches this crash point (an index
-    /// into `CrashPoint::ALL`, wrapping), inside whichever call gets there first; it is
-    /// reopened right after. A crash point never reached stays armed.
+    /// into the named points of `CrashPoint::ALL`, wrapping), inside whichever call gets
+    /// there first; it is reopened right after. A crash point never reached stays armed.
     Crash {
         point: u8,
     },

@@ -400,7 +400,13 @@ impl EngineHarness {
                 self.keep_running();
             }
             LifecycleInput::Crash { point } => {
-                let point = CrashPoint::ALL[usize::from(*point) % CrashPoint::ALL.len()];
+                // The named points only: the stored corpus indexes them, and a kill at a
+                // transaction boundary is the world's and the sweep's to draw.
+                let named: Vec<CrashPoint> = CrashPoint::ALL
+                    .into_iter()
+                    .filter(|point| !point.is_commit_boundary())
+                    .collect();
+                let point = named[usize::from(*point) % named.len()];
                 self.sim.crash(APP, Some(point));
             }
         }
@@ -545,7 +551,8 @@ impl EngineHarness {
 /// Which ops an answer to the request in flight may settle, read off the answer alone: a
 /// matching push result that is a success or a supersession (a `STALE`/`RECORD_DELETED`
 /// with the server's row) settles its own op, and a server row that is deleted settles
-/// every op of the record (deletes win); a pulled row newer than the local copy settles
+/// every op of the record (deletes win), as does a refusal for good of a record the
+/// server never had; a pulled row newer than the local copy settles
 /// the record's ops, and so does a pulled tombstone of it.
 fn settled_by_answer(
     request: &SyncRequest,
@@ -591,6 +598,19 @@ fn settled_by_answer(
                 settled
                     .records
                     .insert(item.client_id.clone().expect("the engine sends clientId"));
+            }
+            // Refused for good, without a server row, a record the server never had: it
+            // becomes a local tombstone and its later writes go (they could never apply).
+            let refused_for_good = !result.success
+                && result.conflict.is_none()
+                && result.error_code.is_none_or(|code| !code.is_transient());
+            let client_id = item.client_id.clone().expect("the engine sends clientId");
+            let never_on_server = before
+                .records
+                .iter()
+                .any(|record| record.client_id == client_id && record.base_version == 0);
+            if refused_for_good && never_on_server {
+                settled.records.insert(client_id);
             }
         }
         return settled;
