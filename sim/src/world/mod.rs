@@ -543,6 +543,15 @@ impl Act<'_> {
     }
 
     fn switch_tenant(&mut self) -> Result<(), Failure> {
+        let Some(next) = self.other_tenant() else {
+            return Ok(());
+        };
+        self.sim.switch_tenant(self.index, &next)
+    }
+
+    /// A tenant of the world other than the current one, drawn by the user (`None` in a
+    /// world of one tenant; the draw is taken either way).
+    fn other_tenant(&mut self) -> Option<String> {
         let current = self.tenant();
         let others: Vec<String> = self
             .sim
@@ -553,9 +562,8 @@ impl Act<'_> {
             .collect();
         let draw = self.user.next_u64();
         if others.is_empty() {
-            return Ok(());
+            return None;
         }
-        let next = &others[(draw % others.len() as u64) as usize];
-        self.sim.switch_tenant(self.index, next)
+        Some(others[(draw % others.len() as u64) as usize].clone())
     }
 }

@@ -92,18 +92,9 @@ impl Act<'_> {
     /// database of the tenant it left (still holding the killed process's WAL).
     pub(super) fn switch_after_kill_and_drop(&mut self) -> Result<(), Failure> {
         let current = self.tenant();
-        let others: Vec<String> = self
-            .sim
-            .tenants()
-            .iter()
-            .filter(|tenant| **tenant != current)
-            .cloned()
-            .collect();
-        let draw = self.user.next_u64();
-        if others.is_empty() {
+        let Some(next) = self.other_tenant() else {
             return Ok(());
-        }
-        let next = others[(draw % others.len() as u64) as usize].clone();
+        };
         self.sim.trace(format!(
             "{} is killed, switches to {next} and drops {current}",
             self.name()
