@@ -344,11 +344,12 @@ fn apply_push_result(
     // `None` when the record is gone; else its current server id, if any.
     let record_server_id = store::record_server_id(tx, &op.entity_id)?;
     if let Some(server_id) = &result.id {
-        let mapped = record_server_id
-            .as_ref()
-            .is_some_and(|mapped| mapped.as_ref() == Some(server_id));
-        if !mapped {
-            store::set_id_mapping_unless_taken(tx, &op.entity_id, server_id, &op.entity)?;
+        match &record_server_id {
+            Some(None) => {
+                store::add_id_mapping_unless_taken(tx, &op.entity_id, server_id, &op.entity)?
+            }
+            Some(Some(mapped)) if mapped == server_id => {}
+            _ => store::set_id_mapping_unless_taken(tx, &op.entity_id, server_id, &op.entity)?,
         }
     }
     if result.success {
