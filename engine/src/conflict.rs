@@ -275,7 +275,8 @@ impl Engine {
         let tx = self.conn.transaction()?;
         write_resolution(&tx, &conflict, data, stamp, &op_id, now_ms)?;
         store::set_hlc_high_water(&tx, self.hlc.last())?;
-        self.crash.commit(tx, CommitSite::Resolution)?;
+        self.crash
+            .commit(tx, CommitSite::Resolution, &mut self.sync.events)?;
         self.crash_point(crate::crash::CrashPoint::AfterLocalCommit)
             .map_err(WriteError::Killed)
     }
@@ -292,7 +293,8 @@ impl Engine {
         store::drop_pending_ops_for_record(&tx, &conflict.client_id)?;
         store::delete_conflict_for_record(&tx, &conflict.client_id)?;
         store::put_record_with_base(&tx, &record, &conflict.server_data)?;
-        self.crash.commit(tx, CommitSite::Resolution)?;
+        self.crash
+            .commit(tx, CommitSite::Resolution, &mut self.sync.events)?;
         self.crash_point(crate::crash::CrashPoint::AfterLocalCommit)
             .map_err(WriteError::Killed)
     }

@@ -14,7 +14,9 @@
 //! nothing a dead engine does reaches the disk: the caller must drop the engine and
 //! reopen it, exactly as after a real process kill. A crash is only ever a rollback.
 
+use crate::sync::SyncEvent;
 use rusqlite::{Connection, Transaction};
+use std::collections::VecDeque;
 use strum::{EnumCount, IntoStaticStr, VariantArray};
 
 /// Every place inside the engine where a kill is meaningful.
@@ -130,6 +132,9 @@ impl CrashHook for NoCrash {
 pub(crate) struct CrashState {
     pub(crate) hook: Box<dyn CrashHook>,
     pub(crate) killed_at: Option<CrashPoint>,
+    /// The planted defect `skip_pull_notifications`: a pulled page's changes are not
+    /// announced.
+    pub(crate) planted_skip_pull_notifications: bool,
 }
 
 impl CrashState {
@@ -137,6 +142,7 @@ impl CrashState {
         CrashState {
             hook: Box::new(NoCrash),
             killed_at: None,
+            planted_skip_pull_notifications: false,
         }
     }
 
@@ -151,17 +157,30 @@ impl CrashState {
 
     /// Commits `tx` at a transaction boundary: the hook may kill the app before the commit
     /// (the transaction rolls back) or right after it. A dead engine commits nothing.
+    ///
+    /// The records the transaction changed are announced in `events`, one
+    /// [`SyncEvent::RecordsChanged`] per entity, once the commit succeeded: a transaction
+    /// that rolls back (a kill before the commit, a failed commit) announces nothing.
     #[allow(clippy::disallowed_methods)] // The one place the engine commits.
     pub(crate) fn commit(
         &mut self,
         tx: Transaction<'_>,
         site: CommitSite,
+        events: &mut VecDeque<SyncEvent>,
     ) -> Result<(), CommitError> {
         if let Some(point) = self.killed_at {
             return Err(CommitError::Killed(point));
         }
         self.boundary(CrashPoint::BeforeCommit, site)?;
+        let changed = crate::store::changes::take(&tx).map_err(CommitError::Storage)?;
         tx.commit().map_err(CommitError::Storage)?;
+        let silenced = self.planted_skip_pull_notifications && site == CommitSite::PullPage;
+        if !silenced {
+            for (entity, ids) in changed {
+                assert!(!ids.is_empty(), "an entity is announced with its records");
+                events.push_back(SyncEvent::RecordsChanged { entity, ids });
+            }
+        }
         self.boundary(CrashPoint::AfterCommit, site)
     }
 
@@ -171,11 +190,12 @@ impl CrashState {
         &mut self,
         conn: &mut Connection,
         site: CommitSite,
+        events: &mut VecDeque<SyncEvent>,
         body: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, CommitError> {
         let tx = conn.transaction().map_err(CommitError::Storage)?;
         let value = body(&tx).map_err(CommitError::Storage)?;
-        self.commit(tx, site)?;
+        self.commit(tx, site, events)?;
         Ok(value)
     }
 

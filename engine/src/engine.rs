@@ -92,6 +92,10 @@ pub struct PlantedDefects {
     /// answer's "before" one: another device's commit between the device's last pull and
     /// this push is then skipped by every later pull, and never arrives.
     pub advance_cursor_past_foreign_commits: bool,
+    /// A pulled page's transaction announces nothing: the app is never told of the
+    /// records another device changed, and keeps showing them as they were. Invisible to
+    /// a harness that does not compare announcements with the database.
+    pub skip_pull_notifications: bool,
 }
 
 impl EngineOptions {
@@ -148,6 +152,7 @@ impl Engine {
             }
         }
         let mut conn = store::schema::open(&options.location.db_path(&options.tenant))?;
+        store::changes::install(&conn)?;
         let now_ms = env.now_ms();
         let tx = conn.transaction()?;
         store::reset_sending(
@@ -165,13 +170,15 @@ impl Engine {
         // Request ids start at a random point (below 2^48, so they stay exact in JSON).
         let first_request_id = (env.next_u64() >> 16).max(1);
         let sync = SyncMachine::new(now_ms, first_request_id);
+        let mut crash = CrashState::new();
+        crash.planted_skip_pull_notifications = options.planted_defects.skip_pull_notifications;
         Ok(Engine {
             conn,
             env,
             hlc,
             options,
             sync,
-            crash: CrashState::new(),
+            crash,
         })
     }
 
@@ -227,10 +234,12 @@ impl Engine {
     /// Stores the tenant's auth token (kept by space wipes, dropped with the database).
     pub fn set_auth_token(&mut self, token: &str) -> Result<(), WriteError> {
         self.ensure_alive().map_err(WriteError::Killed)?;
-        self.crash
-            .commit_in(&mut self.conn, CommitSite::AuthToken, |conn| {
-                store::set_token(conn, AUTH_TOKEN_NAME, token)
-            })?;
+        self.crash.commit_in(
+            &mut self.conn,
+            CommitSite::AuthToken,
+            &mut self.sync.events,
+            |conn| store::set_token(conn, AUTH_TOKEN_NAME, token),
+        )?;
         Ok(())
     }
 
@@ -300,7 +309,8 @@ impl Engine {
             ids.push(client_id);
         }
         store::set_hlc_high_water(&tx, self.hlc.last())?;
-        self.crash.commit(tx, CommitSite::LocalWrite)?;
+        self.crash
+            .commit(tx, CommitSite::LocalWrite, &mut self.sync.events)?;
         if split {
             let tx = self.conn.transaction()?;
             for (record, op_id) in &unqueued {
@@ -309,7 +319,8 @@ impl Engine {
                     &new_op(record, op_id, Operation::Insert, false, now_ms),
                 )?;
             }
-            self.crash.commit(tx, CommitSite::LocalWrite)?;
+            self.crash
+                .commit(tx, CommitSite::LocalWrite, &mut self.sync.events)?;
         }
         self.after_local_commit()?;
         Ok(ids)
@@ -391,15 +402,18 @@ impl Engine {
         let op = new_op(record, &op_id, operation, force, now_ms);
         if self.options.planted_defects.split_local_write {
             store::set_hlc_high_water(&tx, self.hlc.last())?;
-            self.crash.commit(tx, CommitSite::LocalWrite)?;
+            self.crash
+                .commit(tx, CommitSite::LocalWrite, &mut self.sync.events)?;
             let tx = self.conn.transaction()?;
             store::enqueue(&tx, &op)?;
-            self.crash.commit(tx, CommitSite::LocalWrite)?;
+            self.crash
+                .commit(tx, CommitSite::LocalWrite, &mut self.sync.events)?;
             return self.after_local_commit();
         }
         store::enqueue(&tx, &op)?;
         store::set_hlc_high_water(&tx, self.hlc.last())?;
-        self.crash.commit(tx, CommitSite::LocalWrite)?;
+        self.crash
+            .commit(tx, CommitSite::LocalWrite, &mut self.sync.events)?;
         self.after_local_commit()
     }
 

@@ -234,7 +234,8 @@ impl Engine {
         self.crash
             .reached(CrashPoint::MidForce)
             .map_err(WriteError::Killed)?;
-        self.crash.commit(tx, CommitSite::ForcePush)?;
+        self.crash
+            .commit(tx, CommitSite::ForcePush, &mut self.sync.events)?;
         Ok(())
     }
 
@@ -252,7 +253,8 @@ impl Engine {
         let tx = self.conn.transaction()?;
         force_staging::stage_page(&tx, entity, &items, &page.deleted_ids)?;
         if page.has_more {
-            self.crash.commit(tx, CommitSite::ForceStaged)?;
+            self.crash
+                .commit(tx, CommitSite::ForceStaged, &mut self.sync.events)?;
             self.crash_point(CrashPoint::BetweenPullPages)
                 .map_err(SyncError::Killed)?;
             self.emit_pull(entity, Some(page.last_sync_at));
@@ -278,7 +280,8 @@ impl Engine {
         self.crash
             .reached(CrashPoint::MidForce)
             .map_err(SyncError::Killed)?;
-        self.crash.commit(tx, CommitSite::ForceSwap)?;
+        self.crash
+            .commit(tx, CommitSite::ForceSwap, &mut self.sync.events)?;
         self.end_force_pull(SyncEvent::ForceCompleted {
             entity: entity.to_owned(),
         })
@@ -295,6 +298,7 @@ impl Engine {
         self.crash.commit_in(
             &mut self.conn,
             CommitSite::StagingCleared,
+            &mut self.sync.events,
             force_staging::clear,
         )?;
         self.end_force_pull(SyncEvent::ForceFailed {
@@ -316,7 +320,8 @@ impl Engine {
         self.crash
             .reached(CrashPoint::MidWipe)
             .map_err(WriteError::Killed)?;
-        self.crash.commit(tx, CommitSite::Wipe)?;
+        self.crash
+            .commit(tx, CommitSite::Wipe, &mut self.sync.events)?;
         Ok(removed)
     }
 }

@@ -129,7 +129,8 @@ impl Engine {
             store::set_cursor(&tx, &entity, &cursor, self.env.now_ms())?;
         }
         store::set_hlc_high_water(&tx, self.hlc.last())?;
-        self.crash.commit(tx, CommitSite::PushResults)?;
+        self.crash
+            .commit(tx, CommitSite::PushResults, &mut self.sync.events)?;
         if let Some(message) = transient_error {
             return self.fail_sync(&message, true);
         }
@@ -187,7 +188,8 @@ impl Engine {
                         message: message.to_owned(),
                     });
                 }
-                self.crash.commit(tx, CommitSite::PushRejected)?;
+                self.crash
+                    .commit(tx, CommitSite::PushRejected, &mut self.sync.events)?;
                 self.advance()
             }
             // Unauthorized: the data is fine; the token is not. Wait for a new token.

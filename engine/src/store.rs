@@ -14,6 +14,7 @@ use row::StoredRow;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::{Map, Value};
 
+pub mod changes;
 pub mod force_staging;
 pub mod integrity;
 pub mod row;

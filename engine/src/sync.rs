@@ -63,9 +63,24 @@ pub enum SyncTrigger {
     Retry,
 }
 
-/// What the machine reports to the app.
+/// What the engine reports to the app: the sync's progress and outcomes, and the records
+/// each committed transaction changed.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SyncEvent {
+    /// A committed transaction changed what `get` and `list` show of these records of
+    /// `entity`: one was created, removed (a wipe, a force replacement, a repair), or
+    /// changed in any field of its [`Record`](crate::Record) (data, deletion, version,
+    /// base version, stamp, server id, space). One event per entity per transaction,
+    /// `ids` the client ids, sorted and without repeats, queued only once the transaction
+    /// committed. Every kind of commit announces: local writes (create, `create_many`,
+    /// update, delete), push results, pulled pages, conflict resolutions and
+    /// auto-merges, forces both ways, wipes and repairs. A record written but shown
+    /// exactly as before (the echo of a version it holds) is not announced, nor is a
+    /// change of only the queue, the conflicts or the cursors.
+    RecordsChanged {
+        entity: String,
+        ids: Vec<String>,
+    },
     SyncStarted {
         trigger: SyncTrigger,
     },
@@ -515,7 +530,8 @@ impl Engine {
         let now_ms = self.env.now_ms();
         let tx = self.conn.transaction()?;
         let prepared = prepare_push(&tx, &self.options.registry, self.sync.push_cap, now_ms)?;
-        self.crash.commit(tx, CommitSite::MarkSending)?;
+        self.crash
+            .commit(tx, CommitSite::MarkSending, &mut self.sync.events)?;
         match prepared {
             Some(prepared) => self.send_push(prepared).map(|()| true),
             None => Ok(false),
@@ -570,14 +586,17 @@ impl Engine {
     /// and its staged pages are dropped.
     pub fn cancel_sync(&mut self) -> Result<(), SyncError> {
         let now_ms = self.env.now_ms();
-        self.crash
-            .commit_in(&mut self.conn, CommitSite::SendingReset, |conn| {
-                store::reset_sending(conn, Some("sync cancelled"), now_ms)
-            })?;
+        self.crash.commit_in(
+            &mut self.conn,
+            CommitSite::SendingReset,
+            &mut self.sync.events,
+            |conn| store::reset_sending(conn, Some("sync cancelled"), now_ms),
+        )?;
         if let Some(entity) = self.sync.force_pull_entity().map(str::to_owned) {
             self.crash.commit_in(
                 &mut self.conn,
                 CommitSite::StagingCleared,
+                &mut self.sync.events,
                 store::force_staging::clear,
             )?;
             self.sync.report(SyncEvent::ForceFailed {
@@ -607,6 +626,7 @@ impl Engine {
         self.crash.commit_in(
             &mut self.conn,
             CommitSite::StagingCleared,
+            &mut self.sync.events,
             store::force_staging::clear,
         )?;
         self.sync.phase = Phase::ForcePull {
@@ -637,10 +657,12 @@ impl Engine {
 
     fn finish_sync(&mut self) -> Result<(), SyncError> {
         let now_ms = self.env.now_ms();
-        self.crash
-            .commit_in(&mut self.conn, CommitSite::SyncCompleted, |conn| {
-                store::set_last_successful_sync_ms(conn, now_ms)
-            })?;
+        self.crash.commit_in(
+            &mut self.conn,
+            CommitSite::SyncCompleted,
+            &mut self.sync.events,
+            |conn| store::set_last_successful_sync_ms(conn, now_ms),
+        )?;
         self.sync.phase = Phase::Idle;
         self.sync.failure_streak = 0;
         self.sync.events.push_back(SyncEvent::SyncCompleted);
@@ -658,10 +680,12 @@ impl Engine {
             return self.fail_force(reason);
         }
         let now_ms = self.env.now_ms();
-        self.crash
-            .commit_in(&mut self.conn, CommitSite::SendingReset, |conn| {
-                store::reset_sending(conn, Some(reason), now_ms)
-            })?;
+        self.crash.commit_in(
+            &mut self.conn,
+            CommitSite::SendingReset,
+            &mut self.sync.events,
+            |conn| store::reset_sending(conn, Some(reason), now_ms),
+        )?;
         self.sync.phase = Phase::Idle;
         self.sync.in_flight = None;
         self.sync.outgoing.clear();
@@ -782,7 +806,8 @@ impl Engine {
             now_ms,
         )?;
         store::set_hlc_high_water(&tx, self.hlc.last())?;
-        self.crash.commit(tx, CommitSite::PullPage)?;
+        self.crash
+            .commit(tx, CommitSite::PullPage, &mut self.sync.events)?;
 
         if page.has_more {
             self.sync.phase = Phase::Pulling {

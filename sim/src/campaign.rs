@@ -340,6 +340,7 @@ mod tests {
                 "conflict_on_same_batch_edit",
                 "pull_overwrites_pending_edit",
                 "advance_cursor_past_foreign_commits",
+                "skip_pull_notifications",
             ]
         );
         for &name in DEFECT_NAMES {
@@ -383,6 +384,7 @@ mod tests {
             conflict_on_same_batch_edit: true,
             pull_overwrites_pending_edit: true,
             advance_cursor_past_foreign_commits: true,
+            skip_pull_notifications: true,
         };
         assert_eq!(ServerDefects::planting(Defect::ALL.iter().copied()), every);
         assert_eq!(every.planted(), Defect::ALL.to_vec());

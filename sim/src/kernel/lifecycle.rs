@@ -265,7 +265,8 @@ impl Sim {
     }
 
     /// The oracle's continuous checks of the records the call just made touched
-    /// (read-your-writes, monotonic reads): once here, so every driver gets them.
+    /// (read-your-writes, monotonic reads) and of its change notifications: once here, so
+    /// every driver gets them.
     fn check_touched(&mut self, index: usize) -> Result<(), Failure> {
         let origin = if self.delivering {
             Origin::Received
@@ -275,6 +276,7 @@ impl Sim {
         let device = &self.devices[index];
         if let (Some(tenant), Some(engine)) = (device.tenant.as_deref(), device.engine.as_ref()) {
             self.oracle.check_touched(device, tenant, engine, origin)?;
+            self.oracle.check_notifications(device, tenant, engine)?;
         }
         Ok(())
     }

@@ -109,7 +109,9 @@ impl Probe {
             SyncEvent::RepairStarted { .. } => Probe::RepairStarted,
             SyncEvent::ForceCompleted { .. } => Probe::ForceFromServerCompleted,
             SyncEvent::ForceFailed { .. } => Probe::ForceFailed,
-            SyncEvent::SyncCompleted | SyncEvent::SyncFailed { .. } => return None,
+            SyncEvent::SyncCompleted
+            | SyncEvent::SyncFailed { .. }
+            | SyncEvent::RecordsChanged { .. } => return None,
         })
     }
 }

@@ -18,10 +18,12 @@
 
 mod causality;
 mod model;
+mod notifications;
 mod rejections;
 
 pub use causality::{Causality, Order, Origin};
 pub use model::{AckedWrite, Model, ServerView};
+pub use notifications::Notifications;
 pub use rejections::check_stamp_not_dragged_ahead;
 
 use crate::kernel::device::Device;
@@ -52,6 +54,8 @@ pub struct Oracle {
     /// Per device, the records (client or server ids) the last call or delivery touched,
     /// checked for read-your-writes and monotonic reads once it returns.
     touched: BTreeMap<usize, BTreeSet<String>>,
+    /// What each device showed at the last check, and what its engine announced since.
+    notifications: Notifications,
 }
 
 impl Oracle {
@@ -115,6 +119,7 @@ impl Oracle {
             self.model.record_create(tenant, &record.client_id);
         }
         self.release_discarded();
+        self.notifications.opened(device.index, tenant, &records);
         self.causality.hostile_server = self.hostile_server;
         for record in &records {
             let client_id = record.client_id.as_str();
@@ -199,22 +204,42 @@ impl Oracle {
         Ok(())
     }
 
+    /// After a call into `device`'s engine returned and its events were drained: every
+    /// record whose shown state changed was announced, and nothing else
+    /// (`notifications.rs`).
+    pub fn check_notifications(
+        &mut self,
+        device: &Device,
+        tenant: &str,
+        engine: &Engine,
+    ) -> Result<(), Failure> {
+        let compared = self
+            .notifications
+            .check(device.index, tenant, engine)
+            .map_err(|message| violation(format!("{}: {message}", device.name)))?;
+        self.invariant_checks += compared.min(1);
+        Ok(())
+    }
+
     /// The device's process ended (a kill): what its last call touched was never checked
     /// and the reopen checks every record anyway.
     pub fn process_ended(&mut self, device: usize) {
         self.touched.remove(&device);
+        self.notifications.forget(device);
     }
 
     /// The device's app was killed inside a call, before handing out that call's events:
     /// replacements it may have announced are not judged at the reopen.
     pub fn killed_mid_call(&mut self, device: usize, tenant: &str) {
         self.causality.excuse_all(device, tenant);
+        self.notifications.forget(device);
     }
 
     /// The device logged out of `tenant`: what it knew of the tenant's records is gone
     /// with the database.
     pub fn logged_out(&mut self, device: usize, tenant: &str) {
         self.touched.remove(&device);
+        self.notifications.forget(device);
         self.causality.forget(device, tenant);
     }
 
@@ -278,6 +303,11 @@ impl Oracle {
             SyncEvent::ForceFailed { entity, .. } => {
                 self.model
                     .force_from_server_ended(device.index, tenant, entity, false);
+            }
+            SyncEvent::RecordsChanged { entity, ids } => {
+                self.notifications
+                    .announce(device.index, entity, ids)
+                    .map_err(|message| violation(format!("{}: {message}", device.name)))?;
             }
             _ => {}
         }

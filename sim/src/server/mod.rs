@@ -117,6 +117,8 @@ pub enum Defect {
     PullOverwritesPendingEdit,
     /// [`ServerDefects::advance_cursor_past_foreign_commits`] (an engine defect).
     AdvanceCursorPastForeignCommits,
+    /// [`ServerDefects::skip_pull_notifications`] (an engine defect).
+    SkipPullNotifications,
 }
 
 impl Defect {
@@ -207,6 +209,9 @@ pub struct ServerDefects {
     /// cursor is stored even when the device did not stand at its "before" cursor, so
     /// another device's commit in between is never pulled. The server ignores it.
     pub advance_cursor_past_foreign_commits: bool,
+    /// An engine defect (see `sync_engine::PlantedDefects`): a pulled page's changes are
+    /// not announced by a `RecordsChanged` event. The server ignores it.
+    pub skip_pull_notifications: bool,
 }
 
 impl ServerDefects {
@@ -254,6 +259,7 @@ impl ServerDefects {
             Defect::AdvanceCursorPastForeignCommits => {
                 &mut self.advance_cursor_past_foreign_commits
             }
+            Defect::SkipPullNotifications => &mut self.skip_pull_notifications,
         }
     }
 
