@@ -18,6 +18,7 @@ use criterion::{
 };
 use std::time::Duration;
 use sync_benches::floor::{LocalFloor, SyncFloor};
+use sync_benches::query::{QueryScenario, PAGE_LEN};
 use sync_benches::{
     items, prefilled_server, pull_all, Device, PushScenario, SyncScenario, ENTITY, SPACE_ID,
 };
@@ -26,6 +27,9 @@ use sync_sim::world::{run_seed, RunOptions};
 
 /// The size of every fixed-size group.
 const COUNT: usize = 10_000;
+
+/// The records the `query` group's page is taken from.
+const QUERY_COUNT: usize = 100_000;
 
 /// The sizes of the `scale` group.
 const SCALE_COUNTS: [usize; 3] = [1_000, 10_000, 100_000];
@@ -192,6 +196,19 @@ fn scale(c: &mut Criterion) {
     group.finish();
 }
 
+/// A filtered, ordered page of 50 from 100k records on an indexed field, against the same
+/// statement in plain SQLite on the same database (the floor). The device is built once,
+/// untimed: a query reads and changes nothing.
+fn query(c: &mut Criterion) {
+    let mut group = c.benchmark_group("query");
+    group.throughput(Throughput::Elements(PAGE_LEN as u64));
+    let scenario = QueryScenario::new(QUERY_COUNT);
+    scenario.check();
+    group.bench_function("filtered_page_100k", |b| b.iter(|| scenario.run()));
+    group.bench_function("sqlite_floor", |b| b.iter(|| scenario.run_floor()));
+    group.finish();
+}
+
 /// Simulator speed: whole seeds (world built, run through safety and liveness, checked)
 /// per second, for the `lite` and `default` profiles. Seeds are taken in order from 0, so
 /// a run is repeatable; each seed draws its own world, so the mean is over many shapes.
@@ -216,6 +233,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5));
-    targets = local_write, push, pull, sync_10k, scale, sim
+    targets = local_write, push, pull, sync_10k, scale, query, sim
 }
 criterion_main!(benches);

@@ -12,6 +12,7 @@
 //! once before measuring, and by the tests below.
 
 pub mod floor;
+pub mod query;
 
 use serde_json::{json, Value};
 use sync_engine::testing::EPOCH_MS;
@@ -63,11 +64,16 @@ pub struct Device {
 impl Device {
     /// Opens a fresh, empty device; `seed` feeds its id entropy (give each device its own).
     pub fn open(seed: u64) -> Device {
+        Device::open_with(seed, registry())
+    }
+
+    /// [`Device::open`] with the app's own entity registry.
+    pub fn open_with(seed: u64, registry: EntityRegistry) -> Device {
         let dir = tempfile::tempdir().expect("temporary directory");
         let options = EngineOptions::new(
             DbLocation::new(dir.path()),
             TenantId::parse(TENANT).expect("the bench tenant id is valid"),
-            registry(),
+            registry,
         );
         let env = Env::new(ManualClock::new(EPOCH_MS), SeededEntropy::new(seed));
         let mut engine = Engine::open(options, env).expect("open the engine");
@@ -118,7 +124,9 @@ pub fn assert_clean_sync(events: &[SyncEvent]) {
     for event in events {
         let clean = matches!(
             event,
-            SyncEvent::SyncStarted { .. } | SyncEvent::SyncCompleted
+            SyncEvent::SyncStarted { .. }
+                | SyncEvent::SyncCompleted
+                | SyncEvent::RecordsChanged { .. }
         );
         assert!(clean, "unexpected sync event {event:?}");
     }
@@ -303,6 +311,11 @@ mod tests {
             scenario.device.engine.cursor(ENTITY).unwrap().as_deref(),
             Some("3.srv-0000000250")
         );
+    }
+
+    #[test]
+    fn query_scenario_agrees_with_its_floor_and_uses_the_index() {
+        query::QueryScenario::new(2_000).check();
     }
 
     #[test]

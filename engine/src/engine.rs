@@ -161,6 +161,7 @@ impl Engine {
             now_ms,
         )?;
         store::force_staging::clear(&tx)?;
+        store::query::ensure_indexes(&tx, &options.registry)?;
         let mut hlc = Hlc::resume(store::hlc_high_water(&tx)?);
         hlc.planted_reuses_observed = options.planted_defects.hlc_reuses_observed_stamp;
         // Before any crash hook is installed: no boundary to kill at.

@@ -97,6 +97,8 @@ pub enum ConfigError {
     ZeroBatchSize(String),
     #[error("no entity types registered")]
     NoEntities,
+    #[error("invalid indexed field {0:?}: dot-separated names of ASCII letters, digits and '_'")]
+    InvalidIndexedField(String),
 }
 
 /// A local write: create, update, delete, conflict resolution, wipe, force.
@@ -168,3 +170,28 @@ impl From<SyncError> for WriteError {
         }
     }
 }
+
+/// A query (`Engine::query`, `Engine::count`): refused before any read, or a failed read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueryError {
+    #[error("unknown entity type {0:?}")]
+    UnknownEntity(String),
+    #[error(
+        "invalid field name {0:?}: dot-separated names of ASCII letters, digits and '_', \
+         not starting with a digit, at most 64 characters"
+    )]
+    InvalidField(String),
+    #[error("the IN list of field {0:?} mixes values of different kinds")]
+    MixedKinds(String),
+    #[error("field {0:?} is compared with a number that is not finite")]
+    NotFinite(String),
+    #[error("the cursor comes from a query with another order")]
+    CursorOfAnotherOrder,
+    #[error("storage error: {0}")]
+    Storage(#[source] rusqlite::Error),
+    #[error(transparent)]
+    Damaged(DamagedRow),
+}
+
+from_storage_error!(QueryError);

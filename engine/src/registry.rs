@@ -21,6 +21,10 @@ pub struct EntityConfig {
     /// Merge concurrent edits of *different* fields without asking the user (off by
     /// default; equal stamps that touch the same field still become a stored conflict).
     pub auto_merge_fields: bool,
+    /// Fields of the data that queries filter or order on (`priority`, `address.city`):
+    /// each gets an index on (entity, space, field), made at open (see
+    /// [`crate::query`]). Names follow the query's field-name rule.
+    pub indexed_fields: Vec<String>,
 }
 
 /// An entity type's name: 1-64 ASCII letters and digits, starting with a letter (the
@@ -41,6 +45,7 @@ impl EntityConfig {
             push_batch_max: PUSH_BATCH_MAX_DEFAULT,
             pull_page_limit: PULL_PAGE_LIMIT_DEFAULT,
             auto_merge_fields: false,
+            indexed_fields: Vec::new(),
         })
     }
 
@@ -73,6 +78,13 @@ impl EntityRegistry {
     pub fn register(&mut self, config: EntityConfig) -> Result<&mut EntityRegistry, ConfigError> {
         if config.push_batch_max == 0 || config.pull_page_limit == 0 {
             return Err(ConfigError::ZeroBatchSize(config.name));
+        }
+        if let Some(field) = config
+            .indexed_fields
+            .iter()
+            .find(|field| crate::query::validate_field_name(field).is_err())
+        {
+            return Err(ConfigError::InvalidIndexedField(field.clone()));
         }
         if self.index_by_name.contains_key(config.name()) {
             return Err(ConfigError::DuplicateEntity(config.name));

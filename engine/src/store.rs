@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 pub mod changes;
 pub mod force_staging;
 pub mod integrity;
+pub mod query;
 pub mod row;
 pub mod schema;
 
