@@ -8,6 +8,12 @@
 //! The engine does no I/O but SQLite: time and randomness come from an injected
 //! [`Env`], and the network belongs to the caller, who drives the sans-IO state machine
 //! (see [`sync`] for the run loop). Start reading at [`Engine`].
+//!
+//! The app learns what changed from the same event stream: after every committed
+//! transaction that changed what `get` and `list` show — local writes included —
+//! [`poll_event`](Engine::poll_event) hands out one [`SyncEvent::RecordsChanged`] per
+//! entity. Pages of records, filtered and ordered on fields of their data, come from
+//! [`Engine::query`] (see [`query`]).
 
 pub mod conflict;
 mod conflict_display;
