@@ -188,6 +188,8 @@ impl SimBuilder {
             collect_requests: self.collect_requests,
             sent: BTreeMap::new(),
             trace: Trace::new(self.keep_trace),
+            event_log: self.keep_trace.then(Vec::new),
+            state_lines: BTreeMap::new(),
             root,
             knobs,
         }

@@ -4,6 +4,7 @@
 //! Nothing here decides when a kill happens; the fault model and the drivers do.
 
 use super::device::SimCrashHook;
+use super::event_log::EventKind;
 use super::{token_of, violation, CallError, Called, Event, Failure, Sim, RESTART_DELAY_MS_MAX};
 use crate::oracle::Origin;
 use crate::profile::FaultClass;
@@ -63,10 +64,11 @@ impl Sim {
         }));
         let app_online = device.app_online;
         device.engine = Some(engine);
-        self.trace(format!(
+        let line = format!(
             "{} open tenant {tenant} generation {}",
             self.devices[index].name, self.devices[index].generation
-        ));
+        );
+        self.trace_device(index, EventKind::Open, line);
         let token = token_of(&tenant);
         self.call(index, |engine| Ok(engine.set_auth_token(&token)?))?;
         if !app_online {
@@ -99,21 +101,24 @@ impl Sim {
             Ok(value) => {
                 if let Some(point) = engine.killed_at() {
                     let at = self.count_kill(point);
-                    self.trace(format!(
+                    let line = format!(
                         "{} killed at {at} after the call took effect",
                         self.devices[index].name
-                    ));
+                    );
+                    self.trace_device(index, EventKind::Kill, line);
                     self.killed_mid_call(index);
                     self.crash(index, None);
                     return Ok(Called::Done(value));
                 }
                 self.drain(index)?;
+                self.note_state(index);
                 self.check_touched(index)?;
                 Ok(Called::Done(value))
             }
             Err(CallError::Killed(point)) => {
                 let at = self.count_kill(point);
-                self.trace(format!("{} killed at {at}", self.devices[index].name));
+                let line = format!("{} killed at {at}", self.devices[index].name);
+                self.trace_device(index, EventKind::Kill, line);
                 self.killed_mid_call(index);
                 self.crash(index, None);
                 Ok(Called::Killed(point))
@@ -121,6 +126,7 @@ impl Sim {
             Err(CallError::Rejected(message)) => {
                 self.trace(format!("{} rejected: {message}", self.devices[index].name));
                 self.drain(index)?;
+                self.note_state(index);
                 self.check_touched(index)?;
                 Ok(Called::Rejected(message))
             }
@@ -246,7 +252,8 @@ impl Sim {
             _ => {}
         }
         self.probe_event(&event);
-        self.trace(format!("{} event {event:?}", self.devices[index].name));
+        let line = format!("{} event {event:?}", self.devices[index].name);
+        self.trace_device(index, EventKind::Engine, line);
         self.oracle
             .engine_event(&self.devices[index], &tenant, &event)?;
         self.oracle
@@ -330,7 +337,9 @@ impl Sim {
         }
         self.devices[index].kill();
         self.oracle.process_ended(index);
-        self.trace(format!("{} killed", self.devices[index].name));
+        let line = format!("{} killed", self.devices[index].name);
+        self.trace_device(index, EventKind::Kill, line);
+        self.note_state(index);
         if !self.devices[index].restart_scheduled {
             self.devices[index].restart_scheduled = true;
             let at_ms = self.now_ms + self.restarts.range(100, RESTART_DELAY_MS_MAX);
@@ -373,7 +382,11 @@ impl Sim {
             return Ok(());
         };
         let name = self.devices[index].name.clone();
-        self.trace(format!("{name} logs out of {tenant}"));
+        self.trace_device(
+            index,
+            EventKind::Logout,
+            format!("{name} logs out of {tenant}"),
+        );
         let engine = self.devices[index].engine.take();
         self.devices[index].forget_process();
         self.oracle.model.discard_device_tenant(index, &tenant);
@@ -400,6 +413,7 @@ impl Sim {
         }
         self.devices[index].tenant = None;
         self.devices[index].dropped_tenants.insert(tenant);
+        self.note_state(index);
         Ok(())
     }
 

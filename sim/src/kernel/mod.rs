@@ -23,6 +23,7 @@
 
 mod builder;
 pub mod device;
+pub mod event_log;
 mod faults;
 mod inject;
 mod lifecycle;
@@ -268,6 +269,10 @@ pub struct Sim {
     /// Requests sent per device since the driver last took them (`collect_requests`).
     sent: BTreeMap<usize, Vec<SyncRequest>>,
     trace: Trace,
+    /// The structured events, kept only with the whole trace (`event_log.rs`).
+    event_log: Option<Vec<event_log::LoggedEvent>>,
+    /// Each device's last state line in the trace (kept only with the whole trace).
+    state_lines: BTreeMap<usize, String>,
     /// Holds every device's database files; removed when the run drops.
     root: tempfile::TempDir,
 }
@@ -402,8 +407,14 @@ impl Sim {
         self.devices[device].tenant.as_deref()
     }
 
-    /// Records a trace line, stamped with virtual time.
+    /// Records a trace line, stamped with virtual time (and, when the trace is kept, logs
+    /// it as a note on the lane of the device it starts with).
     pub fn trace(&mut self, line: String) {
+        self.log_note(&line);
+        self.trace_line(line);
+    }
+
+    fn trace_line(&mut self, line: String) {
         let stamped = format!("{:>9} {line}", self.now_ms - EPOCH_MS);
         self.trace.record(stamped);
     }
@@ -506,7 +517,8 @@ impl Sim {
                     && self.devices[device].timer_at == Some(self.now_ms);
                 if due {
                     self.devices[device].timer_at = None;
-                    self.trace(format!("{} timer", self.devices[device].name));
+                    let line = format!("{} timer", self.devices[device].name);
+                    self.trace_device(device, event_log::EventKind::Timer, line);
                     self.call(device, |engine| Ok(engine.handle_timeout()?))?;
                 }
             }

@@ -25,6 +25,7 @@ mod tenants;
 pub use liveness::LivenessBound;
 pub use tenants::tenant_ids;
 
+use crate::kernel::event_log::LoggedEvent;
 use crate::kernel::probes::Probe;
 use crate::kernel::{Called, Sim, SimBuilder, ENTITIES};
 use crate::profile::{FaultClass, Knobs, Profile};
@@ -71,6 +72,9 @@ pub struct SeedReport {
     pub recent_events: Vec<String>,
     #[serde(skip)]
     pub trace: Vec<String>,
+    /// The structured events a timeline is drawn from (kept with the whole trace only).
+    #[serde(skip)]
+    pub event_log: Vec<LoggedEvent>,
 }
 
 /// Runs one seed of a profile.
@@ -181,6 +185,7 @@ impl World {
             liveness_bound: LivenessBound::for_knobs(sim.knobs()),
             recent_events: sim.recent_trace(),
             trace: sim.take_trace(),
+            event_log: sim.take_event_log(),
         }
     }
 
