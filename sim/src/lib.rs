@@ -13,5 +13,6 @@ pub mod profile;
 pub mod rng;
 pub mod script;
 pub mod server;
+pub mod signature;
 pub mod sweep;
 pub mod world;

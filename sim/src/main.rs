@@ -329,10 +329,17 @@ fn print_summary(summary: &CampaignSummary) {
             class.name()
         );
     }
-    for failure in &summary.failures {
+    if !summary.groups.is_empty() {
         println!(
-            "FAILED seed {} {:?}: {}\n  replay: {}",
-            failure.seed, failure.kind, failure.message, failure.replay
+            "{} failures in {} groups (kind | invariant | operation):",
+            summary.failures.len(),
+            summary.groups.len()
+        );
+    }
+    for group in &summary.groups {
+        println!(
+            "FAILED {:>5} x {}, smallest seed {}\n  replay: {}",
+            group.count, group.signature, group.smallest_seed, group.replay
         );
     }
 }

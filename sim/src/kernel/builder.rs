@@ -188,6 +188,7 @@ impl SimBuilder {
             collect_requests: self.collect_requests,
             sent: BTreeMap::new(),
             trace: Trace::new(self.keep_trace),
+            operation: String::new(),
             event_log: self.keep_trace.then(Vec::new),
             state_lines: BTreeMap::new(),
             root,

@@ -222,6 +222,38 @@ enum Event {
 }
 
 impl Event {
+    /// What the kernel is doing while it handles the event, for failure signatures: the
+    /// wire operation without its entity (`syncPull`, not `syncPullSpace`).
+    fn operation(&self) -> &'static str {
+        let wire = |name: &str| {
+            if name.starts_with("syncPush") {
+                "syncPush"
+            } else if name.starts_with("syncPull") {
+                "syncPull"
+            } else {
+                "a request"
+            }
+        };
+        match self {
+            Event::Driver { .. } => "user action",
+            Event::EngineTimer { .. } => "engine timer",
+            Event::ServerArrival { request, .. } => match wire(&request.operation_name) {
+                "syncPush" => "server handles syncPush",
+                "syncPull" => "server handles syncPull",
+                _ => "server handles a request",
+            },
+            Event::Delivery { operation_name, .. } => match wire(operation_name) {
+                "syncPush" => "answer to syncPush",
+                "syncPull" => "answer to syncPull",
+                _ => "answer to a request",
+            },
+            Event::Kill { .. } => "kill",
+            Event::Restart { .. } => "app open after a kill",
+            Event::PartitionHeal { .. } => "partition heal",
+            Event::BackOnline { .. } => "back online",
+        }
+    }
+
     /// Events that must run out before the world counts as quiet: what is on the wire,
     /// and the restarts that follow kills.
     fn is_network(&self) -> bool {
@@ -269,6 +301,9 @@ pub struct Sim {
     /// Requests sent per device since the driver last took them (`collect_requests`).
     sent: BTreeMap<usize, Vec<SyncRequest>>,
     trace: Trace,
+    /// What the kernel or its driver is doing now (the event handled, the user's action,
+    /// the final checks): a failure's operation in its signature.
+    operation: String,
     /// The structured events, kept only with the whole trace (`event_log.rs`).
     event_log: Option<Vec<event_log::LoggedEvent>>,
     /// Each device's last state line in the trace (kept only with the whole trace).
@@ -378,6 +413,18 @@ impl Sim {
     /// request (after a kill, a logout or a tenant switch).
     pub fn stale_answers_delivered(&self) -> u64 {
         self.stale_answers_delivered
+    }
+
+    /// What the run is doing now: the operation a failure arising now happened in.
+    pub fn operation(&self) -> &str {
+        &self.operation
+    }
+
+    /// Names what the driver does next (a user action, the final checks), until the next
+    /// event or the next call of this.
+    pub fn set_operation(&mut self, operation: &str) {
+        self.operation.clear();
+        self.operation.push_str(operation);
     }
 
     pub fn trace_hash(&self) -> String {
@@ -510,6 +557,7 @@ impl Sim {
     }
 
     fn handle_event(&mut self, event: Event) -> Result<Wake, Failure> {
+        self.set_operation(event.operation());
         match event {
             Event::Driver { device } => return Ok(Wake::Driver(device)),
             Event::EngineTimer { device, generation } => {

@@ -77,6 +77,8 @@ impl World {
                 continue;
             }
             let name = self.sim.device(index).name.clone();
+            self.sim
+                .set_operation(&format!("user {action:?} while a request is in flight"));
             self.sim.trace(format!(
                 "{name} acts while a request is in flight: {action:?}"
             ));

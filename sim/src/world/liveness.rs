@@ -123,7 +123,9 @@ impl World {
                 Some(difference) => last_difference = difference,
             }
         }
-        Err(self.diagnose(when, &bound, last_difference)?)
+        let failure = self.diagnose(when, &bound, last_difference)?;
+        self.sim.set_operation("convergence without help");
+        Err(failure)
     }
 
     /// The simulated user answers every open conflict on every device; true if any was.

@@ -70,6 +70,8 @@ pub struct SeedReport {
     /// The virtual time the world had to converge on its own, per convergence.
     pub liveness_bound: LivenessBound,
     pub recent_events: Vec<String>,
+    /// What the run was doing when it ended: a failure's operation (`signature.rs`).
+    pub operation: String,
     #[serde(skip)]
     pub trace: Vec<String>,
     /// The structured events a timeline is drawn from (kept with the whole trace only).
@@ -184,6 +186,7 @@ impl World {
             probes: sim.probes().clone(),
             liveness_bound: LivenessBound::for_knobs(sim.knobs()),
             recent_events: sim.recent_trace(),
+            operation: sim.operation().to_owned(),
             trace: sim.take_trace(),
             event_log: sim.take_event_log(),
         }
@@ -214,11 +217,14 @@ impl World {
         self.sim.advance_to(safety_end_ms.max(self.sim.now_ms()));
         if safety_only {
             self.sim.trace("safety only: no liveness phase".to_owned());
+            self.sim.set_operation("final checks");
             return self.sim.safety_checks();
         }
         self.run_liveness()?;
+        self.sim.set_operation("final checks");
         self.sim.final_checks()?;
         self.run_second_workload()?;
+        self.sim.set_operation("final checks");
         self.sim.final_checks()
     }
 
@@ -231,6 +237,7 @@ impl World {
         let action = Action::ALL[self.workload.weighted(&weights)];
         let mut user = SimRng::new(self.workload.next_u64(), 0);
         let name = self.sim.device(index).name.clone();
+        self.sim.set_operation(&format!("user {action:?}"));
         self.sim.trace(format!("{name} action {action:?}"));
         self.sim.inject_action_faults(index)?;
         if self.sim.tenant_of(index).is_none() {
