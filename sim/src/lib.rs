@@ -6,6 +6,7 @@
 //! (no clock, no randomness), and checks its own invariants.
 
 pub mod campaign;
+pub mod determinism;
 pub mod fuzzing;
 pub mod kernel;
 pub mod oracle;
@@ -15,4 +16,5 @@ pub mod script;
 pub mod server;
 pub mod signature;
 pub mod sweep;
+pub mod timeline;
 pub mod world;

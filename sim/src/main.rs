@@ -12,10 +12,14 @@ use clap::{Args, Parser, Subcommand};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use sync_sim::campaign::{replay_command, run_campaign, CampaignConfig, CampaignSummary};
+use sync_sim::campaign::{
+    defect_names, replay_command, run_campaign, CampaignConfig, CampaignSummary,
+};
+use sync_sim::determinism::check_determinism;
 use sync_sim::profile::Profile;
 use sync_sim::server::{Defect, ServerDefects};
 use sync_sim::sweep::{run_once, run_sweep, SweepConfig, SweepSummary};
+use sync_sim::timeline::render_html;
 use sync_sim::world::{run_seed, FailureKind, RunOptions, SeedReport};
 
 /// The exit code of bad usage (`EX_USAGE`); clap's own is 2, which here means liveness.
@@ -39,8 +43,12 @@ struct Cli {
 enum Command {
     /// Run a campaign of seeds and summarise it; a failure prints its replay command.
     Run(RunArgs),
-    /// Replay one seed, printing its knobs and (with --trace) every event.
+    /// Replay one seed, printing its knobs and (with --trace) every event; --html writes
+    /// its timeline.
     Replay(ReplayArgs),
+    /// Run one seed twice with the whole trace kept and print the first trace line that
+    /// differs (exit code 1), or that the runs agree.
+    CheckDeterminism(CheckDeterminismArgs),
     /// Run one fixed workload once per transaction boundary of the engines, killing the
     /// app there, then converge and check every invariant; fails on the first violation.
     Sweep(SweepArgs),
@@ -115,6 +123,26 @@ struct ReplayArgs {
     /// Replay a `--safety-only` seed: faults never stop, no liveness phase.
     #[arg(long)]
     safety_only: bool,
+    /// Write the run's timeline to PATH: one self-contained HTML page (lanes per device
+    /// and the server, requests and their fates, faults, state lines, the failure).
+    #[arg(long, value_name = "PATH")]
+    html: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct CheckDeterminismArgs {
+    /// The seed to run twice.
+    #[arg(value_name = "SEED")]
+    seed: u64,
+    /// The profile the seed draws its knobs from.
+    #[arg(long, value_name = "P", default_value = "default", value_parser = profile_parser())]
+    profile: Profile,
+    /// Plant a defect (repeatable), as a failing campaign did.
+    #[arg(long = "defect", value_name = "NAME", value_parser = defect_parser())]
+    defects: Vec<Defect>,
+    /// Run the seed as `--safety-only` does.
+    #[arg(long)]
+    safety_only: bool,
 }
 
 fn main() -> ExitCode {
@@ -134,6 +162,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => command_run(args),
         Command::Replay(args) => command_replay(args),
+        Command::CheckDeterminism(args) => Ok(command_check_determinism(args)),
         Command::Sweep(args) => command_sweep(args),
     };
     match result {
@@ -351,13 +380,14 @@ fn command_replay(args: ReplayArgs) -> Result<ExitCode, String> {
         trace,
         defects,
         safety_only,
+        html,
     } = args;
     let defects = ServerDefects::planting(defects);
     let report = run_seed(
         seed,
         profile,
         &RunOptions {
-            keep_trace: trace,
+            keep_trace: trace || html.is_some(),
             defects,
             safety_only,
         },
@@ -367,13 +397,26 @@ fn command_replay(args: ReplayArgs) -> Result<ExitCode, String> {
         "knobs: {}",
         serde_json::to_string_pretty(&report.knobs).expect("knobs serialize")
     );
-    for line in &report.trace {
-        println!("{line}");
+    if trace {
+        for line in &report.trace {
+            println!("{line}");
+        }
     }
     println!(
         "trace hash {} events {} virtual {} ms faults {:?}",
         report.trace_hash, report.events, report.virtual_ms, report.faults_fired
     );
+    if let Some(path) = html {
+        let mut title = format!("syncsim seed {seed} · profile {}", profile.name());
+        for name in defect_names(&defects) {
+            title.push_str(&format!(" · defect {name}"));
+        }
+        let replay = replay_command(seed, profile, &defects, safety_only);
+        let page = render_html(&report, &title, &replay);
+        std::fs::write(&path, page)
+            .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+        println!("timeline: {}", path.display());
+    }
     match &report.failure {
         None => {
             println!("passed");
@@ -384,6 +427,51 @@ fn command_replay(args: ReplayArgs) -> Result<ExitCode, String> {
             Ok(ExitCode::from(exit_code(failure.kind)))
         }
     }
+}
+
+fn command_check_determinism(args: CheckDeterminismArgs) -> ExitCode {
+    let CheckDeterminismArgs {
+        seed,
+        profile,
+        defects,
+        safety_only,
+    } = args;
+    let options = RunOptions {
+        keep_trace: true,
+        defects: ServerDefects::planting(defects),
+        safety_only,
+    };
+    let check = check_determinism(seed, profile, &options);
+    let (first, second) = (&check.first, &check.second);
+    if check.agrees() {
+        println!(
+            "seed {seed} profile {}: the two runs agree: trace hash {}, {} events, {} trace lines",
+            profile.name(),
+            first.trace_hash,
+            first.events,
+            first.trace.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "seed {seed} profile {}: the two runs DIVERGE: trace hash {} vs {}",
+        profile.name(),
+        first.trace_hash,
+        second.trace_hash
+    );
+    if let Some(divergence) = &check.divergence {
+        println!("first difference at trace line {}:", divergence.index);
+        let context_start = divergence.index - divergence.context.len();
+        for (offset, line) in divergence.context.iter().enumerate() {
+            println!("  {:>7}   {line}", context_start + offset);
+        }
+        let missing = "(the trace ended)".to_owned();
+        let first_line = divergence.first.as_ref().unwrap_or(&missing);
+        let second_line = divergence.second.as_ref().unwrap_or(&missing);
+        println!("  {:>7} 1 {first_line}", divergence.index);
+        println!("  {:>7} 2 {second_line}", divergence.index);
+    }
+    ExitCode::from(1)
 }
 
 fn command_sweep(args: SweepArgs) -> Result<ExitCode, String> {

@@ -239,3 +239,33 @@ fn sweep_fails_on_the_first_bad_kill_and_prints_a_replay_that_fails_alike() {
         "{replayed}"
     );
 }
+
+#[test]
+fn check_determinism_says_the_runs_agree_and_replay_writes_the_timeline() {
+    // A seed the planted defect fails within 40 s of virtual time: both commands are fast.
+    let seed = [
+        "0",
+        "--profile",
+        "lite",
+        "--defect",
+        "pull_overwrites_pending_edit",
+    ];
+    let check = syncsim(&[&["check-determinism"][..], &seed].concat());
+    let stdout = text(&check.stdout);
+    assert_eq!(check.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("the two runs agree: trace hash"),
+        "{stdout}"
+    );
+    let page =
+        std::env::temp_dir().join(format!("syncsim-cli-timeline-{}.html", std::process::id()));
+    let page_arg = page.to_str().expect("a UTF-8 temporary path");
+    let replay = syncsim(&[&["replay"][..], &seed, &["--html", page_arg]].concat());
+    assert_eq!(replay.status.code(), Some(1), "{}", text(&replay.stdout));
+    let html = std::fs::read_to_string(&page).expect("the timeline was written");
+    std::fs::remove_file(&page).expect("remove the timeline");
+    assert!(html.contains("monotonic reads"));
+    assert!(sync_sim::timeline::embedded_json(&html).is_some());
+    // Without --trace the replay prints no trace lines, only the summary line.
+    assert!(!text(&replay.stdout).contains(" state d0 "));
+}
