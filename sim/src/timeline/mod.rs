@@ -14,6 +14,7 @@ use crate::kernel::event_log::{record_ids_in, EventKind, LoggedEvent};
 use crate::signature::Signature;
 use crate::world::SeedReport;
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// The page: CSS, the renderer's JS, and the place the data goes.
 const TEMPLATE: &str = include_str!("timeline.html");
@@ -30,6 +31,9 @@ struct TimelineData<'a> {
     /// The lanes, left to right: every device of the run, then `server` (and `world`
     /// when some line belongs to no device).
     lanes: Vec<String>,
+    /// Every record id the events name, once: events refer to them by index, since a
+    /// pulled page names up to a thousand and would otherwise repeat them page after page.
+    record_ids: Vec<&'a str>,
     events: Vec<TimelineEvent<'a>>,
     failure: Option<FailureView>,
     trace_hash: &'a str,
@@ -49,8 +53,9 @@ struct TimelineEvent<'a> {
     request: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     fate: Option<&'a str>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    records: &'a [String],
+    /// Indices into `record_ids`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    records: Vec<usize>,
     text: &'a str,
 }
 
@@ -76,6 +81,8 @@ pub fn render_html(report: &SeedReport, title: &str, replay: &str) -> String {
             .position(|lane| lane == name)
             .expect("every logged lane is listed")
     };
+    let mut record_ids: Vec<&str> = Vec::new();
+    let mut record_index: BTreeMap<&str, usize> = BTreeMap::new();
     let events = report
         .event_log
         .iter()
@@ -85,7 +92,16 @@ pub fn render_html(report: &SeedReport, title: &str, replay: &str) -> String {
             kind: event.kind,
             request: event.request_id.map(|id| id.to_string()),
             fate: event.fate.as_deref(),
-            records: &event.records,
+            records: event
+                .records
+                .iter()
+                .map(|id| {
+                    *record_index.entry(id).or_insert_with(|| {
+                        record_ids.push(id);
+                        record_ids.len() - 1
+                    })
+                })
+                .collect(),
             text: &event.text,
         })
         .collect();
@@ -116,6 +132,7 @@ pub fn render_html(report: &SeedReport, title: &str, replay: &str) -> String {
         virtual_ms: report.virtual_ms,
         replay,
         lanes,
+        record_ids,
     };
     let json = serde_json::to_string(&data).expect("the timeline serializes");
     TEMPLATE
@@ -221,11 +238,16 @@ mod tests {
         assert!(!records.is_empty(), "{}", failure.message);
         let events = data["events"].as_array().expect("events");
         assert_eq!(events.len(), report.event_log.len());
+        let record_ids = data["record_ids"].as_array().expect("record ids");
         for record in records {
+            let index = record_ids
+                .iter()
+                .position(|id| id == record)
+                .unwrap_or_else(|| panic!("{record} is not among the record ids"));
             assert!(
                 events.iter().any(|event| event["records"]
                     .as_array()
-                    .is_some_and(|named| named.contains(record))),
+                    .is_some_and(|named| named.contains(&Value::from(index)))),
                 "no event touches {record}"
             );
         }
