@@ -18,6 +18,7 @@ use sync_sim::campaign::{
 use sync_sim::determinism::check_determinism;
 use sync_sim::profile::Profile;
 use sync_sim::server::{Defect, ServerDefects};
+use sync_sim::signature::Signature;
 use sync_sim::sweep::{run_once, run_sweep, SweepConfig, SweepSummary};
 use sync_sim::timeline::render_html;
 use sync_sim::world::{run_seed, FailureKind, RunOptions, SeedReport};
@@ -235,6 +236,7 @@ fn print_failure(
         "\nFAILED seed {} ({:?}): {}",
         report.seed, failure.kind, failure.message
     );
+    eprintln!("signature: {}", Signature::of(failure, &report.operation));
     eprintln!(
         "knobs: {}",
         serde_json::to_string(&report.knobs).unwrap_or_default()

@@ -269,3 +269,43 @@ fn check_determinism_says_the_runs_agree_and_replay_writes_the_timeline() {
     // Without --trace the replay prints no trace lines, only the summary line.
     assert!(!text(&replay.stdout).contains(" state d0 "));
 }
+
+#[test]
+fn a_failing_campaign_prints_and_writes_its_failures_grouped_by_signature() {
+    // Seed 0 of `lite` fails fast with this defect: one failure, so one group.
+    let json = std::env::temp_dir().join(format!("syncsim-cli-groups-{}.json", std::process::id()));
+    let json_arg = json.to_str().expect("a UTF-8 temporary path");
+    let campaign = syncsim(&[
+        "run",
+        "--seeds",
+        "0..1",
+        "--profile",
+        "lite",
+        "--defect",
+        "pull_overwrites_pending_edit",
+        "--json",
+        json_arg,
+    ]);
+    let stdout = text(&campaign.stdout);
+    assert_eq!(campaign.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("1 failures in 1 groups"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "FAILED     1 x Invariant | monotonic reads | in answer to syncPull, smallest seed 0"
+        ),
+        "{stdout}"
+    );
+    assert!(text(&campaign.stderr).contains("signature: Invariant | monotonic reads"));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("the JSON summary"))
+            .expect("the summary is JSON");
+    std::fs::remove_file(&json).expect("remove the JSON summary");
+    let group = &summary["groups"][0];
+    assert_eq!(group["invariant"], "monotonic reads");
+    assert_eq!(group["count"], 1);
+    assert_eq!(group["smallest_seed"], 0);
+    assert_eq!(
+        summary["failures"][0]["signature"]["invariant"],
+        "monotonic reads"
+    );
+}
