@@ -2,14 +2,16 @@
 //! 300 failures of one bug as one group with its count and smallest seed.
 //!
 //! A signature is (kind, invariant, operation). The invariant is the head of the
-//! failure's message — the text before its first `": "`, after the name of the device the
-//! message starts with — with every word that holds a digit replaced by `#`, so record
-//! ids, tenants, stamps, counts and device numbers do not split a group. The operation is
+//! failure's message — the text before its first `": "` (after the name of the device the
+//! message starts with) and before its first `" ("` — with every word that holds a digit,
+//! names a tenant (the word after `tenant`) or names an entity of the world replaced by
+//! `#`, and runs of `#` made one, so record ids, tenants, entities, stamps, counts and
+//! device numbers do not split a group. The operation is
 //! what the run was doing when it failed ([`crate::kernel::Sim::operation`]: the event
 //! handled, the user's action, the final checks). This module only reads messages; it
 //! never decides whether a run failed.
 
-use crate::kernel::{Failure, FailureKind};
+use crate::kernel::{Failure, FailureKind, ENTITIES};
 use serde::Serialize;
 
 /// The longest invariant text a signature keeps (characters): messages that carry no
@@ -60,7 +62,8 @@ pub fn invariant_of(message: &str) -> String {
     } else {
         first.to_owned()
     };
-    let mut invariant = without_numbers(&head);
+    let head = head.split(" (").next().unwrap_or_default();
+    let mut invariant = without_numbers(head);
     if invariant.chars().count() > INVARIANT_CHARS_MAX {
         invariant = invariant.chars().take(INVARIANT_CHARS_MAX).collect();
         invariant.push('…');
@@ -68,18 +71,22 @@ pub fn invariant_of(message: &str) -> String {
     invariant
 }
 
-/// `text` with every word that holds a digit replaced by `#`, and runs of spaces made one.
+/// `text` with every word that holds a digit, follows `tenant` or `tenants`, or is an
+/// entity of the world replaced by `#`; runs of `#` and of spaces made one.
 fn without_numbers(text: &str) -> String {
-    text.split_whitespace()
-        .map(|word| {
-            if word.chars().any(|c| c.is_ascii_digit()) {
-                "#"
-            } else {
-                word
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    let mut words: Vec<&str> = Vec::new();
+    let mut after_tenant = false;
+    for word in text.split_whitespace() {
+        let variable = after_tenant
+            || word.chars().any(|c| c.is_ascii_digit())
+            || ENTITIES.contains(&word.trim_end_matches([',', '.', ';']));
+        after_tenant = word == "tenant" || word == "tenants";
+        let word = if variable { "#" } else { word };
+        if !(word == "#" && words.last() == Some(&"#")) {
+            words.push(word);
+        }
+    }
+    words.join(" ")
 }
 
 #[cfg(test)]
@@ -105,7 +112,21 @@ mod tests {
         );
         check(
             "op 0192-aa of tenant acme-org_11 changed the server 2 times (exactly once expected)",
-            "op # of tenant # changed the server # times (exactly once expected)",
+            "op # of tenant # changed the server # times",
+        );
+        // Tenants without digits and entities do not split a group either.
+        check(
+            "cursor moved backwards on d0 tenant ACME-ORG Space: Some((4, \"x\")) -> None",
+            "cursor moved backwards on # tenant #",
+        );
+        check(
+            "cursor moved backwards on d3 tenant t1 Group: Some((9, \"y\")) -> None",
+            "cursor moved backwards on # tenant #",
+        );
+        check(
+            "no convergence on its own after the heal within 12 windows of 320500 ms = 3846000 \
+             ms (interval 300000 ms); it converged only once poked: d0 differs",
+            "no convergence on its own after the heal within # windows of # ms = # ms",
         );
         check(
             "d2 after reopen: ops: op 17 is sending after open",
