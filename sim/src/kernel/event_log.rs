@@ -60,31 +60,40 @@ pub struct LoggedEvent {
     pub text: String,
 }
 
-/// A logged event before the kernel stamps it with the time.
-pub(super) struct Entry {
-    lane: String,
+/// A logged event before the kernel stamps it with the time. It borrows and allocates
+/// nothing until the log is kept: most runs never keep it.
+pub(super) struct Entry<'a> {
+    /// The device's index, or `None` for the server.
+    device: Option<usize>,
     kind: EventKind,
     request_id: Option<u64>,
-    fate: Option<String>,
+    fate: Option<&'a str>,
 }
 
-impl Entry {
-    pub(super) fn new(lane: &str, kind: EventKind) -> Entry {
+impl<'a> Entry<'a> {
+    pub(super) fn device(index: usize, kind: EventKind) -> Entry<'a> {
         Entry {
-            lane: lane.to_owned(),
+            device: Some(index),
             kind,
             request_id: None,
             fate: None,
         }
     }
 
-    pub(super) fn request(mut self, request_id: u64) -> Entry {
+    pub(super) fn server(kind: EventKind) -> Entry<'a> {
+        Entry {
+            device: None,
+            ..Entry::device(0, kind)
+        }
+    }
+
+    pub(super) fn request(mut self, request_id: u64) -> Entry<'a> {
         self.request_id = Some(request_id);
         self
     }
 
-    pub(super) fn fate(mut self, fate: &str) -> Entry {
-        self.fate = Some(fate.to_owned());
+    pub(super) fn fate(mut self, fate: &'a str) -> Entry<'a> {
+        self.fate = Some(fate);
         self
     }
 }
@@ -153,11 +162,15 @@ impl Sim {
     /// costs.
     pub(super) fn trace_entry(
         &mut self,
-        entry: Entry,
+        entry: Entry<'_>,
         line: String,
         records: impl FnOnce() -> Vec<String>,
     ) {
         if let Some(log) = self.event_log.as_mut() {
+            let lane = match entry.device {
+                Some(index) => self.devices[index].name.clone(),
+                None => "server".to_owned(),
+            };
             let mut records_named = record_ids_in(&line);
             for id in records() {
                 if !records_named.contains(&id) {
@@ -166,10 +179,10 @@ impl Sim {
             }
             log.push(LoggedEvent {
                 at_ms: self.now_ms - EPOCH_MS,
-                lane: entry.lane,
+                lane,
                 kind: entry.kind,
                 request_id: entry.request_id,
-                fate: entry.fate,
+                fate: entry.fate.map(str::to_owned),
                 records: records_named,
                 text: line.clone(),
             });
@@ -179,8 +192,7 @@ impl Sim {
 
     /// [`Sim::trace_entry`] for an event of one device that carries no request.
     pub(super) fn trace_device(&mut self, index: usize, kind: EventKind, line: String) {
-        let entry = Entry::new(&self.devices[index].name, kind);
-        self.trace_entry(entry, line, Vec::new);
+        self.trace_entry(Entry::device(index, kind), line, Vec::new);
     }
 
     /// Logs a driver's or the kernel's plain line: its lane is the device (or `server`)

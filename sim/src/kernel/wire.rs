@@ -180,7 +180,7 @@ impl Sim {
             "{name} -> {} #{}",
             request.operation_name, request.request_id
         );
-        let mut entry = Entry::new(name, EventKind::Send).request(request.request_id);
+        let mut entry = Entry::device(index, EventKind::Send).request(request.request_id);
         if let Some(fate_name) = fate_name {
             entry = entry.fate(fate_name);
         }
@@ -268,7 +268,7 @@ impl Sim {
             ServerFate::ResponseLost => "response lost",
             ServerFate::TimeoutThenLate { .. } => "late",
         };
-        let entry = Entry::new("server", EventKind::Arrive)
+        let entry = Entry::server(EventKind::Arrive)
             .request(request.request_id)
             .fate(fate_name);
         self.trace_entry(entry, line, || client_ids_in(&request.variables));
@@ -317,7 +317,7 @@ impl Sim {
         response: Result<Value, TransportError>,
     ) -> Result<(), Failure> {
         let name = self.devices[index].name.clone();
-        let entry = Entry::new(&name, EventKind::Answer).request(request_id);
+        let entry = Entry::device(index, EventKind::Answer).request(request_id);
         if !self.devices[index].is_running() {
             let line = format!("{name} <- #{request_id} dropped: no app runs to receive it");
             self.trace_entry(entry.fate("dropped"), line, Vec::new);
