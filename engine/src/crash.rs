@@ -104,8 +104,9 @@ impl CommitSite {
     }
 }
 
-/// Decides, at each crash point, whether the app dies there.
-pub trait CrashHook {
+/// Decides, at each crash point, whether the app dies there. `Send`, like the engine that
+/// holds it.
+pub trait CrashHook: Send {
     fn should_crash(&mut self, point: CrashPoint) -> bool;
 
     /// Asked on both sides of every commit (`point` is [`CrashPoint::BeforeCommit`] or
