@@ -25,6 +25,7 @@ use strum::{EnumCount, IntoStaticStr, VariantArray};
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, EnumCount, IntoStaticStr, VariantArray,
 )]
 #[strum(serialize_all = "snake_case")]
+#[non_exhaustive]
 pub enum CrashPoint {
     /// A local write and its queued op just committed; the caller has not heard back.
     AfterLocalCommit,
@@ -67,6 +68,7 @@ impl CrashPoint {
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, EnumCount, IntoStaticStr, VariantArray,
 )]
 #[strum(serialize_all = "snake_case")]
+#[non_exhaustive]
 pub enum CommitSite {
     /// A create, update or delete and its queued op.
     LocalWrite,

@@ -34,6 +34,7 @@ use crate::conflict::PulledVerdict;
 use crate::crash::{CommitSite, CrashPoint};
 use crate::engine::Engine;
 use crate::error::SyncError;
+use crate::failure::SyncFailure;
 use crate::pull::{
     self, forget_records_missing_on_server, merge_pulled_delete, merge_pulled_item,
     parse_pull_page, PageKind,
@@ -54,6 +55,7 @@ pub const BACKOFF_CAP_MS: u64 = 5 * 60 * 1000;
 
 /// Why a sync started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum SyncTrigger {
     AppOpen,
     Interval,
@@ -65,6 +67,7 @@ pub enum SyncTrigger {
 
 /// What the machine reports to the app.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum SyncEvent {
     SyncStarted {
         trigger: SyncTrigger,
@@ -73,7 +76,7 @@ pub enum SyncEvent {
     SyncCompleted,
     /// A sync stopped early; `retry_at_ms` is set for transient failures.
     SyncFailed {
-        reason: String,
+        reason: SyncFailure,
         retry_at_ms: Option<u64>,
     },
     ConflictStored {
@@ -108,7 +111,7 @@ pub enum SyncEvent {
     /// local records, queued ops and conflicts are as they were before it.
     ForceFailed {
         entity: String,
-        reason: String,
+        reason: SyncFailure,
     },
 }
 
@@ -120,6 +123,7 @@ pub struct TransportError {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TransportErrorKind {
     Unreachable,
     Timeout,
@@ -404,7 +408,12 @@ impl Engine {
             .map_err(SyncError::Killed)?;
         let response = match response {
             Ok(response) => response,
-            Err(error) => return self.fail_sync(&format!("transport: {}", error.message), true),
+            Err(error) => {
+                return self.fail_sync(SyncFailure::Transport {
+                    kind: error.kind,
+                    message: error.message,
+                })
+            }
         };
         match in_flight {
             InFlight::Push {
@@ -582,7 +591,7 @@ impl Engine {
             )?;
             self.sync.report(SyncEvent::ForceFailed {
                 entity,
-                reason: "cancelled".to_owned(),
+                reason: SyncFailure::Cancelled,
             });
         }
         self.sync.phase = Phase::Idle;
@@ -652,7 +661,7 @@ impl Engine {
 
     /// Stops the sync: ops in flight go back to `pending`; transient failures re-arm the
     /// retry timer with backoff. A running force-from-server ends with `ForceFailed`.
-    pub(crate) fn fail_sync(&mut self, reason: &str, transient: bool) -> Result<(), SyncError> {
+    pub(crate) fn fail_sync(&mut self, reason: SyncFailure) -> Result<(), SyncError> {
         if self.sync.force_pull_entity().is_some() {
             // A force is not a sync: it ends with its own outcome and is not retried.
             return self.fail_force(reason);
@@ -660,13 +669,13 @@ impl Engine {
         let now_ms = self.env.now_ms();
         self.crash
             .commit_in(&mut self.conn, CommitSite::SendingReset, |conn| {
-                store::reset_sending(conn, Some(reason), now_ms)
+                store::reset_sending(conn, Some(&reason.to_string()), now_ms)
             })?;
         self.sync.phase = Phase::Idle;
         self.sync.in_flight = None;
         self.sync.outgoing.clear();
         self.sync.rerun_requested = false;
-        let retry_at_ms = if transient {
+        let retry_at_ms = if reason.is_transient() {
             self.sync.failure_streak = self.sync.failure_streak.saturating_add(1);
             let delay_ms = backoff_delay_ms(self.sync.failure_streak, self.env.next_u64());
             self.sync.retry = Some(Timer {
@@ -681,7 +690,7 @@ impl Engine {
             None
         };
         self.sync.events.push_back(SyncEvent::SyncFailed {
-            reason: reason.to_owned(),
+            reason,
             retry_at_ms,
         });
         Ok(())
@@ -700,13 +709,13 @@ impl Engine {
             Envelope::Error {
                 code: Some(ErrorCode::Unauthorized),
                 message,
-            } => return self.fail_sync(&format!("unauthorized: {message}"), false),
-            Envelope::Error { message, .. } => {
-                return self.fail_sync(&format!("server error: {message}"), true)
+            } => return self.fail_sync(SyncFailure::AuthRequired { message }),
+            Envelope::Error { code, message } => {
+                return self.fail_sync(SyncFailure::ServerError { code, message })
             }
         };
         let Some((page, items)) = parse_pull_page(payload) else {
-            return self.fail_sync("malformed pull response", true);
+            return self.fail_sync(SyncFailure::invalid_answer("malformed pull response"));
         };
         let kind = match self.sync.phase {
             Phase::ForcePull { .. } => PageKind::Replacement,
@@ -714,7 +723,9 @@ impl Engine {
         };
         if let Some(reason) = pull::overreach(&self.conn, entity, kind, &items, &page.deleted_ids)?
         {
-            return self.fail_sync(&format!("pull page refused: {reason}"), true);
+            return self.fail_sync(SyncFailure::invalid_answer(format!(
+                "pull page refused: {reason}"
+            )));
         }
         if self.sync.force_pull_entity().is_some() {
             return self.handle_force_page(entity, page, items);
