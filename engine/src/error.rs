@@ -147,6 +147,8 @@ pub enum ConfigError {
     ZeroBatchSize(String),
     #[error("no entity types registered")]
     NoEntities,
+    #[error("invalid sync setting: {0}")]
+    InvalidSetting(String),
 }
 
 /// A local write: create, update, delete, conflict resolution, wipe, force.

@@ -25,6 +25,7 @@ mod pull;
 mod push;
 pub mod record;
 pub mod registry;
+mod settings;
 mod store;
 pub mod sync;
 pub mod system_env;
@@ -46,6 +47,7 @@ pub use force::{ConfirmedForce, ForceDirection, ForceOutcome, ForcePlan};
 pub use hlc::{Hlc, HlcStamp};
 pub use record::{Conflict, FieldDiff, ListOptions, OpStatus, QueuedOp, Record, SyncStatus};
 pub use registry::{EntityConfig, EntityRegistry};
+pub use settings::SyncSettings;
 pub use sync::{SyncEvent, SyncTrigger, Transport, TransportError, TransportErrorKind};
 pub use tenant::{DbLocation, TenantId};
 

@@ -41,17 +41,13 @@ use crate::pull::{
 };
 use crate::push::{prepare_push, settle_conflict, PreparedPush};
 use crate::record::OpStatus;
+use crate::settings::SyncSettings;
 use crate::store;
 use crate::wire::{
     into_envelope, Envelope, ErrorCode, SyncPullVariables, SyncPushVariables, SyncRequest,
 };
 use serde_json::Value;
 use std::collections::{BTreeSet, VecDeque};
-
-pub const SYNC_INTERVAL_MS: u64 = 5 * 60 * 1000;
-pub const DEBOUNCE_MS: u64 = 500;
-pub const BACKOFF_BASE_MS: u64 = 1_000;
-pub const BACKOFF_CAP_MS: u64 = 5 * 60 * 1000;
 
 /// Why a sync started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -220,6 +216,9 @@ pub(crate) struct SyncMachine {
     interval: Option<Timer>,
     retry: Option<Timer>,
     debounce: Option<Timer>,
+    /// The request deadline of the request in flight (by its id), when the settings set one.
+    deadline: Option<(u64, Timer)>,
+    settings: SyncSettings,
     failure_streak: u32,
     /// Set while a push refused whole is sent in smaller runs (halved at each refusal,
     /// cleared when one op is refused alone or a sync starts).
@@ -229,7 +228,7 @@ pub(crate) struct SyncMachine {
 impl SyncMachine {
     /// `first_request_id` comes from entropy, so a process restarted after a kill does
     /// not reuse the ids of requests its predecessor left in flight.
-    pub(crate) fn new(now_ms: u64, first_request_id: u64) -> SyncMachine {
+    pub(crate) fn new(now_ms: u64, first_request_id: u64, settings: SyncSettings) -> SyncMachine {
         SyncMachine {
             online: true,
             phase: Phase::Idle,
@@ -242,10 +241,12 @@ impl SyncMachine {
             events: VecDeque::new(),
             interval: Some(Timer {
                 armed_at_ms: now_ms,
-                delay_ms: SYNC_INTERVAL_MS,
+                delay_ms: settings.interval_ms,
             }),
             retry: None,
             debounce: None,
+            deadline: None,
+            settings,
             failure_streak: 0,
             push_cap: None,
         }
@@ -286,19 +287,19 @@ impl SyncMachine {
     pub(crate) fn arm_debounce(&mut self, now_ms: u64) {
         self.debounce = Some(Timer {
             armed_at_ms: now_ms,
-            delay_ms: DEBOUNCE_MS,
+            delay_ms: self.settings.after_write_delay_ms,
         });
     }
-}
 
-/// Exponential backoff with seeded "equal jitter": half fixed, half random, capped.
-pub fn backoff_delay_ms(failure_streak: u32, random: u64) -> u64 {
-    let exponent = failure_streak.saturating_sub(1).min(20);
-    let delay_ms = BACKOFF_BASE_MS
-        .saturating_mul(1 << exponent)
-        .min(BACKOFF_CAP_MS);
-    let half = delay_ms / 2;
-    half + random % (half + 1)
+    /// The in-flight request's deadline timer, if the settings set one and the request it
+    /// was armed for is still in flight.
+    fn live_deadline(&mut self) -> Option<(u64, &mut Timer)> {
+        let in_flight_id = self.in_flight.as_ref().map(|(id, _)| *id)?;
+        match self.deadline.as_mut() {
+            Some((id, timer)) if *id == in_flight_id => Some((*id, timer)),
+            _ => None,
+        }
+    }
 }
 
 impl Engine {
@@ -309,7 +310,7 @@ impl Engine {
         let now_ms = self.env.now_ms();
         self.sync.interval = Some(Timer {
             armed_at_ms: now_ms,
-            delay_ms: SYNC_INTERVAL_MS,
+            delay_ms: self.sync.settings.interval_ms,
         });
         self.start_sync(SyncTrigger::AppOpen)
     }
@@ -332,6 +333,10 @@ impl Engine {
     /// The earliest timer deadline on the device clock, if any timer is armed.
     pub fn poll_timeout(&mut self) -> Option<u64> {
         let now_ms = self.env.now_ms();
+        let request_deadline = self
+            .sync
+            .live_deadline()
+            .map(|(_, timer)| timer.deadline(now_ms));
         [
             &mut self.sync.interval,
             &mut self.sync.retry,
@@ -339,18 +344,28 @@ impl Engine {
         ]
         .into_iter()
         .filter_map(|timer| timer.as_mut().map(|timer| timer.deadline(now_ms)))
+        .chain(request_deadline)
         .min()
     }
 
-    /// Fires every timer whose deadline has passed on the device clock.
+    /// Fires every timer whose deadline has passed on the device clock. A request past its
+    /// deadline (`SyncSettings::request_deadline_ms`) fails as a transport timeout first.
     pub fn handle_timeout(&mut self) -> Result<(), SyncError> {
         let now_ms = self.env.now_ms();
+        let overdue = self.sync.live_deadline().and_then(|(request_id, timer)| {
+            (timer.deadline(now_ms) <= now_ms).then_some((request_id, timer.delay_ms))
+        });
+        if let Some((request_id, delay_ms)) = overdue {
+            self.sync.deadline = None;
+            let message = format!("no answer within {delay_ms} ms");
+            self.handle_response(request_id, Err(TransportError::timeout(&message)))?;
+        }
         let mut fired = Vec::new();
         if let Some(timer) = self.sync.interval.as_mut() {
             if timer.deadline(now_ms) <= now_ms {
                 self.sync.interval = Some(Timer {
                     armed_at_ms: now_ms,
-                    delay_ms: SYNC_INTERVAL_MS,
+                    delay_ms: self.sync.settings.interval_ms,
                 });
                 fired.push(SyncTrigger::Interval);
             }
@@ -517,6 +532,16 @@ impl Engine {
             variables,
         });
         self.sync.in_flight = Some((request_id, in_flight));
+        self.sync.deadline = self.sync.settings.request_deadline_ms.map(|delay_ms| {
+            let armed_at_ms = self.env.now_ms();
+            (
+                request_id,
+                Timer {
+                    armed_at_ms,
+                    delay_ms,
+                },
+            )
+        });
     }
 
     /// Marks the next push run `sending` and emits its request; false if nothing to push.
@@ -677,7 +702,10 @@ impl Engine {
         self.sync.rerun_requested = false;
         let retry_at_ms = if reason.is_transient() {
             self.sync.failure_streak = self.sync.failure_streak.saturating_add(1);
-            let delay_ms = backoff_delay_ms(self.sync.failure_streak, self.env.next_u64());
+            let delay_ms = self
+                .sync
+                .settings
+                .backoff_delay_ms(self.sync.failure_streak, self.env.next_u64());
             self.sync.retry = Some(Timer {
                 armed_at_ms: now_ms,
                 delay_ms,

@@ -577,7 +577,7 @@ fn a_request_for_another_tenant_is_rejected_and_changes_nothing() {
     // No retry timer: only the 5-minute interval, armed when the app opened.
     assert_eq!(
         world.call(impostor, |engine| Ok(engine.poll_timeout())),
-        Some(opened_at_ms + sync_engine::sync::SYNC_INTERVAL_MS)
+        Some(opened_at_ms + sync_engine::SyncSettings::default().interval_ms)
     );
 
     // The untampered request still works.
