@@ -321,15 +321,15 @@ impl Engine {
         Ok(ids)
     }
 
-    /// Merges `patch` (a JSON object) into a record's data, bumps its version and queues an
-    /// `update` carrying the base version, in one transaction.
+    /// Applies `patch` (a JSON object) to a record's data as a JSON Merge Patch (RFC 7396:
+    /// a field set to `null` is removed, an object merges into the object it names, any
+    /// other value replaces), bumps its version and queues an `update` carrying the whole
+    /// record and its base version, in one transaction.
     pub fn update(&mut self, id: &str, patch: Value) -> Result<Record, WriteError> {
         self.ensure_alive().map_err(WriteError::Killed)?;
         let patch = into_object(patch)?;
         let mut record = self.live_record(id)?;
-        for (field, value) in patch {
-            record.data.insert(field, value);
-        }
+        merge_patch(&mut record.data, patch);
         self.write_local(record, Operation::Update)
     }
 
@@ -529,6 +529,34 @@ fn new_op<'a>(
         updated_at: record.updated_at,
         force,
         now_ms,
+    }
+}
+
+/// RFC 7396 over an object: `null` removes a field, an object patch merges into the
+/// field's object (a field that is not an object is replaced by one), anything else
+/// replaces the field.
+fn merge_patch(target: &mut Map<String, Value>, patch: Map<String, Value>) {
+    for (field, value) in patch {
+        match value {
+            Value::Null => {
+                target.remove(&field);
+            }
+            Value::Object(inner) => {
+                let slot = target
+                    .entry(field)
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if !slot.is_object() {
+                    *slot = Value::Object(Map::new());
+                }
+                let Value::Object(nested) = slot else {
+                    unreachable!("made an object above")
+                };
+                merge_patch(nested, inner);
+            }
+            other => {
+                target.insert(field, other);
+            }
+        }
     }
 }
 
