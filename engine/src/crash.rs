@@ -25,6 +25,7 @@ use strum::{EnumCount, IntoStaticStr, VariantArray};
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, EnumCount, IntoStaticStr, VariantArray,
 )]
 #[strum(serialize_all = "snake_case")]
+#[non_exhaustive]
 pub enum CrashPoint {
     /// A local write and its queued op just committed; the caller has not heard back.
     AfterLocalCommit,
@@ -67,6 +68,7 @@ impl CrashPoint {
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, EnumCount, IntoStaticStr, VariantArray,
 )]
 #[strum(serialize_all = "snake_case")]
+#[non_exhaustive]
 pub enum CommitSite {
     /// A create, update or delete and its queued op.
     LocalWrite,
@@ -104,8 +106,9 @@ impl CommitSite {
     }
 }
 
-/// Decides, at each crash point, whether the app dies there.
-pub trait CrashHook {
+/// Decides, at each crash point, whether the app dies there. `Send`, like the engine that
+/// holds it.
+pub trait CrashHook: Send {
     fn should_crash(&mut self, point: CrashPoint) -> bool;
 
     /// Asked on both sides of every commit (`point` is [`CrashPoint::BeforeCommit`] or

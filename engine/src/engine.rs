@@ -11,6 +11,7 @@ use crate::hlc::Hlc;
 use crate::ids::uuid_v7;
 use crate::record::{ListOptions, OpStatus, QueuedOp, Record, SyncStatus};
 use crate::registry::{EntityConfig, EntityRegistry};
+use crate::settings::SyncSettings;
 use crate::store::{self, NewOp};
 use crate::sync::SyncMachine;
 use crate::tenant::{DbLocation, TenantId};
@@ -27,8 +28,11 @@ pub struct EngineOptions {
     pub location: DbLocation,
     pub tenant: TenantId,
     pub registry: EntityRegistry,
-    /// Start a sync 500 ms after a local write (the spec's optional "after mutation").
+    /// Start a sync shortly after a local write (the spec's optional "after mutation"),
+    /// `settings.after_write_delay_ms` after the last one.
     pub sync_after_write: bool,
+    /// The sync schedule: interval, after-write delay, backoff, request deadline.
+    pub settings: SyncSettings,
     /// Deliberately planted bugs for the simulator's self-tests; all off in an app.
     #[doc(hidden)]
     pub planted_defects: PlantedDefects,
@@ -101,6 +105,7 @@ impl EngineOptions {
             tenant,
             registry,
             sync_after_write: false,
+            settings: SyncSettings::default(),
             planted_defects: PlantedDefects::default(),
         }
     }
@@ -134,6 +139,7 @@ impl Engine {
         if options.registry.entities().is_empty() {
             return Err(crate::error::ConfigError::NoEntities.into());
         }
+        options.settings.validate()?;
         std::fs::create_dir_all(options.location.dir())?;
         crate::legacy_names::migrate(&options.location, &options.tenant)?;
         if options.planted_defects.discard_wal_on_open {
@@ -164,7 +170,7 @@ impl Engine {
         let mut env = env;
         // Request ids start at a random point (below 2^48, so they stay exact in JSON).
         let first_request_id = (env.next_u64() >> 16).max(1);
-        let sync = SyncMachine::new(now_ms, first_request_id);
+        let sync = SyncMachine::new(now_ms, first_request_id, options.settings);
         Ok(Engine {
             conn,
             env,
@@ -315,15 +321,15 @@ impl Engine {
         Ok(ids)
     }
 
-    /// Merges `patch` (a JSON object) into a record's data, bumps its version and queues an
-    /// `update` carrying the base version, in one transaction.
+    /// Applies `patch` (a JSON object) to a record's data as a JSON Merge Patch (RFC 7396:
+    /// a field set to `null` is removed, an object merges into the object it names, any
+    /// other value replaces), bumps its version and queues an `update` carrying the whole
+    /// record and its base version, in one transaction.
     pub fn update(&mut self, id: &str, patch: Value) -> Result<Record, WriteError> {
         self.ensure_alive().map_err(WriteError::Killed)?;
         let patch = into_object(patch)?;
         let mut record = self.live_record(id)?;
-        for (field, value) in patch {
-            record.data.insert(field, value);
-        }
+        merge_patch(&mut record.data, patch);
         self.write_local(record, Operation::Update)
     }
 
@@ -523,6 +529,34 @@ fn new_op<'a>(
         updated_at: record.updated_at,
         force,
         now_ms,
+    }
+}
+
+/// RFC 7396 over an object: `null` removes a field, an object patch merges into the
+/// field's object (a field that is not an object is replaced by one), anything else
+/// replaces the field.
+fn merge_patch(target: &mut Map<String, Value>, patch: Map<String, Value>) {
+    for (field, value) in patch {
+        match value {
+            Value::Null => {
+                target.remove(&field);
+            }
+            Value::Object(inner) => {
+                let slot = target
+                    .entry(field)
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if !slot.is_object() {
+                    *slot = Value::Object(Map::new());
+                }
+                let Value::Object(nested) = slot else {
+                    unreachable!("made an object above")
+                };
+                merge_patch(nested, inner);
+            }
+            other => {
+                target.insert(field, other);
+            }
+        }
     }
 }
 

@@ -15,6 +15,7 @@ pub mod crash;
 mod engine;
 pub mod env;
 pub mod error;
+mod failure;
 pub mod force;
 pub mod hlc;
 pub mod ids;
@@ -24,6 +25,7 @@ mod pull;
 mod push;
 pub mod record;
 pub mod registry;
+mod settings;
 mod store;
 pub mod sync;
 pub mod system_env;
@@ -36,11 +38,16 @@ pub use conflict::{Resolution, Side};
 pub use crash::{CommitSite, CrashHook, CrashPoint, NoCrash};
 pub use engine::{drop_tenant_database, Engine, EngineOptions, PlantedDefects};
 pub use env::{Clock, Entropy, Env, ManualClock, SeededEntropy};
-pub use error::{ConfigError, DamagedRow, OpenError, ReadError, SyncError, WriteError};
+pub use error::{
+    ConfigError, DamagedRow, OpenError, ReadError, StorageError, StorageErrorKind, SyncError,
+    WriteError,
+};
+pub use failure::SyncFailure;
 pub use force::{ConfirmedForce, ForceDirection, ForceOutcome, ForcePlan};
 pub use hlc::{Hlc, HlcStamp};
 pub use record::{Conflict, FieldDiff, ListOptions, OpStatus, QueuedOp, Record, SyncStatus};
 pub use registry::{EntityConfig, EntityRegistry};
+pub use settings::SyncSettings;
 pub use sync::{SyncEvent, SyncTrigger, Transport, TransportError, TransportErrorKind};
 pub use tenant::{DbLocation, TenantId};
 

@@ -52,6 +52,52 @@ fn a_push_result_with_an_empty_server_id_is_refused() {
     );
 }
 
+// Proves a push answer that gives one server id to two records (a broken server) keeps
+// the first mapping: the second record stays unmapped, both writes are acknowledged, and
+// the answer's transaction commits (a second mapping would break `id_map`'s uniqueness).
+#[test]
+fn a_server_id_given_to_two_records_maps_only_the_first() {
+    let (_dir, mut engine) = testing::open_temp_engine("acme");
+    engine.set_auth_token("token-acme").expect("store token");
+    let first = engine
+        .create("Space", "s1", json!({ "name": "a" }))
+        .expect("create");
+    let second = engine
+        .create("Space", "s1", json!({ "name": "b" }))
+        .expect("create");
+    engine.sync_now().expect("sync now");
+    let request = engine.poll_request().expect("a push");
+    let results: Vec<Value> = request.variables["payload"]
+        .as_array()
+        .expect("a payload")
+        .iter()
+        .map(|item| {
+            json!({
+                "opId": item["opId"], "clientId": item["clientId"], "id": "srv-same",
+                "success": true, "errorCode": null, "errorMessage": null,
+                "version": 1, "updatedAt": item["updatedAt"], "conflict": null
+            })
+        })
+        .collect();
+    assert_eq!(results.len(), 2, "both creates travel in one request");
+    let answer: Value = data_response(&request.operation_name, json!({ "results": results }));
+    engine
+        .handle_response(request.request_id, Ok(answer))
+        .expect("a broken answer is data, not an error");
+
+    let mapped = |client_id: &str| engine.get(client_id).expect("read").expect("the record");
+    assert_eq!(mapped(&first).server_id.as_deref(), Some("srv-same"));
+    assert_eq!(
+        mapped(&second).server_id,
+        None,
+        "the taken id was mapped twice"
+    );
+    assert!(
+        engine.queued_ops().expect("read the queue").is_empty(),
+        "both writes were acknowledged"
+    );
+}
+
 /// A device whose `Space` cursor is `"5.srv-a"` (one sync answered by hand, nothing
 /// queued), then one queued `Space` create and a sync started: the push request is in
 /// hand, unanswered.

@@ -8,9 +8,8 @@ use crate::oracle::Oracle;
 use crate::profile::{FaultClass, Knobs};
 use crate::rng::{SimRng, Stream};
 use crate::server::{ReferenceServer, ServerDefects};
-use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use sync_engine::{EntityConfig, EntityRegistry};
 
 /// Builds a [`Sim`]: `SimBuilder::new(seed).knobs(..).defects(..).build()`.
@@ -170,7 +169,7 @@ impl SimBuilder {
                 .collect(),
             registry,
             tenants,
-            kill_switch: Rc::new(RefCell::new(kill_switch)),
+            kill_switch: Arc::new(Mutex::new(kill_switch)),
             faults: Faults::new(seed, &knobs),
             latency: SimRng::for_stream(seed, Stream::Network),
             restarts: SimRng::for_stream(seed, Stream::Restarts),

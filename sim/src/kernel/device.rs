@@ -9,10 +9,9 @@
 
 use super::EPOCH_MS;
 use crate::rng::{Ratio, SimRng};
-use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use sync_engine::{CommitSite, CrashHook, CrashPoint, DbLocation, Engine, ManualClock, TenantId};
 
 /// Decides kills at the engine's crash points — the named ones and every transaction
@@ -123,20 +122,29 @@ impl KillSwitch {
     }
 }
 
-/// The hook installed in every simulated engine.
+/// Only a panic while the switch was held poisons it, and such a panic already ends the run.
+pub const KILL_SWITCH_POISONED: &str = "the kill switch is never poisoned: a panic ends the run";
+
+/// The hook installed in every simulated engine. The switch sits behind `Arc<Mutex<_>>`
+/// because an engine is `Send` (an app may move it to a sync thread); the simulation is
+/// single-threaded, so the lock is never contended.
 pub struct SimCrashHook {
     pub device: usize,
-    pub switch: Rc<RefCell<KillSwitch>>,
+    pub switch: Arc<Mutex<KillSwitch>>,
 }
 
 impl CrashHook for SimCrashHook {
     fn should_crash(&mut self, point: CrashPoint) -> bool {
-        self.switch.borrow_mut().should_crash(self.device, point)
+        self.switch
+            .lock()
+            .expect(KILL_SWITCH_POISONED)
+            .should_crash(self.device, point)
     }
 
     fn should_crash_at_commit(&mut self, point: CrashPoint, site: CommitSite) -> bool {
         self.switch
-            .borrow_mut()
+            .lock()
+            .expect(KILL_SWITCH_POISONED)
             .should_crash_at_commit(self.device, point, site)
     }
 }

@@ -14,7 +14,7 @@ impl Sim {
     /// crash points stop firing, partitions and offline periods end.
     pub fn stop_faults(&mut self) -> Result<(), Failure> {
         self.faults.set_on(false);
-        self.kill_switch.borrow_mut().armed = false;
+        self.kill_switch().armed = false;
         for index in 0..self.devices.len() {
             self.heal(index);
             if !self.devices[index].app_online {
@@ -27,32 +27,28 @@ impl Sim {
     /// Whether crash points and transaction boundaries may fire at their configured rates
     /// (one-shot kills always do).
     pub fn arm_crash_points(&mut self, armed: bool) {
-        self.kill_switch.borrow_mut().armed = armed && self.faults.is_on();
+        self.kill_switch().armed = armed && self.faults.is_on();
     }
 
     /// Kills the app that crosses the run's `number`th transaction boundary (counted over
     /// every device from 1), whatever the phase and the rates.
     pub fn kill_at_boundary(&mut self, number: u64) {
-        self.kill_switch.borrow_mut().kill_at_boundary = Some(number);
+        self.kill_switch().kill_at_boundary = Some(number);
     }
 
     /// Starts listing every transaction boundary the engines cross ([`Sim::boundaries`]).
     pub fn log_boundaries(&mut self) {
-        self.kill_switch.borrow_mut().boundary_log = Some(Vec::new());
+        self.kill_switch().boundary_log = Some(Vec::new());
     }
 
     /// The boundaries crossed since [`Sim::log_boundaries`], in order.
     pub fn boundaries(&self) -> Vec<Boundary> {
-        self.kill_switch
-            .borrow()
-            .boundary_log
-            .clone()
-            .unwrap_or_default()
+        self.kill_switch().boundary_log.clone().unwrap_or_default()
     }
 
     /// The boundary a kill struck last, if any did.
     pub fn last_boundary_kill(&self) -> Option<Boundary> {
-        self.kill_switch.borrow().last_boundary_kill
+        self.kill_switch().last_boundary_kill
     }
 
     /// The faults that may strike a device around one of its user's actions, each drawn

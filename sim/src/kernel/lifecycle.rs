@@ -3,13 +3,13 @@
 //! outputs after it, kills now or at a crash point, log in / out, tenant switches.
 //! Nothing here decides when a kill happens; the fault model and the drivers do.
 
-use super::device::SimCrashHook;
+use super::device::{SimCrashHook, KILL_SWITCH_POISONED};
 use super::event_log::EventKind;
 use super::{token_of, violation, CallError, Called, Event, Failure, Sim, RESTART_DELAY_MS_MAX};
 use crate::oracle::Origin;
 use crate::profile::FaultClass;
 use crate::rng::SimRng;
-use std::rc::Rc;
+use std::sync::Arc;
 use sync_engine::wire::SyncRequest;
 use sync_engine::{
     CrashPoint, Engine, EngineOptions, Env, ForceDirection, ForceOutcome, ForcePlan, SyncEvent,
@@ -60,7 +60,7 @@ impl Sim {
         let device = &mut self.devices[index];
         engine.set_crash_hook(Box::new(SimCrashHook {
             device: index,
-            switch: Rc::clone(&self.kill_switch),
+            switch: Arc::clone(&self.kill_switch),
         }));
         let app_online = device.app_online;
         device.engine = Some(engine);
@@ -96,7 +96,7 @@ impl Sim {
         let Some(engine) = device.engine.as_mut() else {
             return Ok(Called::NotRunning);
         };
-        self.kill_switch.borrow_mut().calls += 1;
+        self.kill_switch.lock().expect(KILL_SWITCH_POISONED).calls += 1;
         match f(engine) {
             Ok(value) => {
                 if let Some(point) = engine.killed_at() {
@@ -145,7 +145,7 @@ impl Sim {
             return point.name().to_owned();
         }
         self.faults.count(FaultClass::KillAtCommit);
-        match self.kill_switch.borrow().last_boundary_kill {
+        match self.kill_switch().last_boundary_kill {
             Some(boundary) => format!(
                 "{} of {} (boundary {})",
                 point.name(),
@@ -329,7 +329,7 @@ impl Sim {
     /// after a short random delay unless a driver restarts it first.
     pub fn crash(&mut self, index: usize, at: Option<CrashPoint>) {
         if let Some(point) = at {
-            self.kill_switch.borrow_mut().one_shot.insert(index, point);
+            self.kill_switch().one_shot.insert(index, point);
             return;
         }
         if !self.devices[index].is_running() {

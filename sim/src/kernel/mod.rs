@@ -41,9 +41,8 @@ use device::{Device, KillSwitch};
 use network::ServerFate;
 use serde::Serialize;
 use serde_json::Value;
-use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use sync_engine::wire::SyncRequest;
 use sync_engine::{
     CrashPoint, Engine, EntityRegistry, SyncError, SyncEvent, TransportError, WriteError,
@@ -277,7 +276,7 @@ pub struct Sim {
     registry: EntityRegistry,
     entities: Vec<String>,
     tenants: Vec<String>,
-    kill_switch: Rc<RefCell<KillSwitch>>,
+    kill_switch: Arc<Mutex<KillSwitch>>,
     faults: Faults,
     latency: SimRng,
     restarts: SimRng,
@@ -379,14 +378,18 @@ impl Sim {
         &mut self.oracle
     }
 
+    /// The kill switch every device's crash hook shares.
+    fn kill_switch(&self) -> MutexGuard<'_, KillSwitch> {
+        self.kill_switch.lock().expect(device::KILL_SWITCH_POISONED)
+    }
+
     pub fn faults(&self) -> &Faults {
         &self.faults
     }
 
     /// Crash points that fired, by name.
     pub fn crash_points_fired(&self) -> BTreeMap<String, u64> {
-        self.kill_switch
-            .borrow()
+        self.kill_switch()
             .fired
             .iter()
             .map(|(point, count)| (point.name().to_owned(), *count))

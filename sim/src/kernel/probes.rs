@@ -101,6 +101,9 @@ impl Probe {
                 SyncTrigger::AfterWrite => Probe::SyncByAfterWrite,
                 SyncTrigger::Retry => Probe::SyncByRetry,
                 SyncTrigger::Manual => Probe::SyncByManual,
+                // The engine's enums are `#[non_exhaustive]`: a trigger or an event this
+                // build does not know reaches no probe.
+                _ => return None,
             },
             SyncEvent::ConflictStored { .. } => Probe::ConflictStored,
             SyncEvent::ConflictAutoMerged { .. } => Probe::ConflictAutoMerged,
@@ -110,6 +113,7 @@ impl Probe {
             SyncEvent::ForceCompleted { .. } => Probe::ForceFromServerCompleted,
             SyncEvent::ForceFailed { .. } => Probe::ForceFailed,
             SyncEvent::SyncCompleted | SyncEvent::SyncFailed { .. } => return None,
+            _ => return None,
         })
     }
 }
