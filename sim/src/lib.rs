@@ -6,6 +6,7 @@
 //! (no clock, no randomness), and checks its own invariants.
 
 pub mod campaign;
+pub mod case;
 pub mod fuzzing;
 pub mod kernel;
 pub mod oracle;

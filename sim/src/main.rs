@@ -353,6 +353,7 @@ fn command_replay(args: ReplayArgs) -> Result<ExitCode, String> {
             keep_trace: trace,
             defects,
             safety_only,
+            ..RunOptions::default()
         },
     );
     println!("seed {seed} profile {}", profile.name());

@@ -3,6 +3,7 @@
 //! builder only assembles; nothing runs until a driver steps the `Sim`.
 
 use super::device::{Device, KillSwitch};
+use super::faults::{FaultChooser, FaultSelection};
 use super::{temp_root, token_of, Faults, Sim, Trace, ENTITIES, EPOCH_MS};
 use crate::oracle::Oracle;
 use crate::profile::{FaultClass, Knobs};
@@ -26,6 +27,8 @@ pub struct SimBuilder {
     collect_requests: bool,
     hostile_server: bool,
     dir_prefix: &'static str,
+    fault_selection: FaultSelection,
+    record_faults: bool,
 }
 
 impl SimBuilder {
@@ -43,6 +46,8 @@ impl SimBuilder {
             collect_requests: false,
             hostile_server: false,
             dir_prefix: "syncsim-",
+            fault_selection: FaultSelection::Dice,
+            record_faults: false,
         }
     }
 
@@ -104,6 +109,19 @@ impl SimBuilder {
         self
     }
 
+    /// Which fault opportunities fire: the dice's choice (a seed's run), or exactly a
+    /// case's list.
+    pub fn fault_selection(mut self, selection: FaultSelection) -> SimBuilder {
+        self.fault_selection = selection;
+        self
+    }
+
+    /// List every fault that fires, for a case file ([`Sim::recorded_faults`]).
+    pub fn record_faults(mut self, record: bool) -> SimBuilder {
+        self.record_faults = record;
+        self
+    }
+
     pub fn dir_prefix(mut self, prefix: &'static str) -> SimBuilder {
         self.dir_prefix = prefix;
         self
@@ -154,6 +172,7 @@ impl SimBuilder {
             seed,
             knobs.fault(FaultClass::KillAtCrashPoint),
             knobs.fault(FaultClass::KillAtCommit),
+            FaultChooser::new(self.fault_selection.clone(), self.record_faults),
         );
         Sim {
             seed,
@@ -171,7 +190,11 @@ impl SimBuilder {
             registry,
             tenants,
             kill_switch: Rc::new(RefCell::new(kill_switch)),
-            faults: Faults::new(seed, &knobs),
+            faults: Faults::new(
+                seed,
+                &knobs,
+                FaultChooser::new(self.fault_selection, self.record_faults),
+            ),
             latency: SimRng::for_stream(seed, Stream::Network),
             restarts: SimRng::for_stream(seed, Stream::Restarts),
             oracle,

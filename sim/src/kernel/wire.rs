@@ -177,7 +177,12 @@ impl Sim {
         }
         let fate = match planned {
             Some(fate) => fate,
-            None => plan_request(&mut self.faults, &mut self.latency, &self.knobs),
+            None => plan_request(
+                &mut self.faults,
+                &mut self.latency,
+                &self.knobs,
+                self.now_ms - EPOCH_MS,
+            ),
         };
         match fate {
             RequestFate::Lost => {
