@@ -38,6 +38,10 @@ pub struct Case {
     /// Faults never stop and only safety invariants are checked (`--safety-only`).
     #[serde(default)]
     pub safety_only: bool,
+    /// Devices (by index) left out of the world: they start logged out and, with none of
+    /// their actions kept, never open.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub absent_devices: BTreeSet<usize>,
     /// What the recorded run came to, for the reader and for replay to compare with.
     pub recorded: RecordedOutcome,
     /// The actions that act, in the order they acted.
@@ -118,6 +122,7 @@ impl Case {
             knobs,
             defects: defects.to_vec(),
             safety_only,
+            absent_devices: BTreeSet::new(),
             recorded: RecordedOutcome {
                 failure: report.failure.clone(),
                 events: report.events,
@@ -146,6 +151,7 @@ impl Case {
             safety_only: self.safety_only,
             record: true,
             kept: Some(kept),
+            absent_devices: self.absent_devices.clone(),
         };
         run_seed_with_knobs(self.seed, self.knobs.clone(), &options)
     }
@@ -217,6 +223,16 @@ impl Case {
             ));
         }
         validate_knobs(&self.knobs).map_err(CaseError::Invalid)?;
+        if let Some(device) = self
+            .absent_devices
+            .last()
+            .filter(|d| **d >= self.knobs.devices)
+        {
+            return invalid(format!(
+                "absent device {device} is not one of the knobs' {} devices",
+                self.knobs.devices
+            ));
+        }
         let mut actions = BTreeSet::new();
         for action in &self.actions {
             if !actions.insert(action.id()) {
@@ -367,6 +383,7 @@ mod tests {
             knobs,
             defects: vec![Defect::SkipOpIdDedupe],
             safety_only: false,
+            absent_devices: BTreeSet::from([1]),
             recorded: RecordedOutcome {
                 failure: None,
                 events: 10,
@@ -422,6 +439,10 @@ mod tests {
             );
         };
         check(&|json| json["format"] = 99.into(), "format 99");
+        check(
+            &|json| json["absent_devices"] = serde_json::json!([2]),
+            "absent device 2 is not one of the knobs' 2 devices",
+        );
         check(
             &|json| json["knobs"]["devices"] = 0.into(),
             "knobs.devices is 0",

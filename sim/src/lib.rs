@@ -14,5 +14,6 @@ pub mod profile;
 pub mod rng;
 pub mod script;
 pub mod server;
+pub mod shrink;
 pub mod sweep;
 pub mod world;

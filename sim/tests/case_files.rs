@@ -4,7 +4,7 @@
 
 use sync_sim::case::Case;
 use sync_sim::profile::{Knobs, Profile};
-use sync_sim::world::{run_seed, KeptSet, RunOptions};
+use sync_sim::world::{run_seed, ActionStream, KeptSet, RunOptions};
 
 /// A `lite` seed whose knobs switch on several fault classes that fire.
 const SEED: u64 = 2;
@@ -92,4 +92,26 @@ fn a_sim_world_input_becomes_the_case_of_its_run() {
         from_raw_bytes.replay(false).trace_hash,
         from_raw_bytes.recorded.trace_hash
     );
+}
+
+// Proves a device the case leaves out never opens, while the other devices' actions keep
+// their kinds and sub-seeds.
+#[test]
+fn a_device_left_out_never_opens() {
+    let (case, _) = Case::record(SEED, Knobs::derive(SEED, Profile::Lite), &[], false);
+    let mut without_d1 = case.clone();
+    without_d1.absent_devices.insert(1);
+    without_d1.actions.retain(|action| action.device != "d1");
+    let report = without_d1.run_kept(without_d1.kept(), true);
+    assert!(
+        !report.trace.iter().any(|line| line.contains("d1 open")),
+        "d1 opened"
+    );
+    assert!(report.trace.iter().any(|line| line.contains("d0 open")));
+    let acted = report.recording.expect("recorded").actions;
+    assert!(!acted.is_empty());
+    for action in &acted {
+        assert_ne!(action.device, "d1");
+        assert!(case.actions.contains(action) || action.stream == ActionStream::InFlight);
+    }
 }

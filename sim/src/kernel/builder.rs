@@ -10,7 +10,7 @@ use crate::profile::{FaultClass, Knobs};
 use crate::rng::{SimRng, Stream};
 use crate::server::{ReferenceServer, ServerDefects};
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use sync_engine::{EntityConfig, EntityRegistry};
 
@@ -29,6 +29,7 @@ pub struct SimBuilder {
     dir_prefix: &'static str,
     fault_selection: FaultSelection,
     record_faults: bool,
+    logged_out_devices: BTreeSet<usize>,
 }
 
 impl SimBuilder {
@@ -48,6 +49,7 @@ impl SimBuilder {
             dir_prefix: "syncsim-",
             fault_selection: FaultSelection::Dice,
             record_faults: false,
+            logged_out_devices: BTreeSet::new(),
         }
     }
 
@@ -122,6 +124,13 @@ impl SimBuilder {
         self
     }
 
+    /// These devices of the knobs' `d0..` start logged out (a case that leaves a device
+    /// out: it never opens unless its user logs in).
+    pub fn logged_out_devices(mut self, devices: BTreeSet<usize>) -> SimBuilder {
+        self.logged_out_devices = devices;
+        self
+    }
+
     pub fn dir_prefix(mut self, prefix: &'static str) -> SimBuilder {
         self.dir_prefix = prefix;
         self
@@ -145,7 +154,10 @@ impl SimBuilder {
         let declared = self.devices.unwrap_or_else(|| {
             (0..knobs.devices)
                 .map(|index| {
-                    let tenant = tenants.get(index % tenants.len().max(1)).cloned();
+                    let tenant = tenants
+                        .get(index % tenants.len().max(1))
+                        .filter(|_| !self.logged_out_devices.contains(&index))
+                        .cloned();
                     (format!("d{index}"), tenant)
                 })
                 .collect()

@@ -54,6 +54,9 @@ pub struct RunOptions {
     pub record: bool,
     /// A case's run: only the kept actions act and only the kept faults fire.
     pub kept: Option<KeptSet>,
+    /// Devices that start logged out: a case that leaves them out keeps none of their
+    /// actions, so they never open.
+    pub absent_devices: BTreeSet<usize>,
 }
 
 /// Everything a run reports.
@@ -101,6 +104,7 @@ pub fn run_seed_with_knobs(seed: u64, knobs: Knobs, options: &RunOptions) -> See
         .keep_trace(options.keep_trace)
         .fault_selection(fault_selection)
         .record_faults(options.record)
+        .logged_out_devices(options.absent_devices.clone())
         .build();
     let kept_actions = options.kept.as_ref().map(|kept| kept.actions.clone());
     let world = World::new(sim).steered(kept_actions, options.record);
