@@ -544,13 +544,14 @@ fn command_shrink(args: ShrinkArgs) -> Result<ExitCode, String> {
     let case = &shrunk.case;
     case.save(&out).map_err(|error| error.to_string())?;
     println!(
-        "smallest failing case: {} events ({:.1}x fewer), {} actions, {} faults, {} devices, \
-         {} tenants, {} spaces, {} fault classes, safety phase {} ms; {} runs{}",
+        "smallest failing case: {} events ({:.1}x fewer), {} actions, {} faults, {} devices \
+         ({} left out), {} tenants, {} spaces, {} fault classes, safety phase {} ms; {} runs{}",
         case.recorded.events,
         events_before as f64 / case.recorded.events.max(1) as f64,
         case.actions.len(),
         case.faults.len(),
-        case.knobs.devices,
+        case.knobs.devices - case.absent_devices.len(),
+        case.absent_devices.len(),
         case.knobs.tenants,
         case.knobs.spaces_per_tenant,
         case.knobs.faults.len(),

@@ -13,8 +13,9 @@
 //! 4. devices left out, one at a time, with their actions (the others' draws unchanged);
 //! 5. delta debugging (`ddmin.rs`) of the case's user actions, then of its faults, for
 //!    as long as a round still removes something;
-//! 6. a tidy-up: devices left out again, fault classes with no fault left switched off,
-//!    and a shorter safety phase, now with the case's few actions and faults.
+//! 6. a tidy-up: devices left out again, fewer tenants and spaces, fault classes with no
+//!    fault left switched off, and a shorter safety phase, now with the case's few actions
+//!    and faults; if that made the case smaller, passes 5 and 6 once more.
 //!
 //! Passes 1–3 run the edited knobs as a seed's own run (the dice choose the faults) and
 //! record it; passes 4–6 run the case's kept set with items left out or knobs edited.
@@ -39,7 +40,9 @@ use std::collections::BTreeSet;
 
 /// Candidate runs a shrink may make unless told otherwise (`syncsim shrink --runs-max`).
 pub const CANDIDATE_RUNS_MAX_DEFAULT: usize = 500;
-/// Rounds of delta debugging (actions, then faults) at most.
+/// Rounds of delta debugging then tidying up, at most.
+const TIDY_ROUNDS_MAX: usize = 2;
+/// Rounds of delta debugging (actions, then faults) at most, each time.
 const DDMIN_ROUNDS_MAX: usize = 3;
 /// A candidate with a simpler world (knobs edited, a device left out) is accepted with up
 /// to this many times the events of the smallest case so far (numerator, denominator):
@@ -103,29 +106,23 @@ pub fn shrink(
         progress,
         Shrinker::switch_fault_classes_off,
     );
-    shrinker.pass(
-        "fewer devices, tenants, spaces",
-        progress,
-        Shrinker::drop_world_parts,
-    );
+    shrinker.pass("fewer devices, tenants, spaces", progress, |shrinker| {
+        shrinker.drop_world_parts(Mode::Dice)
+    });
     shrinker.pass("shorter safety phase", progress, |shrinker| {
         shrinker.shorten_safety_phase(Mode::Dice)
     });
     shrinker.pass("devices left out", progress, Shrinker::leave_devices_out);
-    for _ in 0..DDMIN_ROUNDS_MAX {
-        let before = shrinker.passes.len();
-        shrinker.pass("ddmin actions", progress, Shrinker::ddmin_actions);
-        shrinker.pass("ddmin faults", progress, Shrinker::ddmin_faults);
-        let reduced = shrinker.passes[before..].iter().any(|pass| {
-            pass.actions_after < pass.actions_before || pass.faults_after < pass.faults_before
-        });
-        if !reduced || shrinker.budget_spent() {
+    for _ in 0..TIDY_ROUNDS_MAX {
+        shrinker.ddmin_rounds(progress);
+        // The tidy-up works on the result, which an earlier path may have found.
+        shrinker.best = shrinker.smallest.clone();
+        let before = size(&shrinker.smallest);
+        shrinker.pass("tidy up", progress, Shrinker::tidy_up);
+        if size(&shrinker.smallest) == before || shrinker.budget_spent() {
             break;
         }
     }
-    // The tidy-up works on the result, which an earlier path may have found.
-    shrinker.best = shrinker.smallest.clone();
-    shrinker.pass("tidy up", progress, Shrinker::tidy_up);
     let replayed = shrinker.smallest.replay(false);
     assert_eq!(
         replayed.trace_hash, shrinker.smallest.recorded.trace_hash,
@@ -300,12 +297,16 @@ impl Shrinker {
         }
     }
 
-    fn drop_world_parts(&mut self) {
-        let parts: [fn(&mut Knobs) -> &mut usize; 3] = [
-            |knobs| &mut knobs.devices,
-            |knobs| &mut knobs.tenants,
-            |knobs| &mut knobs.spaces_per_tenant,
-        ];
+    /// Fewer devices, tenants, spaces in `Mode::Dice`; fewer tenants and spaces in
+    /// `Mode::Kept` (a device fewer renumbers every action after its first wake).
+    fn drop_world_parts(&mut self, mode: Mode) {
+        let devices: fn(&mut Knobs) -> &mut usize = |knobs| &mut knobs.devices;
+        let tenants: fn(&mut Knobs) -> &mut usize = |knobs| &mut knobs.tenants;
+        let spaces: fn(&mut Knobs) -> &mut usize = |knobs| &mut knobs.spaces_per_tenant;
+        let parts = match mode {
+            Mode::Dice => vec![devices, tenants, spaces],
+            Mode::Kept => vec![tenants, spaces],
+        };
         for part in parts {
             loop {
                 let mut knobs = self.best.knobs.clone();
@@ -314,7 +315,7 @@ impl Shrinker {
                     break;
                 }
                 *count -= 1;
-                match self.attempt_knobs(knobs, Mode::Dice) {
+                match self.attempt_knobs(knobs, mode) {
                     Attempt::Accepted => {}
                     Attempt::Rejected => break,
                     Attempt::OutOfBudget => return,
@@ -381,11 +382,28 @@ impl Shrinker {
         }
     }
 
+    /// Delta debugging of the actions, then of the faults, for as long as a round still
+    /// removes something.
+    fn ddmin_rounds(&mut self, progress: &mut dyn FnMut(&PassReport)) {
+        for _ in 0..DDMIN_ROUNDS_MAX {
+            let before = self.passes.len();
+            self.pass("ddmin actions", progress, Shrinker::ddmin_actions);
+            self.pass("ddmin faults", progress, Shrinker::ddmin_faults);
+            let reduced = self.passes[before..].iter().any(|pass| {
+                pass.actions_after < pass.actions_before || pass.faults_after < pass.faults_before
+            });
+            if !reduced || self.budget_spent() {
+                return;
+            }
+        }
+    }
+
     /// With the case down to its few actions and faults: devices left out once more,
-    /// fault classes that no listed fault needs switched off (their dice were thrown for
-    /// nothing), and a shorter safety phase.
+    /// fewer tenants and spaces, fault classes that no listed fault needs switched off
+    /// (their dice were thrown for nothing), and a shorter safety phase.
     fn tidy_up(&mut self) {
         self.leave_devices_out();
+        self.drop_world_parts(Mode::Kept);
         let unused: Vec<_> = self
             .best
             .knobs
