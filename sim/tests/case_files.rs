@@ -115,3 +115,21 @@ fn a_device_left_out_never_opens() {
         assert!(case.actions.contains(action) || action.stream == ActionStream::InFlight);
     }
 }
+
+// Proves a case whose listed actions no longer match the draws (recorded by another
+// version, or knobs edited by hand) is told apart from a faithful one.
+#[test]
+fn a_case_that_no_longer_matches_its_draws_is_noticed() {
+    let (case, _) = Case::record(SEED, Knobs::derive(SEED, Profile::Lite), &[], false);
+    assert!(case
+        .actions_replayed_otherwise(&case.replay(false))
+        .is_empty());
+    let mut stale = case.clone();
+    stale.actions[3].sub_seed ^= 1;
+    stale.actions[5].kind = "Wipe".to_owned();
+    let otherwise = stale.actions_replayed_otherwise(&stale.replay(false));
+    assert_eq!(
+        otherwise,
+        vec![stale.actions[3].clone(), stale.actions[5].clone()]
+    );
+}
