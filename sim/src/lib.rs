@@ -6,6 +6,7 @@
 //! (no clock, no randomness), and checks its own invariants.
 
 pub mod campaign;
+pub mod case;
 pub mod determinism;
 pub mod fuzzing;
 pub mod kernel;
@@ -14,6 +15,7 @@ pub mod profile;
 pub mod rng;
 pub mod script;
 pub mod server;
+pub mod shrink;
 pub mod signature;
 pub mod sweep;
 pub mod timeline;

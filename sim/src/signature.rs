@@ -1,7 +1,8 @@
 //! Failure signatures: what makes two failing seeds "the same bug", so a campaign reports
 //! 300 failures of one bug as one group with its count and smallest seed.
 //!
-//! A signature is (kind, invariant, operation). The invariant is the head of the
+//! A signature is (kind, invariant, operation); a shrink keeps the first two
+//! ([`FailureSignature`]). The invariant is the head of the
 //! failure's message — the text before its first `": "` (after the name of the device the
 //! message starts with) and before its first `" ("` — with every word that holds a digit,
 //! names a tenant (the word after `tenant`) or names an entity of the world replaced by
@@ -44,6 +45,29 @@ impl std::fmt::Display for Signature {
             "{:?} | {} | in {}",
             self.kind, self.invariant, self.operation
         )
+    }
+}
+
+/// What a shrink must keep while it cuts a run down: the failure's kind and invariant.
+/// The operation is left out: a smaller run may break the same check in another step.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct FailureSignature {
+    pub kind: FailureKind,
+    pub invariant: String,
+}
+
+impl FailureSignature {
+    pub fn of(failure: &Failure) -> FailureSignature {
+        FailureSignature {
+            kind: failure.kind,
+            invariant: invariant_of(&failure.message),
+        }
+    }
+}
+
+impl std::fmt::Display for FailureSignature {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "{:?} | {}", self.kind, self.invariant)
     }
 }
 

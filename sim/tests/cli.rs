@@ -2,7 +2,11 @@
 //! (with a suggestion for a misspelt flag), `--help` and `--version` print and succeed,
 //! `replay --defect` replays the planted server that a failing self-test campaign ran
 //! against, `--safety-only` keeps the faults on and checks only safety, and `sweep` fails
-//! on its first bad kill with a replay of that kill.
+//! on its first bad kill with a replay of that kill. The case file commands: `shrink`
+//! writes a case that `replay --case` replays with the same failure; `case-from-fuzz`
+//! turns a `sim_world` input into a case that replays as the run it recorded; a file that
+//! is not a case, or a seed that passes, is refused with a clear message and a non-zero
+//! exit code, never a panic.
 
 use std::process::{Command, Output};
 
@@ -84,9 +88,22 @@ fn help_and_version_print_and_run_nothing() {
             &["replay", "-h"][..],
             &[
                 "Usage: syncsim replay",
-                "<SEED>",
+                "[SEED]",
+                "--case <FILE>",
                 "--trace",
                 "--defect <NAME>",
+            ][..],
+        ),
+        (
+            &["shrink", "--help"][..],
+            &[
+                "Usage: syncsim shrink",
+                "[SEED]",
+                "--case <FILE>",
+                "--out <FILE>",
+                "--runs-max <N>",
+                "default 500",
+                "[default: 500]",
             ][..],
         ),
         (
@@ -238,6 +255,112 @@ fn sweep_fails_on_the_first_bad_kill_and_prints_a_replay_that_fails_alike() {
         )),
         "{replayed}"
     );
+}
+
+#[test]
+fn shrink_writes_a_case_that_replays_the_same_failure() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let out = dir.path().join("shrunk.json");
+    let out = out.to_str().expect("a UTF-8 path");
+    let shrunk = syncsim(&[
+        "shrink",
+        "0",
+        "--defect",
+        "skip_op_id_dedupe",
+        "--runs-max",
+        "20",
+        "--out",
+        out,
+    ]);
+    let stdout = text(&shrunk.stdout);
+    assert_eq!(
+        shrunk.status.code(),
+        Some(0),
+        "{stdout}{}",
+        text(&shrunk.stderr)
+    );
+    assert!(
+        stdout.contains("signature Invariant: silent divergence"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("fault classes off"), "{stdout}");
+    assert!(stdout.contains(&format!("replay --case {out}")), "{stdout}");
+    let replayed = syncsim(&["replay", "--case", out]);
+    let replay_out = text(&replayed.stdout);
+    assert_eq!(replayed.status.code(), Some(1), "{replay_out}");
+    assert!(
+        replay_out.contains("the same run as recorded"),
+        "{replay_out}"
+    );
+    assert!(text(&replayed.stderr).contains("silent divergence"));
+    assert!(text(&replayed.stderr).contains(&format!("replay --case {out}")));
+}
+
+#[test]
+fn a_fuzz_input_becomes_a_case_that_replays_its_run() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let out = dir.path().join("fuzz.json");
+    let out = out.to_str().expect("a UTF-8 path");
+    let artifact = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fuzz/corpus/sim_world/calm_two_devices.json"
+    );
+    let written = syncsim(&["case-from-fuzz", artifact, "--out", out]);
+    assert_eq!(written.status.code(), Some(0), "{}", text(&written.stderr));
+    assert!(text(&written.stdout).contains("passed"));
+    let replayed = syncsim(&["replay", "--case", out]);
+    assert_eq!(
+        replayed.status.code(),
+        Some(0),
+        "{}",
+        text(&replayed.stdout)
+    );
+    assert!(text(&replayed.stdout).contains("the same run as recorded"));
+    let unreadable = syncsim(&["case-from-fuzz", "/nonexistent/crash-1", "--out", out]);
+    assert_eq!(unreadable.status.code(), Some(64));
+    assert!(text(&unreadable.stderr).contains("cannot read /nonexistent/crash-1"));
+}
+
+#[test]
+fn bad_case_files_and_passing_seeds_get_a_clear_error() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let not_json = dir.path().join("not.json");
+    std::fs::write(&not_json, "crash-deadbeef").expect("write");
+    let wrong_format = dir.path().join("format.json");
+    std::fs::write(&wrong_format, r#"{"format": 1, "seed": 3}"#).expect("write");
+    for (args, message) in [
+        (
+            vec!["replay", "--case", not_json.to_str().expect("path")],
+            "not a case file: expected value at line 1 column 1",
+        ),
+        (
+            vec!["replay", "--case", wrong_format.to_str().expect("path")],
+            "not a case file: missing field `knobs`",
+        ),
+        (
+            vec!["replay", "--case", "/nonexistent/case.json"],
+            "case file /nonexistent/case.json",
+        ),
+        (
+            vec!["shrink", "--case", "/nonexistent/case.json"],
+            "case file /nonexistent/case.json",
+        ),
+        (
+            vec!["shrink", "0", "--profile", "lite"],
+            "seed 0 passes with these knobs: there is no failure to shrink",
+        ),
+        (
+            vec!["replay", "--case", "x.json", "3"],
+            "cannot be used with",
+        ),
+        (vec!["shrink"], "required"),
+    ] {
+        let output = syncsim(&args);
+        assert_eq!(output.status.code(), Some(64), "{args:?}");
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
 }
 
 #[test]

@@ -7,7 +7,9 @@
 //! its `-wal` and `-shm` are untouched and the next open runs SQLite's real WAL
 //! recovery. The device knows nothing of the network or the scheduler.
 
+use super::faults::FaultChooser;
 use super::EPOCH_MS;
+use crate::profile::FaultClass;
 use crate::rng::{Ratio, SimRng};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
@@ -42,6 +44,10 @@ pub struct KillSwitch {
     pub calls: u64,
     /// The boundary the last boundary kill struck, for the trace.
     pub last_boundary_kill: Option<Boundary>,
+    /// Which opportunities of the two kill classes fire, and which did (case files).
+    pub chooser: FaultChooser,
+    /// Virtual time since the run began, as of the engine call in progress.
+    pub elapsed_ms: u64,
 }
 
 /// One transaction boundary an engine crossed.
@@ -58,8 +64,7 @@ pub struct Boundary {
 }
 
 impl KillSwitch {
-    pub fn new(seed: u64, rate: Ratio, commit_rate: Ratio) -> KillSwitch {
-        use crate::profile::FaultClass;
+    pub fn new(seed: u64, rate: Ratio, commit_rate: Ratio, chooser: FaultChooser) -> KillSwitch {
         KillSwitch {
             rng: SimRng::for_fault(seed, FaultClass::KillAtCrashPoint),
             rate,
@@ -73,6 +78,8 @@ impl KillSwitch {
             boundary_log: None,
             calls: 0,
             last_boundary_kill: None,
+            chooser,
+            elapsed_ms: 0,
         }
     }
 
@@ -81,7 +88,14 @@ impl KillSwitch {
             self.one_shot.remove(&device);
             true
         } else {
-            self.armed && !self.rate.is_zero() && self.rng.chance(self.rate)
+            self.armed
+                && throw_kill(
+                    &mut self.chooser,
+                    FaultClass::KillAtCrashPoint,
+                    self.rate,
+                    &mut self.rng,
+                    self.elapsed_ms,
+                )
         };
         if crash {
             *self.fired.entry(point).or_insert(0) += 1;
@@ -112,7 +126,14 @@ impl KillSwitch {
             self.one_shot.remove(&device);
             true
         } else {
-            self.armed && !self.commit_rate.is_zero() && self.commit_rng.chance(self.commit_rate)
+            self.armed
+                && throw_kill(
+                    &mut self.chooser,
+                    FaultClass::KillAtCommit,
+                    self.commit_rate,
+                    &mut self.commit_rng,
+                    self.elapsed_ms,
+                )
         };
         if crash {
             *self.fired.entry(point).or_insert(0) += 1;
@@ -120,6 +141,17 @@ impl KillSwitch {
         }
         crash
     }
+}
+
+/// Whether a kill of `class` strikes at this opportunity (none while its rate is zero).
+fn throw_kill(
+    chooser: &mut FaultChooser,
+    class: FaultClass,
+    rate: Ratio,
+    stream: &mut SimRng,
+    at_ms: u64,
+) -> bool {
+    !rate.is_zero() && chooser.throw(class, rate, stream, at_ms, |_| ()).is_some()
 }
 
 /// Only a panic while the switch was held poisons it, and such a panic already ends the run.

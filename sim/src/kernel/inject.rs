@@ -4,7 +4,7 @@
 //! every fault off for the liveness phase.
 
 use super::device::Boundary;
-use super::{Event, Failure, Sim};
+use super::{Event, Failure, Sim, EPOCH_MS};
 use crate::profile::FaultClass;
 
 impl Sim {
@@ -55,40 +55,37 @@ impl Sim {
     /// from its own class's stream: a kill soon after, a partition, an offline period, a
     /// clock jump, a cross-tenant probe. Every driver with a user uses this one draw.
     pub fn inject_action_faults(&mut self, index: usize) -> Result<(), Failure> {
-        if self.faults.hit(FaultClass::KillBetweenCalls) {
-            let delay_ms = self
-                .faults
-                .stream(FaultClass::KillBetweenCalls)
-                .range(0, 3_000);
+        let at_ms = self.now_ms - EPOCH_MS;
+        let faults = &mut self.faults;
+        if let Some(delay_ms) = faults.fire(FaultClass::KillBetweenCalls, at_ms, |stream| {
+            stream.range(0, 3_000)
+        }) {
             self.schedule(self.now_ms + delay_ms, Event::Kill { device: index });
         }
-        if self.devices[index].network_up && self.faults.hit(FaultClass::Partition) {
-            let heal_ms = self
-                .faults
-                .stream(FaultClass::Partition)
-                .range(5_000, 120_000);
-            self.partition(index, Some(heal_ms));
+        if self.devices[index].network_up {
+            if let Some(heal_ms) = self.faults.fire(FaultClass::Partition, at_ms, |stream| {
+                stream.range(5_000, 120_000)
+            }) {
+                self.partition(index, Some(heal_ms));
+            }
         }
-        if self.devices[index].app_online
-            && self.devices[index].is_running()
-            && self.faults.hit(FaultClass::OfflinePeriod)
-        {
-            let back_ms = self
+        if self.devices[index].app_online && self.devices[index].is_running() {
+            if let Some(back_ms) = self
                 .faults
-                .stream(FaultClass::OfflinePeriod)
-                .range(5_000, 300_000);
-            self.offline(index, Some(back_ms))?;
+                .fire(FaultClass::OfflinePeriod, at_ms, |stream| {
+                    stream.range(5_000, 300_000)
+                })
+            {
+                self.offline(index, Some(back_ms))?;
+            }
         }
-        if self.faults.hit(FaultClass::ClockJump) {
-            let jump_max = self.knobs.clock_jump_ms_max;
-            let delta = self
-                .faults
-                .stream(FaultClass::ClockJump)
-                .range(0, 2 * jump_max) as i64
-                - jump_max as i64;
+        let jump_max = self.knobs.clock_jump_ms_max;
+        if let Some(delta) = self.faults.fire(FaultClass::ClockJump, at_ms, |stream| {
+            stream.range(0, 2 * jump_max) as i64 - jump_max as i64
+        }) {
             self.clock_jump(index, delta);
         }
-        if self.tenants.len() > 1 && self.faults.hit(FaultClass::CrossTenantProbe) {
+        if self.tenants.len() > 1 && self.faults.hit(FaultClass::CrossTenantProbe, at_ms) {
             self.probe_cross_tenant(index, None)?;
         }
         Ok(())

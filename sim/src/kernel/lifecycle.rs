@@ -96,7 +96,10 @@ impl Sim {
         let Some(engine) = device.engine.as_mut() else {
             return Ok(Called::NotRunning);
         };
-        self.kill_switch.lock().expect(KILL_SWITCH_POISONED).calls += 1;
+        let mut kill_switch = self.kill_switch.lock().expect(KILL_SWITCH_POISONED);
+        kill_switch.calls += 1;
+        kill_switch.elapsed_ms = now_ms - super::EPOCH_MS;
+        drop(kill_switch);
         match f(engine) {
             Ok(value) => {
                 if let Some(point) = engine.killed_at() {

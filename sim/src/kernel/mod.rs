@@ -49,7 +49,7 @@ use sync_engine::{
 };
 
 pub use builder::{registry_for, SimBuilder};
-pub use faults::Faults;
+pub use faults::{FaultId, FaultSelection, Faults, FiredFault};
 pub use trace::Trace;
 
 /// Virtual time starts here (2023-11-14T22:13:20Z), so device clocks look real.
@@ -67,7 +67,7 @@ const SERVER_CHECK_ROWS_PER_EVENT: u64 = 64;
 const RESTART_DELAY_MS_MAX: u64 = 10_000;
 
 /// How a run failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureKind {
     /// A safety invariant broke (exit code 1).
@@ -78,7 +78,7 @@ pub enum FailureKind {
     Panic,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct Failure {
     pub kind: FailureKind,
     pub message: String,
@@ -385,6 +385,16 @@ impl Sim {
 
     pub fn faults(&self) -> &Faults {
         &self.faults
+    }
+
+    /// Every fault that fired, in order of virtual time (empty unless the builder asked
+    /// to record them).
+    pub fn recorded_faults(&self) -> Vec<FiredFault> {
+        let mut fired = self.faults.recorded().to_vec();
+        fired.extend_from_slice(self.kill_switch().chooser.fired());
+        // Stable: the kills of one engine call stay after the faults drawn before it.
+        fired.sort_by_key(|fault| fault.at_ms);
+        fired
     }
 
     /// Crash points that fired, by name.

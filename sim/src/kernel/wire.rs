@@ -6,7 +6,7 @@
 
 use super::event_log::{client_ids_in, Entry, EventKind};
 use super::network::{plan_request, RequestFate, ServerFate};
-use super::{Called, Event, Failure, Sim};
+use super::{Called, Event, Failure, Sim, EPOCH_MS};
 use crate::profile::FaultClass;
 use crate::server::{ServerFault, ServerReply};
 use serde_json::Value;
@@ -168,7 +168,12 @@ impl Sim {
         // Drawn before the line is traced, which draws nothing: the trace is the same.
         let fate = network_up.then(|| match planned {
             Some(fate) => fate,
-            None => plan_request(&mut self.faults, &mut self.latency, &self.knobs),
+            None => plan_request(
+                &mut self.faults,
+                &mut self.latency,
+                &self.knobs,
+                self.now_ms - EPOCH_MS,
+            ),
         });
         let fate_name = match fate {
             None => Some("unreachable"),

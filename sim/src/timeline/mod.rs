@@ -198,7 +198,7 @@ mod tests {
         let options = RunOptions {
             keep_trace: true,
             defects: ServerDefects::planting([Defect::PullOverwritesPendingEdit]),
-            safety_only: false,
+            ..RunOptions::default()
         };
         let report = run_seed(FAILING_SEED, Profile::Lite, &options);
         let failure = report
