@@ -280,7 +280,7 @@ fn shrink_writes_a_case_that_replays_the_same_failure() {
         text(&shrunk.stderr)
     );
     assert!(
-        stdout.contains("signature Invariant: silent divergence"),
+        stdout.contains("signature Invariant | silent divergence"),
         "{stdout}"
     );
     assert!(stdout.contains("fault classes off"), "{stdout}");
