@@ -112,7 +112,7 @@ impl Probe {
             SyncEvent::RepairStarted { .. } => Probe::RepairStarted,
             SyncEvent::ForceCompleted { .. } => Probe::ForceFromServerCompleted,
             SyncEvent::ForceFailed { .. } => Probe::ForceFailed,
-            SyncEvent::SyncCompleted | SyncEvent::SyncFailed { .. } => return None,
+            // `SyncCompleted`, `SyncFailed`, and events this build does not know.
             _ => return None,
         })
     }
