@@ -27,6 +27,7 @@ use strum::{EnumCount, IntoStaticStr, VariantArray};
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, EnumCount, IntoStaticStr, VariantArray,
 )]
 #[strum(serialize_all = "snake_case")]
+#[non_exhaustive]
 pub enum CrashPoint {
     /// A local write and its queued op just committed; the caller has not heard back.
     AfterLocalCommit,
@@ -69,6 +70,7 @@ impl CrashPoint {
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, EnumCount, IntoStaticStr, VariantArray,
 )]
 #[strum(serialize_all = "snake_case")]
+#[non_exhaustive]
 pub enum CommitSite {
     /// A create, update or delete and its queued op.
     LocalWrite,
@@ -106,8 +108,9 @@ impl CommitSite {
     }
 }
 
-/// Decides, at each crash point, whether the app dies there.
-pub trait CrashHook {
+/// Decides, at each crash point, whether the app dies there. `Send`, like the engine that
+/// holds it.
+pub trait CrashHook: Send {
     fn should_crash(&mut self, point: CrashPoint) -> bool;
 
     /// Asked on both sides of every commit (`point` is [`CrashPoint::BeforeCommit`] or
@@ -161,19 +164,38 @@ impl CrashState {
     /// The records the transaction changed are announced in `events`, one
     /// [`SyncEvent::RecordsChanged`] per entity, once the commit succeeded: a transaction
     /// that rolls back (a kill before the commit, a failed commit) announces nothing.
-    #[allow(clippy::disallowed_methods)] // The one place the engine commits.
     pub(crate) fn commit(
         &mut self,
         tx: Transaction<'_>,
         site: CommitSite,
         events: &mut VecDeque<SyncEvent>,
     ) -> Result<(), CommitError> {
+        self.commit_announcing(tx, site, events, None)
+    }
+
+    /// [`CrashState::commit`] of a local write that changed `known` (an entity and client
+    /// ids) with the change notes off: those records are announced with whatever the
+    /// notes caught.
+    #[allow(clippy::disallowed_methods)] // The one place the engine commits.
+    pub(crate) fn commit_announcing(
+        &mut self,
+        tx: Transaction<'_>,
+        site: CommitSite,
+        events: &mut VecDeque<SyncEvent>,
+        known: Option<(&str, &[String])>,
+    ) -> Result<(), CommitError> {
         if let Some(point) = self.killed_at {
             return Err(CommitError::Killed(point));
         }
         self.boundary(CrashPoint::BeforeCommit, site)?;
-        let changed = crate::store::changes::take(&tx).map_err(CommitError::Storage)?;
+        let mut changed = crate::store::changes::take(&tx).map_err(CommitError::Storage)?;
         tx.commit().map_err(CommitError::Storage)?;
+        if let Some((entity, ids)) = known.filter(|(_, ids)| !ids.is_empty()) {
+            let announced = changed.entry(entity.to_owned()).or_default();
+            announced.extend_from_slice(ids);
+            announced.sort_unstable();
+            announced.dedup();
+        }
         let silenced = self.planted_skip_pull_notifications && site == CommitSite::PullPage;
         if !silenced {
             for (entity, ids) in changed {

@@ -11,6 +11,7 @@ use crate::hlc::Hlc;
 use crate::ids::uuid_v7;
 use crate::record::{ListOptions, OpStatus, QueuedOp, Record, SyncStatus};
 use crate::registry::{EntityConfig, EntityRegistry};
+use crate::settings::SyncSettings;
 use crate::store::{self, NewOp};
 use crate::sync::SyncMachine;
 use crate::tenant::{DbLocation, TenantId};
@@ -27,8 +28,11 @@ pub struct EngineOptions {
     pub location: DbLocation,
     pub tenant: TenantId,
     pub registry: EntityRegistry,
-    /// Start a sync 500 ms after a local write (the spec's optional "after mutation").
+    /// Start a sync shortly after a local write (the spec's optional "after mutation"),
+    /// `settings.after_write_delay_ms` after the last one.
     pub sync_after_write: bool,
+    /// The sync schedule: interval, after-write delay, backoff, request deadline.
+    pub settings: SyncSettings,
     /// Deliberately planted bugs for the simulator's self-tests; all off in an app.
     #[doc(hidden)]
     pub planted_defects: PlantedDefects,
@@ -105,6 +109,7 @@ impl EngineOptions {
             tenant,
             registry,
             sync_after_write: false,
+            settings: SyncSettings::default(),
             planted_defects: PlantedDefects::default(),
         }
     }
@@ -138,6 +143,7 @@ impl Engine {
         if options.registry.entities().is_empty() {
             return Err(crate::error::ConfigError::NoEntities.into());
         }
+        options.settings.validate()?;
         std::fs::create_dir_all(options.location.dir())?;
         crate::legacy_names::migrate(&options.location, &options.tenant)?;
         if options.planted_defects.discard_wal_on_open {
@@ -170,7 +176,7 @@ impl Engine {
         let mut env = env;
         // Request ids start at a random point (below 2^48, so they stay exact in JSON).
         let first_request_id = (env.next_u64() >> 16).max(1);
-        let sync = SyncMachine::new(now_ms, first_request_id);
+        let sync = SyncMachine::new(now_ms, first_request_id, options.settings);
         let mut crash = CrashState::new();
         crash.planted_skip_pull_notifications = options.planted_defects.skip_pull_notifications;
         Ok(Engine {
@@ -298,7 +304,7 @@ impl Engine {
                 is_deleted: false,
                 data,
             };
-            store::put_record(&tx, &record)?;
+            store::put_local_record(&tx, &record)?;
             if split {
                 unqueued.push((record, op_id));
             } else {
@@ -310,8 +316,14 @@ impl Engine {
             ids.push(client_id);
         }
         store::set_hlc_high_water(&tx, self.hlc.last())?;
-        self.crash
-            .commit(tx, CommitSite::LocalWrite, &mut self.sync.events)?;
+        let mut created = ids.clone();
+        created.sort_unstable();
+        self.crash.commit_announcing(
+            tx,
+            CommitSite::LocalWrite,
+            &mut self.sync.events,
+            Some((entity, &created)),
+        )?;
         if split {
             let tx = self.conn.transaction()?;
             for (record, op_id) in &unqueued {
@@ -327,15 +339,15 @@ impl Engine {
         Ok(ids)
     }
 
-    /// Merges `patch` (a JSON object) into a record's data, bumps its version and queues an
-    /// `update` carrying the base version, in one transaction.
+    /// Applies `patch` (a JSON object) to a record's data as a JSON Merge Patch (RFC 7396:
+    /// a field set to `null` is removed, an object merges into the object it names, any
+    /// other value replaces), bumps its version and queues an `update` carrying the whole
+    /// record and its base version, in one transaction.
     pub fn update(&mut self, id: &str, patch: Value) -> Result<Record, WriteError> {
         self.ensure_alive().map_err(WriteError::Killed)?;
         let patch = into_object(patch)?;
         let mut record = self.live_record(id)?;
-        for (field, value) in patch {
-            record.data.insert(field, value);
-        }
+        merge_patch(&mut record.data, patch);
         self.write_local(record, Operation::Update)
     }
 
@@ -381,6 +393,9 @@ impl Engine {
         record.updated_at = self.hlc.tick(now_ms);
         record.version += 1;
         let op_id = uuid_v7(self.hlc.tick(now_ms), self.env.entropy.next_u64()).to_string();
+        // Every field but the stamp may stay as it was; the stamp is new: a change.
+        let changed = [record.client_id.clone()];
+        let entity = record.entity.clone();
         let tx = self.conn.transaction()?;
         extra(&tx)?;
         if let Some(mut open) = store::conflict_for_record(&tx, &record.client_id)? {
@@ -399,12 +414,17 @@ impl Engine {
                 store::put_conflict(&tx, &open)?;
             }
         }
-        store::put_record(&tx, record)?;
+        store::put_local_record(&tx, record)?;
         let op = new_op(record, &op_id, operation, force, now_ms);
+        let known = Some((entity.as_str(), &changed[..]));
         if self.options.planted_defects.split_local_write {
             store::set_hlc_high_water(&tx, self.hlc.last())?;
-            self.crash
-                .commit(tx, CommitSite::LocalWrite, &mut self.sync.events)?;
+            self.crash.commit_announcing(
+                tx,
+                CommitSite::LocalWrite,
+                &mut self.sync.events,
+                known,
+            )?;
             let tx = self.conn.transaction()?;
             store::enqueue(&tx, &op)?;
             self.crash
@@ -414,7 +434,7 @@ impl Engine {
         store::enqueue(&tx, &op)?;
         store::set_hlc_high_water(&tx, self.hlc.last())?;
         self.crash
-            .commit(tx, CommitSite::LocalWrite, &mut self.sync.events)?;
+            .commit_announcing(tx, CommitSite::LocalWrite, &mut self.sync.events, known)?;
         self.after_local_commit()
     }
 
@@ -538,6 +558,34 @@ fn new_op<'a>(
         updated_at: record.updated_at,
         force,
         now_ms,
+    }
+}
+
+/// RFC 7396 over an object: `null` removes a field, an object patch merges into the
+/// field's object (a field that is not an object is replaced by one), anything else
+/// replaces the field.
+fn merge_patch(target: &mut Map<String, Value>, patch: Map<String, Value>) {
+    for (field, value) in patch {
+        match value {
+            Value::Null => {
+                target.remove(&field);
+            }
+            Value::Object(inner) => {
+                let slot = target
+                    .entry(field)
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if !slot.is_object() {
+                    *slot = Value::Object(Map::new());
+                }
+                let Value::Object(nested) = slot else {
+                    unreachable!("made an object above")
+                };
+                merge_patch(nested, inner);
+            }
+            other => {
+                target.insert(field, other);
+            }
+        }
     }
 }
 

@@ -5,16 +5,21 @@
 //! that may drift and jump backwards, and a seeded entropy stream, so that one seed
 //! replays one run byte for byte.
 
+use std::sync::atomic::Ordering;
+
 /// Wall-clock milliseconds since the Unix epoch, as the device believes them.
 ///
 /// Nothing is promised about the values: they may stand still, jump forwards, or run
 /// backwards. The engine turns them into monotonic stamps with its hybrid logical clock.
-pub trait Clock {
+///
+/// `Send`, like everything an [`Engine`](crate::Engine) holds: an app may move its engine
+/// to a sync thread or a task.
+pub trait Clock: Send {
     fn now_ms(&self) -> u64;
 }
 
 /// A source of random 64-bit words (seeded in simulation, OS-backed in apps).
-pub trait Entropy {
+pub trait Entropy: Send {
     fn next_u64(&mut self) -> u64;
 }
 
@@ -41,33 +46,34 @@ impl Env {
     }
 }
 
-/// A clock that returns whatever was last stored in it; shared by clones.
+/// A clock that returns whatever was last stored in it; shared by clones (also across
+/// threads).
 ///
 /// Tests and the simulator move it by hand, forwards or backwards.
 #[derive(Clone, Debug, Default)]
 pub struct ManualClock {
-    now_ms: std::rc::Rc<std::cell::Cell<u64>>,
+    now_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl ManualClock {
     pub fn new(now_ms: u64) -> ManualClock {
         ManualClock {
-            now_ms: std::rc::Rc::new(std::cell::Cell::new(now_ms)),
+            now_ms: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(now_ms)),
         }
     }
 
     pub fn set_ms(&self, now_ms: u64) {
-        self.now_ms.set(now_ms);
+        self.now_ms.store(now_ms, Ordering::Relaxed);
     }
 
     pub fn advance_ms(&self, delta_ms: u64) {
-        self.now_ms.set(self.now_ms.get() + delta_ms);
+        self.now_ms.fetch_add(delta_ms, Ordering::Relaxed);
     }
 }
 
 impl Clock for ManualClock {
     fn now_ms(&self) -> u64 {
-        self.now_ms.get()
+        self.now_ms.load(Ordering::Relaxed)
     }
 }
 

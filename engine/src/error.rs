@@ -49,6 +49,56 @@ impl DamagedRow {
     }
 }
 
+/// A failure of the database below the engine: a full disk, a lock another connection
+/// holds, a damaged file, an I/O error. The engine's own type, so that an app never names
+/// the SQLite binding's: [`StorageError::kind`] says what happened, the message says it
+/// in words, and [`std::error::Error::source`] keeps SQLite's error for logs.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+pub struct StorageError {
+    kind: StorageErrorKind,
+    source: rusqlite::Error,
+}
+
+/// What kind of storage failure a [`StorageError`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StorageErrorKind {
+    /// The disk (or the database's size limit) is full.
+    Full,
+    /// Another connection holds the lock the engine needs.
+    Busy,
+    /// The file is not a database, or its content is damaged.
+    Corrupt,
+    /// The operating system failed a read or a write.
+    Io,
+    /// The file cannot be written (permissions, a read-only medium).
+    ReadOnly,
+    /// Anything else SQLite reports.
+    Other,
+}
+
+impl StorageError {
+    pub fn kind(&self) -> StorageErrorKind {
+        self.kind
+    }
+}
+
+impl From<rusqlite::Error> for StorageError {
+    fn from(source: rusqlite::Error) -> StorageError {
+        use rusqlite::ErrorCode as Code;
+        let kind = match source.sqlite_error_code() {
+            Some(Code::DiskFull) => StorageErrorKind::Full,
+            Some(Code::DatabaseBusy | Code::DatabaseLocked) => StorageErrorKind::Busy,
+            Some(Code::DatabaseCorrupt | Code::NotADatabase) => StorageErrorKind::Corrupt,
+            Some(Code::SystemIoFailure) => StorageErrorKind::Io,
+            Some(Code::ReadOnly) => StorageErrorKind::ReadOnly,
+            _ => StorageErrorKind::Other,
+        };
+        StorageError { kind, source }
+    }
+}
+
 /// `From<rusqlite::Error>` for an operation's error enum: a damaged row (which travels
 /// through the store as a rusqlite error, see `store/row.rs`) becomes its `Damaged`
 /// variant, every other SQLite failure its `Storage` variant.
@@ -58,7 +108,7 @@ macro_rules! from_storage_error {
             fn from(error: rusqlite::Error) -> $error {
                 match crate::store::row::into_damaged(error) {
                     Ok(row) => $error::Damaged(row),
-                    Err(error) => $error::Storage(error),
+                    Err(error) => $error::Storage(StorageError::from(error)),
                 }
             }
         }
@@ -78,7 +128,7 @@ pub enum OpenError {
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),
     #[error("storage error: {0}")]
-    Storage(#[source] rusqlite::Error),
+    Storage(#[source] StorageError),
     #[error(transparent)]
     Damaged(DamagedRow),
     #[error("file system error: {0}")]
@@ -99,6 +149,8 @@ pub enum ConfigError {
     NoEntities,
     #[error("invalid indexed field {0:?}: dot-separated names of ASCII letters, digits and '_'")]
     InvalidIndexedField(String),
+    #[error("invalid sync setting: {0}")]
+    InvalidSetting(String),
 }
 
 /// A local write: create, update, delete, conflict resolution, wipe, force.
@@ -124,7 +176,7 @@ pub enum WriteError {
     #[error("a sync is running; {0} must wait until it ends")]
     SyncInProgress(&'static str),
     #[error("storage error: {0}")]
-    Storage(#[source] rusqlite::Error),
+    Storage(#[source] StorageError),
     #[error(transparent)]
     Damaged(DamagedRow),
     #[error("the app was killed at crash point {0:?}")]
@@ -138,7 +190,7 @@ pub enum ReadError {
     #[error("unknown entity type {0:?}")]
     UnknownEntity(String),
     #[error("storage error: {0}")]
-    Storage(#[source] rusqlite::Error),
+    Storage(#[source] StorageError),
     #[error(transparent)]
     Damaged(DamagedRow),
 }
@@ -149,7 +201,7 @@ pub enum ReadError {
 #[non_exhaustive]
 pub enum SyncError {
     #[error("storage error: {0}")]
-    Storage(#[source] rusqlite::Error),
+    Storage(#[source] StorageError),
     #[error(transparent)]
     Damaged(DamagedRow),
     #[error("the app was killed at crash point {0:?}")]
@@ -189,7 +241,7 @@ pub enum QueryError {
     #[error("the cursor comes from a query with another order")]
     CursorOfAnotherOrder,
     #[error("storage error: {0}")]
-    Storage(#[source] rusqlite::Error),
+    Storage(#[source] StorageError),
     #[error(transparent)]
     Damaged(DamagedRow),
 }

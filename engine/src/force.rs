@@ -14,6 +14,7 @@
 use crate::crash::{CommitSite, CrashPoint};
 use crate::engine::{validate_space_id, Engine};
 use crate::error::{SyncError, WriteError};
+use crate::failure::SyncFailure;
 use crate::ids::uuid_v7;
 use crate::record::OpStatus;
 use crate::store::{self, force_staging};
@@ -184,7 +185,7 @@ impl Engine {
                 if !self.sync.online() {
                     self.sync.report(SyncEvent::ForceFailed {
                         entity: plan.entity,
-                        reason: "offline: nothing was sent".to_owned(),
+                        reason: SyncFailure::Offline,
                     });
                     return Ok(ForceOutcome::FromServerAccepted);
                 }
@@ -262,7 +263,9 @@ impl Engine {
         }
         if let Some(reason) = force_staging::refusal(&tx, entity)? {
             drop(tx);
-            return self.fail_force(&format!("pull page refused: {reason}"));
+            return self.fail_force(SyncFailure::invalid_answer(format!(
+                "pull page refused: {reason}"
+            )));
         }
         if let Some(newest) = force_staging::newest_stamp(&tx)? {
             self.hlc.observe(newest);
@@ -289,7 +292,7 @@ impl Engine {
 
     /// Ends the running force-from-server without replacing anything: the staged pages
     /// are dropped and the app hears why.
-    pub(crate) fn fail_force(&mut self, reason: &str) -> Result<(), SyncError> {
+    pub(crate) fn fail_force(&mut self, reason: SyncFailure) -> Result<(), SyncError> {
         let entity = self
             .sync
             .force_pull_entity()
@@ -301,10 +304,7 @@ impl Engine {
             &mut self.sync.events,
             force_staging::clear,
         )?;
-        self.end_force_pull(SyncEvent::ForceFailed {
-            entity,
-            reason: reason.to_owned(),
-        })
+        self.end_force_pull(SyncEvent::ForceFailed { entity, reason })
     }
 
     /// Deletes one space's records, queued ops, conflicts and id mappings, and forgets

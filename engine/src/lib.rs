@@ -21,6 +21,7 @@ pub mod crash;
 mod engine;
 pub mod env;
 pub mod error;
+mod failure;
 pub mod force;
 pub mod hlc;
 pub mod ids;
@@ -31,6 +32,7 @@ mod push;
 pub mod query;
 pub mod record;
 pub mod registry;
+mod settings;
 mod store;
 pub mod sync;
 pub mod system_env;
@@ -43,12 +45,17 @@ pub use conflict::{Resolution, Side};
 pub use crash::{CommitSite, CrashHook, CrashPoint, NoCrash};
 pub use engine::{drop_tenant_database, Engine, EngineOptions, PlantedDefects};
 pub use env::{Clock, Entropy, Env, ManualClock, SeededEntropy};
-pub use error::{ConfigError, DamagedRow, OpenError, QueryError, ReadError, SyncError, WriteError};
+pub use error::{
+    ConfigError, DamagedRow, OpenError, QueryError, ReadError, StorageError, StorageErrorKind,
+    SyncError, WriteError,
+};
+pub use failure::SyncFailure;
 pub use force::{ConfirmedForce, ForceDirection, ForceOutcome, ForcePlan};
 pub use hlc::{Hlc, HlcStamp};
 pub use query::{Comparison, Direction, Field, Filter, Query, QueryCursor, QueryPage, QueryValue};
 pub use record::{Conflict, FieldDiff, ListOptions, OpStatus, QueuedOp, Record, SyncStatus};
 pub use registry::{EntityConfig, EntityRegistry};
+pub use settings::SyncSettings;
 pub use sync::{SyncEvent, SyncTrigger, Transport, TransportError, TransportErrorKind};
 pub use tenant::{DbLocation, TenantId};
 

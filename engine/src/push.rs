@@ -8,6 +8,7 @@ use crate::conflict;
 use crate::crash::CommitSite;
 use crate::engine::Engine;
 use crate::error::SyncError;
+use crate::failure::SyncFailure;
 use crate::own_writes;
 use crate::record::{Conflict, OpStatus};
 use crate::store;
@@ -28,11 +29,11 @@ impl Engine {
         let payload = match into_envelope(operation_name, response) {
             Envelope::Data(payload) => payload,
             Envelope::Error { code, message } => {
-                return self.handle_push_error(seqs, code, &message)
+                return self.handle_push_error(seqs, code, message)
             }
         };
         let Ok(parsed) = serde_json::from_value::<SyncPushResponse>(payload) else {
-            return self.fail_sync("malformed push response", true);
+            return self.fail_sync(SyncFailure::invalid_answer("malformed push response"));
         };
         let ops = self.sending_ops(seqs)?;
         let matches = parsed.results.len() == ops.len()
@@ -42,13 +43,14 @@ impl Engine {
                 .zip(&ops)
                 .all(|(result, op)| result.op_id == op.op_id);
         if !matches {
-            return self.fail_sync("push response does not match the request", true);
+            return self.fail_sync(SyncFailure::invalid_answer(
+                "push response does not match the request",
+            ));
         }
         if !parsed.results.iter().all(plausible_result) {
-            return self.fail_sync(
+            return self.fail_sync(SyncFailure::invalid_answer(
                 "push response carries impossible versions, stamps or ids",
-                true,
-            );
+            ));
         }
         let entity = ops
             .first()
@@ -58,7 +60,7 @@ impl Engine {
         let device_cursor = store::cursor(&self.conn, &entity)?.unwrap_or_default();
         let landing = match own_writes::read_landing(&parsed, &device_cursor) {
             Ok(landing) => landing,
-            Err(reason) => return self.fail_sync(reason, true),
+            Err(reason) => return self.fail_sync(SyncFailure::invalid_answer(reason)),
         };
         // Whether every result that confirmed a write told all the server stored for it.
         let mut every_write_confirmed = true;
@@ -101,7 +103,12 @@ impl Engine {
                         message,
                     })
                 }
-                PushOutcome::Retry(message) => transient_error = Some(message),
+                PushOutcome::Retry { code, message } => {
+                    transient_error = Some(SyncFailure::ServerError {
+                        code: Some(code),
+                        message,
+                    })
+                }
             }
         }
         // The next run is marked `sending` in this same transaction: one commit per
@@ -131,8 +138,8 @@ impl Engine {
         store::set_hlc_high_water(&tx, self.hlc.last())?;
         self.crash
             .commit(tx, CommitSite::PushResults, &mut self.sync.events)?;
-        if let Some(message) = transient_error {
-            return self.fail_sync(&message, true);
+        if let Some(failure) = transient_error {
+            return self.fail_sync(failure);
         }
         match next_push {
             Some(prepared) => self.send_push(prepared),
@@ -158,8 +165,9 @@ impl Engine {
         &mut self,
         seqs: &[i64],
         code: Option<ErrorCode>,
-        message: &str,
+        message: String,
     ) -> Result<(), SyncError> {
+        let message = message.as_str();
         let isolate = !self.options.planted_defects.fail_whole_batch;
         match code {
             Some(ErrorCode::Validation) if isolate && seqs.len() > 1 => {
@@ -193,10 +201,13 @@ impl Engine {
                 self.advance()
             }
             // Unauthorized: the data is fine; the token is not. Wait for a new token.
-            Some(ErrorCode::Unauthorized) => {
-                self.fail_sync(&format!("unauthorized: {message}"), false)
-            }
-            _ => self.fail_sync(&format!("server error: {message}"), true),
+            Some(ErrorCode::Unauthorized) => self.fail_sync(SyncFailure::AuthRequired {
+                message: message.to_owned(),
+            }),
+            _ => self.fail_sync(SyncFailure::ServerError {
+                code,
+                message: message.to_owned(),
+            }),
         }
     }
 }
@@ -290,7 +301,10 @@ enum PushOutcome {
         code: Option<ErrorCode>,
         message: String,
     },
-    Retry(String),
+    Retry {
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 /// A concurrent write with equal stamps, found by a push result or a pulled row: merged
@@ -424,7 +438,7 @@ fn apply_push_result(
         }
         Some(code) if code.is_transient() => {
             store::set_op_status(tx, op.seq, OpStatus::Pending, Some(&message), now_ms)?;
-            Ok(PushOutcome::Retry(message))
+            Ok(PushOutcome::Retry { code, message })
         }
         code => {
             store::set_op_status(tx, op.seq, OpStatus::Failed, Some(&message), now_ms)?;

@@ -214,6 +214,13 @@ pub fn all_records(conn: &Connection) -> rusqlite::Result<Vec<Record>> {
 
 /// Writes a record row whole (insert or replace), keeping the row's merge base.
 pub fn put_record(conn: &Connection, record: &Record) -> rusqlite::Result<()> {
+    changes::note(conn, &record.client_id, Some(&record.entity))?;
+    put_local_record(conn, record)
+}
+
+/// [`put_record`] for a local write, which announces its records itself: no change note
+/// (`store/changes.rs`).
+pub fn put_local_record(conn: &Connection, record: &Record) -> rusqlite::Result<()> {
     upsert_record(conn, record, &object_to_text(&record.data), BaseWrite::Keep)
 }
 
@@ -225,6 +232,7 @@ pub fn put_record_with_base(
     record: &Record,
     base_data: &Map<String, Value>,
 ) -> rusqlite::Result<()> {
+    changes::note(conn, &record.client_id, Some(&record.entity))?;
     let data_text = object_to_text(&record.data);
     if std::ptr::eq(base_data, &record.data) || *base_data == record.data {
         upsert_record(conn, record, &data_text, BaseWrite::SameAsData)
@@ -281,7 +289,7 @@ fn upsert_record(
         keep_base,
     ])?;
     if let Some(server_id) = &record.server_id {
-        set_id_mapping(conn, &record.client_id, server_id, &record.entity)?;
+        write_id_mapping(conn, &record.client_id, server_id, &record.entity)?;
     }
     Ok(())
 }
@@ -323,6 +331,7 @@ pub fn set_pushed_version(
     version: i64,
     updated_at: Option<HlcStamp>,
 ) -> rusqlite::Result<()> {
+    changes::note(conn, client_id, None)?;
     let changed = conn
         .prepare_cached(
             "UPDATE records SET \
@@ -367,6 +376,7 @@ pub fn planted_overwrite_with_op(
     client_id: &str,
     seq: i64,
 ) -> rusqlite::Result<()> {
+    changes::note(conn, client_id, None)?;
     conn.prepare_cached(
         "UPDATE records SET data = (SELECT q.payload FROM operation_queue q WHERE q.id = ?2), \
          base_data = NULL, is_deleted = 0 WHERE client_id = ?1 \
@@ -377,6 +387,7 @@ pub fn planted_overwrite_with_op(
 }
 
 pub fn delete_record(conn: &Connection, client_id: &str) -> rusqlite::Result<()> {
+    changes::note(conn, client_id, None)?;
     conn.prepare_cached("DELETE FROM records WHERE client_id = ?1")?
         .execute([client_id])?;
     conn.prepare_cached("DELETE FROM id_map WHERE client_id = ?1")?
@@ -387,6 +398,17 @@ pub fn delete_record(conn: &Connection, client_id: &str) -> rusqlite::Result<()>
 // ---- id map -----------------------------------------------------------------------------
 
 pub fn set_id_mapping(
+    conn: &Connection,
+    client_id: &str,
+    server_id: &str,
+    entity: &str,
+) -> rusqlite::Result<()> {
+    changes::note(conn, client_id, Some(entity))?;
+    write_id_mapping(conn, client_id, server_id, entity)
+}
+
+/// [`set_id_mapping`] inside a record write that took the note already.
+fn write_id_mapping(
     conn: &Connection,
     client_id: &str,
     server_id: &str,
@@ -412,6 +434,7 @@ pub fn add_id_mapping_unless_taken(
     server_id: &str,
     entity: &str,
 ) -> rusqlite::Result<()> {
+    changes::note(conn, client_id, Some(entity))?;
     conn.prepare_cached(
         "INSERT INTO id_map (client_id, server_id, entity) VALUES (?1, ?2, ?3) \
          ON CONFLICT (server_id) DO NOTHING",
@@ -429,6 +452,7 @@ pub fn set_id_mapping_unless_taken(
     server_id: &str,
     entity: &str,
 ) -> rusqlite::Result<()> {
+    changes::note(conn, client_id, Some(entity))?;
     conn.prepare_cached(
         "INSERT INTO id_map (client_id, server_id, entity) SELECT ?1, ?2, ?3 \
          WHERE NOT EXISTS (SELECT 1 FROM id_map WHERE server_id = ?2 AND client_id <> ?1) \
@@ -852,6 +876,7 @@ pub fn token(conn: &Connection, name: &str) -> rusqlite::Result<Option<String>> 
 
 /// Deletes one space's records, id mappings, queued ops and conflicts.
 pub fn wipe_space_rows(conn: &Connection, space_id: &str) -> rusqlite::Result<usize> {
+    changes::note_space(conn, space_id)?;
     conn.execute(
         "DELETE FROM id_map WHERE client_id IN (SELECT client_id FROM records WHERE space_id = ?1)",
         [space_id],
@@ -874,6 +899,7 @@ pub fn wipe_space_rows(conn: &Connection, space_id: &str) -> rusqlite::Result<us
 
 /// Deletes one entity's records, id mappings, queued ops, conflicts and sync state.
 pub fn clear_entity(conn: &Connection, entity: &str) -> rusqlite::Result<()> {
+    changes::note_entity(conn, entity)?;
     conn.execute("DELETE FROM id_map WHERE entity = ?1", [entity])?;
     conn.execute("DELETE FROM conflicts WHERE entity = ?1", [entity])?;
     conn.execute("DELETE FROM operation_queue WHERE entity = ?1", [entity])?;

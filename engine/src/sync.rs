@@ -34,12 +34,14 @@ use crate::conflict::PulledVerdict;
 use crate::crash::{CommitSite, CrashPoint};
 use crate::engine::Engine;
 use crate::error::SyncError;
+use crate::failure::SyncFailure;
 use crate::pull::{
     self, forget_records_missing_on_server, merge_pulled_delete, merge_pulled_item,
     parse_pull_page, PageKind,
 };
 use crate::push::{prepare_push, settle_conflict, PreparedPush};
 use crate::record::OpStatus;
+use crate::settings::SyncSettings;
 use crate::store;
 use crate::wire::{
     into_envelope, Envelope, ErrorCode, SyncPullVariables, SyncPushVariables, SyncRequest,
@@ -47,13 +49,9 @@ use crate::wire::{
 use serde_json::Value;
 use std::collections::{BTreeSet, VecDeque};
 
-pub const SYNC_INTERVAL_MS: u64 = 5 * 60 * 1000;
-pub const DEBOUNCE_MS: u64 = 500;
-pub const BACKOFF_BASE_MS: u64 = 1_000;
-pub const BACKOFF_CAP_MS: u64 = 5 * 60 * 1000;
-
 /// Why a sync started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum SyncTrigger {
     AppOpen,
     Interval,
@@ -66,6 +64,7 @@ pub enum SyncTrigger {
 /// What the engine reports to the app: the sync's progress and outcomes, and the records
 /// each committed transaction changed.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum SyncEvent {
     /// A committed transaction changed what `get` and `list` show of these records of
     /// `entity`: one was created, removed (a wipe, a force replacement, a repair), or
@@ -88,7 +87,7 @@ pub enum SyncEvent {
     SyncCompleted,
     /// A sync stopped early; `retry_at_ms` is set for transient failures.
     SyncFailed {
-        reason: String,
+        reason: SyncFailure,
         retry_at_ms: Option<u64>,
     },
     ConflictStored {
@@ -123,7 +122,7 @@ pub enum SyncEvent {
     /// local records, queued ops and conflicts are as they were before it.
     ForceFailed {
         entity: String,
-        reason: String,
+        reason: SyncFailure,
     },
 }
 
@@ -135,6 +134,7 @@ pub struct TransportError {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TransportErrorKind {
     Unreachable,
     Timeout,
@@ -231,6 +231,9 @@ pub(crate) struct SyncMachine {
     interval: Option<Timer>,
     retry: Option<Timer>,
     debounce: Option<Timer>,
+    /// The request deadline of the request in flight (by its id), when the settings set one.
+    deadline: Option<(u64, Timer)>,
+    settings: SyncSettings,
     failure_streak: u32,
     /// Set while a push refused whole is sent in smaller runs (halved at each refusal,
     /// cleared when one op is refused alone or a sync starts).
@@ -240,7 +243,7 @@ pub(crate) struct SyncMachine {
 impl SyncMachine {
     /// `first_request_id` comes from entropy, so a process restarted after a kill does
     /// not reuse the ids of requests its predecessor left in flight.
-    pub(crate) fn new(now_ms: u64, first_request_id: u64) -> SyncMachine {
+    pub(crate) fn new(now_ms: u64, first_request_id: u64, settings: SyncSettings) -> SyncMachine {
         SyncMachine {
             online: true,
             phase: Phase::Idle,
@@ -253,10 +256,12 @@ impl SyncMachine {
             events: VecDeque::new(),
             interval: Some(Timer {
                 armed_at_ms: now_ms,
-                delay_ms: SYNC_INTERVAL_MS,
+                delay_ms: settings.interval_ms,
             }),
             retry: None,
             debounce: None,
+            deadline: None,
+            settings,
             failure_streak: 0,
             push_cap: None,
         }
@@ -297,19 +302,19 @@ impl SyncMachine {
     pub(crate) fn arm_debounce(&mut self, now_ms: u64) {
         self.debounce = Some(Timer {
             armed_at_ms: now_ms,
-            delay_ms: DEBOUNCE_MS,
+            delay_ms: self.settings.after_write_delay_ms,
         });
     }
-}
 
-/// Exponential backoff with seeded "equal jitter": half fixed, half random, capped.
-pub fn backoff_delay_ms(failure_streak: u32, random: u64) -> u64 {
-    let exponent = failure_streak.saturating_sub(1).min(20);
-    let delay_ms = BACKOFF_BASE_MS
-        .saturating_mul(1 << exponent)
-        .min(BACKOFF_CAP_MS);
-    let half = delay_ms / 2;
-    half + random % (half + 1)
+    /// The in-flight request's deadline timer, if the settings set one and the request it
+    /// was armed for is still in flight.
+    fn live_deadline(&mut self) -> Option<(u64, &mut Timer)> {
+        let in_flight_id = self.in_flight.as_ref().map(|(id, _)| *id)?;
+        match self.deadline.as_mut() {
+            Some((id, timer)) if *id == in_flight_id => Some((*id, timer)),
+            _ => None,
+        }
+    }
 }
 
 impl Engine {
@@ -320,7 +325,7 @@ impl Engine {
         let now_ms = self.env.now_ms();
         self.sync.interval = Some(Timer {
             armed_at_ms: now_ms,
-            delay_ms: SYNC_INTERVAL_MS,
+            delay_ms: self.sync.settings.interval_ms,
         });
         self.start_sync(SyncTrigger::AppOpen)
     }
@@ -343,6 +348,10 @@ impl Engine {
     /// The earliest timer deadline on the device clock, if any timer is armed.
     pub fn poll_timeout(&mut self) -> Option<u64> {
         let now_ms = self.env.now_ms();
+        let request_deadline = self
+            .sync
+            .live_deadline()
+            .map(|(_, timer)| timer.deadline(now_ms));
         [
             &mut self.sync.interval,
             &mut self.sync.retry,
@@ -350,18 +359,28 @@ impl Engine {
         ]
         .into_iter()
         .filter_map(|timer| timer.as_mut().map(|timer| timer.deadline(now_ms)))
+        .chain(request_deadline)
         .min()
     }
 
-    /// Fires every timer whose deadline has passed on the device clock.
+    /// Fires every timer whose deadline has passed on the device clock. A request past its
+    /// deadline (`SyncSettings::request_deadline_ms`) fails as a transport timeout first.
     pub fn handle_timeout(&mut self) -> Result<(), SyncError> {
         let now_ms = self.env.now_ms();
+        let overdue = self.sync.live_deadline().and_then(|(request_id, timer)| {
+            (timer.deadline(now_ms) <= now_ms).then_some((request_id, timer.delay_ms))
+        });
+        if let Some((request_id, delay_ms)) = overdue {
+            self.sync.deadline = None;
+            let message = format!("no answer within {delay_ms} ms");
+            self.handle_response(request_id, Err(TransportError::timeout(&message)))?;
+        }
         let mut fired = Vec::new();
         if let Some(timer) = self.sync.interval.as_mut() {
             if timer.deadline(now_ms) <= now_ms {
                 self.sync.interval = Some(Timer {
                     armed_at_ms: now_ms,
-                    delay_ms: SYNC_INTERVAL_MS,
+                    delay_ms: self.sync.settings.interval_ms,
                 });
                 fired.push(SyncTrigger::Interval);
             }
@@ -419,7 +438,12 @@ impl Engine {
             .map_err(SyncError::Killed)?;
         let response = match response {
             Ok(response) => response,
-            Err(error) => return self.fail_sync(&format!("transport: {}", error.message), true),
+            Err(error) => {
+                return self.fail_sync(SyncFailure::Transport {
+                    kind: error.kind,
+                    message: error.message,
+                })
+            }
         };
         match in_flight {
             InFlight::Push {
@@ -523,6 +547,16 @@ impl Engine {
             variables,
         });
         self.sync.in_flight = Some((request_id, in_flight));
+        self.sync.deadline = self.sync.settings.request_deadline_ms.map(|delay_ms| {
+            let armed_at_ms = self.env.now_ms();
+            (
+                request_id,
+                Timer {
+                    armed_at_ms,
+                    delay_ms,
+                },
+            )
+        });
     }
 
     /// Marks the next push run `sending` and emits its request; false if nothing to push.
@@ -601,7 +635,7 @@ impl Engine {
             )?;
             self.sync.report(SyncEvent::ForceFailed {
                 entity,
-                reason: "cancelled".to_owned(),
+                reason: SyncFailure::Cancelled,
             });
         }
         self.sync.phase = Phase::Idle;
@@ -674,7 +708,7 @@ impl Engine {
 
     /// Stops the sync: ops in flight go back to `pending`; transient failures re-arm the
     /// retry timer with backoff. A running force-from-server ends with `ForceFailed`.
-    pub(crate) fn fail_sync(&mut self, reason: &str, transient: bool) -> Result<(), SyncError> {
+    pub(crate) fn fail_sync(&mut self, reason: SyncFailure) -> Result<(), SyncError> {
         if self.sync.force_pull_entity().is_some() {
             // A force is not a sync: it ends with its own outcome and is not retried.
             return self.fail_force(reason);
@@ -684,15 +718,18 @@ impl Engine {
             &mut self.conn,
             CommitSite::SendingReset,
             &mut self.sync.events,
-            |conn| store::reset_sending(conn, Some(reason), now_ms),
+            |conn| store::reset_sending(conn, Some(&reason.to_string()), now_ms),
         )?;
         self.sync.phase = Phase::Idle;
         self.sync.in_flight = None;
         self.sync.outgoing.clear();
         self.sync.rerun_requested = false;
-        let retry_at_ms = if transient {
+        let retry_at_ms = if reason.is_transient() {
             self.sync.failure_streak = self.sync.failure_streak.saturating_add(1);
-            let delay_ms = backoff_delay_ms(self.sync.failure_streak, self.env.next_u64());
+            let delay_ms = self
+                .sync
+                .settings
+                .backoff_delay_ms(self.sync.failure_streak, self.env.next_u64());
             self.sync.retry = Some(Timer {
                 armed_at_ms: now_ms,
                 delay_ms,
@@ -705,7 +742,7 @@ impl Engine {
             None
         };
         self.sync.events.push_back(SyncEvent::SyncFailed {
-            reason: reason.to_owned(),
+            reason,
             retry_at_ms,
         });
         Ok(())
@@ -724,13 +761,13 @@ impl Engine {
             Envelope::Error {
                 code: Some(ErrorCode::Unauthorized),
                 message,
-            } => return self.fail_sync(&format!("unauthorized: {message}"), false),
-            Envelope::Error { message, .. } => {
-                return self.fail_sync(&format!("server error: {message}"), true)
+            } => return self.fail_sync(SyncFailure::AuthRequired { message }),
+            Envelope::Error { code, message } => {
+                return self.fail_sync(SyncFailure::ServerError { code, message })
             }
         };
         let Some((page, items)) = parse_pull_page(payload) else {
-            return self.fail_sync("malformed pull response", true);
+            return self.fail_sync(SyncFailure::invalid_answer("malformed pull response"));
         };
         let kind = match self.sync.phase {
             Phase::ForcePull { .. } => PageKind::Replacement,
@@ -738,7 +775,9 @@ impl Engine {
         };
         if let Some(reason) = pull::overreach(&self.conn, entity, kind, &items, &page.deleted_ids)?
         {
-            return self.fail_sync(&format!("pull page refused: {reason}"), true);
+            return self.fail_sync(SyncFailure::invalid_answer(format!(
+                "pull page refused: {reason}"
+            )));
         }
         if self.sync.force_pull_entity().is_some() {
             return self.handle_force_page(entity, page, items);

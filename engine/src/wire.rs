@@ -187,6 +187,7 @@ pub struct PulledItem {
 /// `errorCode` values and GraphQL error `extensions.code` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[non_exhaustive]
 pub enum ErrorCode {
     /// Equal stamps, different data: the user must choose.
     Conflict,

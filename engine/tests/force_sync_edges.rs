@@ -19,7 +19,7 @@ use sync_engine::testing::{open_engine_in, EPOCH_MS};
 use sync_engine::wire::{data_response, error_response, ErrorCode, SyncRequest};
 use sync_engine::{
     CrashHook, CrashPoint, Engine, ForceOutcome, HlcStamp, ListOptions, ManualClock, OpStatus,
-    SyncError, SyncEvent, SyncTrigger, TransportError, WriteError,
+    SyncError, SyncEvent, SyncFailure, SyncTrigger, TransportError, TransportErrorKind, WriteError,
 };
 
 const ENTITY: &str = "Identity";
@@ -86,9 +86,9 @@ fn force_from_server(engine: &mut Engine) -> ForceOutcome {
     engine.execute_force(plan.confirm()).unwrap()
 }
 
-fn force_failed(events: &[SyncEvent]) -> Option<&str> {
+fn force_failed(events: &[SyncEvent]) -> Option<&SyncFailure> {
     events.iter().find_map(|event| match event {
-        SyncEvent::ForceFailed { entity, reason } if entity == ENTITY => Some(reason.as_str()),
+        SyncEvent::ForceFailed { entity, reason } if entity == ENTITY => Some(reason),
         _ => None,
     })
 }
@@ -100,34 +100,52 @@ fn a_force_from_server_whose_pull_fails_reports_it_and_discards_nothing() {
     // the app gets a `ForceFailed` for the entity with the reason; the local records, ops
     // and conflicts are untouched; no retry of the force is scheduled (a retry would keep
     // the entity locked for writes for the whole backoff); the entity is writable again.
-    let failures: Vec<(&str, usize, Answer)> = vec![
+    let failures: Vec<(&str, usize, Answer, SyncFailure)> = vec![
         (
             "unreachable",
             0,
             Box::new(|_| Err(TransportError::unreachable("no route"))),
+            SyncFailure::Transport {
+                kind: TransportErrorKind::Unreachable,
+                message: "no route".to_owned(),
+            },
         ),
         (
             "timeout after a page",
             1,
             Box::new(|_| Err(TransportError::timeout("no answer"))),
+            SyncFailure::Transport {
+                kind: TransportErrorKind::Timeout,
+                message: "no answer".to_owned(),
+            },
         ),
         (
             "server busy",
             0,
             Box::new(|_| Ok(error_response(ErrorCode::ServerBusy, "busy"))),
+            SyncFailure::ServerError {
+                code: Some(ErrorCode::ServerBusy),
+                message: "busy".to_owned(),
+            },
         ),
         (
             "unauthorized",
             1,
             Box::new(|_| Ok(error_response(ErrorCode::Unauthorized, "who?"))),
+            SyncFailure::AuthRequired {
+                message: "who?".to_owned(),
+            },
         ),
         (
             "malformed",
             0,
             Box::new(|r: &SyncRequest| Ok(data_response(&r.operation_name, json!({"items": 7})))),
+            SyncFailure::InvalidAnswer {
+                reason: "malformed pull response".to_owned(),
+            },
         ),
     ];
-    for (case, good_pages, failure) in failures {
+    for (case, good_pages, failure, expected) in failures {
         let dir = tempfile::tempdir().unwrap();
         let mut engine = open(dir.path());
         engine
@@ -155,7 +173,7 @@ fn a_force_from_server_whose_pull_fails_reports_it_and_discards_nothing() {
         let events = events(&mut engine);
         let reason =
             force_failed(&events).unwrap_or_else(|| panic!("{case}: no ForceFailed in {events:?}"));
-        assert!(!reason.is_empty(), "{case}");
+        assert_eq!(reason, &expected, "{case}: the app reads why");
         assert!(
             !events.iter().any(|event| matches!(
                 event,
@@ -421,8 +439,8 @@ fn a_force_cancelled_mid_way_reports_it_and_leaves_nothing_staged() {
     events(&mut engine);
 
     engine.wipe_space("s9").unwrap();
-    let reason = force_failed(&events(&mut engine)).map(str::to_owned);
-    assert_eq!(reason.as_deref(), Some("cancelled"));
+    let reason = force_failed(&events(&mut engine)).cloned();
+    assert_eq!(reason, Some(SyncFailure::Cancelled));
     engine.check_invariants().unwrap();
     let late = page(&second, vec![item(2, "late")], &[], false);
     engine.handle_response(second.request_id, Ok(late)).unwrap();
@@ -457,7 +475,10 @@ fn a_server_id_given_to_two_records_by_two_force_pages_is_refused() {
 
     let events = events(&mut engine);
     let reason = force_failed(&events).unwrap_or_else(|| panic!("{events:?}"));
-    assert!(reason.contains("srv-1"), "{reason}");
+    assert!(
+        matches!(reason, SyncFailure::InvalidAnswer { reason } if reason.contains("srv-1")),
+        "{reason:?}"
+    );
     assert_eq!(names(&engine), ["local"]);
     assert_eq!(engine.queued_ops().unwrap().len(), 1);
     engine.check_invariants().unwrap();

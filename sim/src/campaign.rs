@@ -9,6 +9,7 @@
 use crate::kernel::probes::Probe;
 use crate::profile::{FaultClass, Profile};
 use crate::server::{Defect, ServerDefects};
+use crate::signature::Signature;
 use crate::world::{run_seed, FailureKind, RunOptions, SeedReport};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
@@ -41,7 +42,48 @@ pub struct FailureSummary {
     pub seed: u64,
     pub kind: FailureKind,
     pub message: String,
+    pub signature: Signature,
     pub replay: String,
+}
+
+/// The failures that share one signature: one line of the summary per bug.
+#[derive(Clone, Debug, Serialize)]
+pub struct FailureGroup {
+    #[serde(flatten)]
+    pub signature: Signature,
+    pub count: u64,
+    pub smallest_seed: u64,
+    /// The replay command of the smallest seed.
+    pub replay: String,
+    pub seeds: Vec<u64>,
+}
+
+/// Groups failures by signature: the largest group first, ties by smallest seed.
+pub fn group_failures(failures: &[FailureSummary]) -> Vec<FailureGroup> {
+    let mut groups: BTreeMap<&Signature, Vec<&FailureSummary>> = BTreeMap::new();
+    for failure in failures {
+        groups.entry(&failure.signature).or_default().push(failure);
+    }
+    let mut groups: Vec<FailureGroup> = groups
+        .into_iter()
+        .map(|(signature, members)| {
+            let smallest = members
+                .iter()
+                .min_by_key(|failure| failure.seed)
+                .expect("a group has a member");
+            let mut seeds: Vec<u64> = members.iter().map(|failure| failure.seed).collect();
+            seeds.sort_unstable();
+            FailureGroup {
+                signature: signature.clone(),
+                count: members.len() as u64,
+                smallest_seed: smallest.seed,
+                replay: smallest.replay.clone(),
+                seeds,
+            }
+        })
+        .collect();
+    groups.sort_by_key(|group| (std::cmp::Reverse(group.count), group.smallest_seed));
+    groups
 }
 
 /// The campaign summary (`--json`).
@@ -50,6 +92,8 @@ pub struct CampaignSummary {
     pub profile: Profile,
     pub seeds_run: u64,
     pub failures: Vec<FailureSummary>,
+    /// The failures grouped by signature (kind, invariant, operation).
+    pub groups: Vec<FailureGroup>,
     pub seeds_per_second: f64,
     pub virtual_wall_ratio: f64,
     pub wall_seconds: f64,
@@ -259,20 +303,23 @@ pub fn summarize(
         .filter(|(_, tally)| tally.seeds_enabled > 0 && tally.fired == 0)
         .map(|(class, _)| *class)
         .collect();
+    let failures: Vec<FailureSummary> = reports
+        .iter()
+        .filter_map(|report| {
+            report.failure.as_ref().map(|failure| FailureSummary {
+                seed: report.seed,
+                kind: failure.kind,
+                message: failure.message.clone(),
+                signature: Signature::of(failure, &report.operation),
+                replay: replay_command(report.seed, profile, defects, safety_only),
+            })
+        })
+        .collect();
     CampaignSummary {
         profile,
         seeds_run: reports.len() as u64,
-        failures: reports
-            .iter()
-            .filter_map(|report| {
-                report.failure.as_ref().map(|failure| FailureSummary {
-                    seed: report.seed,
-                    kind: failure.kind,
-                    message: failure.message.clone(),
-                    replay: replay_command(report.seed, profile, defects, safety_only),
-                })
-            })
-            .collect(),
+        groups: group_failures(&failures),
+        failures,
         seeds_per_second: reports.len() as f64 / wall_seconds,
         virtual_wall_ratio: virtual_ms as f64 / 1000.0 / wall_seconds,
         wall_seconds,
@@ -358,6 +405,58 @@ mod tests {
         assert!(replay_command(7, Profile::Lite, &Default::default(), true)
             .ends_with("replay 7 --profile lite --safety-only"));
         assert!(parse_defect("no_such_defect").is_none());
+    }
+
+    // Proves failures of one bug with different record ids, devices, tenants and numbers
+    // make one group (counted, with its smallest seed's replay), apart from another bug.
+    #[test]
+    fn failures_group_by_signature() {
+        let failure = |seed: u64, message: &str, operation: &str| {
+            let failure = crate::kernel::violation(message.to_owned());
+            FailureSummary {
+                seed,
+                kind: failure.kind,
+                signature: Signature::of(&failure, operation),
+                message: failure.message,
+                replay: replay_command(seed, Profile::Lite, &Default::default(), false),
+            }
+        };
+        let failures = [
+            failure(
+                9,
+                "d1: read-your-writes: device 1 shows 018bd053-d878-7000-819f-741a05fe9b4f",
+                "answer to syncPull",
+            ),
+            failure(
+                4,
+                "op 0192-aa of tenant t0 changed the server 2 times (exactly once expected)",
+                "final checks",
+            ),
+            failure(
+                5,
+                "d0: read-your-writes: device 0 shows 018bcfda-8672-7000-82b6-88fe23e9f610",
+                "answer to syncPull",
+            ),
+            failure(
+                7,
+                "d3: read-your-writes: device 3 shows 01b48afe-c38d-7000-810c-0b0adcc77360",
+                "answer to syncPull",
+            ),
+        ];
+        let groups = group_failures(&failures);
+        assert_eq!(groups.len(), 2, "{groups:?}");
+        assert_eq!(groups[0].count, 3);
+        assert_eq!(groups[0].seeds, vec![5, 7, 9]);
+        assert_eq!(groups[0].smallest_seed, 5);
+        assert_eq!(groups[0].signature.invariant, "read-your-writes");
+        assert!(groups[0].replay.contains("replay 5 --profile lite"));
+        assert_eq!(groups[1].count, 1);
+        assert_eq!(groups[1].smallest_seed, 4);
+        assert!(group_failures(&[]).is_empty());
+        let json = serde_json::to_value(&groups[0]).expect("a group serializes");
+        assert_eq!(json["invariant"], "read-your-writes");
+        assert_eq!(json["operation"], "answer to syncPull");
+        assert_eq!(json["count"], 3);
     }
 
     // Proves each defect name switches exactly its own field, and none is left without one.

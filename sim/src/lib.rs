@@ -6,6 +6,8 @@
 //! (no clock, no randomness), and checks its own invariants.
 
 pub mod campaign;
+pub mod case;
+pub mod determinism;
 pub mod fuzzing;
 pub mod kernel;
 pub mod oracle;
@@ -13,5 +15,8 @@ pub mod profile;
 pub mod rng;
 pub mod script;
 pub mod server;
+pub mod shrink;
+pub mod signature;
 pub mod sweep;
+pub mod timeline;
 pub mod world;

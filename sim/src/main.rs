@@ -1,4 +1,5 @@
-//! `syncsim`: run simulation campaigns and replay single seeds.
+//! `syncsim`: run simulation campaigns, replay single seeds and case files, shrink a
+//! failing seed to a small case.
 //!
 //! Exit codes: 0 all passed, 1 invariant violated (or a configured fault class never
 //! fired, or a probe the profile is meant to reach never fired), 2 liveness failure, 3 panic in the engine or the server, 64 bad usage.
@@ -10,12 +11,20 @@
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use std::ops::Range;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use sync_sim::campaign::{replay_command, run_campaign, CampaignConfig, CampaignSummary};
-use sync_sim::profile::Profile;
+use sync_sim::campaign::{
+    defect_names, replay_command, run_campaign, CampaignConfig, CampaignSummary,
+};
+use sync_sim::case::Case;
+use sync_sim::determinism::check_determinism;
+use sync_sim::fuzzing::sim_world_case;
+use sync_sim::profile::{Knobs, Profile};
 use sync_sim::server::{Defect, ServerDefects};
+use sync_sim::shrink::{shrink, FailureSignature, CANDIDATE_RUNS_MAX_DEFAULT};
+use sync_sim::signature::Signature;
 use sync_sim::sweep::{run_once, run_sweep, SweepConfig, SweepSummary};
+use sync_sim::timeline::render_html;
 use sync_sim::world::{run_seed, FailureKind, RunOptions, SeedReport};
 
 /// The exit code of bad usage (`EX_USAGE`); clap's own is 2, which here means liveness.
@@ -39,8 +48,27 @@ struct Cli {
 enum Command {
     /// Run a campaign of seeds and summarise it; a failure prints its replay command.
     Run(RunArgs),
-    /// Replay one seed, printing its knobs and (with --trace) every event.
+    /// Replay one seed, or a case file (--case), printing its knobs and (with --trace)
+    /// every event; --html writes its timeline.
     Replay(ReplayArgs),
+    /// Run one seed twice with the whole trace kept and print the first trace line that
+    /// differs (exit code 1), or that the runs agree.
+    CheckDeterminism(CheckDeterminismArgs),
+    /// Shrink a failing seed (or case) to the smallest case that fails the same way (same
+    /// kind, same invariant) and write it as a case file.
+    #[command(
+        long_about = "Shrink a failing seed (or case) to the smallest case that fails the same \
+                      way (same kind, same invariant) and write it as a case file.\n\n\
+                      Passes: fault classes off one at a time; fewer devices, tenants and \
+                      spaces; a shorter safety phase; then delta debugging of the user actions \
+                      and of the injected faults. Each candidate is one run; the shrink stops \
+                      after --runs-max runs (default 500) with the smallest case found so far. \
+                      Deterministic: the same seed shrinks to the same case."
+    )]
+    Shrink(ShrinkArgs),
+    /// Write the run of a `sim_world` fuzz input (a libFuzzer crash artifact) as a case
+    /// file, to replay with `replay --case` or shrink with `shrink --case`.
+    CaseFromFuzz(CaseFromFuzzArgs),
     /// Run one fixed workload once per transaction boundary of the engines, killing the
     /// app there, then converge and check every invariant; fails on the first violation.
     Sweep(SweepArgs),
@@ -98,23 +126,77 @@ struct RunArgs {
     safety_only: bool,
 }
 
+/// A run to replay or shrink: a seed of a profile, or a case file.
+#[derive(Debug, Args)]
+struct RunChoice {
+    /// The seed.
+    #[arg(value_name = "SEED", required_unless_present = "case")]
+    seed: Option<u64>,
+    /// A case file instead of a seed (written by `shrink` or `case-from-fuzz`); the case
+    /// holds its knobs, defects and phases.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["seed", "profile", "defects", "safety_only"])]
+    case: Option<PathBuf>,
+    /// The profile the seed draws its knobs from.
+    #[arg(long, value_name = "P", default_value = "default", value_parser = profile_parser())]
+    profile: Profile,
+    /// Plant a defect (repeatable), as the failing campaign did.
+    #[arg(long = "defect", value_name = "NAME", value_parser = defect_parser())]
+    defects: Vec<Defect>,
+    /// A `--safety-only` run: faults never stop, no liveness phase.
+    #[arg(long)]
+    safety_only: bool,
+}
+
 #[derive(Debug, Args)]
 struct ReplayArgs {
-    /// The seed to replay.
+    #[command(flatten)]
+    run: RunChoice,
+    /// Print every event of the run.
+    #[arg(long)]
+    trace: bool,
+    /// Write the run's timeline to PATH: one self-contained HTML page (lanes per device
+    /// and the server, requests and their fates, faults, state lines, the failure).
+    #[arg(long, value_name = "PATH")]
+    html: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct CheckDeterminismArgs {
+    /// The seed to run twice.
     #[arg(value_name = "SEED")]
     seed: u64,
     /// The profile the seed draws its knobs from.
     #[arg(long, value_name = "P", default_value = "default", value_parser = profile_parser())]
     profile: Profile,
-    /// Print every event of the run.
-    #[arg(long)]
-    trace: bool,
-    /// Plant a server defect (repeatable), as the failing campaign did.
+    /// Plant a defect (repeatable), as a failing campaign did.
     #[arg(long = "defect", value_name = "NAME", value_parser = defect_parser())]
     defects: Vec<Defect>,
-    /// Replay a `--safety-only` seed: faults never stop, no liveness phase.
+    /// Run the seed as `--safety-only` does.
     #[arg(long)]
     safety_only: bool,
+}
+
+#[derive(Debug, Args)]
+struct ShrinkArgs {
+    #[command(flatten)]
+    run: RunChoice,
+    /// Where to write the smallest failing case [default: shrunk-SEED.json].
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Candidate runs at most; the shrink then stops with the smallest case found so far.
+    #[arg(long, value_name = "N", default_value_t = CANDIDATE_RUNS_MAX_DEFAULT)]
+    runs_max: usize,
+}
+
+#[derive(Debug, Args)]
+struct CaseFromFuzzArgs {
+    /// A `sim_world` input: a libFuzzer artifact (`fuzz/artifacts/sim_world/crash-…`) or
+    /// a corpus file.
+    #[arg(value_name = "ARTIFACT")]
+    artifact: PathBuf,
+    /// Where to write the case.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -134,7 +216,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => command_run(args),
         Command::Replay(args) => command_replay(args),
+        Command::CheckDeterminism(args) => Ok(command_check_determinism(args)),
         Command::Sweep(args) => command_sweep(args),
+        Command::Shrink(args) => command_shrink(args),
+        Command::CaseFromFuzz(args) => command_case_from_fuzz(args),
     };
     match result {
         Ok(code) => code,
@@ -193,12 +278,7 @@ fn exit_code(kind: FailureKind) -> u8 {
     }
 }
 
-fn print_failure(
-    report: &SeedReport,
-    profile: Profile,
-    defects: &ServerDefects,
-    safety_only: bool,
-) {
+fn print_failure(report: &SeedReport, replay: &str) {
     let Some(failure) = &report.failure else {
         return;
     };
@@ -206,6 +286,7 @@ fn print_failure(
         "\nFAILED seed {} ({:?}): {}",
         report.seed, failure.kind, failure.message
     );
+    eprintln!("signature: {}", Signature::of(failure, &report.operation));
     eprintln!(
         "knobs: {}",
         serde_json::to_string(&report.knobs).unwrap_or_default()
@@ -214,10 +295,7 @@ fn print_failure(
     for line in &report.recent_events {
         eprintln!("  {line}");
     }
-    eprintln!(
-        "replay: {}",
-        replay_command(report.seed, profile, defects, safety_only)
-    );
+    eprintln!("replay: {replay}");
 }
 
 fn command_run(args: RunArgs) -> Result<ExitCode, String> {
@@ -252,7 +330,8 @@ fn command_run(args: RunArgs) -> Result<ExitCode, String> {
         safety_only,
     };
     let summary = run_campaign(&config, &|report| {
-        print_failure(report, profile, &defects, safety_only)
+        let replay = replay_command(report.seed, profile, &defects, safety_only);
+        print_failure(report, &replay)
     });
     print_summary(&summary);
     if let Some(path) = json {
@@ -329,30 +408,43 @@ fn print_summary(summary: &CampaignSummary) {
             class.name()
         );
     }
-    for failure in &summary.failures {
+    if !summary.groups.is_empty() {
         println!(
-            "FAILED seed {} {:?}: {}\n  replay: {}",
-            failure.seed, failure.kind, failure.message, failure.replay
+            "{} failures in {} groups (kind | invariant | operation):",
+            summary.failures.len(),
+            summary.groups.len()
+        );
+    }
+    for group in &summary.groups {
+        println!(
+            "FAILED {:>5} x {}, smallest seed {}\n  replay: {}",
+            group.count, group.signature, group.smallest_seed, group.replay
         );
     }
 }
 
 fn command_replay(args: ReplayArgs) -> Result<ExitCode, String> {
-    let ReplayArgs {
+    let ReplayArgs { run, trace, html } = args;
+    if let Some(path) = &run.case {
+        return replay_case(path, trace, html.as_deref());
+    }
+    let RunChoice {
         seed,
         profile,
-        trace,
         defects,
         safety_only,
-    } = args;
+        ..
+    } = run;
+    let seed = seed.expect("clap requires a seed without --case");
     let defects = ServerDefects::planting(defects);
     let report = run_seed(
         seed,
         profile,
         &RunOptions {
-            keep_trace: trace,
+            keep_trace: trace || html.is_some(),
             defects,
             safety_only,
+            ..RunOptions::default()
         },
     );
     println!("seed {seed} profile {}", profile.name());
@@ -360,23 +452,262 @@ fn command_replay(args: ReplayArgs) -> Result<ExitCode, String> {
         "knobs: {}",
         serde_json::to_string_pretty(&report.knobs).expect("knobs serialize")
     );
-    for line in &report.trace {
-        println!("{line}");
+    print_run(&report, trace);
+    let replay = replay_command(seed, profile, &defects, safety_only);
+    if let Some(path) = &html {
+        let mut title = format!("syncsim seed {seed} · profile {}", profile.name());
+        for name in defect_names(&defects) {
+            title.push_str(&format!(" · defect {name}"));
+        }
+        write_timeline(&report, &title, &replay, path)?;
+    }
+    Ok(finish_replay(&report, &replay))
+}
+
+/// Every trace line kept (with `trace`), then the run's hash and size.
+fn print_run(report: &SeedReport, trace: bool) {
+    if trace {
+        for line in &report.trace {
+            println!("{line}");
+        }
     }
     println!(
         "trace hash {} events {} virtual {} ms faults {:?}",
         report.trace_hash, report.events, report.virtual_ms, report.faults_fired
     );
+}
+
+/// Writes the run's timeline page (`--html`).
+fn write_timeline(
+    report: &SeedReport,
+    title: &str,
+    replay: &str,
+    path: &Path,
+) -> Result<(), String> {
+    let page = render_html(report, title, replay);
+    std::fs::write(path, page)
+        .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+    println!("timeline: {}", path.display());
+    Ok(())
+}
+
+/// Says whether the replay passed, prints its failure, and gives its exit code.
+fn finish_replay(report: &SeedReport, replay: &str) -> ExitCode {
     match &report.failure {
         None => {
             println!("passed");
-            Ok(ExitCode::SUCCESS)
+            ExitCode::SUCCESS
         }
         Some(failure) => {
-            print_failure(&report, profile, &defects, safety_only);
-            Ok(ExitCode::from(exit_code(failure.kind)))
+            print_failure(report, replay);
+            ExitCode::from(exit_code(failure.kind))
         }
     }
+}
+
+fn command_check_determinism(args: CheckDeterminismArgs) -> ExitCode {
+    let CheckDeterminismArgs {
+        seed,
+        profile,
+        defects,
+        safety_only,
+    } = args;
+    let options = RunOptions {
+        keep_trace: true,
+        defects: ServerDefects::planting(defects),
+        safety_only,
+        ..RunOptions::default()
+    };
+    let check = check_determinism(seed, profile, &options);
+    let (first, second) = (&check.first, &check.second);
+    if check.agrees() {
+        println!(
+            "seed {seed} profile {}: the two runs agree: trace hash {}, {} events, {} trace lines",
+            profile.name(),
+            first.trace_hash,
+            first.events,
+            first.trace.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "seed {seed} profile {}: the two runs DIVERGE: trace hash {} vs {}",
+        profile.name(),
+        first.trace_hash,
+        second.trace_hash
+    );
+    if let Some(divergence) = &check.divergence {
+        println!("first difference at trace line {}:", divergence.index);
+        let context_start = divergence.index - divergence.context.len();
+        for (offset, line) in divergence.context.iter().enumerate() {
+            println!("  {:>7}   {line}", context_start + offset);
+        }
+        let missing = "(the trace ended)".to_owned();
+        let first_line = divergence.first.as_ref().unwrap_or(&missing);
+        let second_line = divergence.second.as_ref().unwrap_or(&missing);
+        println!("  {:>7} 1 {first_line}", divergence.index);
+        println!("  {:>7} 2 {second_line}", divergence.index);
+    }
+    ExitCode::from(1)
+}
+
+fn replay_case(path: &Path, trace: bool, html: Option<&Path>) -> Result<ExitCode, String> {
+    let case = Case::load(path).map_err(|error| error.to_string())?;
+    println!(
+        "case {}: seed {} profile {}, {} actions, {} faults{}",
+        path.display(),
+        case.seed,
+        case.knobs.profile.name(),
+        case.actions.len(),
+        case.faults.len(),
+        defects_suffix(&case.defects)
+    );
+    println!(
+        "knobs: {}",
+        serde_json::to_string_pretty(&case.knobs).expect("knobs serialize")
+    );
+    let report = case.replay(trace || html.is_some());
+    print_run(&report, trace);
+    if report.trace_hash == case.recorded.trace_hash {
+        println!(
+            "the same run as recorded (trace hash {})",
+            case.recorded.trace_hash
+        );
+    } else {
+        println!(
+            "NOT the run recorded (its trace hash was {}, {} events)",
+            case.recorded.trace_hash, case.recorded.events
+        );
+    }
+    let otherwise = case.actions_replayed_otherwise(&report);
+    if !otherwise.is_empty() {
+        println!(
+            "warning: {} of the case's actions were not replayed as listed (first: {:?} #{} \
+             {}): the case was recorded by another version of syncsim or its knobs were edited",
+            otherwise.len(),
+            otherwise[0].stream,
+            otherwise[0].number,
+            otherwise[0].kind
+        );
+    }
+    let replay = format!(
+        "cargo run --release -p sync-sim -- replay --case {}",
+        path.display()
+    );
+    if let Some(page) = html {
+        let title = format!("syncsim case {}", path.display());
+        write_timeline(&report, &title, &replay, page)?;
+    }
+    Ok(finish_replay(&report, &replay))
+}
+
+fn defects_suffix(defects: &[Defect]) -> String {
+    defects
+        .iter()
+        .map(|defect| format!(" --defect {}", defect.name()))
+        .collect()
+}
+
+fn command_shrink(args: ShrinkArgs) -> Result<ExitCode, String> {
+    let ShrinkArgs { run, out, runs_max } = args;
+    let start = match &run.case {
+        Some(path) => Case::load(path).map_err(|error| error.to_string())?,
+        None => {
+            let seed = run.seed.expect("clap requires a seed without --case");
+            let knobs = Knobs::derive(seed, run.profile);
+            Case::record(seed, knobs, &run.defects, run.safety_only).0
+        }
+    };
+    let out = out.unwrap_or_else(|| PathBuf::from(format!("shrunk-{}.json", start.seed)));
+    println!(
+        "syncsim shrink: seed {} profile {}{}, at most {runs_max} candidate runs",
+        start.seed,
+        start.knobs.profile.name(),
+        defects_suffix(&start.defects)
+    );
+    if let Some(failure) = &start.recorded.failure {
+        println!("failure {:?}: {}", failure.kind, failure.message);
+        println!("signature {}", FailureSignature::of(failure));
+    }
+    println!(
+        "start: {} events, {} actions, {} faults",
+        start.recorded.events,
+        start.actions.len(),
+        start.faults.len()
+    );
+    let events_before = start.recorded.events;
+    let shrunk = shrink(start, runs_max, &mut |pass| {
+        println!(
+            "  {:<32} events {:>7} -> {:<7} actions {:>4} -> {:<4} faults {:>4} -> {:<4} ({} runs)",
+            pass.pass,
+            pass.events_before,
+            pass.events_after,
+            pass.actions_before,
+            pass.actions_after,
+            pass.faults_before,
+            pass.faults_after,
+            pass.runs
+        );
+    })?;
+    let case = &shrunk.case;
+    case.save(&out).map_err(|error| error.to_string())?;
+    println!(
+        "smallest failing case: {} events ({:.1}x fewer), {} actions, {} faults, {} devices \
+         ({} left out), {} tenants, {} spaces, {} fault classes, safety phase {} ms; {} runs{}",
+        case.recorded.events,
+        events_before as f64 / case.recorded.events.max(1) as f64,
+        case.actions.len(),
+        case.faults.len(),
+        case.knobs.devices - case.absent_devices.len(),
+        case.absent_devices.len(),
+        case.knobs.tenants,
+        case.knobs.spaces_per_tenant,
+        case.knobs.faults.len(),
+        case.knobs.safety_duration_ms,
+        shrunk.runs,
+        if shrunk.budget_spent {
+            " (the budget ran out)"
+        } else {
+            ""
+        }
+    );
+    if let Some(failure) = &case.recorded.failure {
+        println!("failure {:?}: {}", failure.kind, failure.message);
+    }
+    println!("written to {}", out.display());
+    println!(
+        "replay: cargo run --release -p sync-sim -- replay --case {} --trace",
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn command_case_from_fuzz(args: CaseFromFuzzArgs) -> Result<ExitCode, String> {
+    let CaseFromFuzzArgs { artifact, out } = args;
+    let bytes = std::fs::read(&artifact)
+        .map_err(|error| format!("cannot read {}: {error}", artifact.display()))?;
+    let case =
+        sim_world_case(&bytes).map_err(|error| format!("{}: {error}", artifact.display()))?;
+    case.save(&out).map_err(|error| error.to_string())?;
+    match &case.recorded.failure {
+        Some(failure) => println!(
+            "seed {} failed ({:?}): {}",
+            case.seed, failure.kind, failure.message
+        ),
+        None => println!("seed {} passed", case.seed),
+    }
+    println!(
+        "{} events, {} actions, {} faults; written to {}",
+        case.recorded.events,
+        case.actions.len(),
+        case.faults.len(),
+        out.display()
+    );
+    println!(
+        "replay: cargo run --release -p sync-sim -- replay --case {}",
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn command_sweep(args: SweepArgs) -> Result<ExitCode, String> {

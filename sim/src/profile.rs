@@ -7,7 +7,7 @@
 
 use crate::kernel::probes::Probe;
 use crate::rng::{Ratio, SimRng, Stream};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// A family of seeds: the ranges each seed draws its knobs from.
@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
     PartialOrd,
     Ord,
     Serialize,
+    Deserialize,
     strum::EnumString,
     strum::IntoStaticStr,
     strum::VariantNames,
@@ -98,6 +99,7 @@ impl Profile {
     PartialOrd,
     Ord,
     Serialize,
+    Deserialize,
     strum::EnumCount,
     strum::IntoStaticStr,
     strum::VariantArray,
@@ -141,7 +143,8 @@ impl FaultClass {
 const YEAR_MS: u64 = 365 * 86_400_000;
 
 /// The configuration one seed runs with.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Knobs {
     pub profile: Profile,
     pub tenants: usize,

@@ -32,7 +32,10 @@ pub enum Stream {
 }
 
 /// A probability as a ratio `numerator / denominator` (TigerBeetle style: no floats).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(deny_unknown_fields)]
 pub struct Ratio {
     pub numerator: u64,
     pub denominator: u64,

@@ -2,7 +2,11 @@
 //! (with a suggestion for a misspelt flag), `--help` and `--version` print and succeed,
 //! `replay --defect` replays the planted server that a failing self-test campaign ran
 //! against, `--safety-only` keeps the faults on and checks only safety, and `sweep` fails
-//! on its first bad kill with a replay of that kill.
+//! on its first bad kill with a replay of that kill. The case file commands: `shrink`
+//! writes a case that `replay --case` replays with the same failure; `case-from-fuzz`
+//! turns a `sim_world` input into a case that replays as the run it recorded; a file that
+//! is not a case, or a seed that passes, is refused with a clear message and a non-zero
+//! exit code, never a panic.
 
 use std::process::{Command, Output};
 
@@ -84,9 +88,22 @@ fn help_and_version_print_and_run_nothing() {
             &["replay", "-h"][..],
             &[
                 "Usage: syncsim replay",
-                "<SEED>",
+                "[SEED]",
+                "--case <FILE>",
                 "--trace",
                 "--defect <NAME>",
+            ][..],
+        ),
+        (
+            &["shrink", "--help"][..],
+            &[
+                "Usage: syncsim shrink",
+                "[SEED]",
+                "--case <FILE>",
+                "--out <FILE>",
+                "--runs-max <N>",
+                "default 500",
+                "[default: 500]",
             ][..],
         ),
         (
@@ -237,5 +254,181 @@ fn sweep_fails_on_the_first_bad_kill_and_prints_a_replay_that_fails_alike() {
             "at boundary {boundary} (before_commit of local_write)"
         )),
         "{replayed}"
+    );
+}
+
+#[test]
+fn shrink_writes_a_case_that_replays_the_same_failure() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let out = dir.path().join("shrunk.json");
+    let out = out.to_str().expect("a UTF-8 path");
+    let shrunk = syncsim(&[
+        "shrink",
+        "0",
+        "--defect",
+        "skip_op_id_dedupe",
+        "--runs-max",
+        "20",
+        "--out",
+        out,
+    ]);
+    let stdout = text(&shrunk.stdout);
+    assert_eq!(
+        shrunk.status.code(),
+        Some(0),
+        "{stdout}{}",
+        text(&shrunk.stderr)
+    );
+    assert!(
+        stdout.contains("signature Invariant | silent divergence"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("fault classes off"), "{stdout}");
+    assert!(stdout.contains(&format!("replay --case {out}")), "{stdout}");
+    let replayed = syncsim(&["replay", "--case", out]);
+    let replay_out = text(&replayed.stdout);
+    assert_eq!(replayed.status.code(), Some(1), "{replay_out}");
+    assert!(
+        replay_out.contains("the same run as recorded"),
+        "{replay_out}"
+    );
+    assert!(text(&replayed.stderr).contains("silent divergence"));
+    assert!(text(&replayed.stderr).contains(&format!("replay --case {out}")));
+}
+
+#[test]
+fn a_fuzz_input_becomes_a_case_that_replays_its_run() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let out = dir.path().join("fuzz.json");
+    let out = out.to_str().expect("a UTF-8 path");
+    let artifact = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fuzz/corpus/sim_world/calm_two_devices.json"
+    );
+    let written = syncsim(&["case-from-fuzz", artifact, "--out", out]);
+    assert_eq!(written.status.code(), Some(0), "{}", text(&written.stderr));
+    assert!(text(&written.stdout).contains("passed"));
+    let replayed = syncsim(&["replay", "--case", out]);
+    assert_eq!(
+        replayed.status.code(),
+        Some(0),
+        "{}",
+        text(&replayed.stdout)
+    );
+    assert!(text(&replayed.stdout).contains("the same run as recorded"));
+    let unreadable = syncsim(&["case-from-fuzz", "/nonexistent/crash-1", "--out", out]);
+    assert_eq!(unreadable.status.code(), Some(64));
+    assert!(text(&unreadable.stderr).contains("cannot read /nonexistent/crash-1"));
+}
+
+#[test]
+fn bad_case_files_and_passing_seeds_get_a_clear_error() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let not_json = dir.path().join("not.json");
+    std::fs::write(&not_json, "crash-deadbeef").expect("write");
+    let wrong_format = dir.path().join("format.json");
+    std::fs::write(&wrong_format, r#"{"format": 1, "seed": 3}"#).expect("write");
+    for (args, message) in [
+        (
+            vec!["replay", "--case", not_json.to_str().expect("path")],
+            "not a case file: expected value at line 1 column 1",
+        ),
+        (
+            vec!["replay", "--case", wrong_format.to_str().expect("path")],
+            "not a case file: missing field `knobs`",
+        ),
+        (
+            vec!["replay", "--case", "/nonexistent/case.json"],
+            "case file /nonexistent/case.json",
+        ),
+        (
+            vec!["shrink", "--case", "/nonexistent/case.json"],
+            "case file /nonexistent/case.json",
+        ),
+        (
+            vec!["shrink", "0", "--profile", "lite"],
+            "seed 0 passes with these knobs: there is no failure to shrink",
+        ),
+        (
+            vec!["replay", "--case", "x.json", "3"],
+            "cannot be used with",
+        ),
+        (vec!["shrink"], "required"),
+    ] {
+        let output = syncsim(&args);
+        assert_eq!(output.status.code(), Some(64), "{args:?}");
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn check_determinism_says_the_runs_agree_and_replay_writes_the_timeline() {
+    // A seed the planted defect fails within 40 s of virtual time: both commands are fast.
+    let seed = [
+        "0",
+        "--profile",
+        "lite",
+        "--defect",
+        "pull_overwrites_pending_edit",
+    ];
+    let check = syncsim(&[&["check-determinism"][..], &seed].concat());
+    let stdout = text(&check.stdout);
+    assert_eq!(check.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("the two runs agree: trace hash"),
+        "{stdout}"
+    );
+    let page =
+        std::env::temp_dir().join(format!("syncsim-cli-timeline-{}.html", std::process::id()));
+    let page_arg = page.to_str().expect("a UTF-8 temporary path");
+    let replay = syncsim(&[&["replay"][..], &seed, &["--html", page_arg]].concat());
+    assert_eq!(replay.status.code(), Some(1), "{}", text(&replay.stdout));
+    let html = std::fs::read_to_string(&page).expect("the timeline was written");
+    std::fs::remove_file(&page).expect("remove the timeline");
+    assert!(html.contains("monotonic reads"));
+    assert!(sync_sim::timeline::embedded_json(&html).is_some());
+    // Without --trace the replay prints no trace lines, only the summary line.
+    assert!(!text(&replay.stdout).contains(" state d0 "));
+}
+
+#[test]
+fn a_failing_campaign_prints_and_writes_its_failures_grouped_by_signature() {
+    // Seed 0 of `lite` fails fast with this defect: one failure, so one group.
+    let json = std::env::temp_dir().join(format!("syncsim-cli-groups-{}.json", std::process::id()));
+    let json_arg = json.to_str().expect("a UTF-8 temporary path");
+    let campaign = syncsim(&[
+        "run",
+        "--seeds",
+        "0..1",
+        "--profile",
+        "lite",
+        "--defect",
+        "pull_overwrites_pending_edit",
+        "--json",
+        json_arg,
+    ]);
+    let stdout = text(&campaign.stdout);
+    assert_eq!(campaign.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("1 failures in 1 groups"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "FAILED     1 x Invariant | monotonic reads | in answer to syncPull, smallest seed 0"
+        ),
+        "{stdout}"
+    );
+    assert!(text(&campaign.stderr).contains("signature: Invariant | monotonic reads"));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("the JSON summary"))
+            .expect("the summary is JSON");
+    std::fs::remove_file(&json).expect("remove the JSON summary");
+    let group = &summary["groups"][0];
+    assert_eq!(group["invariant"], "monotonic reads");
+    assert_eq!(group["count"], 1);
+    assert_eq!(group["smallest_seed"], 0);
+    assert_eq!(
+        summary["failures"][0]["signature"]["invariant"],
+        "monotonic reads"
     );
 }

@@ -31,6 +31,41 @@ fn the_same_seed_gives_the_same_trace_hash() {
     );
 }
 
+// Proves the whole trace carries a state line per device (and the event log its events)
+// without changing the hash: a seed hashes the same whether or not its trace is kept.
+#[test]
+fn state_lines_are_kept_with_the_trace_and_leave_the_hash_alone() {
+    let plain = run_seed(3, Profile::Lite, &RunOptions::default());
+    let kept = run_seed(
+        3,
+        Profile::Lite,
+        &RunOptions {
+            keep_trace: true,
+            ..RunOptions::default()
+        },
+    );
+    assert_eq!(plain.trace_hash, kept.trace_hash);
+    assert_eq!(plain.recent_events, kept.recent_events);
+    assert!(plain.trace.is_empty());
+    assert!(plain.event_log.is_empty());
+    for device in 0..kept.knobs.devices {
+        let prefix = format!(" state d{device} gen=");
+        let line = kept
+            .trace
+            .iter()
+            .find(|line| line.contains(&prefix))
+            .unwrap_or_else(|| panic!("no state line of d{device}"));
+        assert!(
+            line.contains(" q=") && line.contains(" cur=Space:"),
+            "{line}"
+        );
+    }
+    assert!(kept
+        .event_log
+        .iter()
+        .any(|event| event.lane == "server" && event.request_id.is_some()));
+}
+
 // Proves probe accounting fails a campaign of at least 200 seeds in which an expected
 // probe never fired, and only then: not for fewer seeds, not for a probe nobody expects.
 #[test]

@@ -12,7 +12,8 @@ use std::collections::BTreeSet;
 use support::*;
 use sync_engine::wire::ErrorCode;
 use sync_engine::{
-    CrashPoint, EntityConfig, EntityRegistry, OpStatus, SyncEvent, SyncTrigger, WriteError,
+    CrashPoint, EntityConfig, EntityRegistry, OpStatus, SyncEvent, SyncFailure, SyncTrigger,
+    WriteError,
 };
 use sync_sim::kernel::Called;
 use sync_sim::server::ServerDefects;
@@ -568,7 +569,7 @@ fn a_request_for_another_tenant_is_rejected_and_changes_nothing() {
     world.sim.online(impostor).unwrap();
     let events = world.run(impostor);
     let refused = events.iter().any(|event| {
-        matches!(event, SyncEvent::SyncFailed { reason, retry_at_ms: None } if reason.contains("unauthorized"))
+        matches!(event, SyncEvent::SyncFailed { reason, retry_at_ms: None } if matches!(reason, SyncFailure::AuthRequired { .. }))
     });
     assert!(refused, "{events:?}");
     assert!(world.engine(impostor).all_records().unwrap().is_empty());
@@ -576,7 +577,7 @@ fn a_request_for_another_tenant_is_rejected_and_changes_nothing() {
     // No retry timer: only the 5-minute interval, armed when the app opened.
     assert_eq!(
         world.call(impostor, |engine| Ok(engine.poll_timeout())),
-        Some(opened_at_ms + sync_engine::sync::SYNC_INTERVAL_MS)
+        Some(opened_at_ms + sync_engine::SyncSettings::default().interval_ms)
     );
 
     // The untampered request still works.

@@ -112,6 +112,7 @@ pub fn newest_stamp(conn: &Connection) -> rusqlite::Result<Option<HlcStamp>> {
 /// merge base), and the staging is emptied. The caller's transaction makes it atomic.
 pub fn swap_in(conn: &Connection, entity: &str) -> rusqlite::Result<usize> {
     super::clear_entity(conn, entity)?;
+    super::changes::note_staged(conn, entity)?;
     let stored = conn
         .prepare_cached(
             "INSERT INTO records (client_id, entity, space_id, version, base_version, base_data, \

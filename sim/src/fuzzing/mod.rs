@@ -57,7 +57,7 @@ pub use server_push::{
     server_push, server_push_input, AuthInput, ItemInput, PushRequestInput, ServerPushInput,
     TamperInput,
 };
-pub use sim_world::{sim_world, sim_world_input, KnobsInput, WorldInput};
+pub use sim_world::{sim_world, sim_world_case, sim_world_input, KnobsInput, WorldInput};
 
 use crate::server::ReferenceServer;
 use arbitrary::{Arbitrary, Unstructured};

@@ -1,10 +1,12 @@
 //! The `sim_world` target: a whole simulated world — the random world of `world.rs` on
 //! the simulation kernel, devices running the real engine, the reference server, a faulty
 //! network — with a fuzzer-chosen seed and knobs. The oracle is the simulator's own: every
-//! safety invariant, and convergence once healed. This file only maps bytes to knobs; it
-//! never relaxes a knob beyond the ranges the profiles use.
+//! safety invariant, and convergence once healed. This file only maps bytes to knobs (and
+//! an input to the case file of its run); it never relaxes a knob beyond the ranges the
+//! profiles use.
 
 use super::{decode, few};
+use crate::case::Case;
 use crate::profile::{FaultClass, Knobs, Profile};
 use crate::rng::Ratio;
 use crate::world::{run_seed_with_knobs, RunOptions};
@@ -105,6 +107,16 @@ pub fn sim_world(data: &[u8]) {
     if let Some(input) = decode::<WorldInput>(data) {
         sim_world_input(&input);
     }
+}
+
+/// The run a `sim_world` input makes, written down as a case file (`syncsim
+/// case-from-fuzz`), so that a crash libFuzzer found replays through `syncsim replay
+/// --case` and shrinks through `syncsim shrink --case` like any seed. An error for bytes
+/// the target would skip.
+pub fn sim_world_case(data: &[u8]) -> Result<Case, String> {
+    let input = decode::<WorldInput>(data)
+        .ok_or("not a sim_world input: too few bytes for its seed and knobs")?;
+    Ok(Case::record(input.seed, input.knobs.to_knobs(), &[], false).0)
 }
 
 pub fn sim_world_input(input: &WorldInput) {

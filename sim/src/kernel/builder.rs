@@ -3,14 +3,14 @@
 //! builder only assembles; nothing runs until a driver steps the `Sim`.
 
 use super::device::{Device, KillSwitch};
+use super::faults::{FaultChooser, FaultSelection};
 use super::{temp_root, token_of, Faults, Sim, Trace, ENTITIES, EPOCH_MS};
 use crate::oracle::Oracle;
 use crate::profile::{FaultClass, Knobs};
 use crate::rng::{SimRng, Stream};
 use crate::server::{ReferenceServer, ServerDefects};
-use std::cell::RefCell;
-use std::collections::BTreeMap;
-use std::rc::Rc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use sync_engine::{EntityConfig, EntityRegistry};
 
 /// Builds a [`Sim`]: `SimBuilder::new(seed).knobs(..).defects(..).build()`.
@@ -26,6 +26,9 @@ pub struct SimBuilder {
     collect_requests: bool,
     hostile_server: bool,
     dir_prefix: &'static str,
+    fault_selection: FaultSelection,
+    record_faults: bool,
+    logged_out_devices: BTreeSet<usize>,
 }
 
 impl SimBuilder {
@@ -43,6 +46,9 @@ impl SimBuilder {
             collect_requests: false,
             hostile_server: false,
             dir_prefix: "syncsim-",
+            fault_selection: FaultSelection::Dice,
+            record_faults: false,
+            logged_out_devices: BTreeSet::new(),
         }
     }
 
@@ -104,6 +110,26 @@ impl SimBuilder {
         self
     }
 
+    /// Which fault opportunities fire: the dice's choice (a seed's run), or exactly a
+    /// case's list.
+    pub fn fault_selection(mut self, selection: FaultSelection) -> SimBuilder {
+        self.fault_selection = selection;
+        self
+    }
+
+    /// List every fault that fires, for a case file ([`Sim::recorded_faults`]).
+    pub fn record_faults(mut self, record: bool) -> SimBuilder {
+        self.record_faults = record;
+        self
+    }
+
+    /// These devices of the knobs' `d0..` start logged out (a case that leaves a device
+    /// out: it never opens unless its user logs in).
+    pub fn logged_out_devices(mut self, devices: BTreeSet<usize>) -> SimBuilder {
+        self.logged_out_devices = devices;
+        self
+    }
+
     pub fn dir_prefix(mut self, prefix: &'static str) -> SimBuilder {
         self.dir_prefix = prefix;
         self
@@ -127,7 +153,10 @@ impl SimBuilder {
         let declared = self.devices.unwrap_or_else(|| {
             (0..knobs.devices)
                 .map(|index| {
-                    let tenant = tenants.get(index % tenants.len().max(1)).cloned();
+                    let tenant = tenants
+                        .get(index % tenants.len().max(1))
+                        .filter(|_| !self.logged_out_devices.contains(&index))
+                        .cloned();
                     (format!("d{index}"), tenant)
                 })
                 .collect()
@@ -154,6 +183,7 @@ impl SimBuilder {
             seed,
             knobs.fault(FaultClass::KillAtCrashPoint),
             knobs.fault(FaultClass::KillAtCommit),
+            FaultChooser::new(self.fault_selection.clone(), self.record_faults),
         );
         Sim {
             seed,
@@ -170,8 +200,12 @@ impl SimBuilder {
                 .collect(),
             registry,
             tenants,
-            kill_switch: Rc::new(RefCell::new(kill_switch)),
-            faults: Faults::new(seed, &knobs),
+            kill_switch: Arc::new(Mutex::new(kill_switch)),
+            faults: Faults::new(
+                seed,
+                &knobs,
+                FaultChooser::new(self.fault_selection, self.record_faults),
+            ),
             latency: SimRng::for_stream(seed, Stream::Network),
             restarts: SimRng::for_stream(seed, Stream::Restarts),
             oracle,
@@ -188,6 +222,9 @@ impl SimBuilder {
             collect_requests: self.collect_requests,
             sent: BTreeMap::new(),
             trace: Trace::new(self.keep_trace),
+            operation: String::new(),
+            event_log: self.keep_trace.then(Vec::new),
+            state_lines: BTreeMap::new(),
             root,
             knobs,
         }

@@ -7,12 +7,13 @@
 //! its `-wal` and `-shm` are untouched and the next open runs SQLite's real WAL
 //! recovery. The device knows nothing of the network or the scheduler.
 
+use super::faults::FaultChooser;
 use super::EPOCH_MS;
+use crate::profile::FaultClass;
 use crate::rng::{Ratio, SimRng};
-use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use sync_engine::{CommitSite, CrashHook, CrashPoint, DbLocation, Engine, ManualClock, TenantId};
 
 /// Decides kills at the engine's crash points — the named ones and every transaction
@@ -43,6 +44,10 @@ pub struct KillSwitch {
     pub calls: u64,
     /// The boundary the last boundary kill struck, for the trace.
     pub last_boundary_kill: Option<Boundary>,
+    /// Which opportunities of the two kill classes fire, and which did (case files).
+    pub chooser: FaultChooser,
+    /// Virtual time since the run began, as of the engine call in progress.
+    pub elapsed_ms: u64,
 }
 
 /// One transaction boundary an engine crossed.
@@ -59,8 +64,7 @@ pub struct Boundary {
 }
 
 impl KillSwitch {
-    pub fn new(seed: u64, rate: Ratio, commit_rate: Ratio) -> KillSwitch {
-        use crate::profile::FaultClass;
+    pub fn new(seed: u64, rate: Ratio, commit_rate: Ratio, chooser: FaultChooser) -> KillSwitch {
         KillSwitch {
             rng: SimRng::for_fault(seed, FaultClass::KillAtCrashPoint),
             rate,
@@ -74,6 +78,8 @@ impl KillSwitch {
             boundary_log: None,
             calls: 0,
             last_boundary_kill: None,
+            chooser,
+            elapsed_ms: 0,
         }
     }
 
@@ -82,7 +88,14 @@ impl KillSwitch {
             self.one_shot.remove(&device);
             true
         } else {
-            self.armed && !self.rate.is_zero() && self.rng.chance(self.rate)
+            self.armed
+                && throw_kill(
+                    &mut self.chooser,
+                    FaultClass::KillAtCrashPoint,
+                    self.rate,
+                    &mut self.rng,
+                    self.elapsed_ms,
+                )
         };
         if crash {
             *self.fired.entry(point).or_insert(0) += 1;
@@ -113,7 +126,14 @@ impl KillSwitch {
             self.one_shot.remove(&device);
             true
         } else {
-            self.armed && !self.commit_rate.is_zero() && self.commit_rng.chance(self.commit_rate)
+            self.armed
+                && throw_kill(
+                    &mut self.chooser,
+                    FaultClass::KillAtCommit,
+                    self.commit_rate,
+                    &mut self.commit_rng,
+                    self.elapsed_ms,
+                )
         };
         if crash {
             *self.fired.entry(point).or_insert(0) += 1;
@@ -123,20 +143,40 @@ impl KillSwitch {
     }
 }
 
-/// The hook installed in every simulated engine.
+/// Whether a kill of `class` strikes at this opportunity (none while its rate is zero).
+fn throw_kill(
+    chooser: &mut FaultChooser,
+    class: FaultClass,
+    rate: Ratio,
+    stream: &mut SimRng,
+    at_ms: u64,
+) -> bool {
+    !rate.is_zero() && chooser.throw(class, rate, stream, at_ms, |_| ()).is_some()
+}
+
+/// Only a panic while the switch was held poisons it, and such a panic already ends the run.
+pub const KILL_SWITCH_POISONED: &str = "the kill switch is never poisoned: a panic ends the run";
+
+/// The hook installed in every simulated engine. The switch sits behind `Arc<Mutex<_>>`
+/// because an engine is `Send` (an app may move it to a sync thread); the simulation is
+/// single-threaded, so the lock is never contended.
 pub struct SimCrashHook {
     pub device: usize,
-    pub switch: Rc<RefCell<KillSwitch>>,
+    pub switch: Arc<Mutex<KillSwitch>>,
 }
 
 impl CrashHook for SimCrashHook {
     fn should_crash(&mut self, point: CrashPoint) -> bool {
-        self.switch.borrow_mut().should_crash(self.device, point)
+        self.switch
+            .lock()
+            .expect(KILL_SWITCH_POISONED)
+            .should_crash(self.device, point)
     }
 
     fn should_crash_at_commit(&mut self, point: CrashPoint, site: CommitSite) -> bool {
         self.switch
-            .borrow_mut()
+            .lock()
+            .expect(KILL_SWITCH_POISONED)
             .should_crash_at_commit(self.device, point, site)
     }
 }

@@ -4,7 +4,7 @@
 //! every fault off for the liveness phase.
 
 use super::device::Boundary;
-use super::{Event, Failure, Sim};
+use super::{Event, Failure, Sim, EPOCH_MS};
 use crate::profile::FaultClass;
 
 impl Sim {
@@ -14,7 +14,7 @@ impl Sim {
     /// crash points stop firing, partitions and offline periods end.
     pub fn stop_faults(&mut self) -> Result<(), Failure> {
         self.faults.set_on(false);
-        self.kill_switch.borrow_mut().armed = false;
+        self.kill_switch().armed = false;
         for index in 0..self.devices.len() {
             self.heal(index);
             if !self.devices[index].app_online {
@@ -27,72 +27,65 @@ impl Sim {
     /// Whether crash points and transaction boundaries may fire at their configured rates
     /// (one-shot kills always do).
     pub fn arm_crash_points(&mut self, armed: bool) {
-        self.kill_switch.borrow_mut().armed = armed && self.faults.is_on();
+        self.kill_switch().armed = armed && self.faults.is_on();
     }
 
     /// Kills the app that crosses the run's `number`th transaction boundary (counted over
     /// every device from 1), whatever the phase and the rates.
     pub fn kill_at_boundary(&mut self, number: u64) {
-        self.kill_switch.borrow_mut().kill_at_boundary = Some(number);
+        self.kill_switch().kill_at_boundary = Some(number);
     }
 
     /// Starts listing every transaction boundary the engines cross ([`Sim::boundaries`]).
     pub fn log_boundaries(&mut self) {
-        self.kill_switch.borrow_mut().boundary_log = Some(Vec::new());
+        self.kill_switch().boundary_log = Some(Vec::new());
     }
 
     /// The boundaries crossed since [`Sim::log_boundaries`], in order.
     pub fn boundaries(&self) -> Vec<Boundary> {
-        self.kill_switch
-            .borrow()
-            .boundary_log
-            .clone()
-            .unwrap_or_default()
+        self.kill_switch().boundary_log.clone().unwrap_or_default()
     }
 
     /// The boundary a kill struck last, if any did.
     pub fn last_boundary_kill(&self) -> Option<Boundary> {
-        self.kill_switch.borrow().last_boundary_kill
+        self.kill_switch().last_boundary_kill
     }
 
     /// The faults that may strike a device around one of its user's actions, each drawn
     /// from its own class's stream: a kill soon after, a partition, an offline period, a
     /// clock jump, a cross-tenant probe. Every driver with a user uses this one draw.
     pub fn inject_action_faults(&mut self, index: usize) -> Result<(), Failure> {
-        if self.faults.hit(FaultClass::KillBetweenCalls) {
-            let delay_ms = self
-                .faults
-                .stream(FaultClass::KillBetweenCalls)
-                .range(0, 3_000);
+        let at_ms = self.now_ms - EPOCH_MS;
+        let faults = &mut self.faults;
+        if let Some(delay_ms) = faults.fire(FaultClass::KillBetweenCalls, at_ms, |stream| {
+            stream.range(0, 3_000)
+        }) {
             self.schedule(self.now_ms + delay_ms, Event::Kill { device: index });
         }
-        if self.devices[index].network_up && self.faults.hit(FaultClass::Partition) {
-            let heal_ms = self
-                .faults
-                .stream(FaultClass::Partition)
-                .range(5_000, 120_000);
-            self.partition(index, Some(heal_ms));
+        if self.devices[index].network_up {
+            if let Some(heal_ms) = self.faults.fire(FaultClass::Partition, at_ms, |stream| {
+                stream.range(5_000, 120_000)
+            }) {
+                self.partition(index, Some(heal_ms));
+            }
         }
-        if self.devices[index].app_online
-            && self.devices[index].is_running()
-            && self.faults.hit(FaultClass::OfflinePeriod)
-        {
-            let back_ms = self
+        if self.devices[index].app_online && self.devices[index].is_running() {
+            if let Some(back_ms) = self
                 .faults
-                .stream(FaultClass::OfflinePeriod)
-                .range(5_000, 300_000);
-            self.offline(index, Some(back_ms))?;
+                .fire(FaultClass::OfflinePeriod, at_ms, |stream| {
+                    stream.range(5_000, 300_000)
+                })
+            {
+                self.offline(index, Some(back_ms))?;
+            }
         }
-        if self.faults.hit(FaultClass::ClockJump) {
-            let jump_max = self.knobs.clock_jump_ms_max;
-            let delta = self
-                .faults
-                .stream(FaultClass::ClockJump)
-                .range(0, 2 * jump_max) as i64
-                - jump_max as i64;
+        let jump_max = self.knobs.clock_jump_ms_max;
+        if let Some(delta) = self.faults.fire(FaultClass::ClockJump, at_ms, |stream| {
+            stream.range(0, 2 * jump_max) as i64 - jump_max as i64
+        }) {
             self.clock_jump(index, delta);
         }
-        if self.tenants.len() > 1 && self.faults.hit(FaultClass::CrossTenantProbe) {
+        if self.tenants.len() > 1 && self.faults.hit(FaultClass::CrossTenantProbe, at_ms) {
             self.probe_cross_tenant(index, None)?;
         }
         Ok(())

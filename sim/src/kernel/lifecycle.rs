@@ -3,12 +3,13 @@
 //! outputs after it, kills now or at a crash point, log in / out, tenant switches.
 //! Nothing here decides when a kill happens; the fault model and the drivers do.
 
-use super::device::SimCrashHook;
+use super::device::{SimCrashHook, KILL_SWITCH_POISONED};
+use super::event_log::EventKind;
 use super::{token_of, violation, CallError, Called, Event, Failure, Sim, RESTART_DELAY_MS_MAX};
 use crate::oracle::Origin;
 use crate::profile::FaultClass;
 use crate::rng::SimRng;
-use std::rc::Rc;
+use std::sync::Arc;
 use sync_engine::wire::SyncRequest;
 use sync_engine::{
     CrashPoint, Engine, EngineOptions, Env, ForceDirection, ForceOutcome, ForcePlan, SyncEvent,
@@ -59,14 +60,15 @@ impl Sim {
         let device = &mut self.devices[index];
         engine.set_crash_hook(Box::new(SimCrashHook {
             device: index,
-            switch: Rc::clone(&self.kill_switch),
+            switch: Arc::clone(&self.kill_switch),
         }));
         let app_online = device.app_online;
         device.engine = Some(engine);
-        self.trace(format!(
+        let line = format!(
             "{} open tenant {tenant} generation {}",
             self.devices[index].name, self.devices[index].generation
-        ));
+        );
+        self.trace_device(index, EventKind::Open, line);
         let token = token_of(&tenant);
         self.call(index, |engine| Ok(engine.set_auth_token(&token)?))?;
         if !app_online {
@@ -94,26 +96,32 @@ impl Sim {
         let Some(engine) = device.engine.as_mut() else {
             return Ok(Called::NotRunning);
         };
-        self.kill_switch.borrow_mut().calls += 1;
+        let mut kill_switch = self.kill_switch.lock().expect(KILL_SWITCH_POISONED);
+        kill_switch.calls += 1;
+        kill_switch.elapsed_ms = now_ms - super::EPOCH_MS;
+        drop(kill_switch);
         match f(engine) {
             Ok(value) => {
                 if let Some(point) = engine.killed_at() {
                     let at = self.count_kill(point);
-                    self.trace(format!(
+                    let line = format!(
                         "{} killed at {at} after the call took effect",
                         self.devices[index].name
-                    ));
+                    );
+                    self.trace_device(index, EventKind::Kill, line);
                     self.killed_mid_call(index);
                     self.crash(index, None);
                     return Ok(Called::Done(value));
                 }
                 self.drain(index)?;
+                self.note_state(index);
                 self.check_touched(index)?;
                 Ok(Called::Done(value))
             }
             Err(CallError::Killed(point)) => {
                 let at = self.count_kill(point);
-                self.trace(format!("{} killed at {at}", self.devices[index].name));
+                let line = format!("{} killed at {at}", self.devices[index].name);
+                self.trace_device(index, EventKind::Kill, line);
                 self.killed_mid_call(index);
                 self.crash(index, None);
                 Ok(Called::Killed(point))
@@ -121,6 +129,7 @@ impl Sim {
             Err(CallError::Rejected(message)) => {
                 self.trace(format!("{} rejected: {message}", self.devices[index].name));
                 self.drain(index)?;
+                self.note_state(index);
                 self.check_touched(index)?;
                 Ok(Called::Rejected(message))
             }
@@ -139,7 +148,7 @@ impl Sim {
             return point.name().to_owned();
         }
         self.faults.count(FaultClass::KillAtCommit);
-        match self.kill_switch.borrow().last_boundary_kill {
+        match self.kill_switch().last_boundary_kill {
             Some(boundary) => format!(
                 "{} of {} (boundary {})",
                 point.name(),
@@ -246,7 +255,8 @@ impl Sim {
             _ => {}
         }
         self.probe_event(&event);
-        self.trace(format!("{} event {event:?}", self.devices[index].name));
+        let line = format!("{} event {event:?}", self.devices[index].name);
+        self.trace_device(index, EventKind::Engine, line);
         self.oracle
             .engine_event(&self.devices[index], &tenant, &event)?;
         self.oracle
@@ -276,7 +286,8 @@ impl Sim {
         let device = &self.devices[index];
         if let (Some(tenant), Some(engine)) = (device.tenant.as_deref(), device.engine.as_ref()) {
             self.oracle.check_touched(device, tenant, engine, origin)?;
-            self.oracle.check_notifications(device, tenant, engine)?;
+            self.oracle
+                .check_notifications(device, tenant, engine, false)?;
         }
         Ok(())
     }
@@ -324,7 +335,7 @@ impl Sim {
     /// after a short random delay unless a driver restarts it first.
     pub fn crash(&mut self, index: usize, at: Option<CrashPoint>) {
         if let Some(point) = at {
-            self.kill_switch.borrow_mut().one_shot.insert(index, point);
+            self.kill_switch().one_shot.insert(index, point);
             return;
         }
         if !self.devices[index].is_running() {
@@ -332,7 +343,9 @@ impl Sim {
         }
         self.devices[index].kill();
         self.oracle.process_ended(index);
-        self.trace(format!("{} killed", self.devices[index].name));
+        let line = format!("{} killed", self.devices[index].name);
+        self.trace_device(index, EventKind::Kill, line);
+        self.note_state(index);
         if !self.devices[index].restart_scheduled {
             self.devices[index].restart_scheduled = true;
             let at_ms = self.now_ms + self.restarts.range(100, RESTART_DELAY_MS_MAX);
@@ -375,7 +388,11 @@ impl Sim {
             return Ok(());
         };
         let name = self.devices[index].name.clone();
-        self.trace(format!("{name} logs out of {tenant}"));
+        self.trace_device(
+            index,
+            EventKind::Logout,
+            format!("{name} logs out of {tenant}"),
+        );
         let engine = self.devices[index].engine.take();
         self.devices[index].forget_process();
         self.oracle.model.discard_device_tenant(index, &tenant);
@@ -402,6 +419,7 @@ impl Sim {
         }
         self.devices[index].tenant = None;
         self.devices[index].dropped_tenants.insert(tenant);
+        self.note_state(index);
         Ok(())
     }
 

@@ -23,6 +23,7 @@
 
 mod builder;
 pub mod device;
+pub mod event_log;
 mod faults;
 mod inject;
 mod lifecycle;
@@ -40,16 +41,15 @@ use device::{Device, KillSwitch};
 use network::ServerFate;
 use serde::Serialize;
 use serde_json::Value;
-use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use sync_engine::wire::SyncRequest;
 use sync_engine::{
     CrashPoint, Engine, EntityRegistry, SyncError, SyncEvent, TransportError, WriteError,
 };
 
 pub use builder::{registry_for, SimBuilder};
-pub use faults::Faults;
+pub use faults::{FaultId, FaultSelection, Faults, FiredFault};
 pub use trace::Trace;
 
 /// Virtual time starts here (2023-11-14T22:13:20Z), so device clocks look real.
@@ -67,7 +67,7 @@ const SERVER_CHECK_ROWS_PER_EVENT: u64 = 64;
 const RESTART_DELAY_MS_MAX: u64 = 10_000;
 
 /// How a run failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureKind {
     /// A safety invariant broke (exit code 1).
@@ -78,7 +78,7 @@ pub enum FailureKind {
     Panic,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct Failure {
     pub kind: FailureKind,
     pub message: String,
@@ -221,6 +221,38 @@ enum Event {
 }
 
 impl Event {
+    /// What the kernel is doing while it handles the event, for failure signatures: the
+    /// wire operation without its entity (`syncPull`, not `syncPullSpace`).
+    fn operation(&self) -> &'static str {
+        let wire = |name: &str| {
+            if name.starts_with("syncPush") {
+                "syncPush"
+            } else if name.starts_with("syncPull") {
+                "syncPull"
+            } else {
+                "a request"
+            }
+        };
+        match self {
+            Event::Driver { .. } => "user action",
+            Event::EngineTimer { .. } => "engine timer",
+            Event::ServerArrival { request, .. } => match wire(&request.operation_name) {
+                "syncPush" => "server handles syncPush",
+                "syncPull" => "server handles syncPull",
+                _ => "server handles a request",
+            },
+            Event::Delivery { operation_name, .. } => match wire(operation_name) {
+                "syncPush" => "answer to syncPush",
+                "syncPull" => "answer to syncPull",
+                _ => "answer to a request",
+            },
+            Event::Kill { .. } => "kill",
+            Event::Restart { .. } => "app open after a kill",
+            Event::PartitionHeal { .. } => "partition heal",
+            Event::BackOnline { .. } => "back online",
+        }
+    }
+
     /// Events that must run out before the world counts as quiet: what is on the wire,
     /// and the restarts that follow kills.
     fn is_network(&self) -> bool {
@@ -244,7 +276,7 @@ pub struct Sim {
     registry: EntityRegistry,
     entities: Vec<String>,
     tenants: Vec<String>,
-    kill_switch: Rc<RefCell<KillSwitch>>,
+    kill_switch: Arc<Mutex<KillSwitch>>,
     faults: Faults,
     latency: SimRng,
     restarts: SimRng,
@@ -268,6 +300,13 @@ pub struct Sim {
     /// Requests sent per device since the driver last took them (`collect_requests`).
     sent: BTreeMap<usize, Vec<SyncRequest>>,
     trace: Trace,
+    /// What the kernel or its driver is doing now (the event handled, the user's action,
+    /// the final checks): a failure's operation in its signature.
+    operation: String,
+    /// The structured events, kept only with the whole trace (`event_log.rs`).
+    event_log: Option<Vec<event_log::LoggedEvent>>,
+    /// Each device's last state line in the trace (kept only with the whole trace).
+    state_lines: BTreeMap<usize, String>,
     /// Holds every device's database files; removed when the run drops.
     root: tempfile::TempDir,
 }
@@ -339,14 +378,28 @@ impl Sim {
         &mut self.oracle
     }
 
+    /// The kill switch every device's crash hook shares.
+    fn kill_switch(&self) -> MutexGuard<'_, KillSwitch> {
+        self.kill_switch.lock().expect(device::KILL_SWITCH_POISONED)
+    }
+
     pub fn faults(&self) -> &Faults {
         &self.faults
     }
 
+    /// Every fault that fired, in order of virtual time (empty unless the builder asked
+    /// to record them).
+    pub fn recorded_faults(&self) -> Vec<FiredFault> {
+        let mut fired = self.faults.recorded().to_vec();
+        fired.extend_from_slice(self.kill_switch().chooser.fired());
+        // Stable: the kills of one engine call stay after the faults drawn before it.
+        fired.sort_by_key(|fault| fault.at_ms);
+        fired
+    }
+
     /// Crash points that fired, by name.
     pub fn crash_points_fired(&self) -> BTreeMap<String, u64> {
-        self.kill_switch
-            .borrow()
+        self.kill_switch()
             .fired
             .iter()
             .map(|(point, count)| (point.name().to_owned(), *count))
@@ -373,6 +426,18 @@ impl Sim {
     /// request (after a kill, a logout or a tenant switch).
     pub fn stale_answers_delivered(&self) -> u64 {
         self.stale_answers_delivered
+    }
+
+    /// What the run is doing now: the operation a failure arising now happened in.
+    pub fn operation(&self) -> &str {
+        &self.operation
+    }
+
+    /// Names what the driver does next (a user action, the final checks), until the next
+    /// event or the next call of this.
+    pub fn set_operation(&mut self, operation: &str) {
+        self.operation.clear();
+        self.operation.push_str(operation);
     }
 
     pub fn trace_hash(&self) -> String {
@@ -402,8 +467,14 @@ impl Sim {
         self.devices[device].tenant.as_deref()
     }
 
-    /// Records a trace line, stamped with virtual time.
+    /// Records a trace line, stamped with virtual time (and, when the trace is kept, logs
+    /// it as a note on the lane of the device it starts with).
     pub fn trace(&mut self, line: String) {
+        self.log_note(&line);
+        self.trace_line(line);
+    }
+
+    fn trace_line(&mut self, line: String) {
         let stamped = format!("{:>9} {line}", self.now_ms - EPOCH_MS);
         self.trace.record(stamped);
     }
@@ -499,6 +570,7 @@ impl Sim {
     }
 
     fn handle_event(&mut self, event: Event) -> Result<Wake, Failure> {
+        self.set_operation(event.operation());
         match event {
             Event::Driver { device } => return Ok(Wake::Driver(device)),
             Event::EngineTimer { device, generation } => {
@@ -506,7 +578,8 @@ impl Sim {
                     && self.devices[device].timer_at == Some(self.now_ms);
                 if due {
                     self.devices[device].timer_at = None;
-                    self.trace(format!("{} timer", self.devices[device].name));
+                    let line = format!("{} timer", self.devices[device].name);
+                    self.trace_device(device, event_log::EventKind::Timer, line);
                     self.call(device, |engine| Ok(engine.handle_timeout()?))?;
                 }
             }

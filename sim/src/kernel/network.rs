@@ -36,7 +36,12 @@ pub enum ServerFate {
 /// Draws a request's fate. Whether each fault fires, and its parameters, come from that
 /// class's own stream; latencies come from `latency_rng`, two draws per leg whatever
 /// fires, so the network's timing does not shift when a class is switched off.
-pub fn plan_request(faults: &mut Faults, latency_rng: &mut SimRng, knobs: &Knobs) -> RequestFate {
+pub fn plan_request(
+    faults: &mut Faults,
+    latency_rng: &mut SimRng,
+    knobs: &Knobs,
+    at_ms: u64,
+) -> RequestFate {
     let mut latency = |delayed: bool| {
         let normal_ms = latency_rng.range(1, 20);
         let delayed_ms =
@@ -47,29 +52,27 @@ pub fn plan_request(faults: &mut Faults, latency_rng: &mut SimRng, knobs: &Knobs
             normal_ms
         }
     };
-    let lost = faults.hit(FaultClass::RequestLost);
-    let delayed = faults.hit(FaultClass::Delay);
+    let lost = faults.hit(FaultClass::RequestLost, at_ms);
+    let delayed = faults.hit(FaultClass::Delay, at_ms);
     let latency_ms = latency(delayed);
     let return_latency_ms = latency(delayed);
     if lost {
         return RequestFate::Lost;
     }
-    let server = if faults.hit(FaultClass::ServerBusy) {
+    let server = if faults.hit(FaultClass::ServerBusy, at_ms) {
         ServerFate::Busy { return_latency_ms }
-    } else if faults.hit(FaultClass::ResponseLost) {
+    } else if faults.hit(FaultClass::ResponseLost, at_ms) {
         ServerFate::ResponseLost
-    } else if faults.hit(FaultClass::ServerTimeout) {
-        ServerFate::TimeoutThenLate {
-            late_by_ms: faults
-                .stream(FaultClass::ServerTimeout)
-                .range(1, knobs.request_timeout_ms),
-        }
+    } else if let Some(late_by_ms) = faults.fire(FaultClass::ServerTimeout, at_ms, |stream| {
+        stream.range(1, knobs.request_timeout_ms)
+    }) {
+        ServerFate::TimeoutThenLate { late_by_ms }
     } else {
         ServerFate::Normal { return_latency_ms }
     };
-    let duplicate_after_ms = faults
-        .hit(FaultClass::DuplicateDelivery)
-        .then(|| faults.stream(FaultClass::DuplicateDelivery).range(1, 2_000));
+    let duplicate_after_ms = faults.fire(FaultClass::DuplicateDelivery, at_ms, |stream| {
+        stream.range(1, 2_000)
+    });
     RequestFate::Delivered {
         latency_ms,
         server,

@@ -41,6 +41,15 @@ impl Trace {
         self.recent.push_back(line);
     }
 
+    /// Keeps a line in the full trace only (when it is kept): not hashed and not among
+    /// the recent lines, so the hash and a failure's last events are the same whether or
+    /// not the full trace is kept (the state lines, `event_log.rs`).
+    pub fn record_unhashed(&mut self, line: String) {
+        if self.keep_all {
+            self.all.push(line);
+        }
+    }
+
     pub fn hash_hex(&self) -> String {
         format!("{:016x}", self.hash)
     }

@@ -4,6 +4,7 @@
 //! partitions, offline periods, clock jumps, and the hold / release / deliver verbs with
 //! which a driver answers requests itself. Payloads are never inspected or altered here.
 
+use super::event_log::{client_ids_in, Entry, EventKind};
 use super::network::{plan_request, RequestFate, ServerFate};
 use super::{Called, Event, Failure, Sim, EPOCH_MS};
 use crate::profile::FaultClass;
@@ -23,7 +24,9 @@ impl Sim {
             |event| matches!(event, Event::PartitionHeal { device } if *device == index),
         );
         self.devices[index].network_up = false;
-        self.trace(format!("{} partitioned", self.devices[index].name));
+        let line = format!("{} partitioned", self.devices[index].name);
+        self.trace_device(index, EventKind::Partition, line);
+        self.note_state(index);
         if let Some(after_ms) = heal_after_ms {
             self.schedule(
                 self.now_ms + after_ms,
@@ -35,7 +38,9 @@ impl Sim {
     pub fn heal(&mut self, index: usize) {
         if !self.devices[index].network_up {
             self.devices[index].network_up = true;
-            self.trace(format!("{} partition healed", self.devices[index].name));
+            let line = format!("{} partition healed", self.devices[index].name);
+            self.trace_device(index, EventKind::Heal, line);
+            self.note_state(index);
         }
     }
 
@@ -58,7 +63,13 @@ impl Sim {
 
     pub(super) fn set_app_online(&mut self, index: usize, online: bool) -> Result<(), Failure> {
         self.devices[index].app_online = online;
-        self.trace(format!("{} app online={online}", self.devices[index].name));
+        let line = format!("{} app online={online}", self.devices[index].name);
+        let kind = if online {
+            EventKind::Online
+        } else {
+            EventKind::Offline
+        };
+        self.trace_device(index, kind, line);
         self.call(index, |engine| Ok(engine.handle_network_change(online)?))?;
         Ok(())
     }
@@ -68,10 +79,8 @@ impl Sim {
         let device = &mut self.devices[index];
         device.clock_high_ms = device.clock_high_ms.max(device.device_ms(self.now_ms));
         device.clock_offset_ms += delta_ms;
-        self.trace(format!(
-            "{} clock jumps {delta_ms} ms",
-            self.devices[index].name
-        ));
+        let line = format!("{} clock jumps {delta_ms} ms", self.devices[index].name);
+        self.trace_device(index, EventKind::ClockJump, line);
     }
 
     /// From now on the device's requests wait in [`Sim::take_held`] instead of going out.
@@ -153,15 +162,34 @@ impl Sim {
             return;
         }
         let generation = device.generation;
-        let name = &device.name;
-        self.trace.record(format!(
-            "{:>9} {name} -> {} #{}",
-            self.now_ms - EPOCH_MS,
-            request.operation_name,
-            request.request_id
-        ));
+        let network_up = device.network_up;
         let timeout_at = self.now_ms + self.knobs.request_timeout_ms;
         let planned = self.devices[index].planned_fates.pop_front();
+        // Drawn before the line is traced, which draws nothing: the trace is the same.
+        let fate = network_up.then(|| match planned {
+            Some(fate) => fate,
+            None => plan_request(
+                &mut self.faults,
+                &mut self.latency,
+                &self.knobs,
+                self.now_ms - EPOCH_MS,
+            ),
+        });
+        let fate_name = match fate {
+            None => Some("unreachable"),
+            Some(RequestFate::Lost) => Some("lost"),
+            Some(RequestFate::Delivered { .. }) => None,
+        };
+        let name = &self.devices[index].name;
+        let line = format!(
+            "{name} -> {} #{}",
+            request.operation_name, request.request_id
+        );
+        let mut entry = Entry::device(index, EventKind::Send).request(request.request_id);
+        if let Some(fate_name) = fate_name {
+            entry = entry.fate(fate_name);
+        }
+        self.trace_entry(entry, line, || client_ids_in(&request.variables));
         let delivery = |response| Event::Delivery {
             device: index,
             generation,
@@ -169,15 +197,11 @@ impl Sim {
             operation_name: request.operation_name.clone(),
             response,
         };
-        if !self.devices[index].network_up {
+        let Some(fate) = fate else {
             self.faults.count(FaultClass::Partition);
             let event = delivery(Err(TransportError::unreachable("network partition")));
             self.schedule(self.now_ms + 50, event);
             return;
-        }
-        let fate = match planned {
-            Some(fate) => fate,
-            None => plan_request(&mut self.faults, &mut self.latency, &self.knobs),
         };
         match fate {
             RequestFate::Lost => {
@@ -238,10 +262,21 @@ impl Sim {
             sim.schedule(at_ms, event);
         };
         let timeout_at = self.now_ms + self.knobs.request_timeout_ms;
-        self.trace(format!(
+        let line = format!(
             "server <- {} {} #{} {fate:?} duplicate={duplicate}",
             self.devices[index].name, request.operation_name, request.request_id
-        ));
+        );
+        let fate_name = match fate {
+            _ if duplicate => "duplicate",
+            ServerFate::Normal { .. } => "ok",
+            ServerFate::Busy { .. } => "busy",
+            ServerFate::ResponseLost => "response lost",
+            ServerFate::TimeoutThenLate { .. } => "late",
+        };
+        let entry = Entry::server(EventKind::Arrive)
+            .request(request.request_id)
+            .fate(fate_name);
+        self.trace_entry(entry, line, || client_ids_in(&request.variables));
         if !matches!(fate, ServerFate::Busy { .. }) {
             self.probe_pull(request, None);
         }
@@ -287,10 +322,10 @@ impl Sim {
         response: Result<Value, TransportError>,
     ) -> Result<(), Failure> {
         let name = self.devices[index].name.clone();
+        let entry = Entry::device(index, EventKind::Answer).request(request_id);
         if !self.devices[index].is_running() {
-            self.trace(format!(
-                "{name} <- #{request_id} dropped: no app runs to receive it"
-            ));
+            let line = format!("{name} <- #{request_id} dropped: no app runs to receive it");
+            self.trace_entry(entry.fate("dropped"), line, Vec::new);
             return Ok(());
         }
         let summary = match &response {
@@ -307,9 +342,17 @@ impl Sim {
             self.stale_answers_delivered += 1;
             " from an earlier process"
         };
-        self.trace(format!(
-            "{name} <- {operation_name} #{request_id} {summary}{stale}"
-        ));
+        let fate = match &response {
+            _ if !stale.is_empty() => "stale",
+            Ok(_) => "ok",
+            Err(error) => error.message.as_str(),
+        };
+        let line = format!("{name} <- {operation_name} #{request_id} {summary}{stale}");
+        let entry = entry.fate(fate);
+        self.trace_entry(entry, line, || match &response {
+            Ok(answer) => client_ids_in(answer),
+            Err(_) => Vec::new(),
+        });
         self.probe_delivery(index, request_id, operation_name, &response);
         self.deliver(index, request_id, response)?;
         Ok(())

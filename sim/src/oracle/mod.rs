@@ -212,10 +212,11 @@ impl Oracle {
         device: &Device,
         tenant: &str,
         engine: &Engine,
+        now: bool,
     ) -> Result<(), Failure> {
         let compared = self
             .notifications
-            .check(device.index, tenant, engine)
+            .check(device.index, tenant, engine, now)
             .map_err(|message| violation(format!("{}: {message}", device.name)))?;
         self.invariant_checks += compared.min(1);
         Ok(())
@@ -537,6 +538,11 @@ impl Oracle {
     ) -> Result<(), Failure> {
         server.check_invariants();
         self.check_no_duplicates(server)?;
+        for device in devices {
+            if let (Some(tenant), Some(engine)) = (&device.tenant, &device.engine) {
+                self.check_notifications(device, tenant, engine, true)?;
+            }
+        }
         for tenant in server.tenants() {
             for record in server.records(&tenant) {
                 if !self.model.created_in(&tenant, &record.client_id) {

@@ -1,13 +1,20 @@
 //! The check of change notifications: what a device's engine announced with
 //! `RecordsChanged` events against what its database shows through the public reads.
 //!
-//! Per device, the oracle keeps the records the device showed after the last check (every
-//! record, read with `all_records` at the reopen and after every call). After each call
-//! that returned, it reads them again: every record that appeared, disappeared or shows
-//! any field differently must have been announced in the call's events, under its entity,
-//! and a record announced exactly once must show a change (a record changed and changed
-//! back within one call is announced twice). A kill inside a call swallows its events,
-//! so the device's view is dropped until the reopen reads it afresh.
+//! Per device, the oracle keeps the records the device showed at the last check (every
+//! record, read with `all_records` at the reopen and at each check). A check compares
+//! them with what the device shows now, over the window of calls since the last one:
+//! every record that appeared, disappeared or shows any field differently must have been
+//! announced in the window's events, under its entity, and a record announced exactly
+//! once must show a change (a record changed and changed back is announced twice). A
+//! kill inside a call swallows its events, so the device's view is dropped until the
+//! reopen reads it afresh.
+//!
+//! Reading every record after every call doubled a campaign's time, so a device is
+//! compared every [`CALLS_PER_CHECK`] returned calls and at the end of the run: a change
+//! left unannounced stays different from the last view until the next comparison (only
+//! another announced change of the same record can hide it), so the window costs little
+//! of what the check finds.
 //!
 //! This module reads engines; it never drives them.
 
@@ -15,11 +22,16 @@ use sync_engine::{Engine, Record};
 
 use std::collections::BTreeMap;
 
+/// Returned calls of a device between two comparisons of its records.
+pub const CALLS_PER_CHECK: u32 = 8;
+
 /// What one device showed at the last check.
 #[derive(Debug)]
 struct Shown {
     tenant: String,
     records: BTreeMap<String, Record>,
+    /// Calls returned since the last comparison.
+    calls: u32,
 }
 
 /// The announcements of the call in progress: per client id, its entity and how many
@@ -40,7 +52,15 @@ impl Notifications {
             .map(|record| (record.client_id.clone(), record.clone()))
             .collect();
         let tenant = tenant.to_owned();
-        self.shown.insert(device, Shown { tenant, records });
+        let calls = 0;
+        self.shown.insert(
+            device,
+            Shown {
+                tenant,
+                records,
+                calls,
+            },
+        );
         self.announced.remove(&device);
     }
 
@@ -76,18 +96,31 @@ impl Notifications {
         Ok(())
     }
 
-    /// After a call into the device's engine returned and its events were drained: every
-    /// change the device shows was announced, and nothing announced once is unchanged.
-    /// Returns how many records it compared.
-    pub fn check(&mut self, device: usize, tenant: &str, engine: &Engine) -> Result<u64, String> {
-        let announced = self.announced.remove(&device).unwrap_or_default();
+    /// After a call into the device's engine returned and its events were drained (or at
+    /// the end of a run, `now`): once the window is full, every change the device shows
+    /// was announced, and nothing announced once is unchanged. Returns how many records
+    /// it compared.
+    pub fn check(
+        &mut self,
+        device: usize,
+        tenant: &str,
+        engine: &Engine,
+        now: bool,
+    ) -> Result<u64, String> {
         let Some(shown) = self
             .shown
             .get_mut(&device)
             .filter(|shown| shown.tenant == tenant)
         else {
+            self.announced.remove(&device);
             return Ok(0);
         };
+        shown.calls += 1;
+        if !now && shown.calls < CALLS_PER_CHECK {
+            return Ok(0);
+        }
+        shown.calls = 0;
+        let announced = self.announced.remove(&device).unwrap_or_default();
         let now: BTreeMap<String, Record> = engine
             .all_records()
             .map_err(|error| format!("reading every record: {error}"))?

@@ -72,11 +72,14 @@ pub struct Effect {
     Eq,
     PartialOrd,
     Ord,
+    serde::Serialize,
+    serde::Deserialize,
     strum::EnumString,
     strum::IntoStaticStr,
     strum::VariantArray,
     strum::VariantNames,
 )]
+#[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum Defect {
     /// [`ServerDefects::skip_op_id_dedupe`].

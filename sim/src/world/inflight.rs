@@ -8,7 +8,7 @@
 //! so the main workload's sequence does not move when this is on. This module chooses what
 //! the user does; it never schedules deliveries or decides faults.
 
-use super::{Act, World};
+use super::{Act, ActionStream, World};
 use crate::kernel::{Called, Failure};
 use crate::rng::{SimRng, Stream};
 use serde_json::{json, Map};
@@ -72,11 +72,18 @@ impl World {
             }
             let weights = InFlightAction::WEIGHTED.map(|(_, weight)| weight);
             let action = InFlightAction::WEIGHTED[self.inflight.rng.weighted(&weights)].0;
-            let mut user = SimRng::new(self.inflight.rng.next_u64(), 0);
-            if self.sim.tenant_of(index).is_none() || !self.sim.device(index).is_running() {
+            let sub_seed = self.inflight.rng.next_u64();
+            let mut user = SimRng::new(sub_seed, 0);
+            let (id, kept) = self.actions.next(ActionStream::InFlight);
+            if !kept || self.sim.tenant_of(index).is_none() || !self.sim.device(index).is_running()
+            {
                 continue;
             }
             let name = self.sim.device(index).name.clone();
+            self.sim
+                .set_operation(&format!("user {action:?} while a request is in flight"));
+            let at_ms = self.sim.elapsed_ms();
+            self.actions.record(id, at_ms, &name, action, sub_seed);
             self.sim.trace(format!(
                 "{name} acts while a request is in flight: {action:?}"
             ));

@@ -14,7 +14,7 @@
 use super::{Failure, FailureKind, World};
 use crate::profile::Knobs;
 use serde::Serialize;
-use sync_engine::sync::{BACKOFF_CAP_MS, DEBOUNCE_MS, SYNC_INTERVAL_MS};
+use sync_engine::SyncSettings;
 
 /// How long the second workload runs, at most, in virtual time.
 const SECOND_WORKLOAD_MS_MAX: u64 = 60_000;
@@ -25,8 +25,9 @@ const DIAGNOSIS_ROUNDS: usize = 3;
 /// The virtual time the world gets to converge on its own, from the engine's timers.
 ///
 /// Within one window every running app starts a sync: the interval timer fires every
-/// `SYNC_INTERVAL_MS` whatever else is armed (the retry backoff is capped at
-/// `BACKOFF_CAP_MS`, no longer than the interval), and a request sent before the heal is
+/// `interval_ms` of the engines' settings (the defaults: simulated engines run with them)
+/// whatever else is armed (the retry backoff is capped at `backoff_cap_ms`, no longer
+/// than the interval), and a request sent before the heal is
 /// answered or times out within `request_timeout_ms`, twice over for a late answer. One
 /// window lets a write travel one hop (pushed, or pulled); a conflict takes a few (pulled,
 /// answered by the user, pushed, pulled by the others), so the world gets
@@ -39,9 +40,12 @@ pub struct LivenessBound {
 
 impl LivenessBound {
     pub fn for_knobs(knobs: &Knobs) -> LivenessBound {
-        let longest_timer_ms = SYNC_INTERVAL_MS.max(BACKOFF_CAP_MS);
+        let settings = SyncSettings::default();
+        let longest_timer_ms = settings.interval_ms.max(settings.backoff_cap_ms);
         LivenessBound {
-            window_ms: longest_timer_ms + DEBOUNCE_MS + 2 * knobs.request_timeout_ms,
+            window_ms: longest_timer_ms
+                + settings.after_write_delay_ms
+                + 2 * knobs.request_timeout_ms,
             windows: knobs.liveness_rounds_max as u64,
         }
     }
@@ -51,12 +55,16 @@ impl LivenessBound {
     }
 
     pub fn describe(&self) -> String {
+        let settings = SyncSettings::default();
         format!(
-            "{} windows of {} ms = {} ms (interval {SYNC_INTERVAL_MS} ms, retry cap \
-             {BACKOFF_CAP_MS} ms, debounce {DEBOUNCE_MS} ms, 2 request timeouts)",
+            "{} windows of {} ms = {} ms (interval {} ms, retry cap {} ms, debounce {} ms, \
+             2 request timeouts)",
             self.windows,
             self.window_ms,
-            self.total_ms()
+            self.total_ms(),
+            settings.interval_ms,
+            settings.backoff_cap_ms,
+            settings.after_write_delay_ms,
         )
     }
 }
@@ -123,7 +131,9 @@ impl World {
                 Some(difference) => last_difference = difference,
             }
         }
-        Err(self.diagnose(when, &bound, last_difference)?)
+        let failure = self.diagnose(when, &bound, last_difference)?;
+        self.sim.set_operation("convergence without help");
+        Err(failure)
     }
 
     /// The simulated user answers every open conflict on every device; true if any was.

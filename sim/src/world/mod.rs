@@ -19,20 +19,23 @@
 
 mod inflight;
 mod liveness;
+mod recording;
 mod rejections;
 mod tenants;
 
 pub use liveness::LivenessBound;
+pub use recording::{ActionId, ActionRecord, ActionStream, KeptSet, Recording};
 pub use tenants::tenant_ids;
 
+use crate::kernel::event_log::LoggedEvent;
 use crate::kernel::probes::Probe;
-use crate::kernel::{Called, Sim, SimBuilder, ENTITIES};
+use crate::kernel::{Called, FaultSelection, Sim, SimBuilder, ENTITIES};
 use crate::profile::{FaultClass, Knobs, Profile};
 use crate::rng::{SimRng, Stream};
 use crate::server::ServerDefects;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use sync_engine::{Resolution, Side};
 
 pub use crate::kernel::{Failure, FailureKind, EPOCH_MS};
@@ -47,6 +50,14 @@ pub struct RunOptions {
     /// Faults never stop and only safety invariants are checked: no liveness phase, no
     /// second workload, no convergence checks (long campaigns hunting corruption).
     pub safety_only: bool,
+    /// List every user action and every fault that fires, for a case file
+    /// ([`SeedReport::recording`]).
+    pub record: bool,
+    /// A case's run: only the kept actions act and only the kept faults fire.
+    pub kept: Option<KeptSet>,
+    /// Devices that start logged out: a case that leaves them out keeps none of their
+    /// actions, so they never open.
+    pub absent_devices: BTreeSet<usize>,
 }
 
 /// Everything a run reports.
@@ -69,8 +80,16 @@ pub struct SeedReport {
     /// The virtual time the world had to converge on its own, per convergence.
     pub liveness_bound: LivenessBound,
     pub recent_events: Vec<String>,
+    /// What the run was doing when it ended: a failure's operation (`signature.rs`).
+    pub operation: String,
     #[serde(skip)]
     pub trace: Vec<String>,
+    /// The structured events a timeline is drawn from (kept with the whole trace only).
+    #[serde(skip)]
+    pub event_log: Vec<LoggedEvent>,
+    /// The run's actions and faults, when [`RunOptions::record`] asked for them.
+    #[serde(skip)]
+    pub recording: Option<Recording>,
 }
 
 /// Runs one seed of a profile.
@@ -80,20 +99,32 @@ pub fn run_seed(seed: u64, profile: Profile, options: &RunOptions) -> SeedReport
 
 /// Runs one seed with explicit knobs (fuzzers and tests build their own).
 pub fn run_seed_with_knobs(seed: u64, knobs: Knobs, options: &RunOptions) -> SeedReport {
+    let fault_selection = match &options.kept {
+        None => FaultSelection::Dice,
+        Some(kept) => FaultSelection::Listed(kept.faults.clone()),
+    };
     let sim = SimBuilder::new(seed)
         .tenants(tenant_ids(seed, &knobs))
         .knobs(knobs)
         .defects(options.defects)
         .keep_trace(options.keep_trace)
+        .fault_selection(fault_selection)
+        .record_faults(options.record)
+        .logged_out_devices(options.absent_devices.clone())
         .build();
-    run_world(sim, options.safety_only).0
+    let kept_actions = options.kept.as_ref().map(|kept| kept.actions.clone());
+    let world = World::new(sim).steered(kept_actions, options.record);
+    run_steered_world(world, options.safety_only).0
 }
 
 /// Runs the world of a kernel a driver built and prepared (`syncsim sweep` arms its kill
 /// first); returns the report and the kernel, to read what happened. `safety_only`: the
 /// faults never stop and only the safety invariants are checked.
 pub fn run_world(sim: Sim, safety_only: bool) -> (SeedReport, Sim) {
-    let mut world = World::new(sim);
+    run_steered_world(World::new(sim), safety_only)
+}
+
+fn run_steered_world(mut world: World, safety_only: bool) -> (SeedReport, Sim) {
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.run(safety_only)));
     let failure = match outcome {
         Ok(Ok(())) => None,
@@ -148,6 +179,8 @@ pub struct World {
     resolutions: SimRng,
     /// User actions while a request is on the wire (`inflight.rs`).
     inflight: inflight::InFlightWatch,
+    /// Numbers the actions, admits them by a case's kept set, lists them (`recording.rs`).
+    actions: recording::ActionBook,
 }
 
 impl World {
@@ -159,7 +192,15 @@ impl World {
             workload: SimRng::for_stream(seed, Stream::Workload),
             scheduler: SimRng::for_stream(seed, Stream::Scheduler),
             resolutions: SimRng::for_stream(seed, Stream::Resolutions),
+            actions: recording::ActionBook::default(),
         }
+    }
+
+    /// Keeps only the `kept` actions (all when `None`) and lists them when `record`; the
+    /// faults are the kernel's to keep and list (`SimBuilder::fault_selection`).
+    pub fn steered(mut self, kept: Option<BTreeSet<ActionId>>, record: bool) -> World {
+        self.actions = recording::ActionBook::new(kept, record);
+        self
     }
 
     fn report(&mut self, failure: Option<Failure>) -> SeedReport {
@@ -180,7 +221,13 @@ impl World {
             probes: sim.probes().clone(),
             liveness_bound: LivenessBound::for_knobs(sim.knobs()),
             recent_events: sim.recent_trace(),
+            operation: sim.operation().to_owned(),
             trace: sim.take_trace(),
+            event_log: sim.take_event_log(),
+            recording: self.actions.take_recorded().map(|actions| Recording {
+                actions,
+                faults: sim.recorded_faults(),
+            }),
         }
     }
 
@@ -209,11 +256,14 @@ impl World {
         self.sim.advance_to(safety_end_ms.max(self.sim.now_ms()));
         if safety_only {
             self.sim.trace("safety only: no liveness phase".to_owned());
+            self.sim.set_operation("final checks");
             return self.sim.safety_checks();
         }
         self.run_liveness()?;
+        self.sim.set_operation("final checks");
         self.sim.final_checks()?;
         self.run_second_workload()?;
+        self.sim.set_operation("final checks");
         self.sim.final_checks()
     }
 
@@ -224,8 +274,20 @@ impl World {
     fn user_action(&mut self, index: usize, sync_now_allowed: bool) -> Result<(), Failure> {
         let weights = self.sim.knobs().workload_weights;
         let action = Action::ALL[self.workload.weighted(&weights)];
-        let mut user = SimRng::new(self.workload.next_u64(), 0);
+        let sub_seed = self.workload.next_u64();
+        let mut user = SimRng::new(sub_seed, 0);
         let name = self.sim.device(index).name.clone();
+        self.sim.set_operation(&format!("user {action:?}"));
+        let (id, kept) = self.actions.next(ActionStream::Workload);
+        if !kept {
+            // The faults around the action keep their opportunities, so that the case's
+            // later faults keep their numbers.
+            self.sim
+                .trace(format!("{name} action {action:?} left out by the case"));
+            return self.sim.inject_action_faults(index);
+        }
+        let at_ms = self.sim.elapsed_ms();
+        self.actions.record(id, at_ms, &name, action, sub_seed);
         self.sim.trace(format!("{name} action {action:?}"));
         self.sim.inject_action_faults(index)?;
         if self.sim.tenant_of(index).is_none() {
