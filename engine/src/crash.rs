@@ -98,6 +98,10 @@ pub enum CommitSite {
     ForcePush,
     /// A space wipe.
     Wipe,
+    /// Failed ops put back in the queue, and their records rewritten.
+    RetryFailed,
+    /// Failed ops dropped, and their records returned to the server's state.
+    DiscardFailed,
 }
 
 impl CommitSite {

@@ -409,7 +409,7 @@ impl Engine {
         self.after_local_commit()
     }
 
-    fn after_local_commit(&mut self) -> Result<(), WriteError> {
+    pub(crate) fn after_local_commit(&mut self) -> Result<(), WriteError> {
         self.crash_point(CrashPoint::AfterLocalCommit)
             .map_err(WriteError::Killed)?;
         if self.options.sync_after_write {

@@ -15,6 +15,7 @@ pub mod crash;
 mod engine;
 pub mod env;
 pub mod error;
+mod failed_ops;
 mod failure;
 pub mod force;
 pub mod hlc;
@@ -45,7 +46,10 @@ pub use error::{
 pub use failure::SyncFailure;
 pub use force::{ConfirmedForce, ForceDirection, ForceOutcome, ForcePlan};
 pub use hlc::{Hlc, HlcStamp};
-pub use record::{Conflict, FieldDiff, ListOptions, OpStatus, QueuedOp, Record, SyncStatus};
+pub use record::{
+    Conflict, FailedOp, FieldDiff, ListOptions, OpStatus, QueuedOp, Record, Rejection, SyncStatus,
+    WhichFailed,
+};
 pub use registry::{EntityConfig, EntityRegistry};
 pub use settings::SyncSettings;
 pub use sync::{SyncEvent, SyncTrigger, Transport, TransportError, TransportErrorKind};

@@ -8,8 +8,8 @@
 //! whose order matters has an `ORDER BY`.
 
 use crate::hlc::HlcStamp;
-use crate::record::{Conflict, OpStatus, QueuedOp, Record};
-use crate::wire::Operation;
+use crate::record::{Conflict, FailedOp, OpStatus, QueuedOp, Record, Rejection};
+use crate::wire::{ErrorCode, Operation};
 use row::StoredRow;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::{Map, Value};
@@ -589,6 +589,7 @@ pub fn next_push_run(
     Ok(run)
 }
 
+/// Sets op `seq`'s status (not `failed`: [`fail_op`] stores why) and last error text.
 pub fn set_op_status(
     conn: &Connection,
     seq: i64,
@@ -596,11 +597,133 @@ pub fn set_op_status(
     last_error: Option<&str>,
     now_ms: u64,
 ) -> rusqlite::Result<()> {
+    assert_ne!(
+        status,
+        OpStatus::Failed,
+        "a failure is stored with its reason"
+    );
     let changed = conn
-        .prepare_cached("UPDATE operation_queue SET status = ?2, last_error = ?3, updated_at = ?4 WHERE id = ?1")?
+        .prepare_cached(
+            "UPDATE operation_queue SET status = ?2, last_error = ?3, error_code = NULL, \
+             updated_at = ?4 WHERE id = ?1",
+        )?
         .execute(params![seq, status.as_str(), last_error, now_ms as i64])?;
     assert_eq!(changed, 1, "op {seq} vanished");
     Ok(())
+}
+
+/// Marks op `seq` failed for good, keeping what the server said: its code, when it gave
+/// one, and its message. The row's `updated_at` becomes the time of the failure.
+pub fn fail_op(
+    conn: &Connection,
+    seq: i64,
+    code: Option<ErrorCode>,
+    message: &str,
+    now_ms: u64,
+) -> rusqlite::Result<()> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE operation_queue SET status = 'failed', last_error = ?2, error_code = ?3, \
+             updated_at = ?4 WHERE id = ?1",
+        )?
+        .execute(params![
+            seq,
+            message,
+            code.map(ErrorCode::as_str),
+            now_ms as i64
+        ])?;
+    assert_eq!(changed, 1, "op {seq} vanished");
+    Ok(())
+}
+
+/// The queued op with this op id, whatever its status.
+pub fn op_by_op_id(conn: &Connection, op_id: &str) -> rusqlite::Result<Option<QueuedOp>> {
+    conn.prepare_cached(&format!(
+        "SELECT {OP_COLUMNS} FROM operation_queue WHERE op_id = ?1"
+    ))?
+    .query_row([op_id], op_from_row)
+    .optional()
+}
+
+/// Every queued op of one record, whatever its status, in queue order.
+pub fn ops_for_record(conn: &Connection, client_id: &str) -> rusqlite::Result<Vec<QueuedOp>> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {OP_COLUMNS} FROM operation_queue WHERE entity_id = ?1 ORDER BY id"
+    ))?;
+    let rows = statement.query_map([client_id], op_from_row)?;
+    rows.collect()
+}
+
+/// Drops every queued op of one record, whatever its status. Returns how many.
+pub fn delete_ops_for_record(conn: &Connection, client_id: &str) -> rusqlite::Result<usize> {
+    conn.prepare_cached("DELETE FROM operation_queue WHERE entity_id = ?1")?
+        .execute([client_id])
+}
+
+/// The `failed` ops with the server's reasons, in queue order.
+pub fn failed_ops(conn: &Connection) -> rusqlite::Result<Vec<FailedOp>> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {OP_COLUMNS}, error_code, updated_at FROM operation_queue \
+         WHERE status = 'failed' ORDER BY id"
+    ))?;
+    let rows = statement.query_map([], |row| {
+        let op = op_from_row(row)?;
+        let stored = StoredRow::new(row, "operation_queue", 0);
+        let code = match stored.get::<Option<String>>(OP_COLUMN_COUNT)? {
+            None => None,
+            Some(_) => Some(stored.parsed(OP_COLUMN_COUNT, "error code", ErrorCode::parse)?),
+        };
+        Ok(FailedOp {
+            seq: op.seq,
+            op_id: op.op_id,
+            entity: op.entity,
+            client_id: op.entity_id,
+            space_id: op.space_id,
+            operation: op.operation,
+            payload: op.payload,
+            rejection: Rejection {
+                code,
+                message: op.last_error.unwrap_or_default(),
+            },
+            failed_at_ms: stored.get(OP_COLUMN_COUNT + 1)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Puts failed op `seq` back in the queue, at its position, as a new attempt: under a new
+/// op id (the server answers an op id it has seen with its stored result), on `base_version`
+/// and with `stamp`. Its payload, attempts and last error text stay.
+pub fn requeue_failed(
+    conn: &Connection,
+    seq: i64,
+    op_id: &str,
+    base_version: i64,
+    stamp: HlcStamp,
+    now_ms: u64,
+) -> rusqlite::Result<()> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE operation_queue SET op_id = ?2, status = 'pending', base_version = ?3, \
+             hlc = ?4, error_code = NULL, updated_at = ?5 WHERE id = ?1 AND status = 'failed'",
+        )?
+        .execute(params![
+            seq,
+            op_id,
+            base_version,
+            stamp.0 as i64,
+            now_ms as i64
+        ])?;
+    assert_eq!(changed, 1, "op {seq} is not a failed op");
+    Ok(())
+}
+
+/// True when an op of the record is in flight (`sending`).
+pub fn has_sending_op(conn: &Connection, client_id: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM operation_queue WHERE entity_id = ?1 AND status = 'sending')",
+    )?
+    .query_row([client_id], |row| row.get(0))
 }
 
 /// Marks ops `sending` and counts the attempt, in one statement for the whole run (the
@@ -889,8 +1012,8 @@ pub fn mark_op_forced(
     now_ms: u64,
 ) -> rusqlite::Result<()> {
     let changed = conn.execute(
-        "UPDATE operation_queue SET op_id = ?2, force = 1, status = 'pending', updated_at = ?3 \
-         WHERE id = ?1 AND status IN ('pending', 'failed')",
+        "UPDATE operation_queue SET op_id = ?2, force = 1, status = 'pending', error_code = NULL, \
+         updated_at = ?3 WHERE id = ?1 AND status IN ('pending', 'failed')",
         params![seq, op_id, now_ms as i64],
     )?;
     assert_eq!(changed, 1, "op {seq} is not pending or failed");

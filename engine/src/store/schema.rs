@@ -12,9 +12,9 @@ use rusqlite::Connection;
 use std::path::Path;
 
 /// Newest schema this engine knows.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     r#"
 CREATE TABLE records (
     client_id    TEXT PRIMARY KEY NOT NULL,
@@ -231,6 +231,12 @@ DROP TABLE operation_queue_v2;
 DROP TABLE sync_state_v2;
 DROP TABLE conflicts_v2;
 "#,
+    // 4: a failed op keeps the server's error code beside its message, so the app reads
+    // why it failed as a type (`Engine::failed_ops`). NULL for every other status, for a
+    // failure without a code, and for ops that failed before this migration.
+    r#"
+ALTER TABLE operation_queue ADD COLUMN error_code TEXT;
+"#,
 ];
 
 /// The schema a new database gets: the tables as the migrations leave them, created in one
@@ -259,7 +265,8 @@ CREATE TABLE id_map (
     FOREIGN KEY (client_id) REFERENCES records (client_id) DEFERRABLE INITIALLY DEFERRED
 ) WITHOUT ROWID;
 
--- An op copies its record's entity and space when it is written.
+-- An op copies its record's entity and space when it is written. `error_code` sits
+-- where migration 4's ALTER TABLE puts it, so a migrated schema reads the same.
 CREATE TABLE operation_queue (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
     op_id        TEXT NOT NULL UNIQUE,
@@ -277,7 +284,7 @@ CREATE TABLE operation_queue (
     attempts     INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
     last_error   TEXT,
     created_at   INTEGER NOT NULL,
-    updated_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL, error_code TEXT,
     FOREIGN KEY (entity_id) REFERENCES records (client_id) DEFERRABLE INITIALLY DEFERRED
 );
 CREATE INDEX queue_by_status ON operation_queue (status, id);
