@@ -182,6 +182,8 @@ pub enum WriteError {
     Storage(#[source] StorageError),
     #[error(transparent)]
     Damaged(DamagedRow),
+    /// The simulator killed the app (feature `sim`); never without a crash hook.
+    #[cfg_attr(not(feature = "sim"), doc(hidden))]
     #[error("the app was killed at crash point {0:?}")]
     Killed(CrashPoint),
 }
@@ -207,6 +209,8 @@ pub enum SyncError {
     Storage(#[source] StorageError),
     #[error(transparent)]
     Damaged(DamagedRow),
+    /// The simulator killed the app (feature `sim`); never without a crash hook.
+    #[cfg_attr(not(feature = "sim"), doc(hidden))]
     #[error("the app was killed at crash point {0:?}")]
     Killed(CrashPoint),
 }
