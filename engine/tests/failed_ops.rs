@@ -303,6 +303,47 @@ fn a_retry_behind_a_newer_write_keeps_the_newer_write_newer() {
     device.assert_consistent();
 }
 
+// Proves retrying every failed op of one record re-queues them in their order and leaves
+// the newest of them newest: the record shows it, and it carries the newest stamp.
+#[test]
+fn retrying_all_of_a_record_keeps_its_newest_write_last() {
+    let mut device = Device::new();
+    let client_id = device.synced_space("a");
+    for name in ["b", "c"] {
+        device
+            .engine
+            .update(&client_id, json!({ "name": name }))
+            .unwrap();
+        device.sync(|item| rejected(item, Some(ErrorCode::Validation), None));
+    }
+    assert_eq!(device.failed_count(), 2);
+
+    let retried = device.engine.retry_failed(WhichFailed::All).unwrap();
+    assert_eq!(retried.len(), 2);
+    let ops = device.engine.queued_ops().unwrap();
+    let names: Vec<&Value> = ops.iter().map(|op| &op.payload["name"]).collect();
+    assert_eq!(names, ["b", "c"]);
+    assert_eq!(
+        ops.iter().map(|op| op.op_id.clone()).collect::<Vec<_>>(),
+        retried
+    );
+    let record = device.record(&client_id);
+    assert_eq!(name_of(&record), "c");
+    assert!(ops[0].updated_at < ops[1].updated_at);
+    assert_eq!(ops[1].updated_at, record.updated_at);
+    device.assert_consistent();
+
+    let mut version = 1;
+    let (pushed, _) = device.sync(|item| {
+        version += 1;
+        accepted(item, version)
+    });
+    assert_eq!(pushed.len(), 2);
+    assert!(device.engine.queued_ops().unwrap().is_empty());
+    let record = device.record(&client_id);
+    assert_eq!((name_of(&record), record.version), ("c", 3));
+}
+
 // Proves a discard returns an updated record to the server's version and data, and drops
 // the pending write queued behind the failed one (it carries the discarded change too).
 #[test]
@@ -419,6 +460,47 @@ fn unknown_or_unfailed_ops_are_refused_and_change_nothing() {
     }
     assert!(device.record(&client_id).is_deleted);
     assert_eq!(device.failed_count(), 1);
+}
+
+// Proves a discard is refused while a write of the record is in flight (its answer is
+// about to change the record), changing nothing, and goes through once it is answered.
+#[test]
+fn a_discard_waits_for_a_write_in_flight() {
+    let mut device = Device::new();
+    let client_id = device.synced_space("a");
+    device
+        .engine
+        .update(&client_id, json!({ "name": "b" }))
+        .unwrap();
+    device.sync(|item| rejected(item, Some(ErrorCode::Validation), None));
+    device
+        .engine
+        .update(&client_id, json!({ "name": "c" }))
+        .unwrap();
+    device.engine.sync_now().unwrap();
+    let request = device
+        .engine
+        .poll_request()
+        .expect("the push of the new write");
+    let before = device.state();
+    let error = device.engine.discard_failed(WhichFailed::All).unwrap_err();
+    assert!(matches!(error, WriteError::SyncInProgress(_)), "{error:?}");
+    assert_eq!(device.state(), before);
+
+    let item = &request.variables["payload"][0];
+    let answer = data_response(
+        &request.operation_name,
+        json!({ "results": [accepted(item, 2)] }),
+    );
+    device
+        .engine
+        .handle_response(request.request_id, Ok(answer))
+        .unwrap();
+    let dropped = device.engine.discard_failed(WhichFailed::All).unwrap();
+    assert_eq!(dropped.len(), 1);
+    let record = device.record(&client_id);
+    assert_eq!((name_of(&record), record.version), ("c", 2));
+    device.assert_consistent();
 }
 
 /// Kills the app at `point` of the commit of `site`, and nowhere else.
