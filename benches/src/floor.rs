@@ -35,7 +35,7 @@ CREATE TABLE records (
     updated_at   INTEGER NOT NULL,
     is_deleted   INTEGER NOT NULL CHECK (is_deleted IN (0, 1)),
     data         TEXT NOT NULL
-) WITHOUT ROWID;
+, base_updated_at INTEGER) WITHOUT ROWID;
 CREATE INDEX records_by_entity_space ON records (entity, space_id, client_id);
 CREATE INDEX records_by_space ON records (space_id);
 

@@ -28,10 +28,10 @@
 //!   state, and every op of it still queued (its failed ops and later pending writes) and
 //!   its open conflict go with it. A record the server never acknowledged
 //!   (`base_version = 0`, a rejected insert) is removed locally; any other record takes its
-//!   last known server version and data (its merge base), alive unless the server deleted
-//!   it. The server's stamp of that version is not stored, so the record keeps its stamp
-//!   until a pull brings a newer row. A record with a write in flight is refused
-//!   (`SyncInProgress`): its answer is about to change it.
+//!   last known server version, stamp and data (its merge base), alive unless the server
+//!   deleted it. When the server has moved past that version, the next pull or the
+//!   checksum's repair brings its row, as for any synced record. A record with a write in
+//!   flight is refused (`SyncInProgress`): its answer is about to change it.
 
 use crate::crash::CommitSite;
 use crate::engine::Engine;
@@ -183,13 +183,16 @@ fn return_to_server_state(
     }
     let base = store::base_data(tx, &record.client_id)?
         .expect("a record with a base version has a merge base");
+    let stamp = store::base_stamp(tx, &record.client_id)?
+        .expect("a record with a base version has the server's stamp of it");
     // A tombstone with a delete of its own queued was deleted here; else the server
     // deleted it (a pulled tombstone), and tombstones are final.
     let deleted_here = ops.iter().any(|op| op.operation == Operation::Delete);
     record.is_deleted = record.is_deleted && !deleted_here;
     record.version = record.base_version;
+    record.updated_at = stamp;
     record.data = base;
-    store::put_record_with_base(tx, &record, &record.data)?;
+    store::put_record_with_base(tx, &record, &record.data, record.updated_at)?;
     assert!(!store::has_any_op(tx, &record.client_id)?);
     Ok(())
 }

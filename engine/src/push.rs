@@ -494,5 +494,5 @@ fn adopt_server_state(
     record.updated_at = payload.server_updated_at;
     record.is_deleted = payload.server_is_deleted;
     record.data = server_data;
-    store::put_record_with_base(tx, &record, &record.data)
+    store::put_record_with_base(tx, &record, &record.data, record.updated_at)
 }

@@ -344,12 +344,14 @@ fn retrying_all_of_a_record_keeps_its_newest_write_last() {
     assert_eq!((name_of(&record), record.version), ("c", 3));
 }
 
-// Proves a discard returns an updated record to the server's version and data, and drops
-// the pending write queued behind the failed one (it carries the discarded change too).
+// Proves a discard returns an updated record to the server's row exactly (version, stamp
+// and data), and drops the pending write queued behind the failed one (it carries the
+// discarded change too).
 #[test]
 fn a_discard_returns_an_updated_record_to_the_server_state() {
     let mut device = Device::new();
     let client_id = device.synced_space("a");
+    let synced = device.record(&client_id);
     device
         .engine
         .update(&client_id, json!({ "name": "b" }))
@@ -379,10 +381,7 @@ fn a_discard_returns_an_updated_record_to_the_server_state() {
     assert_eq!(record.data, *json!({ "name": "a" }).as_object().unwrap());
     assert_eq!((record.version, record.base_version), (1, 1));
     assert!(!record.is_deleted);
-    assert_eq!(
-        record.server_id.as_deref(),
-        Some(&*format!("srv-{client_id}"))
-    );
+    assert_eq!(record, synced, "the server's row, its stamp included");
     assert!(device.engine.queued_ops().unwrap().is_empty());
     assert_eq!(device.failed_count(), 0);
     device.assert_consistent();

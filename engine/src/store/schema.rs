@@ -231,11 +231,15 @@ DROP TABLE operation_queue_v2;
 DROP TABLE sync_state_v2;
 DROP TABLE conflicts_v2;
 "#,
-    // 4: a failed op keeps the server's error code beside its message, so the app reads
-    // why it failed as a type (`Engine::failed_ops`). NULL for every other status, for a
-    // failure without a code, and for ops that failed before this migration.
+    // 4: failed ops under the app's control (`failed_ops.rs`). A failed op keeps the
+    // server's error code beside its message, so the app reads why it failed as a type:
+    // NULL for every other status, for a failure without a code, and for ops that failed
+    // before this migration. A record keeps the server's stamp of its merge base beside
+    // the base's data, so a discard returns it to the server's row exactly: NULL means
+    // "the same as `updated_at`", as NULL `base_data` means "the same as `data`".
     r#"
 ALTER TABLE operation_queue ADD COLUMN error_code TEXT;
+ALTER TABLE records ADD COLUMN base_updated_at INTEGER;
 "#,
 ];
 
@@ -244,6 +248,8 @@ ALTER TABLE operation_queue ADD COLUMN error_code TEXT;
 /// simulator creates thousands of databases). A test migrates a version 1 database and
 /// checks that it ends with exactly this schema; a new migration changes this copy too.
 const NEW_DATABASE: &str = r#"
+-- `base_updated_at` (and the queue's `error_code`) sit where migration 4's ALTER TABLE
+-- puts them, so that a migrated schema reads exactly as a new one.
 CREATE TABLE records (
     client_id    TEXT PRIMARY KEY NOT NULL,
     entity       TEXT NOT NULL CHECK (length(entity) BETWEEN 1 AND 64),
@@ -254,7 +260,7 @@ CREATE TABLE records (
     updated_at   INTEGER NOT NULL,
     is_deleted   INTEGER NOT NULL CHECK (is_deleted IN (0, 1)),
     data         TEXT NOT NULL
-) WITHOUT ROWID;
+, base_updated_at INTEGER) WITHOUT ROWID;
 CREATE INDEX records_by_entity_space ON records (entity, space_id, client_id);
 CREATE INDEX records_by_space ON records (space_id);
 
@@ -265,8 +271,7 @@ CREATE TABLE id_map (
     FOREIGN KEY (client_id) REFERENCES records (client_id) DEFERRABLE INITIALLY DEFERRED
 ) WITHOUT ROWID;
 
--- An op copies its record's entity and space when it is written. `error_code` sits
--- where migration 4's ALTER TABLE puts it, so a migrated schema reads the same.
+-- An op copies its record's entity and space when it is written.
 CREATE TABLE operation_queue (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
     op_id        TEXT NOT NULL UNIQUE,
