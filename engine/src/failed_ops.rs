@@ -41,6 +41,7 @@ use crate::record::{FailedOp, OpStatus, Record, WhichFailed};
 use crate::store;
 use crate::wire::Operation;
 use rusqlite::Connection;
+use std::collections::BTreeSet;
 
 impl Engine {
     /// The ops the server rejected for good, in queue order, each with the server's code
@@ -100,13 +101,15 @@ impl Engine {
     /// Drops failed ops and returns each one's record to the server's state (see the
     /// module's rules: every queued op of the record goes; a record the server never
     /// acknowledged is removed), in one transaction. Returns the op ids dropped, failed
-    /// and pending, in queue order. Nothing changes when any selected op cannot be
+    /// and pending: record by record, in the order of each record's first failed op, and
+    /// each record's in queue order. Nothing changes when any selected op cannot be
     /// discarded.
     pub fn discard_failed(&mut self, which: WhichFailed<'_>) -> Result<Vec<String>, WriteError> {
         self.ensure_alive().map_err(WriteError::Killed)?;
         let targets = selected(&self.conn, which)?;
         // Each record once, in the order of its first failed op.
         let mut records: Vec<&str> = Vec::new();
+        let mut seen = BTreeSet::new();
         for op in &targets {
             self.ensure_not_force_pulling(&op.entity)?;
             target_record(&self.conn, op)?;
@@ -115,7 +118,7 @@ impl Engine {
                     "discarding a failed op of a record whose write is in flight",
                 ));
             }
-            if !records.contains(&op.client_id.as_str()) {
+            if seen.insert(op.client_id.as_str()) {
                 records.push(&op.client_id);
             }
         }
