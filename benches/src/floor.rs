@@ -21,9 +21,9 @@ use sync_engine::{Entropy, SeededEntropy};
 
 use crate::{item_data, ENTITY, SPACE_ID};
 
-/// Copied from the engine's migration 3 (`engine/src/store/schema.rs`): the tables the
-/// benchmarked paths write, with the constraints and indexes SQLite must maintain on
-/// every insert.
+/// Copied from the engine's migrations 3 and 4 (`engine/src/store/schema.rs`): the
+/// tables the benchmarked paths write, with the constraints and indexes SQLite must
+/// maintain on every insert.
 pub const SCHEMA: &str = r#"
 CREATE TABLE records (
     client_id    TEXT PRIMARY KEY NOT NULL,
@@ -35,7 +35,7 @@ CREATE TABLE records (
     updated_at   INTEGER NOT NULL,
     is_deleted   INTEGER NOT NULL CHECK (is_deleted IN (0, 1)),
     data         TEXT NOT NULL
-) WITHOUT ROWID;
+, base_updated_at INTEGER) WITHOUT ROWID;
 CREATE INDEX records_by_entity_space ON records (entity, space_id, client_id);
 CREATE INDEX records_by_space ON records (space_id);
 
@@ -64,7 +64,7 @@ CREATE TABLE operation_queue (
     attempts     INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
     last_error   TEXT,
     created_at   INTEGER NOT NULL,
-    updated_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL, error_code TEXT,
     FOREIGN KEY (entity_id) REFERENCES records (client_id) DEFERRABLE INITIALLY DEFERRED
 );
 CREATE INDEX queue_by_status ON operation_queue (status, id);

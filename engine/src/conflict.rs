@@ -174,7 +174,12 @@ pub(crate) fn write_resolution(
     record.base_version = conflict.server_version;
     record.updated_at = stamp;
     record.data = data;
-    store::put_record_with_base(tx, &record, &conflict.server_data)?;
+    store::put_record_with_base(
+        tx,
+        &record,
+        &conflict.server_data,
+        conflict.server_updated_at,
+    )?;
     store::enqueue(
         tx,
         &NewOp {
@@ -292,7 +297,12 @@ impl Engine {
         let tx = self.conn.transaction()?;
         store::drop_pending_ops_for_record(&tx, &conflict.client_id)?;
         store::delete_conflict_for_record(&tx, &conflict.client_id)?;
-        store::put_record_with_base(&tx, &record, &conflict.server_data)?;
+        store::put_record_with_base(
+            &tx,
+            &record,
+            &conflict.server_data,
+            conflict.server_updated_at,
+        )?;
         self.crash
             .commit(tx, CommitSite::Resolution, &mut self.sync.events)?;
         self.crash_point(crate::crash::CrashPoint::AfterLocalCommit)

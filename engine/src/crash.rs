@@ -13,6 +13,10 @@
 //! drop), returns `Killed`, and refuses every later call — and every later commit, so
 //! nothing a dead engine does reaches the disk: the caller must drop the engine and
 //! reopen it, exactly as after a real process kill. A crash is only ever a rollback.
+//!
+//! The module is public only with the `sim` feature (with `Engine::set_crash_hook` and
+//! `Engine::killed_at`); without it the engine still commits through [`CrashState`], with
+//! `NoCrash`, and nothing can install another hook.
 
 use crate::sync::SyncEvent;
 use rusqlite::{Connection, Transaction};
@@ -100,6 +104,10 @@ pub enum CommitSite {
     ForcePush,
     /// A space wipe.
     Wipe,
+    /// Failed ops put back in the queue, and their records rewritten.
+    RetryFailed,
+    /// Failed ops dropped, and their records returned to the server's state.
+    DiscardFailed,
 }
 
 impl CommitSite {

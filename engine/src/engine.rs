@@ -4,7 +4,7 @@
 //! together with the HLC high-water mark. The engine owns no thread, socket or clock: the
 //! sync half of its API (in `sync.rs`) takes inputs and hands out requests as data.
 
-use crate::crash::{CommitSite, CrashHook, CrashPoint, CrashState};
+use crate::crash::{CommitSite, CrashPoint, CrashState};
 use crate::env::Env;
 use crate::error::{OpenError, ReadError, WriteError};
 use crate::hlc::Hlc;
@@ -33,9 +33,12 @@ pub struct EngineOptions {
     pub sync_after_write: bool,
     /// The sync schedule: interval, after-write delay, backoff, request deadline.
     pub settings: SyncSettings,
-    /// Deliberately planted bugs for the simulator's self-tests; all off in an app.
-    #[doc(hidden)]
+    /// Deliberately planted bugs for the simulator's self-tests (feature `sim`).
+    #[cfg(feature = "sim")]
     pub planted_defects: PlantedDefects,
+    /// Without the `sim` feature nothing can plant a defect: all stay off.
+    #[cfg(not(feature = "sim"))]
+    pub(crate) planted_defects: PlantedDefects,
 }
 
 /// Engine bugs the simulator plants to prove it can catch them (`syncsim --defect`).
@@ -189,8 +192,9 @@ impl Engine {
         })
     }
 
-    /// Installs the simulator's crash hook (production keeps [`NoCrash`]).
-    pub fn set_crash_hook(&mut self, hook: Box<dyn CrashHook>) {
+    /// Installs the simulator's crash hook (production keeps `NoCrash`).
+    #[cfg(feature = "sim")]
+    pub fn set_crash_hook(&mut self, hook: Box<dyn crate::crash::CrashHook>) {
         self.crash.hook = hook;
     }
 
@@ -203,6 +207,7 @@ impl Engine {
     }
 
     /// Whether a crash point fired; a killed engine must be dropped and reopened.
+    #[cfg(feature = "sim")]
     pub fn killed_at(&self) -> Option<CrashPoint> {
         self.crash.killed_at
     }
@@ -438,7 +443,7 @@ impl Engine {
         self.after_local_commit()
     }
 
-    fn after_local_commit(&mut self) -> Result<(), WriteError> {
+    pub(crate) fn after_local_commit(&mut self) -> Result<(), WriteError> {
         self.crash_point(CrashPoint::AfterLocalCommit)
             .map_err(WriteError::Killed)?;
         if self.options.sync_after_write {

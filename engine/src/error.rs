@@ -6,6 +6,7 @@
 //! event, a failed op).
 
 use crate::crash::CrashPoint;
+use crate::record::OpStatus;
 
 /// A stored row the engine cannot use: a value that does not parse (JSON, a status or an
 /// operation it does not know), a value of the wrong type or outside what the schema
@@ -169,6 +170,10 @@ pub enum WriteError {
     RecordDeleted(String),
     #[error("no open conflict with id {0}")]
     UnknownConflict(i64),
+    #[error("no queued op with op id {0:?}")]
+    UnknownOp(String),
+    #[error("op {op_id:?} is {status:?}, not failed")]
+    OpNotFailed { op_id: String, status: OpStatus },
     #[error("merge names field {0:?}, which is not one of the conflict's changed fields")]
     MergeFieldNotInConflict(String),
     #[error("the force plan is stale: {0}")]
@@ -179,6 +184,8 @@ pub enum WriteError {
     Storage(#[source] StorageError),
     #[error(transparent)]
     Damaged(DamagedRow),
+    /// The simulator killed the app (feature `sim`); never without a crash hook.
+    #[cfg_attr(not(feature = "sim"), doc(hidden))]
     #[error("the app was killed at crash point {0:?}")]
     Killed(CrashPoint),
 }
@@ -204,6 +211,8 @@ pub enum SyncError {
     Storage(#[source] StorageError),
     #[error(transparent)]
     Damaged(DamagedRow),
+    /// The simulator killed the app (feature `sim`); never without a crash hook.
+    #[cfg_attr(not(feature = "sim"), doc(hidden))]
     #[error("the app was killed at crash point {0:?}")]
     Killed(CrashPoint),
 }

@@ -16,11 +16,16 @@
 //! [`Engine::query`] (see [`query`]).
 
 pub mod conflict;
+#[cfg(feature = "dialog")]
 mod conflict_display;
+#[cfg(feature = "sim")]
 pub mod crash;
+#[cfg(not(feature = "sim"))]
+mod crash;
 mod engine;
 pub mod env;
 pub mod error;
+mod failed_ops;
 mod failure;
 pub mod force;
 pub mod hlc;
@@ -37,13 +42,17 @@ mod store;
 pub mod sync;
 pub mod system_env;
 pub mod tenant;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod verify;
 pub mod wire;
 
 pub use conflict::{Resolution, Side};
+#[cfg(feature = "sim")]
 pub use crash::{CommitSite, CrashHook, CrashPoint, NoCrash};
-pub use engine::{drop_tenant_database, Engine, EngineOptions, PlantedDefects};
+#[cfg(feature = "sim")]
+pub use engine::PlantedDefects;
+pub use engine::{drop_tenant_database, Engine, EngineOptions};
 pub use env::{Clock, Entropy, Env, ManualClock, SeededEntropy};
 pub use error::{
     ConfigError, DamagedRow, OpenError, QueryError, ReadError, StorageError, StorageErrorKind,
@@ -53,7 +62,10 @@ pub use failure::SyncFailure;
 pub use force::{ConfirmedForce, ForceDirection, ForceOutcome, ForcePlan};
 pub use hlc::{Hlc, HlcStamp};
 pub use query::{Comparison, Direction, Field, Filter, Query, QueryCursor, QueryPage, QueryValue};
-pub use record::{Conflict, FieldDiff, ListOptions, OpStatus, QueuedOp, Record, SyncStatus};
+pub use record::{
+    Conflict, FailedOp, FieldDiff, ListOptions, OpStatus, QueuedOp, Record, Rejection, SyncStatus,
+    WhichFailed,
+};
 pub use registry::{EntityConfig, EntityRegistry};
 pub use settings::SyncSettings;
 pub use sync::{SyncEvent, SyncTrigger, Transport, TransportError, TransportErrorKind};

@@ -164,12 +164,12 @@ pub(crate) fn merge_pulled_item(
     let verdict = conflict::judge_pulled(local.as_ref(), &pending, &server_record);
     match &verdict {
         PulledVerdict::Stored => {
-            store::put_record_with_base(tx, &server_record, &server_record.data)?;
+            store::put_record_with_base(tx, &server_record, &server_record.data, item.updated_at)?;
         }
         PulledVerdict::Superseded(_) => {
             store::drop_pending_ops_for_record(tx, &item.client_id)?;
             store::delete_conflict_for_record(tx, &item.client_id)?;
-            store::put_record_with_base(tx, &server_record, &server_record.data)?;
+            store::put_record_with_base(tx, &server_record, &server_record.data, item.updated_at)?;
         }
         PulledVerdict::KeptLocal
             if planted.pull_overwrites_pending_edit
@@ -177,7 +177,7 @@ pub(crate) fn merge_pulled_item(
                     !local.is_deleted && local.updated_at > item.updated_at
                 }) =>
         {
-            store::put_record_with_base(tx, &server_record, &server_record.data)?;
+            store::put_record_with_base(tx, &server_record, &server_record.data, item.updated_at)?;
         }
         PulledVerdict::KeptLocal | PulledVerdict::Conflict(_) => {
             store::set_id_mapping(tx, &item.client_id, &item.id, entity)?;

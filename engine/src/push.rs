@@ -187,7 +187,7 @@ impl Engine {
                 let ops = self.sending_ops(seqs)?;
                 let tx = self.conn.transaction()?;
                 for op in &ops {
-                    store::set_op_status(&tx, op.seq, OpStatus::Failed, Some(message), now_ms)?;
+                    store::fail_op(&tx, op.seq, code, message, now_ms)?;
                     settle_rejection(&tx, op, None)?;
                     self.sync.events.push_back(SyncEvent::OpFailed {
                         op_id: op.op_id.clone(),
@@ -242,13 +242,7 @@ pub(crate) fn prepare_push(
             return Ok(None);
         };
         let Some(config) = registry.get(&first.entity) else {
-            store::set_op_status(
-                tx,
-                first.seq,
-                OpStatus::Failed,
-                Some("entity type not registered"),
-                now_ms,
-            )?;
+            store::fail_op(tx, first.seq, None, "entity type not registered", now_ms)?;
             continue;
         };
         let operation_name = config.push_operation_name();
@@ -441,7 +435,7 @@ fn apply_push_result(
             Ok(PushOutcome::Retry { code, message })
         }
         code => {
-            store::set_op_status(tx, op.seq, OpStatus::Failed, Some(&message), now_ms)?;
+            store::fail_op(tx, op.seq, code, &message, now_ms)?;
             settle_rejection(tx, op, result.conflict.as_ref())?;
             Ok(PushOutcome::Failed { code, message })
         }
@@ -502,5 +496,5 @@ fn adopt_server_state(
     record.updated_at = payload.server_updated_at;
     record.is_deleted = payload.server_is_deleted;
     record.data = server_data;
-    store::put_record_with_base(tx, &record, &record.data)
+    store::put_record_with_base(tx, &record, &record.data, record.updated_at)
 }

@@ -3,7 +3,7 @@
 //! Plain data; no storage access and no behaviour beyond small helpers.
 
 use crate::hlc::HlcStamp;
-use crate::wire::Operation;
+use crate::wire::{ErrorCode, Operation};
 use serde_json::{Map, Value};
 
 /// A record as the app sees it.
@@ -81,6 +81,45 @@ pub struct QueuedOp {
     pub attempts: i64,
     pub last_error: Option<String>,
     pub created_at_ms: i64,
+}
+
+/// A write the server rejected for good, as [`crate::Engine::failed_ops`] reports it. It
+/// stays in the queue until the app retries or discards it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FailedOp {
+    /// Queue position.
+    pub seq: i64,
+    /// The op id the server rejected.
+    pub op_id: String,
+    pub entity: String,
+    /// Client id of the record.
+    pub client_id: String,
+    pub space_id: String,
+    pub operation: Operation,
+    /// The record's full data as the rejected write carried it.
+    pub payload: Map<String, Value>,
+    /// What the server said.
+    pub rejection: Rejection,
+    /// When the op failed (device clock, ms).
+    pub failed_at_ms: i64,
+}
+
+/// Why the server rejected an op: its error code (none when the server gave none, or for
+/// an op that failed before the engine stored codes) and its message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    pub code: Option<ErrorCode>,
+    pub message: String,
+}
+
+/// Which failed ops [`crate::Engine::retry_failed`] and [`crate::Engine::discard_failed`]
+/// act on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WhichFailed<'a> {
+    /// The failed op with this op id.
+    Op(&'a str),
+    /// Every failed op.
+    All,
 }
 
 /// A stored conflict: both sides of a concurrent write with equal stamps.

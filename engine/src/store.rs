@@ -8,8 +8,8 @@
 //! whose order matters has an `ORDER BY`.
 
 use crate::hlc::HlcStamp;
-use crate::record::{Conflict, OpStatus, QueuedOp, Record};
-use crate::wire::Operation;
+use crate::record::{Conflict, FailedOp, OpStatus, QueuedOp, Record, Rejection};
+use crate::wire::{ErrorCode, Operation};
 use row::StoredRow;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::{Map, Value};
@@ -225,34 +225,38 @@ pub fn put_local_record(conn: &Connection, record: &Record) -> rusqlite::Result<
 }
 
 /// Writes a record row whole together with the data its `base_version` holds on the
-/// server (the merge base), in one statement. Pass `&record.data` when the record is the
-/// server's copy.
+/// server (the merge base) and the server's stamp of it, in one statement. Pass
+/// `&record.data` and `record.updated_at` when the record is the server's copy.
 pub fn put_record_with_base(
     conn: &Connection,
     record: &Record,
     base_data: &Map<String, Value>,
+    base_stamp: HlcStamp,
 ) -> rusqlite::Result<()> {
     changes::note(conn, &record.client_id, Some(&record.entity))?;
     let data_text = object_to_text(&record.data);
+    let stamp = (base_stamp != record.updated_at).then_some(base_stamp);
     if std::ptr::eq(base_data, &record.data) || *base_data == record.data {
-        upsert_record(conn, record, &data_text, BaseWrite::SameAsData)
+        upsert_record(conn, record, &data_text, BaseWrite::SameAsData(stamp))
     } else {
         let base_text = object_to_text(base_data);
-        upsert_record(conn, record, &data_text, BaseWrite::Text(&base_text))
+        upsert_record(conn, record, &data_text, BaseWrite::Text(&base_text, stamp))
     }
 }
 
-/// What a record write does with `base_data`. The column holds the merge base only when
-/// it differs from the record's own data; NULL with `base_version > 0` means "the same as
-/// `data`" (every synced row without local edits), so such rows do not store their data
-/// twice. NULL with `base_version = 0` means the server has never confirmed the record.
+/// What a record write does with `base_data` and `base_updated_at`. A column holds the
+/// merge base's data (its server stamp) only when it differs from the record's own data
+/// (stamp); NULL with `base_version > 0` means "the same as `data`" (`updated_at`), as in
+/// every synced row without local edits, so such rows do not store anything twice. NULL
+/// with `base_version = 0` means the server has never confirmed the record.
 enum BaseWrite<'a> {
     /// A local write: the old merge base stays. If it was implicit (NULL), the old data
-    /// is written out as the explicit base, since `data` is about to change.
+    /// and stamp are written out as the explicit base, since the record's are about to
+    /// change.
     Keep,
-    /// The record's data is its merge base.
-    SameAsData,
-    Text(&'a str),
+    /// The record's data is its merge base; the base's stamp, when it is not the record's.
+    SameAsData(Option<HlcStamp>),
+    Text(&'a str, Option<HlcStamp>),
 }
 
 fn upsert_record(
@@ -261,19 +265,23 @@ fn upsert_record(
     data_text: &str,
     base: BaseWrite<'_>,
 ) -> rusqlite::Result<()> {
-    let (keep_base, base_text) = match base {
-        BaseWrite::Keep => (true, None),
-        BaseWrite::SameAsData => (false, None),
-        BaseWrite::Text(text) => (false, Some(text)),
+    let (keep_base, base_text, base_stamp) = match base {
+        BaseWrite::Keep => (true, None, None),
+        BaseWrite::SameAsData(stamp) => (false, None, stamp),
+        BaseWrite::Text(text, stamp) => (false, Some(text), stamp),
     };
     // In `DO UPDATE SET`, `records.*` is the row as it was before this statement.
     conn.prepare_cached(
-        "INSERT INTO records (client_id, entity, space_id, version, base_version, base_data, updated_at, is_deleted, data) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+        "INSERT INTO records (client_id, entity, space_id, version, base_version, base_data, updated_at, \
+         is_deleted, data, base_updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?11) \
          ON CONFLICT (client_id) DO UPDATE SET entity = excluded.entity, space_id = excluded.space_id, \
          version = excluded.version, base_version = excluded.base_version, \
          base_data = CASE WHEN ?10 THEN COALESCE(records.base_data, \
              CASE WHEN records.base_version > 0 THEN records.data END) ELSE excluded.base_data END, \
+         base_updated_at = CASE WHEN ?10 THEN COALESCE(records.base_updated_at, \
+             CASE WHEN records.base_version > 0 THEN records.updated_at END) \
+             ELSE excluded.base_updated_at END, \
          updated_at = excluded.updated_at, is_deleted = excluded.is_deleted, data = excluded.data",
     )?
     .execute(params![
@@ -287,6 +295,7 @@ fn upsert_record(
         record.is_deleted,
         data_text,
         keep_base,
+        base_stamp.map(|stamp| stamp.0 as i64),
     ])?;
     if let Some(server_id) = &record.server_id {
         write_id_mapping(conn, &record.client_id, server_id, &record.entity)?;
@@ -307,6 +316,20 @@ pub fn base_data(
     .map(Option::flatten)
 }
 
+/// The server's stamp of a record's merge base (`None` before the server confirmed it).
+pub fn base_stamp(conn: &Connection, client_id: &str) -> rusqlite::Result<Option<HlcStamp>> {
+    conn.prepare_cached(
+        "SELECT client_id, COALESCE(base_updated_at, updated_at), base_version FROM records \
+         WHERE client_id = ?1",
+    )?
+    .query_row([client_id], |row| {
+        let row = StoredRow::new(row, "records", 0);
+        (row.at_least(2, 0)? > 0).then(|| row.stamp(1)).transpose()
+    })
+    .optional()
+    .map(Option::flatten)
+}
+
 /// The merge base a `records` row stores: NULL `base_data` with `base_version > 0` means
 /// "the same as `data`".
 fn merge_base_from_row(row: &Row<'_>) -> rusqlite::Result<Option<Map<String, Value>>> {
@@ -320,7 +343,7 @@ fn merge_base_from_row(row: &Row<'_>) -> rusqlite::Result<Option<Map<String, Val
 
 /// A push of op `seq` was accepted: the pushed data (the op's payload, read from its
 /// queue row, which must still exist) becomes the record's merge base at the server's
-/// version. With no later local edit on top (no other unfinished op of the record), the
+/// version and stamp (the one the server sent, else the op's own). With no later local edit on top (no other unfinished op of the record), the
 /// record itself takes the server's version (and stamp, when the server sent one); with
 /// later edits waiting, only the merge base moves. One statement per op: the push answer
 /// runs it for every op it acknowledges.
@@ -341,7 +364,10 @@ pub fn set_pushed_version(
                  AND status IN ('pending', 'sending') AND id <> ?2)) THEN updated_at \
                  ELSE COALESCE(?4, updated_at) END, \
              base_version = ?3, \
-             base_data = (SELECT NULLIF(q.payload, records.data) FROM operation_queue q WHERE q.id = ?2) \
+             base_data = (SELECT NULLIF(q.payload, records.data) FROM operation_queue q WHERE q.id = ?2), \
+             base_updated_at = CASE WHEN (SELECT EXISTS (SELECT 1 FROM operation_queue WHERE entity_id = ?1 \
+                 AND status IN ('pending', 'sending') AND id <> ?2)) \
+                 THEN COALESCE(?4, (SELECT q.hlc FROM operation_queue q WHERE q.id = ?2)) END \
              WHERE client_id = ?1",
         )?
         .execute(params![
@@ -615,6 +641,7 @@ pub fn next_push_run(
     Ok(run)
 }
 
+/// Sets op `seq`'s status (not `failed`: [`fail_op`] stores why) and last error text.
 pub fn set_op_status(
     conn: &Connection,
     seq: i64,
@@ -622,11 +649,133 @@ pub fn set_op_status(
     last_error: Option<&str>,
     now_ms: u64,
 ) -> rusqlite::Result<()> {
+    assert_ne!(
+        status,
+        OpStatus::Failed,
+        "a failure is stored with its reason"
+    );
     let changed = conn
-        .prepare_cached("UPDATE operation_queue SET status = ?2, last_error = ?3, updated_at = ?4 WHERE id = ?1")?
+        .prepare_cached(
+            "UPDATE operation_queue SET status = ?2, last_error = ?3, error_code = NULL, \
+             updated_at = ?4 WHERE id = ?1",
+        )?
         .execute(params![seq, status.as_str(), last_error, now_ms as i64])?;
     assert_eq!(changed, 1, "op {seq} vanished");
     Ok(())
+}
+
+/// Marks op `seq` failed for good, keeping what the server said: its code, when it gave
+/// one, and its message. The row's `updated_at` becomes the time of the failure.
+pub fn fail_op(
+    conn: &Connection,
+    seq: i64,
+    code: Option<ErrorCode>,
+    message: &str,
+    now_ms: u64,
+) -> rusqlite::Result<()> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE operation_queue SET status = 'failed', last_error = ?2, error_code = ?3, \
+             updated_at = ?4 WHERE id = ?1",
+        )?
+        .execute(params![
+            seq,
+            message,
+            code.map(ErrorCode::as_str),
+            now_ms as i64
+        ])?;
+    assert_eq!(changed, 1, "op {seq} vanished");
+    Ok(())
+}
+
+/// The queued op with this op id, whatever its status.
+pub fn op_by_op_id(conn: &Connection, op_id: &str) -> rusqlite::Result<Option<QueuedOp>> {
+    conn.prepare_cached(&format!(
+        "SELECT {OP_COLUMNS} FROM operation_queue WHERE op_id = ?1"
+    ))?
+    .query_row([op_id], op_from_row)
+    .optional()
+}
+
+/// Every queued op of one record, whatever its status, in queue order.
+pub fn ops_for_record(conn: &Connection, client_id: &str) -> rusqlite::Result<Vec<QueuedOp>> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {OP_COLUMNS} FROM operation_queue WHERE entity_id = ?1 ORDER BY id"
+    ))?;
+    let rows = statement.query_map([client_id], op_from_row)?;
+    rows.collect()
+}
+
+/// Drops every queued op of one record, whatever its status. Returns how many.
+pub fn delete_ops_for_record(conn: &Connection, client_id: &str) -> rusqlite::Result<usize> {
+    conn.prepare_cached("DELETE FROM operation_queue WHERE entity_id = ?1")?
+        .execute([client_id])
+}
+
+/// The `failed` ops with the server's reasons, in queue order.
+pub fn failed_ops(conn: &Connection) -> rusqlite::Result<Vec<FailedOp>> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {OP_COLUMNS}, error_code, updated_at FROM operation_queue \
+         WHERE status = 'failed' ORDER BY id"
+    ))?;
+    let rows = statement.query_map([], |row| {
+        let op = op_from_row(row)?;
+        let stored = StoredRow::new(row, "operation_queue", 0);
+        let code = match stored.get::<Option<String>>(OP_COLUMN_COUNT)? {
+            None => None,
+            Some(_) => Some(stored.parsed(OP_COLUMN_COUNT, "error code", ErrorCode::parse)?),
+        };
+        Ok(FailedOp {
+            seq: op.seq,
+            op_id: op.op_id,
+            entity: op.entity,
+            client_id: op.entity_id,
+            space_id: op.space_id,
+            operation: op.operation,
+            payload: op.payload,
+            rejection: Rejection {
+                code,
+                message: op.last_error.unwrap_or_default(),
+            },
+            failed_at_ms: stored.get(OP_COLUMN_COUNT + 1)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Puts failed op `seq` back in the queue, at its position, as a new attempt: under a new
+/// op id (the server answers an op id it has seen with its stored result), on `base_version`
+/// and with `stamp`. Its payload, attempts and last error text stay.
+pub fn requeue_failed(
+    conn: &Connection,
+    seq: i64,
+    op_id: &str,
+    base_version: i64,
+    stamp: HlcStamp,
+    now_ms: u64,
+) -> rusqlite::Result<()> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE operation_queue SET op_id = ?2, status = 'pending', base_version = ?3, \
+             hlc = ?4, error_code = NULL, updated_at = ?5 WHERE id = ?1 AND status = 'failed'",
+        )?
+        .execute(params![
+            seq,
+            op_id,
+            base_version,
+            stamp.0 as i64,
+            now_ms as i64
+        ])?;
+    assert_eq!(changed, 1, "op {seq} is not a failed op");
+    Ok(())
+}
+
+/// True when an op of the record is in flight (`sending`).
+pub fn has_sending_op(conn: &Connection, client_id: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM operation_queue WHERE entity_id = ?1 AND status = 'sending')",
+    )?
+    .query_row([client_id], |row| row.get(0))
 }
 
 /// Marks ops `sending` and counts the attempt, in one statement for the whole run (the
@@ -917,8 +1066,8 @@ pub fn mark_op_forced(
     now_ms: u64,
 ) -> rusqlite::Result<()> {
     let changed = conn.execute(
-        "UPDATE operation_queue SET op_id = ?2, force = 1, status = 'pending', updated_at = ?3 \
-         WHERE id = ?1 AND status IN ('pending', 'failed')",
+        "UPDATE operation_queue SET op_id = ?2, force = 1, status = 'pending', error_code = NULL, \
+         updated_at = ?3 WHERE id = ?1 AND status IN ('pending', 'failed')",
         params![seq, op_id, now_ms as i64],
     )?;
     assert_eq!(changed, 1, "op {seq} is not pending or failed");

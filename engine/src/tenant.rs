@@ -71,6 +71,7 @@ impl DbLocation {
 
     /// Plants the file-handling defects of `defects` (simulator self-tests only).
     #[doc(hidden)]
+    #[cfg(feature = "sim")]
     pub fn with_planted_defects(mut self, defects: PlantedDefects) -> DbLocation {
         self.planted = defects;
         self

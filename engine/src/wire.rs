@@ -212,6 +212,26 @@ impl ErrorCode {
     pub fn is_transient(self) -> bool {
         matches!(self, ErrorCode::ServerBusy | ErrorCode::Timeout)
     }
+
+    /// The code as the wire spells it (`"VALIDATION"`), which is also how a failed op
+    /// stores it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Conflict => "CONFLICT",
+            ErrorCode::Stale => "STALE",
+            ErrorCode::RecordDeleted => "RECORD_DELETED",
+            ErrorCode::Validation => "VALIDATION",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::ServerBusy => "SERVER_BUSY",
+            ErrorCode::Timeout => "TIMEOUT",
+        }
+    }
+
+    /// The code a wire spelling names, or `None` for any other text.
+    pub fn parse(raw: &str) -> Option<ErrorCode> {
+        serde_json::from_value(Value::String(raw.to_owned())).ok()
+    }
 }
 
 /// A GraphQL error envelope: `{"errors": [{"message": …, "extensions": {"code": …}}]}`.
@@ -483,5 +503,26 @@ mod tests {
             version_hash([("c", 1_234_567_890_123), ("a", 1), ("b", -2)]),
             "d12d7cf182690e2e"
         );
+    }
+
+    // A failed op stores its code by `as_str`: the spelling must be the wire's, both ways.
+    #[test]
+    fn error_code_text_is_the_wire_text() {
+        let every = [
+            ErrorCode::Conflict,
+            ErrorCode::Stale,
+            ErrorCode::RecordDeleted,
+            ErrorCode::Validation,
+            ErrorCode::NotFound,
+            ErrorCode::Unauthorized,
+            ErrorCode::ServerBusy,
+            ErrorCode::Timeout,
+        ];
+        for code in every {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
+        }
+        assert_eq!(ErrorCode::parse("validation"), None);
+        assert_eq!(ErrorCode::parse(""), None);
     }
 }

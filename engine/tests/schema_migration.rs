@@ -212,6 +212,14 @@ fn a_version_1_database_migrates_with_every_row_intact() {
         ]
     );
     assert_eq!(ops[0].last_error.as_deref(), Some("VALIDATION"));
+    // Schema 4 stores a failed op's code beside its message; an op that failed before
+    // has none, and its message is what was stored.
+    let failed = engine.failed_ops().unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].op_id, "op-failed");
+    assert_eq!(failed[0].rejection.code, None);
+    assert_eq!(failed[0].rejection.message, "VALIDATION");
+    assert_eq!(failed[0].failed_at_ms, 110);
     let conflicts = engine.list_conflicts().unwrap();
     assert_eq!(conflicts.len(), 1);
     assert_eq!(conflicts[0].id, 3);
@@ -246,7 +254,7 @@ fn a_version_1_database_migrates_with_every_row_intact() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     conn.pragma_update(None, "foreign_keys", true).unwrap();
     assert!(
         conn.execute("DELETE FROM records WHERE client_id = 'c-failed'", [])

@@ -12,9 +12,9 @@ use rusqlite::Connection;
 use std::path::Path;
 
 /// Newest schema this engine knows.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     r#"
 CREATE TABLE records (
     client_id    TEXT PRIMARY KEY NOT NULL,
@@ -231,6 +231,16 @@ DROP TABLE operation_queue_v2;
 DROP TABLE sync_state_v2;
 DROP TABLE conflicts_v2;
 "#,
+    // 4: failed ops under the app's control (`failed_ops.rs`). A failed op keeps the
+    // server's error code beside its message, so the app reads why it failed as a type:
+    // NULL for every other status, for a failure without a code, and for ops that failed
+    // before this migration. A record keeps the server's stamp of its merge base beside
+    // the base's data, so a discard returns it to the server's row exactly: NULL means
+    // "the same as `updated_at`", as NULL `base_data` means "the same as `data`".
+    r#"
+ALTER TABLE operation_queue ADD COLUMN error_code TEXT;
+ALTER TABLE records ADD COLUMN base_updated_at INTEGER;
+"#,
 ];
 
 /// The schema a new database gets: the tables as the migrations leave them, created in one
@@ -238,6 +248,8 @@ DROP TABLE conflicts_v2;
 /// simulator creates thousands of databases). A test migrates a version 1 database and
 /// checks that it ends with exactly this schema; a new migration changes this copy too.
 const NEW_DATABASE: &str = r#"
+-- `base_updated_at` (and the queue's `error_code`) sit where migration 4's ALTER TABLE
+-- puts them, so that a migrated schema reads exactly as a new one.
 CREATE TABLE records (
     client_id    TEXT PRIMARY KEY NOT NULL,
     entity       TEXT NOT NULL CHECK (length(entity) BETWEEN 1 AND 64),
@@ -248,7 +260,7 @@ CREATE TABLE records (
     updated_at   INTEGER NOT NULL,
     is_deleted   INTEGER NOT NULL CHECK (is_deleted IN (0, 1)),
     data         TEXT NOT NULL
-) WITHOUT ROWID;
+, base_updated_at INTEGER) WITHOUT ROWID;
 CREATE INDEX records_by_entity_space ON records (entity, space_id, client_id);
 CREATE INDEX records_by_space ON records (space_id);
 
@@ -277,7 +289,7 @@ CREATE TABLE operation_queue (
     attempts     INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
     last_error   TEXT,
     created_at   INTEGER NOT NULL,
-    updated_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL, error_code TEXT,
     FOREIGN KEY (entity_id) REFERENCES records (client_id) DEFERRABLE INITIALLY DEFERRED
 );
 CREATE INDEX queue_by_status ON operation_queue (status, id);
