@@ -272,3 +272,50 @@ fn a_transaction_killed_before_its_commit_announces_nothing() {
     let id = engine.create(ENTITY, "s1", json!({"name": "b"})).unwrap();
     check(&mut engine, &[(ENTITY, &[&id])]);
 }
+
+/// Answers every push by refusing each write for good, and every pull with an empty page.
+fn refuse_every_write(request: &SyncRequest) -> Value {
+    let answer = match request.variables["payload"].as_array() {
+        Some(items) => json!({ "results": items.iter().map(|item| json!({
+            "opId": item["opId"], "clientId": item["clientId"], "id": null,
+            "success": false, "errorCode": "VALIDATION", "errorMessage": "no",
+            "version": null, "updatedAt": null, "conflict": null
+        })).collect::<Vec<_>>() }),
+        None => json!({ "items": [], "deletedIds": [], "lastSyncAt": "0",
+                        "versionHash": null, "hasMore": false }),
+    };
+    data_response(&request.operation_name, answer)
+}
+
+#[test]
+fn retrying_and_discarding_a_failed_write_announce_its_record() {
+    let (_dir, mut engine) = open();
+    let id = engine
+        .create(ENTITY, "s1", json!({"name": "refused"}))
+        .unwrap();
+    check(&mut engine, &[(ENTITY, &[id.as_str()])]);
+    engine.sync_now().unwrap();
+    while let Some(request) = engine.poll_request() {
+        let answer = refuse_every_write(&request);
+        engine
+            .handle_response(request.request_id, Ok(answer))
+            .unwrap();
+    }
+    // The rejected insert becomes a local tombstone: a change.
+    check(&mut engine, &[(ENTITY, &[id.as_str()])]);
+    engine.retry_failed(sync_engine::WhichFailed::All).unwrap();
+    check(&mut engine, &[(ENTITY, &[id.as_str()])]);
+    engine.sync_now().unwrap();
+    while let Some(request) = engine.poll_request() {
+        let answer = refuse_every_write(&request);
+        engine
+            .handle_response(request.request_id, Ok(answer))
+            .unwrap();
+    }
+    check(&mut engine, &[(ENTITY, &[id.as_str()])]);
+    engine
+        .discard_failed(sync_engine::WhichFailed::All)
+        .unwrap();
+    check(&mut engine, &[(ENTITY, &[id.as_str()])]);
+    assert_eq!(engine.get(&id).unwrap(), None);
+}
