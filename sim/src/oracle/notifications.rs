@@ -23,7 +23,7 @@ use sync_engine::{Engine, Record};
 use std::collections::BTreeMap;
 
 /// Returned calls of a device between two comparisons of its records.
-pub const CALLS_PER_CHECK: u32 = 8;
+pub const CALLS_PER_CHECK: u32 = 32;
 
 /// What one device showed at the last check.
 #[derive(Debug)]
