@@ -387,6 +387,7 @@ mod tests {
                 "conflict_on_same_batch_edit",
                 "pull_overwrites_pending_edit",
                 "advance_cursor_past_foreign_commits",
+                "storage_error_leaves_sync_stuck",
             ]
         );
         for &name in DEFECT_NAMES {
@@ -482,6 +483,7 @@ mod tests {
             conflict_on_same_batch_edit: true,
             pull_overwrites_pending_edit: true,
             advance_cursor_past_foreign_commits: true,
+            storage_error_leaves_sync_stuck: true,
         };
         assert_eq!(ServerDefects::planting(Defect::ALL.iter().copied()), every);
         assert_eq!(every.planted(), Defect::ALL.to_vec());

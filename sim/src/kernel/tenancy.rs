@@ -23,6 +23,7 @@ pub fn engine_defects(planted: &ServerDefects) -> PlantedDefects {
         hlc_reuses_observed_stamp: planted.hlc_reuses_observed_stamp,
         pull_overwrites_pending_edit: planted.pull_overwrites_pending_edit,
         advance_cursor_past_foreign_commits: planted.advance_cursor_past_foreign_commits,
+        storage_error_leaves_sync_stuck: planted.storage_error_leaves_sync_stuck,
     }
 }
 

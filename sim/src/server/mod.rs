@@ -120,6 +120,8 @@ pub enum Defect {
     PullOverwritesPendingEdit,
     /// [`ServerDefects::advance_cursor_past_foreign_commits`] (an engine defect).
     AdvanceCursorPastForeignCommits,
+    /// [`ServerDefects::storage_error_leaves_sync_stuck`] (an engine defect).
+    StorageErrorLeavesSyncStuck,
 }
 
 impl Defect {
@@ -210,6 +212,10 @@ pub struct ServerDefects {
     /// cursor is stored even when the device did not stand at its "before" cursor, so
     /// another device's commit in between is never pulled. The server ignores it.
     pub advance_cursor_past_foreign_commits: bool,
+    /// An engine defect (see `sync_engine::PlantedDefects`): a storage failure inside a
+    /// sync leaves the machine mid-run with nothing in flight, so the device never syncs
+    /// again until it restarts. Only the storage faults reveal it. The server ignores it.
+    pub storage_error_leaves_sync_stuck: bool,
 }
 
 impl ServerDefects {
@@ -257,6 +263,7 @@ impl ServerDefects {
             Defect::AdvanceCursorPastForeignCommits => {
                 &mut self.advance_cursor_past_foreign_commits
             }
+            Defect::StorageErrorLeavesSyncStuck => &mut self.storage_error_leaves_sync_stuck,
         }
     }
 
