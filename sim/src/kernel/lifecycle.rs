@@ -451,6 +451,9 @@ impl Sim {
         let name = &self.devices[index].name;
         let current = self.devices[index].tenant.clone().unwrap_or_default();
         self.trace(format!("{name} switches tenant {current} -> {tenant}"));
+        // The app's other process lets go of the old database before the app closes it,
+        // so that the app's close stays the last one, as without the fault.
+        self.devices[index].lock_holder = None;
         self.devices[index].engine = None;
         self.devices[index].tenant = Some(tenant.to_owned());
         self.restart(index).map(drop)
