@@ -6,7 +6,7 @@
 
 use crate::crash::{CommitSite, CrashPoint, CrashState};
 use crate::env::Env;
-use crate::error::{OpenError, ReadError, WriteError};
+use crate::error::{OpenError, ReadError, SyncError, WriteError};
 use crate::hlc::Hlc;
 use crate::ids::uuid_v7;
 use crate::record::{ListOptions, OpStatus, QueuedOp, Record, SyncStatus};
@@ -33,6 +33,9 @@ pub struct EngineOptions {
     pub sync_after_write: bool,
     /// The sync schedule: interval, after-write delay, backoff, request deadline.
     pub settings: SyncSettings,
+    /// How long a write waits for a lock another connection holds (an app's second
+    /// process) before it fails with a busy [`StorageError`](crate::StorageError).
+    pub busy_timeout_ms: u64,
     /// Deliberately planted bugs for the simulator's self-tests (feature `sim`).
     #[cfg(feature = "sim")]
     pub planted_defects: PlantedDefects,
@@ -103,6 +106,11 @@ pub struct PlantedDefects {
     /// records another device changed, and keeps showing them as they were. Invisible to
     /// a harness that does not compare announcements with the database.
     pub skip_pull_notifications: bool,
+    /// A storage failure inside a sync (a full disk, a lock another connection holds)
+    /// returns its error and nothing more: the machine stays in `Pushing` or `Pulling`
+    /// with nothing in flight and its ops `sending`, so every later trigger only asks for
+    /// a sync after the one that never ends. Invisible without storage faults.
+    pub storage_error_leaves_sync_stuck: bool,
 }
 
 impl EngineOptions {
@@ -113,6 +121,7 @@ impl EngineOptions {
             registry,
             sync_after_write: false,
             settings: SyncSettings::default(),
+            busy_timeout_ms: 5_000,
             planted_defects: PlantedDefects::default(),
         }
     }
@@ -127,6 +136,8 @@ pub struct Engine {
     pub(crate) sync: SyncMachine,
     /// The simulator's kill switch; once it fired, the "process" is dead.
     pub(crate) crash: CrashState,
+    /// The page limit to restore when a simulated full disk has room again.
+    page_limit_before_full: Option<i64>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -160,7 +171,10 @@ impl Engine {
                 }
             }
         }
-        let mut conn = store::schema::open(&options.location.db_path(&options.tenant))?;
+        let mut conn = store::schema::open(
+            &options.location.db_path(&options.tenant),
+            options.busy_timeout_ms,
+        )?;
         store::changes::install(&conn)?;
         let now_ms = env.now_ms();
         let tx = conn.transaction()?;
@@ -189,6 +203,7 @@ impl Engine {
             options,
             sync,
             crash,
+            page_limit_before_full: None,
         })
     }
 
@@ -196,6 +211,28 @@ impl Engine {
     #[cfg(feature = "sim")]
     pub fn set_crash_hook(&mut self, hook: Box<dyn crate::crash::CrashHook>) {
         self.crash.hook = hook;
+    }
+
+    /// Simulates a full disk (`true`): the database may not grow past its current size,
+    /// so a write that needs a new page fails with a "full" storage error, while writes
+    /// that fit in the pages it has succeed, as on a real full disk. `false` gives it room
+    /// again. SQLite's page limit belongs to one connection, so only the engine can set it
+    /// on its own; the simulator's disk-full fault and the tests use this.
+    #[doc(hidden)]
+    pub fn simulate_full_disk(&mut self, full: bool) -> Result<(), SyncError> {
+        if full {
+            let limit: i64 = self
+                .conn
+                .pragma_query_value(None, "max_page_count", |row| row.get(0))?;
+            self.page_limit_before_full.get_or_insert(limit);
+            let pages: i64 = self
+                .conn
+                .pragma_query_value(None, "page_count", |row| row.get(0))?;
+            self.conn.pragma_update(None, "max_page_count", pages)?;
+        } else if let Some(limit) = self.page_limit_before_full.take() {
+            self.conn.pragma_update(None, "max_page_count", limit)?;
+        }
+        Ok(())
     }
 
     pub fn tenant(&self) -> &TenantId {

@@ -3,6 +3,7 @@
 //! text it parses. This module names reasons only; deciding to fail and to retry stays in
 //! `sync.rs`.
 
+use crate::error::StorageErrorKind;
 use crate::sync::TransportErrorKind;
 use crate::wire::ErrorCode;
 
@@ -40,6 +41,15 @@ pub enum SyncFailure {
     /// The app abandoned it (a wipe, a logout, another force).
     #[error("cancelled")]
     Cancelled,
+    /// The device's database failed a write the sync needed (full, or locked by another
+    /// connection). The call that met it returned the same failure as
+    /// [`SyncError::Storage`](crate::SyncError::Storage); nothing of the failed
+    /// transaction was written, and the retry timer tries again.
+    #[error("storage: {message}")]
+    Storage {
+        kind: StorageErrorKind,
+        message: String,
+    },
 }
 
 impl SyncFailure {

@@ -31,7 +31,7 @@
 //! after it.
 
 use crate::conflict::PulledVerdict;
-use crate::crash::{CommitSite, CrashPoint};
+use crate::crash::{CommitError, CommitSite, CrashPoint};
 use crate::engine::Engine;
 use crate::error::SyncError;
 use crate::failure::SyncFailure;
@@ -238,6 +238,9 @@ pub(crate) struct SyncMachine {
     /// Set while a push refused whole is sent in smaller runs (halved at each refusal,
     /// cleared when one op is refused alone or a sync starts).
     pub(crate) push_cap: Option<usize>,
+    /// A storage failure ended a sync and also failed its cleanup (ops back to `pending`,
+    /// a force's staged pages dropped); the next sync does it before anything else.
+    pub(crate) cleanup_owed: bool,
 }
 
 impl SyncMachine {
@@ -264,6 +267,7 @@ impl SyncMachine {
             settings,
             failure_streak: 0,
             push_cap: None,
+            cleanup_owed: false,
         }
     }
 
@@ -434,6 +438,16 @@ impl Engine {
             self.sync.in_flight = Some((expected_id, in_flight));
             return Ok(());
         }
+        self.handle_answer(in_flight, response)
+            .map_err(|error| self.abandon_after_storage_failure(error))
+    }
+
+    /// The answer to the request in flight (already taken out of `in_flight`).
+    fn handle_answer(
+        &mut self,
+        in_flight: InFlight,
+        response: Result<Value, TransportError>,
+    ) -> Result<(), SyncError> {
         self.crash_point(CrashPoint::BeforeStoringResponse)
             .map_err(SyncError::Killed)?;
         let response = match response {
@@ -498,7 +512,90 @@ impl Engine {
         self.sync
             .events
             .push_back(SyncEvent::SyncStarted { trigger });
-        self.advance()
+        self.clean_up_owed()
+            .and_then(|()| self.advance())
+            .map_err(|error| self.abandon_after_storage_failure(error))
+    }
+
+    /// Sets every op left `sending` back to `pending` and drops staged force pages, in
+    /// one transaction. Run when a storage failure ends a sync, and again at the next
+    /// sync's start when that failure kept it from committing.
+    fn clean_up(&mut self, reason: &str) -> Result<(), CommitError> {
+        let now_ms = self.env.now_ms();
+        self.crash.commit_in(
+            &mut self.conn,
+            CommitSite::SendingReset,
+            &mut self.sync.events,
+            |conn| {
+                store::reset_sending(conn, Some(reason), now_ms)?;
+                store::force_staging::clear(conn)
+            },
+        )?;
+        self.sync.cleanup_owed = false;
+        Ok(())
+    }
+
+    fn clean_up_owed(&mut self) -> Result<(), SyncError> {
+        if self.sync.cleanup_owed {
+            self.clean_up("storage failure")?;
+        }
+        Ok(())
+    }
+
+    /// A storage failure (a full disk, a lock another connection holds) inside the sync
+    /// machine: its transaction rolled back whole, and the run it was part of ends here,
+    /// as a failed sync the retry timer tries again (or a failed force), so the next
+    /// trigger starts a sync instead of waiting behind one that has nothing in flight.
+    /// Returns the error for the caller; a kill or a damaged row passes through as it is.
+    fn abandon_after_storage_failure(&mut self, error: SyncError) -> SyncError {
+        let SyncError::Storage(storage) = &error else {
+            return error;
+        };
+        if self.options.planted_defects.storage_error_leaves_sync_stuck {
+            return error;
+        }
+        let reason = SyncFailure::Storage {
+            kind: storage.kind(),
+            message: storage.to_string(),
+        };
+        let force_entity = self.sync.force_pull_entity().map(str::to_owned);
+        self.sync.phase = Phase::Idle;
+        self.sync.in_flight = None;
+        self.sync.outgoing.clear();
+        self.sync.deadline = None;
+        let rerun = std::mem::take(&mut self.sync.rerun_requested);
+        match self.clean_up(&reason.to_string()) {
+            Ok(()) => {}
+            Err(CommitError::Killed(point)) => return SyncError::Killed(point),
+            Err(CommitError::Storage(_)) => self.sync.cleanup_owed = true,
+        }
+        // A force is not retried; a sync that waited for it is.
+        let retry_at_ms = (force_entity.is_none() || rerun).then(|| self.arm_retry());
+        let event = match force_entity {
+            Some(entity) => SyncEvent::ForceFailed { entity, reason },
+            None => SyncEvent::SyncFailed {
+                reason,
+                retry_at_ms,
+            },
+        };
+        self.sync.events.push_back(event);
+        error
+    }
+
+    /// Arms the retry timer with the backoff of one more failure in a row; returns its
+    /// deadline.
+    fn arm_retry(&mut self) -> u64 {
+        let now_ms = self.env.now_ms();
+        self.sync.failure_streak = self.sync.failure_streak.saturating_add(1);
+        let delay_ms = self
+            .sync
+            .settings
+            .backoff_delay_ms(self.sync.failure_streak, self.env.next_u64());
+        self.sync.retry = Some(Timer {
+            armed_at_ms: now_ms,
+            delay_ms,
+        });
+        now_ms + delay_ms
     }
 
     /// Emits the next request of the current phase, or moves to the next phase.
@@ -725,19 +822,11 @@ impl Engine {
         self.sync.outgoing.clear();
         self.sync.rerun_requested = false;
         let retry_at_ms = if reason.is_transient() {
-            self.sync.failure_streak = self.sync.failure_streak.saturating_add(1);
-            let delay_ms = self
-                .sync
-                .settings
-                .backoff_delay_ms(self.sync.failure_streak, self.env.next_u64());
-            self.sync.retry = Some(Timer {
-                armed_at_ms: now_ms,
-                delay_ms,
-            });
+            let retry_at_ms = self.arm_retry();
             if self.options.planted_defects.retry_replaces_interval {
                 self.sync.interval = None;
             }
-            Some(now_ms + delay_ms)
+            Some(retry_at_ms)
         } else {
             None
         };

@@ -56,7 +56,9 @@ pub(crate) fn check_engine(engine: &Engine) -> Result<(), String> {
         if !op_ids.insert(op.op_id.as_str()) {
             problems.push(format!("{row}: its op id is queued twice"));
         }
-        if op.status == OpStatus::Sending && !engine.sync.is_running() {
+        // A storage failure that ended the sync may have kept the reset from committing.
+        let reset_owed = engine.sync.cleanup_owed;
+        if op.status == OpStatus::Sending && !engine.sync.is_running() && !reset_owed {
             problems.push(format!("{row}: `sending` while no sync runs"));
         }
         if op.status == OpStatus::Success {
@@ -88,10 +90,11 @@ pub(crate) fn check_engine(engine: &Engine) -> Result<(), String> {
         }
     }
     // Staged force pages exist only while a force-from-server of their entity runs: a
-    // force that ended, failed or was killed leaves none behind.
+    // force that ended, failed or was killed leaves none behind (unless a storage
+    // failure ended it and kept the cleanup from committing: the next sync drops them).
     let forced = engine.sync.force_pull_entity();
     for (entity, rows) in store::force_staging::staged_counts(conn).map_err(storage)? {
-        if forced != Some(entity.as_str()) {
+        if forced != Some(entity.as_str()) && !engine.sync.cleanup_owed {
             problems.push(format!(
                 "force_staging: {rows} rows of {entity} while no force of {entity} runs"
             ));

@@ -388,6 +388,7 @@ mod tests {
                 "pull_overwrites_pending_edit",
                 "advance_cursor_past_foreign_commits",
                 "skip_pull_notifications",
+                "storage_error_leaves_sync_stuck",
             ]
         );
         for &name in DEFECT_NAMES {
@@ -484,6 +485,7 @@ mod tests {
             pull_overwrites_pending_edit: true,
             advance_cursor_past_foreign_commits: true,
             skip_pull_notifications: true,
+            storage_error_leaves_sync_stuck: true,
         };
         assert_eq!(ServerDefects::planting(Defect::ALL.iter().copied()), every);
         assert_eq!(every.planted(), Defect::ALL.to_vec());

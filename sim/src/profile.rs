@@ -121,6 +121,12 @@ pub enum FaultClass {
     CrossTenantProbe,
     /// A kill at a transaction boundary of the engine: before or after any commit.
     KillAtCommit,
+    /// The device's disk is full for a while: its database may not grow, so a write that
+    /// needs a new page fails (`SQLITE_FULL`), one that fits succeeds.
+    DiskFull,
+    /// Another process of the app holds the database's write lock for a while: every
+    /// write of the engine fails busy (`SQLITE_BUSY`); reads go on.
+    StorageBusy,
 }
 
 impl FaultClass {
@@ -138,6 +144,9 @@ impl FaultClass {
     /// Classes whose knobs are drawn after every other knob of a seed: added after the
     /// others, they leave the knobs every older seed drew as they were.
     const DRAWN_LAST: [FaultClass; 1] = [FaultClass::KillAtCommit];
+
+    /// The storage faults, drawn after every other knob (for the same reason).
+    pub const STORAGE: [FaultClass; 2] = [FaultClass::DiskFull, FaultClass::StorageBusy];
 }
 
 const YEAR_MS: u64 = 365 * 86_400_000;
@@ -239,7 +248,9 @@ impl Knobs {
         };
         for class in FaultClass::ALL {
             // Swarm testing: each class is on in about two seeds of three.
-            if FaultClass::DRAWN_LAST.contains(&class) || rng.range(0, 2) == 0 {
+            let drawn_later =
+                FaultClass::DRAWN_LAST.contains(&class) || FaultClass::STORAGE.contains(&class);
+            if drawn_later || rng.range(0, 2) == 0 {
                 continue;
             }
             let numerator = match class {
@@ -325,6 +336,15 @@ impl Knobs {
         }
         knobs.inflight_actions = Ratio::new(rng.range(1, 4), 10);
         knobs.lifecycle_after_kill = Ratio::new(rng.range(1, 3), 4);
+        // Storage faults, per user action: each on in about half the seeds.
+        for class in FaultClass::STORAGE {
+            if rng.coin() {
+                let numerator = rng.range(2, 8);
+                knobs
+                    .faults
+                    .insert(class, Ratio::new(numerator, denominator));
+            }
+        }
         knobs
     }
 }
@@ -367,6 +387,8 @@ mod tests {
                 "clock_jump",
                 "cross_tenant_probe",
                 "kill_at_commit",
+                "disk_full",
+                "storage_busy",
             ]
         );
         for class in FaultClass::ALL {

@@ -167,7 +167,7 @@ mod tests {
     #[test]
     fn a_rolled_back_transaction_leaves_no_note() {
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = crate::store::schema::open(&dir.path().join("db")).unwrap();
+        let mut conn = crate::store::schema::open(&dir.path().join("db"), 0).unwrap();
         install(&conn).unwrap();
         let tx = conn.transaction().unwrap();
         insert(&tx, "a", "x");

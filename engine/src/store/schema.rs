@@ -341,9 +341,11 @@ CREATE TABLE force_staging (
 CREATE INDEX force_staging_by_server_id ON force_staging (server_id);
 "#;
 
-/// Opens (creating if needed) and migrates the database at `path`.
-pub fn open(path: &Path) -> Result<Connection, crate::error::OpenError> {
+/// Opens (creating if needed) and migrates the database at `path`; a write waits at most
+/// `busy_timeout_ms` for a lock another connection holds.
+pub fn open(path: &Path, busy_timeout_ms: u64) -> Result<Connection, crate::error::OpenError> {
     let mut conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_millis(busy_timeout_ms))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // NORMAL in WAL mode: a committed transaction survives an app kill (not a power cut).
     conn.pragma_update(None, "synchronous", "NORMAL")?;

@@ -237,6 +237,11 @@ pub struct Device {
     pub counters: Counters,
     /// Fates a driver chose for the next requests ([`super::Sim::plan_fates`]).
     pub planned_fates: VecDeque<super::network::RequestFate>,
+    /// Until when (virtual time) the device's disk is full ([`super::Sim::fill_disk`]).
+    pub disk_full_until_ms: Option<u64>,
+    /// Another process of the app holding the database's write lock, and until when
+    /// ([`super::Sim::lock_database`]).
+    pub lock_holder: Option<(rusqlite::Connection, u64)>,
 }
 
 impl Device {
@@ -267,6 +272,8 @@ impl Device {
             sync_completed_seq: 0,
             counters: Counters::default(),
             planned_fates: VecDeque::new(),
+            disk_full_until_ms: None,
+            lock_holder: None,
         }
     }
 
@@ -299,6 +306,9 @@ impl Device {
     /// process left them (WAL and shared-memory index included). Answers to requests the
     /// process sent still arrive, at whatever process runs then.
     pub fn kill(&mut self) {
+        // The other process lets go first: closed while the app's connection is open, it
+        // is not the last connection, so it leaves the WAL as it is.
+        self.lock_holder = None;
         let Some(engine) = self.engine.take() else {
             return;
         };
@@ -333,8 +343,18 @@ impl Device {
         self.location.db_path(&tenant)
     }
 
-    /// What a process ending (killed or logged out) takes with it.
+    /// Whether a storage fault strikes the device's database now: the engine's storage
+    /// errors are then what the fault model expects, not a violation.
+    pub fn storage_fault_active(&self) -> bool {
+        self.disk_full_until_ms.is_some() || self.lock_holder.is_some()
+    }
+
+    /// What a process ending (killed or logged out) takes with it: its storage faults too
+    /// (the page limit of a full disk is its connection's, and the app's other process
+    /// lets go of the lock before the app opens again).
     pub fn forget_process(&mut self) {
+        self.disk_full_until_ms = None;
+        self.lock_holder = None;
         self.generation += 1;
         self.timer_at = None;
         self.in_flight.clear();

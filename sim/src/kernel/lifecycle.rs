@@ -48,6 +48,9 @@ impl Sim {
         );
         options.sync_after_write = self.knobs.sync_after_write;
         options.planted_defects = super::tenancy::engine_defects(&self.planted);
+        // The lock of a busy fault is held in this same thread: waiting for it would only
+        // sleep on the wall clock until the wait ran out.
+        options.busy_timeout_ms = 0;
         let mut engine =
             Engine::open(options, Env::new(device.clock.clone(), entropy)).map_err(|error| {
                 violation(format!(
@@ -91,6 +94,9 @@ impl Sim {
         f: impl FnOnce(&mut Engine) -> Result<T, CallError>,
     ) -> Result<Called<T>, Failure> {
         let now_ms = self.now_ms;
+        if self.devices[index].storage_fault_active() {
+            self.lift_storage_faults(index, false)?;
+        }
         let device = &mut self.devices[index];
         device.tick_clock(now_ms);
         let Some(engine) = device.engine.as_mut() else {
@@ -133,10 +139,30 @@ impl Sim {
                 self.check_touched(index)?;
                 Ok(Called::Rejected(message))
             }
-            Err(CallError::Fatal(message)) => Err(violation(format!(
-                "{}: engine storage error: {message}",
-                self.devices[index].name
-            ))),
+            Err(CallError::Storage(message)) if self.devices[index].storage_fault_active() => {
+                // What the fault model expects: the engine failed typed and wrote nothing
+                // half, its database stays consistent, and it stays usable.
+                let name = &self.devices[index].name;
+                self.trace(format!("{name} storage failure: {message}"));
+                if let Some(engine) = self.devices[index].engine.as_ref() {
+                    engine.check_invariants().map_err(|problems| {
+                        violation(format!(
+                            "{}: after a storage failure: {problems}",
+                            self.devices[index].name
+                        ))
+                    })?;
+                }
+                self.drain(index)?;
+                self.note_state(index);
+                self.check_touched(index)?;
+                Ok(Called::Rejected(message))
+            }
+            Err(CallError::Storage(message) | CallError::Fatal(message)) => {
+                Err(violation(format!(
+                    "{}: engine storage error: {message}",
+                    self.devices[index].name
+                )))
+            }
         }
     }
 
@@ -428,6 +454,9 @@ impl Sim {
         let name = &self.devices[index].name;
         let current = self.devices[index].tenant.clone().unwrap_or_default();
         self.trace(format!("{name} switches tenant {current} -> {tenant}"));
+        // The app's other process lets go of the old database before the app closes it,
+        // so that the app's close stays the last one, as without the fault.
+        self.devices[index].lock_holder = None;
         self.devices[index].engine = None;
         self.devices[index].tenant = Some(tenant.to_owned());
         self.restart(index).map(drop)

@@ -122,7 +122,9 @@ pub enum CallError {
     Killed(CrashPoint),
     /// Bad input from the simulated user: a clear error that changed nothing.
     Rejected(String),
-    /// SQLite failed or the database is damaged: never expected in simulation.
+    /// SQLite failed: expected only while a storage fault strikes the device.
+    Storage(String),
+    /// The database is damaged: never expected in simulation.
     Fatal(String),
 }
 
@@ -130,7 +132,7 @@ impl From<WriteError> for CallError {
     fn from(error: WriteError) -> CallError {
         match error {
             WriteError::Killed(point) => CallError::Killed(point),
-            WriteError::Storage(error) => CallError::Fatal(error.to_string()),
+            WriteError::Storage(error) => CallError::Storage(error.to_string()),
             // A damaged database is never expected in simulation either.
             WriteError::Damaged(row) => CallError::Fatal(row.to_string()),
             other => CallError::Rejected(other.to_string()),
@@ -142,6 +144,7 @@ impl From<SyncError> for CallError {
     fn from(error: SyncError) -> CallError {
         match error {
             SyncError::Killed(point) => CallError::Killed(point),
+            SyncError::Storage(error) => CallError::Storage(error.to_string()),
             other => CallError::Fatal(other.to_string()),
         }
     }

@@ -24,6 +24,7 @@ pub fn engine_defects(planted: &ServerDefects) -> PlantedDefects {
         pull_overwrites_pending_edit: planted.pull_overwrites_pending_edit,
         advance_cursor_past_foreign_commits: planted.advance_cursor_past_foreign_commits,
         skip_pull_notifications: planted.skip_pull_notifications,
+        storage_error_leaves_sync_stuck: planted.storage_error_leaves_sync_stuck,
     }
 }
 

@@ -132,9 +132,12 @@ fn knobs_for(mode: RunMode, setup: &runner::Setup) -> Knobs {
         RunMode::Clean => Knobs::quiet(),
         RunMode::Faults { seed } => {
             let mut knobs = Knobs::derive(seed, crate::profile::Profile::Default);
-            knobs
-                .faults
-                .retain(|class, _| !setup.faults_off.contains(class));
+            // A scenario's steps are the user's writes and the expectations about them;
+            // a storage fault refuses a write, so it would fail the step, not the engine.
+            // The random world, which takes a refused write as one not made, runs them.
+            knobs.faults.retain(|class, _| {
+                !setup.faults_off.contains(class) && !FaultClass::STORAGE.contains(class)
+            });
             knobs
         }
     };

@@ -122,6 +122,8 @@ pub enum Defect {
     AdvanceCursorPastForeignCommits,
     /// [`ServerDefects::skip_pull_notifications`] (an engine defect).
     SkipPullNotifications,
+    /// [`ServerDefects::storage_error_leaves_sync_stuck`] (an engine defect).
+    StorageErrorLeavesSyncStuck,
 }
 
 impl Defect {
@@ -215,6 +217,10 @@ pub struct ServerDefects {
     /// An engine defect (see `sync_engine::PlantedDefects`): a pulled page's changes are
     /// not announced by a `RecordsChanged` event. The server ignores it.
     pub skip_pull_notifications: bool,
+    /// An engine defect (see `sync_engine::PlantedDefects`): a storage failure inside a
+    /// sync leaves the machine mid-run with nothing in flight, so the device never syncs
+    /// again until it restarts. Only the storage faults reveal it. The server ignores it.
+    pub storage_error_leaves_sync_stuck: bool,
 }
 
 impl ServerDefects {
@@ -263,6 +269,7 @@ impl ServerDefects {
                 &mut self.advance_cursor_past_foreign_commits
             }
             Defect::SkipPullNotifications => &mut self.skip_pull_notifications,
+            Defect::StorageErrorLeavesSyncStuck => &mut self.storage_error_leaves_sync_stuck,
         }
     }
 
