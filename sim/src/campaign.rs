@@ -389,6 +389,7 @@ mod tests {
                 "advance_cursor_past_foreign_commits",
                 "skip_pull_notifications",
                 "storage_error_leaves_sync_stuck",
+                "partial_batch_keeps_rolled_back_results",
             ]
         );
         for &name in DEFECT_NAMES {
@@ -486,6 +487,7 @@ mod tests {
             advance_cursor_past_foreign_commits: true,
             skip_pull_notifications: true,
             storage_error_leaves_sync_stuck: true,
+            partial_batch_keeps_rolled_back_results: true,
         };
         assert_eq!(ServerDefects::planting(Defect::ALL.iter().copied()), every);
         assert_eq!(every.planted(), Defect::ALL.to_vec());

@@ -127,6 +127,9 @@ pub enum FaultClass {
     /// Another process of the app holds the database's write lock for a while: every
     /// write of the engine fails busy (`SQLITE_BUSY`); reads go on.
     StorageBusy,
+    /// The server commits the first few ops of a push batch, then fails the request
+    /// (the `SERVER_BUSY` envelope or a dropped connection) instead of answering.
+    PartialBatch,
 }
 
 impl FaultClass {
@@ -147,6 +150,17 @@ impl FaultClass {
 
     /// The storage faults, drawn after every other knob (for the same reason).
     pub const STORAGE: [FaultClass; 2] = [FaultClass::DiskFull, FaultClass::StorageBusy];
+
+    /// The server faults added after the storage faults, drawn after them (for the same
+    /// reason), in this order.
+    pub const SERVER_LATE: [FaultClass; 1] = [FaultClass::PartialBatch];
+
+    /// Whether the class's knob is drawn after the swarm's walk over every class.
+    fn drawn_later(self) -> bool {
+        FaultClass::DRAWN_LAST.contains(&self)
+            || FaultClass::STORAGE.contains(&self)
+            || FaultClass::SERVER_LATE.contains(&self)
+    }
 }
 
 const YEAR_MS: u64 = 365 * 86_400_000;
@@ -248,9 +262,7 @@ impl Knobs {
         };
         for class in FaultClass::ALL {
             // Swarm testing: each class is on in about two seeds of three.
-            let drawn_later =
-                FaultClass::DRAWN_LAST.contains(&class) || FaultClass::STORAGE.contains(&class);
-            if drawn_later || rng.range(0, 2) == 0 {
+            if class.drawn_later() || rng.range(0, 2) == 0 {
                 continue;
             }
             let numerator = match class {
@@ -345,6 +357,16 @@ impl Knobs {
                     .insert(class, Ratio::new(numerator, denominator));
             }
         }
+        // Late server faults, per push request the server would answer normally: each on
+        // in about half the seeds.
+        for class in FaultClass::SERVER_LATE {
+            if rng.coin() {
+                let numerator = rng.range(2, 15);
+                knobs
+                    .faults
+                    .insert(class, Ratio::new(numerator, denominator));
+            }
+        }
         knobs
     }
 }
@@ -389,6 +411,7 @@ mod tests {
                 "kill_at_commit",
                 "disk_full",
                 "storage_busy",
+                "partial_batch",
             ]
         );
         for class in FaultClass::ALL {

@@ -4,8 +4,10 @@
 //! device sees a timeout), the server fails before applying (`SERVER_BUSY`), the server
 //! applies and the response is lost (timeout), the server applies and answers too late
 //! (a timeout first, the real answer later), the request is delivered twice, or it is
-//! delayed (which reorders deliveries across devices). During a partition every request
-//! fails as unreachable. The network never inspects or alters payloads.
+//! delayed (which reorders deliveries across devices), or the server applies the first
+//! few ops of a push batch and then fails it (`SERVER_BUSY` or a dropped connection).
+//! During a partition every request fails as unreachable. The network never alters
+//! payloads; of their contents it reads only how many ops a push carries.
 
 use super::faults::Faults;
 use crate::profile::{FaultClass, Knobs};
@@ -27,10 +29,67 @@ pub enum RequestFate {
 /// What happens at the server and on the way back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ServerFate {
-    Normal { return_latency_ms: u64 },
-    Busy { return_latency_ms: u64 },
+    Normal {
+        return_latency_ms: u64,
+    },
+    Busy {
+        return_latency_ms: u64,
+    },
     ResponseLost,
-    TimeoutThenLate { late_by_ms: u64 },
+    TimeoutThenLate {
+        late_by_ms: u64,
+    },
+    /// The server applies the first `applied` items of the push, then fails: the
+    /// `SERVER_BUSY` envelope comes back after `return_latency_ms`, or
+    /// (`connection_dropped`) nothing does and the device times out.
+    PartialBatch {
+        applied: usize,
+        connection_dropped: bool,
+        return_latency_ms: u64,
+    },
+}
+
+/// The partial-batch fault, for a push of `batch_len` items the server would answer
+/// normally: drawn from the class's own stream, and only for a batch of two items or
+/// more (one applied, one left out at least).
+pub fn plan_partial_batch(
+    faults: &mut Faults,
+    fate: RequestFate,
+    batch_len: usize,
+    at_ms: u64,
+) -> RequestFate {
+    let RequestFate::Delivered {
+        latency_ms,
+        server: ServerFate::Normal { return_latency_ms },
+        duplicate_after_ms,
+    } = fate
+    else {
+        return fate;
+    };
+    if batch_len < 2 {
+        return fate;
+    }
+    let Some((applied, connection_dropped)) =
+        faults.fire(FaultClass::PartialBatch, at_ms, |stream| {
+            (
+                stream.range(1, batch_len as u64 - 1) as usize,
+                stream.coin(),
+            )
+        })
+    else {
+        return fate;
+    };
+    assert!(applied >= 1);
+    assert!(applied < batch_len);
+    RequestFate::Delivered {
+        latency_ms,
+        server: ServerFate::PartialBatch {
+            applied,
+            connection_dropped,
+            return_latency_ms,
+        },
+        duplicate_after_ms,
+    }
 }
 
 /// Draws a request's fate. Whether each fault fires, and its parameters, come from that

@@ -5,7 +5,7 @@
 //! which a driver answers requests itself. Payloads are never inspected or altered here.
 
 use super::event_log::{client_ids_in, Entry, EventKind};
-use super::network::{plan_request, RequestFate, ServerFate};
+use super::network::{plan_partial_batch, plan_request, RequestFate, ServerFate};
 use super::{Called, Event, Failure, Sim, EPOCH_MS};
 use crate::profile::FaultClass;
 use crate::server::{ServerFault, ServerReply};
@@ -166,14 +166,15 @@ impl Sim {
         let timeout_at = self.now_ms + self.knobs.request_timeout_ms;
         let planned = self.devices[index].planned_fates.pop_front();
         // Drawn before the line is traced, which draws nothing: the trace is the same.
+        let batch_len = request.variables["payload"].as_array().map_or(0, Vec::len);
         let fate = network_up.then(|| match planned {
             Some(fate) => fate,
-            None => plan_request(
-                &mut self.faults,
-                &mut self.latency,
-                &self.knobs,
-                self.now_ms - EPOCH_MS,
-            ),
+            None => {
+                let at_ms = self.now_ms - EPOCH_MS;
+                let fate = plan_request(&mut self.faults, &mut self.latency, &self.knobs, at_ms);
+                // Drawn after every older class, from its own stream.
+                plan_partial_batch(&mut self.faults, fate, batch_len, at_ms)
+            }
         });
         let fate_name = match fate {
             None => Some("unreachable"),
@@ -272,6 +273,7 @@ impl Sim {
             ServerFate::Busy { .. } => "busy",
             ServerFate::ResponseLost => "response lost",
             ServerFate::TimeoutThenLate { .. } => "late",
+            ServerFate::PartialBatch { .. } => "partial batch",
         };
         let entry = Entry::server(EventKind::Arrive)
             .request(request.request_id)
@@ -309,6 +311,26 @@ impl Sim {
                 let too_slow = Err(TransportError::timeout("server too slow"));
                 deliver(self, timeout_at, too_slow);
                 deliver(self, timeout_at + late_by_ms, Ok(response));
+            }
+            ServerFate::PartialBatch {
+                applied,
+                connection_dropped,
+                return_latency_ms,
+            } => {
+                let fault = ServerFault::ApplyPrefixThenFail {
+                    applied,
+                    connection_dropped,
+                };
+                match self.server.handle_with_fault(request, fault) {
+                    ServerReply::Response(response) => {
+                        deliver(self, self.now_ms + return_latency_ms, Ok(response));
+                    }
+                    ServerReply::Lost => {
+                        let dropped = Err(TransportError::timeout("connection dropped"));
+                        deliver(self, timeout_at, dropped);
+                    }
+                    ServerReply::Delayed { .. } => unreachable!("a partial batch is never slow"),
+                }
             }
         }
     }

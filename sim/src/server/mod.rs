@@ -124,6 +124,8 @@ pub enum Defect {
     SkipPullNotifications,
     /// [`ServerDefects::storage_error_leaves_sync_stuck`] (an engine defect).
     StorageErrorLeavesSyncStuck,
+    /// [`ServerDefects::partial_batch_keeps_rolled_back_results`].
+    PartialBatchKeepsRolledBackResults,
 }
 
 impl Defect {
@@ -221,6 +223,12 @@ pub struct ServerDefects {
     /// sync leaves the machine mid-run with nothing in flight, so the device never syncs
     /// again until it restarts. Only the storage faults reveal it. The server ignores it.
     pub storage_error_leaves_sync_stuck: bool,
+    /// A push that fails after part of its batch was applied rolls back the records it
+    /// wrote but keeps the `opId` results it stored along the way (as if they lived
+    /// outside the transaction): the retry is answered from those results, so the writer
+    /// takes its ops for applied while the server holds none of them. Only the
+    /// partial-batch fault reveals it.
+    pub partial_batch_keeps_rolled_back_results: bool,
 }
 
 impl ServerDefects {
@@ -270,6 +278,9 @@ impl ServerDefects {
             }
             Defect::SkipPullNotifications => &mut self.skip_pull_notifications,
             Defect::StorageErrorLeavesSyncStuck => &mut self.storage_error_leaves_sync_stuck,
+            Defect::PartialBatchKeepsRolledBackResults => {
+                &mut self.partial_batch_keeps_rolled_back_results
+            }
         }
     }
 
@@ -290,6 +301,13 @@ pub enum ServerFault {
     /// Apply the request; the response arrives `delay_ms` later.
     SlowResponse {
         delay_ms: u64,
+    },
+    /// Apply the first `applied` items of a push batch (at least one, fewer than all),
+    /// then fail: answer `SERVER_BUSY`, or (`connection_dropped`) answer nothing. A
+    /// request the server would refuse whole is refused as usual and changes nothing.
+    ApplyPrefixThenFail {
+        applied: usize,
+        connection_dropped: bool,
     },
 }
 
@@ -421,7 +439,7 @@ impl ReferenceServer {
     /// Handles one GraphQL-shaped request; returns the JSON envelope
     /// (`sync_engine::wire::data_response` / `error_response`).
     pub fn handle(&mut self, request: &SyncRequest) -> Value {
-        match self.route(request) {
+        match self.route(request, None) {
             Ok(response) => response,
             Err(rejection) => wire::error_response(rejection.code, &rejection.message),
         }
@@ -444,6 +462,63 @@ impl ReferenceServer {
                 response: self.handle(request),
                 delay_ms,
             },
+            ServerFault::ApplyPrefixThenFail {
+                applied,
+                connection_dropped,
+            } => {
+                let before = self
+                    .defects
+                    .partial_batch_keeps_rolled_back_results
+                    .then(|| self.clone());
+                if let Err(rejection) = self.route(request, Some(applied)) {
+                    let refused = wire::error_response(rejection.code, &rejection.message);
+                    return ServerReply::Response(refused);
+                }
+                if let Some(before) = before {
+                    self.roll_back_keeping_results(before, request);
+                }
+                if connection_dropped {
+                    return ServerReply::Lost;
+                }
+                ServerReply::Response(wire::error_response(
+                    ErrorCode::ServerBusy,
+                    "server failed while applying the batch; retry later",
+                ))
+            }
+        }
+    }
+
+    /// The planted `partial_batch_keeps_rolled_back_results`: back to the state `before`
+    /// the request, except for the results it stored for its ops and the server ids it
+    /// handed out (ids are never reused).
+    fn roll_back_keeping_results(&mut self, before: ReferenceServer, request: &SyncRequest) {
+        let op_ids: Vec<&str> = request.variables["payload"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|item| item["opId"].as_str())
+            .collect();
+        let mut kept = Vec::new();
+        for (tenant_id, tenant) in &self.tenants {
+            let tenant_before = before.tenants.get(tenant_id);
+            for op_id in &op_ids {
+                let stored_before = tenant_before.and_then(|tenant| tenant.stored_result(op_id));
+                if let (None, Some(result)) = (stored_before, tenant.stored_result(op_id)) {
+                    kept.push((tenant_id.clone(), result.clone()));
+                }
+            }
+        }
+        let server_id_last = self.server_id_last;
+        let clock_ms = self.clock_ms;
+        *self = before;
+        self.server_id_last = server_id_last;
+        self.clock_ms = clock_ms;
+        for (tenant_id, result) in kept {
+            let tenant = self
+                .tenants
+                .get_mut(&tenant_id)
+                .expect("kept from a tenant");
+            tenant.store_result(result);
         }
     }
 
@@ -564,7 +639,8 @@ impl ReferenceServer {
 
     /// Resolves, authenticates and parses a request, then runs it; every rejection
     /// happens before any state changes.
-    fn route(&mut self, request: &SyncRequest) -> Result<Value, Rejection> {
+    /// `prefix`: apply only the first that many items of a push (the partial-batch fault).
+    fn route(&mut self, request: &SyncRequest, prefix: Option<usize>) -> Result<Value, Rejection> {
         let Some((kind, entity)) = self.registry.resolve_operation(&request.operation_name) else {
             return Err(Rejection::validation(format!(
                 "unknown operation {:?}",
@@ -591,9 +667,14 @@ impl ReferenceServer {
                         ))
                     })?;
                 let tenant_id = self.authorized_tenant(&token_tenant_id, &variables.tenant_id)?;
-                let items = push::validate(variables.payload).map_err(Rejection::validation)?;
+                let mut items = push::validate(variables.payload).map_err(Rejection::validation)?;
                 rules::check_request_size(items.iter().map(push::PushItem::data))
                     .map_err(Rejection::validation)?;
+                if let Some(applied) = prefix {
+                    assert!(applied >= 1, "a partial batch applies one item at least");
+                    assert!(applied < items.len(), "a partial batch leaves items out");
+                    items.truncate(applied);
+                }
                 self.handle_push(&tenant_id, &entity, items)
             }
             OperationKind::Pull => {

@@ -49,6 +49,88 @@ fn faults_behave_as_named() {
 }
 
 #[test]
+fn a_partial_batch_applies_its_prefix_and_the_retry_applies_the_rest_once() {
+    // Proves ApplyPrefixThenFail commits exactly the first items, answers SERVER_BUSY (or
+    // nothing), and the retry of the whole batch replays the applied ops by opId and
+    // applies the others: one effect per op.
+    for connection_dropped in [false, true] {
+        let mut server = server();
+        let request = push_request(vec![
+            insert("op-1", "c-1", 100, json!({})),
+            insert("op-2", "c-2", 101, json!({})),
+            insert("op-3", "c-3", 102, json!({})),
+        ]);
+        let fault = ServerFault::ApplyPrefixThenFail {
+            applied: 2,
+            connection_dropped,
+        };
+        let reply = server.handle_with_fault(&request, fault);
+        if connection_dropped {
+            assert_eq!(reply, ServerReply::Lost);
+        } else {
+            let ServerReply::Response(busy) = reply else {
+                panic!("a partial batch answers with an error envelope")
+            };
+            assert_eq!(error_code(&busy), ErrorCode::ServerBusy);
+        }
+        assert_eq!(server.records(TENANT).len(), 2);
+        assert!(server.stored_result(TENANT, "op-2").is_some());
+        assert!(server.stored_result(TENANT, "op-3").is_none());
+        let retry = push_with(&mut server, &request);
+        assert!(retry.iter().all(|result| result.success));
+        assert_eq!(server.records(TENANT).len(), 3);
+        for op_id in ["op-1", "op-2", "op-3"] {
+            assert_eq!(server.effect_count(TENANT, op_id), 1);
+        }
+        server.check_invariants();
+    }
+}
+
+#[test]
+fn a_partial_batch_the_server_would_refuse_whole_changes_nothing() {
+    // Proves the fault never applies part of a batch the server refuses whole.
+    let mut server = server();
+    let request = push_request(vec![
+        insert("op-1", "c-1", 100, json!({})),
+        json!({ "opId": "op-2", "operation": "INSERT" }),
+    ]);
+    let before = server.clone();
+    let fault = ServerFault::ApplyPrefixThenFail {
+        applied: 1,
+        connection_dropped: false,
+    };
+    let ServerReply::Response(refused) = server.handle_with_fault(&request, fault) else {
+        panic!("a refused batch is answered")
+    };
+    assert_eq!(error_code(&refused), ErrorCode::Validation);
+    assert_eq!(server, before);
+}
+
+#[test]
+fn defect_partial_batch_keeps_rolled_back_results_answers_the_retry_with_ghosts() {
+    // Proves the planted defect: the failed batch's records are gone, its results stay,
+    // so the retry is answered "applied" for ops the server does not hold.
+    let mut server = server();
+    server.set_defects(ServerDefects::planting([
+        Defect::PartialBatchKeepsRolledBackResults,
+    ]));
+    let request = push_request(vec![
+        insert("op-1", "c-1", 100, json!({})),
+        insert("op-2", "c-2", 101, json!({})),
+    ]);
+    let fault = ServerFault::ApplyPrefixThenFail {
+        applied: 1,
+        connection_dropped: false,
+    };
+    server.handle_with_fault(&request, fault);
+    assert!(server.records(TENANT).is_empty());
+    let retry = push_with(&mut server, &request);
+    assert!(retry[0].success);
+    assert_eq!(server.records(TENANT).len(), 1, "only op-2 was applied");
+    assert_eq!(server.effect_count(TENANT, "op-1"), 0);
+}
+
+#[test]
 fn defect_skip_op_id_dedupe_duplicates_retried_inserts() {
     // Proves the planted idempotency bug: a retried insert makes a second row and a
     // second effect for one opId, which the harness must then catch.
