@@ -111,6 +111,13 @@ pub struct PlantedDefects {
     /// with nothing in flight and its ops `sending`, so every later trigger only asks for
     /// a sync after the one that never ends. Invisible without storage faults.
     pub storage_error_leaves_sync_stuck: bool,
+    /// Keep a request that timed out in a table for a while
+    /// ([`crate::sync::TIMED_OUT_MEMORY_MS`]) and, once its entry expires, take its late
+    /// answer as the answer to that request after all: a push's results settle its ops
+    /// again, a pull's page is stored with its cursor, whatever the device did since.
+    /// Invisible while every answer comes within a timeout of its request's own: only a
+    /// request that reaches the server after the device gave up on it answers later.
+    pub forget_timed_out_requests: bool,
 }
 
 impl EngineOptions {

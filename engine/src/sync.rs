@@ -47,7 +47,7 @@ use crate::wire::{
     into_envelope, Envelope, ErrorCode, SyncPullVariables, SyncPushVariables, SyncRequest,
 };
 use serde_json::Value;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Why a sync started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -241,7 +241,13 @@ pub(crate) struct SyncMachine {
     /// A storage failure ended a sync and also failed its cleanup (ops back to `pending`,
     /// a force's staged pages dropped); the next sync does it before anything else.
     pub(crate) cleanup_owed: bool,
+    /// The requests of this process that timed out, with when (device clock), kept only
+    /// with the planted `forget_timed_out_requests`.
+    timed_out: BTreeMap<u64, (u64, InFlight)>,
 }
+
+/// How long the planted `forget_timed_out_requests` remembers a timed-out request.
+pub const TIMED_OUT_MEMORY_MS: u64 = 15_000;
 
 impl SyncMachine {
     /// `first_request_id` comes from entropy, so a process restarted after a kill does
@@ -268,6 +274,7 @@ impl SyncMachine {
             failure_streak: 0,
             push_cap: None,
             cleanup_owed: false,
+            timed_out: BTreeMap::new(),
         }
     }
 
@@ -428,15 +435,36 @@ impl Engine {
         response: Result<Value, TransportError>,
     ) -> Result<(), SyncError> {
         self.ensure_alive().map_err(SyncError::Killed)?;
+        let defects = self.options.planted_defects;
+        let now_ms = self.env.now_ms();
+        if defects.forget_timed_out_requests {
+            let forgotten = self
+                .sync
+                .timed_out
+                .get(&request_id)
+                .is_some_and(|(at_ms, _)| now_ms >= at_ms.saturating_add(TIMED_OUT_MEMORY_MS));
+            if forgotten {
+                let (_, timed_out) = self.sync.timed_out.remove(&request_id).expect("found");
+                return self
+                    .handle_answer(timed_out, response)
+                    .map_err(|error| self.abandon_after_storage_failure(error));
+            }
+        }
         let Some((expected_id, in_flight)) = self.sync.in_flight.take() else {
             return Ok(());
         };
         let issued_here =
             (self.sync.first_request_id..self.sync.next_request_id).contains(&request_id);
-        let taken_blindly = self.options.planted_defects.accept_stale_answers && !issued_here;
+        let taken_blindly = defects.accept_stale_answers && !issued_here;
         if expected_id != request_id && !taken_blindly {
             self.sync.in_flight = Some((expected_id, in_flight));
             return Ok(());
+        }
+        let timed_out =
+            matches!(&response, Err(error) if error.kind == TransportErrorKind::Timeout);
+        if defects.forget_timed_out_requests && expected_id == request_id && timed_out {
+            let entry = (now_ms, in_flight.clone());
+            self.sync.timed_out.insert(request_id, entry);
         }
         self.handle_answer(in_flight, response)
             .map_err(|error| self.abandon_after_storage_failure(error))

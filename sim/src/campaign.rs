@@ -390,6 +390,7 @@ mod tests {
                 "skip_pull_notifications",
                 "storage_error_leaves_sync_stuck",
                 "partial_batch_keeps_rolled_back_results",
+                "forget_timed_out_requests",
             ]
         );
         for &name in DEFECT_NAMES {
@@ -488,6 +489,7 @@ mod tests {
             skip_pull_notifications: true,
             storage_error_leaves_sync_stuck: true,
             partial_batch_keeps_rolled_back_results: true,
+            forget_timed_out_requests: true,
         };
         assert_eq!(ServerDefects::planting(Defect::ALL.iter().copied()), every);
         assert_eq!(every.planted(), Defect::ALL.to_vec());

@@ -130,6 +130,10 @@ pub enum FaultClass {
     /// The server commits the first few ops of a push batch, then fails the request
     /// (the `SERVER_BUSY` envelope or a dropped connection) instead of answering.
     PartialBatch,
+    /// A request is held in the network past the device's request timeout and reaches
+    /// the server only then, after the device gave up on it (and usually retried): the
+    /// server applies it late, and its answer comes to a device that no longer waits.
+    LateArrival,
 }
 
 impl FaultClass {
@@ -153,7 +157,7 @@ impl FaultClass {
 
     /// The server faults added after the storage faults, drawn after them (for the same
     /// reason), in this order.
-    pub const SERVER_LATE: [FaultClass; 1] = [FaultClass::PartialBatch];
+    pub const SERVER_LATE: [FaultClass; 2] = [FaultClass::PartialBatch, FaultClass::LateArrival];
 
     /// Whether the class's knob is drawn after the swarm's walk over every class.
     fn drawn_later(self) -> bool {
@@ -357,8 +361,8 @@ impl Knobs {
                     .insert(class, Ratio::new(numerator, denominator));
             }
         }
-        // Late server faults, per push request the server would answer normally: each on
-        // in about half the seeds.
+        // Late server faults, per request the server would answer normally: each on in
+        // about half the seeds.
         for class in FaultClass::SERVER_LATE {
             if rng.coin() {
                 let numerator = rng.range(2, 15);
@@ -412,6 +416,7 @@ mod tests {
                 "disk_full",
                 "storage_busy",
                 "partial_batch",
+                "late_arrival",
             ]
         );
         for class in FaultClass::ALL {

@@ -5,7 +5,8 @@
 //! applies and the response is lost (timeout), the server applies and answers too late
 //! (a timeout first, the real answer later), the request is delivered twice, or it is
 //! delayed (which reorders deliveries across devices), or the server applies the first
-//! few ops of a push batch and then fails it (`SERVER_BUSY` or a dropped connection).
+//! few ops of a push batch and then fails it (`SERVER_BUSY` or a dropped connection), or
+//! a request is held until after the device's timeout and reaches the server only then.
 //! During a partition every request fails as unreachable. The network never alters
 //! payloads; of their contents it reads only how many ops a push carries.
 
@@ -18,6 +19,13 @@ use crate::rng::SimRng;
 pub enum RequestFate {
     /// Never reaches the server.
     Lost,
+    /// Held in the network: reaches the server `held_ms` after the device's request
+    /// timeout, which the device sees first; the server answers it as usual, after
+    /// `return_latency_ms`, to a device that gave up on it.
+    HeldPastTimeout {
+        held_ms: u64,
+        return_latency_ms: u64,
+    },
     /// Reaches the server after `latency_ms`.
     Delivered {
         latency_ms: u64,
@@ -136,5 +144,27 @@ pub fn plan_request(
         latency_ms,
         server,
         duplicate_after_ms,
+    }
+}
+
+/// The late-arrival fault, for a request the server would answer normally: drawn from the
+/// class's own stream, after every other class of the request.
+pub fn plan_late_arrival(faults: &mut Faults, fate: RequestFate, at_ms: u64) -> RequestFate {
+    let RequestFate::Delivered {
+        server: ServerFate::Normal { return_latency_ms },
+        ..
+    } = fate
+    else {
+        return fate;
+    };
+    let Some(held_ms) = faults.fire(FaultClass::LateArrival, at_ms, |stream| {
+        stream.range(1, 60_000)
+    }) else {
+        return fate;
+    };
+    assert!(held_ms >= 1);
+    RequestFate::HeldPastTimeout {
+        held_ms,
+        return_latency_ms,
     }
 }

@@ -25,6 +25,7 @@ pub fn engine_defects(planted: &ServerDefects) -> PlantedDefects {
         advance_cursor_past_foreign_commits: planted.advance_cursor_past_foreign_commits,
         skip_pull_notifications: planted.skip_pull_notifications,
         storage_error_leaves_sync_stuck: planted.storage_error_leaves_sync_stuck,
+        forget_timed_out_requests: planted.forget_timed_out_requests,
     }
 }
 

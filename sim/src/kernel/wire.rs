@@ -5,7 +5,9 @@
 //! which a driver answers requests itself. Payloads are never inspected or altered here.
 
 use super::event_log::{client_ids_in, Entry, EventKind};
-use super::network::{plan_partial_batch, plan_request, RequestFate, ServerFate};
+use super::network::{
+    plan_late_arrival, plan_partial_batch, plan_request, RequestFate, ServerFate,
+};
 use super::{Called, Event, Failure, Sim, EPOCH_MS};
 use crate::profile::FaultClass;
 use crate::server::{ServerFault, ServerReply};
@@ -172,13 +174,15 @@ impl Sim {
             None => {
                 let at_ms = self.now_ms - EPOCH_MS;
                 let fate = plan_request(&mut self.faults, &mut self.latency, &self.knobs, at_ms);
-                // Drawn after every older class, from its own stream.
-                plan_partial_batch(&mut self.faults, fate, batch_len, at_ms)
+                // Drawn after every older class, each from its own stream.
+                let fate = plan_partial_batch(&mut self.faults, fate, batch_len, at_ms);
+                plan_late_arrival(&mut self.faults, fate, at_ms)
             }
         });
         let fate_name = match fate {
             None => Some("unreachable"),
             Some(RequestFate::Lost) => Some("lost"),
+            Some(RequestFate::HeldPastTimeout { .. }) => Some("held"),
             Some(RequestFate::Delivered { .. }) => None,
         };
         let name = &self.devices[index].name;
@@ -208,6 +212,21 @@ impl Sim {
             RequestFate::Lost => {
                 let event = delivery(Err(TransportError::timeout("request lost")));
                 self.schedule(timeout_at, event);
+            }
+            RequestFate::HeldPastTimeout {
+                held_ms,
+                return_latency_ms,
+            } => {
+                let event = delivery(Err(TransportError::timeout("request held")));
+                self.schedule(timeout_at, event);
+                let late = Event::ServerArrival {
+                    device: index,
+                    generation,
+                    request: Box::new(request),
+                    fate: ServerFate::Normal { return_latency_ms },
+                    duplicate: false,
+                };
+                self.schedule(timeout_at + held_ms, late);
             }
             RequestFate::Delivered {
                 latency_ms,

@@ -126,6 +126,8 @@ pub enum Defect {
     StorageErrorLeavesSyncStuck,
     /// [`ServerDefects::partial_batch_keeps_rolled_back_results`].
     PartialBatchKeepsRolledBackResults,
+    /// [`ServerDefects::forget_timed_out_requests`] (an engine defect).
+    ForgetTimedOutRequests,
 }
 
 impl Defect {
@@ -229,6 +231,11 @@ pub struct ServerDefects {
     /// takes its ops for applied while the server holds none of them. Only the
     /// partial-batch fault reveals it.
     pub partial_batch_keeps_rolled_back_results: bool,
+    /// An engine defect (see `sync_engine::PlantedDefects`): a request that timed out is
+    /// remembered for a while only, and once forgotten its answer passes for the answer
+    /// to the request in flight. Only the late-arrival fault answers that late. The
+    /// server ignores it.
+    pub forget_timed_out_requests: bool,
 }
 
 impl ServerDefects {
@@ -281,6 +288,7 @@ impl ServerDefects {
             Defect::PartialBatchKeepsRolledBackResults => {
                 &mut self.partial_batch_keeps_rolled_back_results
             }
+            Defect::ForgetTimedOutRequests => &mut self.forget_timed_out_requests,
         }
     }
 
