@@ -112,7 +112,7 @@ pub struct PlantedDefects {
     /// a sync after the one that never ends. Invisible without storage faults.
     pub storage_error_leaves_sync_stuck: bool,
     /// Keep a request that timed out in a table for a while
-    /// ([`crate::sync::TIMED_OUT_MEMORY_MS`]) and, once its entry expires, take its late
+    /// (15 s of device time) and, once its entry expires, take its late
     /// answer as the answer to that request after all: a push's results settle its ops
     /// again, a pull's page is stored with its cursor, whatever the device did since.
     /// Invisible while every answer comes within a timeout of its request's own: only a

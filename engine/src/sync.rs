@@ -247,7 +247,7 @@ pub(crate) struct SyncMachine {
 }
 
 /// How long the planted `forget_timed_out_requests` remembers a timed-out request.
-pub const TIMED_OUT_MEMORY_MS: u64 = 15_000;
+pub(crate) const TIMED_OUT_MEMORY_MS: u64 = 15_000;
 
 impl SyncMachine {
     /// `first_request_id` comes from entropy, so a process restarted after a kill does
