@@ -4,6 +4,7 @@
 //! engine lifecycle, so no simulation kernel.
 
 use super::{decode, push_request, push_results, DataInput, StampInput, TENANT_A, TOKEN_A};
+use crate::server::rules::check_record;
 use crate::server::ReferenceServer;
 use arbitrary::Arbitrary;
 use serde::Deserialize;
@@ -224,12 +225,26 @@ fn check_server_agrees(
         assert_eq!(results.len(), 1);
         results.remove(0)
     };
+    // Data the server's own rules refuse (over the size limit, a title too long) never
+    // meets the conflict policy: the server refuses the write, and there is no verdict to
+    // compare.
+    let refused_by_rules = |result: &SyncResultItem, data: &Map<String, Value>| {
+        assert!(
+            !result.success && result.error_code == Some(ErrorCode::Validation),
+            "data the rules refuse ({:?}) must be refused: {result:?}",
+            check_record(data)
+        );
+    };
     let inserted = push(
         &mut server,
         json!({"opId": "op-server", "clientId": "c-1", "operation": "insert",
                "data": server_data, "spaceId": "space-1", "updatedAt": server_stamp}),
     );
-    assert!(inserted.success);
+    if check_record(server_data).is_err() {
+        refused_by_rules(&inserted, server_data);
+        return;
+    }
+    assert!(inserted.success, "{inserted:?}");
     let id = inserted.id.expect("an insert names its row");
     let operation = if input.local_deleted {
         "delete"
@@ -242,6 +257,10 @@ fn check_server_agrees(
         json!({"opId": "op-local", "id": id, "operation": operation, "data": local_data,
                "baseVersion": 0, "spaceId": "space-1", "updatedAt": local_stamp}),
     );
+    if !input.local_deleted && check_record(local_data).is_err() {
+        refused_by_rules(&result, local_data);
+        return;
+    }
     let row = server.records(TENANT_A)[0].clone();
     if input.local_deleted {
         assert!(
