@@ -287,6 +287,17 @@ fn refuse_every_write(request: &SyncRequest) -> Value {
     data_response(&request.operation_name, answer)
 }
 
+/// Runs a sync against a server that refuses every write.
+fn sync_refused(engine: &mut Engine) {
+    engine.sync_now().unwrap();
+    while let Some(request) = engine.poll_request() {
+        let answer = refuse_every_write(&request);
+        engine
+            .handle_response(request.request_id, Ok(answer))
+            .unwrap();
+    }
+}
+
 #[test]
 fn retrying_and_discarding_a_failed_write_announce_its_record() {
     let (_dir, mut engine) = open();
@@ -294,24 +305,12 @@ fn retrying_and_discarding_a_failed_write_announce_its_record() {
         .create(ENTITY, "s1", json!({"name": "refused"}))
         .unwrap();
     check(&mut engine, &[(ENTITY, &[id.as_str()])]);
-    engine.sync_now().unwrap();
-    while let Some(request) = engine.poll_request() {
-        let answer = refuse_every_write(&request);
-        engine
-            .handle_response(request.request_id, Ok(answer))
-            .unwrap();
-    }
+    sync_refused(&mut engine);
     // The rejected insert becomes a local tombstone: a change.
     check(&mut engine, &[(ENTITY, &[id.as_str()])]);
     engine.retry_failed(sync_engine::WhichFailed::All).unwrap();
     check(&mut engine, &[(ENTITY, &[id.as_str()])]);
-    engine.sync_now().unwrap();
-    while let Some(request) = engine.poll_request() {
-        let answer = refuse_every_write(&request);
-        engine
-            .handle_response(request.request_id, Ok(answer))
-            .unwrap();
-    }
+    sync_refused(&mut engine);
     check(&mut engine, &[(ENTITY, &[id.as_str()])]);
     engine
         .discard_failed(sync_engine::WhichFailed::All)

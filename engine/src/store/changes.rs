@@ -76,33 +76,35 @@ pub fn note(conn: &Connection, client_id: &str, entity: Option<&str>) -> rusqlit
     Ok(())
 }
 
+/// The statement that notes every record of `records r` a condition on `r` (with `?1`)
+/// selects, as a literal for the statement cache.
+macro_rules! note_records_where {
+    ($filter:literal) => {
+        concat!(
+            "INSERT INTO temp.record_changes (",
+            note_columns!(),
+            ") SELECT r.client_id, r.entity, ",
+            shown_of_r_and_m!(),
+            " FROM main.records r LEFT JOIN main.id_map m ON m.client_id = r.client_id \
+             WHERE ",
+            $filter,
+            " AND NOT EXISTS (SELECT 1 FROM temp.record_changes c \
+             WHERE c.client_id = r.client_id)"
+        )
+    };
+}
+
 /// Notes every record of a space (before the space is wiped).
 pub fn note_space(conn: &Connection, space_id: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached(concat!(
-        "INSERT INTO temp.record_changes (",
-        note_columns!(),
-        ") SELECT r.client_id, r.entity, ",
-        shown_of_r_and_m!(),
-        " FROM main.records r LEFT JOIN main.id_map m ON m.client_id = r.client_id \
-         WHERE r.space_id = ?1 \
-         AND NOT EXISTS (SELECT 1 FROM temp.record_changes c WHERE c.client_id = r.client_id)"
-    ))?
-    .execute([space_id])?;
+    conn.prepare_cached(note_records_where!("r.space_id = ?1"))?
+        .execute([space_id])?;
     Ok(())
 }
 
 /// Notes every record of an entity (before the entity is cleared).
 pub fn note_entity(conn: &Connection, entity: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached(concat!(
-        "INSERT INTO temp.record_changes (",
-        note_columns!(),
-        ") SELECT r.client_id, r.entity, ",
-        shown_of_r_and_m!(),
-        " FROM main.records r LEFT JOIN main.id_map m ON m.client_id = r.client_id \
-         WHERE r.entity = ?1 \
-         AND NOT EXISTS (SELECT 1 FROM temp.record_changes c WHERE c.client_id = r.client_id)"
-    ))?
-    .execute([entity])?;
+    conn.prepare_cached(note_records_where!("r.entity = ?1"))?
+        .execute([entity])?;
     Ok(())
 }
 
