@@ -391,6 +391,10 @@ mod tests {
                 "storage_error_leaves_sync_stuck",
                 "partial_batch_keeps_rolled_back_results",
                 "forget_timed_out_requests",
+                "insert_ignores_known_client_id",
+                "omit_deleted_ids",
+                "version_hash_counts_tombstones",
+                "apply_items_before_validating",
             ]
         );
         for &name in DEFECT_NAMES {
@@ -490,6 +494,10 @@ mod tests {
             storage_error_leaves_sync_stuck: true,
             partial_batch_keeps_rolled_back_results: true,
             forget_timed_out_requests: true,
+            insert_ignores_known_client_id: true,
+            omit_deleted_ids: true,
+            version_hash_counts_tombstones: true,
+            apply_items_before_validating: true,
         };
         assert_eq!(ServerDefects::planting(Defect::ALL.iter().copied()), every);
         assert_eq!(every.planted(), Defect::ALL.to_vec());

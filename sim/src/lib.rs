@@ -9,6 +9,8 @@ pub mod campaign;
 pub mod case;
 pub mod determinism;
 pub mod fuzzing;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod kernel;
 pub mod oracle;
 pub mod profile;

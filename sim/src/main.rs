@@ -8,6 +8,8 @@
 //! any seed runs, so a misspelt flag or value stops the command with a suggestion instead
 //! of being ignored or failing halfway through a campaign.
 
+mod wire_commands;
+
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use std::ops::Range;
@@ -72,6 +74,13 @@ enum Command {
     /// Run one fixed workload once per transaction boundary of the engines, killing the
     /// app there, then converge and check every invariant; fails on the first violation.
     Sweep(SweepArgs),
+    /// Serve the reference server over GraphQL on HTTP (POST /graphql) on a loopback
+    /// address, with two local tenants (needs the `http` feature).
+    Serve(wire_commands::ServeArgs),
+    /// Check a server against the wire contract over GraphQL on HTTP: idempotency,
+    /// conflicts, paging, deletes, tenant isolation, the checksum, malformed requests
+    /// (needs the `http` feature). Exit code 1 when any check fails.
+    Conformance(wire_commands::ConformanceArgs),
 }
 
 #[derive(Debug, Args)]
@@ -220,6 +229,8 @@ fn main() -> ExitCode {
         Command::Sweep(args) => command_sweep(args),
         Command::Shrink(args) => command_shrink(args),
         Command::CaseFromFuzz(args) => command_case_from_fuzz(args),
+        Command::Serve(args) => wire_commands::command_serve(args),
+        Command::Conformance(args) => wire_commands::command_conformance(args),
     };
     match result {
         Ok(code) => code,

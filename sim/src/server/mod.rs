@@ -128,6 +128,14 @@ pub enum Defect {
     PartialBatchKeepsRolledBackResults,
     /// [`ServerDefects::forget_timed_out_requests`] (an engine defect).
     ForgetTimedOutRequests,
+    /// [`ServerDefects::insert_ignores_known_client_id`].
+    InsertIgnoresKnownClientId,
+    /// [`ServerDefects::omit_deleted_ids`].
+    OmitDeletedIds,
+    /// [`ServerDefects::version_hash_counts_tombstones`].
+    VersionHashCountsTombstones,
+    /// [`ServerDefects::apply_items_before_validating`].
+    ApplyItemsBeforeValidating,
 }
 
 impl Defect {
@@ -236,6 +244,21 @@ pub struct ServerDefects {
     /// to the request in flight. Only the late-arrival fault answers that late. The
     /// server ignores it.
     pub forget_timed_out_requests: bool,
+    /// An insert under a new `opId` whose `clientId` the tenant already has creates a
+    /// second record instead of answering with the existing one (replay by `opId` still
+    /// works): a device that re-issues an insert it never heard back about, as a force
+    /// push does, duplicates the record.
+    pub insert_ignores_known_client_id: bool,
+    /// Pull pages leave `deletedIds` empty: tombstones move the cursor but are never
+    /// reported, so a delete never reaches a device that already had the record.
+    pub omit_deleted_ids: bool,
+    /// The last page's `versionHash` also counts deleted records, so a device holding
+    /// exactly the live records never matches it.
+    pub version_hash_counts_tombstones: bool,
+    /// A push batch is validated item by item while it is applied: the valid items before
+    /// a malformed one are applied, then the request is refused. The simulator's clients
+    /// never send a malformed item, so only `syncsim conformance` reveals it.
+    pub apply_items_before_validating: bool,
 }
 
 impl ServerDefects {
@@ -289,7 +312,16 @@ impl ServerDefects {
                 &mut self.partial_batch_keeps_rolled_back_results
             }
             Defect::ForgetTimedOutRequests => &mut self.forget_timed_out_requests,
+            Defect::InsertIgnoresKnownClientId => &mut self.insert_ignores_known_client_id,
+            Defect::OmitDeletedIds => &mut self.omit_deleted_ids,
+            Defect::VersionHashCountsTombstones => &mut self.version_hash_counts_tombstones,
+            Defect::ApplyItemsBeforeValidating => &mut self.apply_items_before_validating,
         }
+    }
+
+    /// Whether a `clientId` may own several records (idempotency switched off).
+    pub(super) fn allows_duplicate_client_ids(self) -> bool {
+        self.skip_op_id_dedupe || self.insert_ignores_known_client_id
     }
 
     /// Each flag that is set in either.
@@ -412,6 +444,17 @@ impl ReferenceServer {
             self.tenant_by_token.get(token).map(String::as_str),
             Some(tenant_id)
         );
+    }
+
+    /// The tenant `token` acts for, if the server knows the token.
+    pub fn tenant_of_token(&self, token: &str) -> Option<&str> {
+        self.tenant_by_token.get(token).map(String::as_str)
+    }
+
+    /// Stops `token` from acting for anyone; the tenant's data stays.
+    pub fn revoke_tenant_token(&mut self, token: &str) {
+        self.tenant_by_token.remove(token);
+        assert!(self.tenant_of_token(token).is_none());
     }
 
     /// A business rule of the server's, not a fault: from now on every push item that
@@ -675,6 +718,9 @@ impl ReferenceServer {
                         ))
                     })?;
                 let tenant_id = self.authorized_tenant(&token_tenant_id, &variables.tenant_id)?;
+                if self.defects.apply_items_before_validating {
+                    self.apply_valid_prefix(&tenant_id, &entity, &variables.payload);
+                }
                 let mut items = push::validate(variables.payload).map_err(Rejection::validation)?;
                 rules::check_request_size(items.iter().map(push::PushItem::data))
                     .map_err(Rejection::validation)?;
@@ -696,6 +742,24 @@ impl ReferenceServer {
             }
         };
         Ok(wire::data_response(&request.operation_name, payload))
+    }
+
+    /// The planted `apply_items_before_validating`: applies the items before the first
+    /// malformed one, as a server validating while it writes would.
+    fn apply_valid_prefix(
+        &mut self,
+        tenant_id: &str,
+        entity: &str,
+        payload: &[wire::SyncPushItem],
+    ) {
+        let valid_prefix: Vec<push::PushItem> = payload
+            .iter()
+            .map_while(|item| push::validate(vec![item.clone()]).ok())
+            .flatten()
+            .collect();
+        if !valid_prefix.is_empty() && valid_prefix.len() < payload.len() {
+            let _applied = self.handle_push(tenant_id, entity, valid_prefix);
+        }
     }
 
     /// The tenant a request acts for: the token's, which `variables.tenantId` must name

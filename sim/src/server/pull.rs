@@ -165,7 +165,9 @@ impl ReferenceServer {
         let mut deleted_ids = Vec::new();
         for record in rows {
             if record.is_deleted {
-                deleted_ids.push(record.id.clone());
+                if !self.defects.omit_deleted_ids {
+                    deleted_ids.push(record.id.clone());
+                }
             } else {
                 let item = PulledItem {
                     id: record.id.clone(),
@@ -185,7 +187,9 @@ impl ReferenceServer {
             wire::version_hash(
                 tenant
                     .entity_records(entity)
-                    .filter(|record| !record.is_deleted)
+                    .filter(|record| {
+                        !record.is_deleted || self.defects.version_hash_counts_tombstones
+                    })
                     .map(|record| (record.id.as_str(), record.version)),
             )
         });

@@ -386,7 +386,7 @@ fn decide_insert(
             "an insert needs a clientId".to_owned(),
         ));
     };
-    if !defects.skip_op_id_dedupe {
+    if !defects.allows_duplicate_client_ids() {
         if let Some(existing) = tenant.record_by_client_id(client_id) {
             if existing.entity != entity {
                 let message = format!(

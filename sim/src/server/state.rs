@@ -16,8 +16,8 @@ type ChangeKey = (u64, String);
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(super) struct TenantState {
     records_by_id: BTreeMap<String, ServerRecord>,
-    /// `clientId` → server id. With `skip_op_id_dedupe` planted, a clientId may own several
-    /// rows; the index keeps the first.
+    /// `clientId` → server id. With `skip_op_id_dedupe` or `insert_ignores_known_client_id`
+    /// planted, a clientId may own several rows; the index keeps the first.
     id_by_client_id: BTreeMap<String, String>,
     /// Per entity, the pull order of its records.
     change_order: BTreeMap<String, BTreeSet<ChangeKey>>,
@@ -191,7 +191,7 @@ impl TenantState {
                 "record {id} missing from pull order"
             );
             let first_client_id_use = client_ids.insert(&record.client_id);
-            if !defects_ever.skip_op_id_dedupe {
+            if !defects_ever.allows_duplicate_client_ids() {
                 assert!(
                     first_client_id_use,
                     "clientId {} used twice in tenant {tenant_id}",
