@@ -391,6 +391,7 @@ mod tests {
                 "storage_error_leaves_sync_stuck",
                 "partial_batch_keeps_rolled_back_results",
                 "forget_timed_out_requests",
+                "trust_repeated_cursor",
             ]
         );
         for &name in DEFECT_NAMES {
@@ -490,6 +491,7 @@ mod tests {
             storage_error_leaves_sync_stuck: true,
             partial_batch_keeps_rolled_back_results: true,
             forget_timed_out_requests: true,
+            trust_repeated_cursor: true,
         };
         assert_eq!(ServerDefects::planting(Defect::ALL.iter().copied()), every);
         assert_eq!(every.planted(), Defect::ALL.to_vec());
