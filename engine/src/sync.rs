@@ -1047,10 +1047,7 @@ pub(crate) fn local_version_hash(
     conn: &rusqlite::Connection,
     entity: &str,
 ) -> rusqlite::Result<String> {
-    let pairs = store::server_versions(conn, entity)?;
-    Ok(crate::wire::version_hash(
-        pairs.iter().map(|(id, version)| (id.as_str(), *version)),
-    ))
+    store::version_hash(conn, entity)
 }
 
 /// The largest version a server may report: far beyond any real count of writes, far

@@ -186,7 +186,7 @@ impl ReferenceServer {
                 tenant
                     .entity_records(entity)
                     .filter(|record| !record.is_deleted)
-                    .map(|record| (record.id.as_str(), record.version)),
+                    .map(|record| (record.id.as_str(), record.version, &record.data)),
             )
         });
         let response = SyncPullResponse {
