@@ -118,6 +118,11 @@ pub struct PlantedDefects {
     /// Invisible while every answer comes within a timeout of its request's own: only a
     /// request that reaches the server after the device gave up on it answers later.
     pub forget_timed_out_requests: bool,
+    /// Take every pull page's cursor as progress: a page that says more rows follow but
+    /// hands back the cursor its request sent (or one already passed in the same run of
+    /// pages) is stored and its "next" page asked for, again and again, for as long as the
+    /// server answers so. Invisible against a server whose pages always advance.
+    pub trust_repeated_cursor: bool,
 }
 
 impl EngineOptions {

@@ -41,6 +41,12 @@ pub enum SyncFailure {
     /// The app abandoned it (a wipe, a logout, another force).
     #[error("cancelled")]
     Cancelled,
+    /// The server's pull pages stopped advancing: a page said more rows follow but handed
+    /// back the cursor its request sent (or one already passed in the same run of pages),
+    /// so asking again would ask for the same page forever. The page was refused whole;
+    /// the pages committed before it stay, and the retry timer pulls from `cursor` again.
+    #[error("the pages of {entity} stopped advancing at cursor {cursor:?}")]
+    PagingStalled { entity: String, cursor: String },
     /// The device's database failed a write the sync needed (full, or locked by another
     /// connection). The call that met it returned the same failure as
     /// [`SyncError::Storage`](crate::SyncError::Storage); nothing of the failed

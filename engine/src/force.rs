@@ -258,7 +258,7 @@ impl Engine {
                 .commit(tx, CommitSite::ForceStaged, &mut self.sync.events)?;
             self.crash_point(CrashPoint::BetweenPullPages)
                 .map_err(SyncError::Killed)?;
-            self.emit_pull(entity, Some(page.last_sync_at));
+            self.emit_next_page(entity, Some(page.last_sync_at));
             return Ok(());
         }
         if let Some(reason) = force_staging::refusal(&tx, entity)? {

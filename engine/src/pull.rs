@@ -28,6 +28,48 @@ pub(crate) enum PageKind {
     Replacement,
 }
 
+/// Watches one run of pull pages (from a first page to the one that says no more follow)
+/// for a cursor that comes round again: a server whose pages with more to come hand back
+/// the request's own cursor, or cycle through a few, would be asked for the same pages
+/// forever. Constant memory whatever the run's length (Brent's cycle detection): besides
+/// the request's own cursor, one earlier cursor is kept and replaced at every power of two
+/// of pages, so a cycle of any length is seen within three times the pages up to its end.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct PagingWatch {
+    /// The cursor a page must not hand back: the run's first, then the latest one kept.
+    kept: String,
+    /// Pages since `kept` was kept, and after how many the next one is kept.
+    pages: u64,
+    pages_to_keep: u64,
+}
+
+impl PagingWatch {
+    /// A run of pages starts from `cursor` (`""` for the start).
+    pub(crate) fn start(&mut self, cursor: &str) {
+        self.kept.clear();
+        self.kept.push_str(cursor);
+        self.pages = 0;
+        self.pages_to_keep = 1;
+    }
+
+    /// Whether a page asked for from `sent` that hands back `next` (with more to come)
+    /// moves the run on; remembers it when it does.
+    pub(crate) fn advances(&mut self, sent: &str, next: &str) -> bool {
+        if next == sent || next == self.kept {
+            return false;
+        }
+        self.pages += 1;
+        if self.pages == self.pages_to_keep {
+            self.kept.clear();
+            self.kept.push_str(next);
+            self.pages = 0;
+            self.pages_to_keep = self.pages_to_keep.saturating_mul(2);
+        }
+        assert!(self.pages < self.pages_to_keep);
+        true
+    }
+}
+
 /// Reads a pull page; `None` when it is malformed or carries impossible numbers.
 pub(crate) fn parse_pull_page(payload: Value) -> Option<(SyncPullResponse, Vec<PulledItem>)> {
     let mut page: SyncPullResponse = serde_json::from_value(payload).ok()?;
@@ -251,4 +293,53 @@ pub(crate) fn forget_records_missing_on_server(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PagingWatch;
+
+    /// Runs pages from `""` whose cursors are `next(page)`; the page at which the watch
+    /// sees no progress, if any within `pages_max`.
+    fn stall_at(next: impl Fn(u64) -> String, pages_max: u64) -> Option<u64> {
+        let mut watch = PagingWatch::default();
+        watch.start("");
+        let mut sent = String::new();
+        for page in 0..pages_max {
+            let cursor = next(page);
+            if !watch.advances(&sent, &cursor) {
+                return Some(page);
+            }
+            sent = cursor;
+        }
+        None
+    }
+
+    // Proves a run of pages that keeps advancing is never taken for a stall, and that a
+    // repeated cursor or a cycle of any length is seen within three times the pages up to
+    // its end.
+    #[test]
+    fn a_cursor_that_comes_round_again_is_seen_and_progress_is_not() {
+        assert_eq!(stall_at(|page| format!("c{page}"), 10_000), None);
+        assert_eq!(stall_at(|_| String::new(), 10), Some(0));
+        assert_eq!(stall_at(|page| format!("c{}", page.min(3)), 10), Some(4));
+        for cycle in 2..40 {
+            let tail = 7;
+            let next = |page: u64| {
+                format!(
+                    "c{}",
+                    if page < tail {
+                        page
+                    } else {
+                        tail + (page - tail) % cycle
+                    }
+                )
+            };
+            let stalled = stall_at(next, 10_000).expect("a cycle is seen");
+            assert!(
+                stalled <= 3 * (tail + cycle),
+                "cycle {cycle} seen at page {stalled}"
+            );
+        }
+    }
 }

@@ -37,7 +37,7 @@ use crate::error::SyncError;
 use crate::failure::SyncFailure;
 use crate::pull::{
     self, forget_records_missing_on_server, merge_pulled_delete, merge_pulled_item,
-    parse_pull_page, PageKind,
+    parse_pull_page, PageKind, PagingWatch,
 };
 use crate::push::{prepare_push, settle_conflict, PreparedPush};
 use crate::record::OpStatus;
@@ -211,6 +211,8 @@ enum InFlight {
     Pull {
         entity: String,
         operation_name: String,
+        /// The cursor the request sent (`""` for none).
+        cursor: String,
     },
 }
 
@@ -244,6 +246,10 @@ pub(crate) struct SyncMachine {
     /// The requests of this process that timed out, with when (device clock), kept only
     /// with the planted `forget_timed_out_requests`.
     timed_out: BTreeMap<u64, (u64, InFlight)>,
+    /// Watches the current run of pages of one entity (from its first page to the one
+    /// that says no more follow) for a cursor that comes round again; restarted when a
+    /// run of pages starts.
+    paging: PagingWatch,
 }
 
 /// How long the planted `forget_timed_out_requests` remembers a timed-out request.
@@ -275,6 +281,7 @@ impl SyncMachine {
             push_cap: None,
             cleanup_owed: false,
             timed_out: BTreeMap::new(),
+            paging: PagingWatch::default(),
         }
     }
 
@@ -495,7 +502,8 @@ impl Engine {
             InFlight::Pull {
                 entity,
                 operation_name,
-            } => self.handle_pull_response(&entity, &operation_name, response),
+                cursor,
+            } => self.handle_pull_response(&entity, &operation_name, &cursor, response),
         }
     }
 
@@ -716,7 +724,17 @@ impl Engine {
             .map_err(SyncError::Killed)
     }
 
+    /// Emits the first pull of a run of pages of `entity`, from `cursor`.
     pub(crate) fn emit_pull(&mut self, entity: &str, cursor: Option<String>) {
+        self.sync
+            .paging
+            .start(cursor.as_deref().unwrap_or_default());
+        self.emit_next_page(entity, cursor);
+    }
+
+    /// Emits the pull of the next page of the run of pages under way.
+    pub(crate) fn emit_next_page(&mut self, entity: &str, cursor: Option<String>) {
+        let sent = cursor.clone().unwrap_or_default();
         let config = self
             .options
             .registry
@@ -735,6 +753,7 @@ impl Engine {
             InFlight::Pull {
                 entity: entity.to_owned(),
                 operation_name,
+                cursor: sent,
             },
         );
     }
@@ -871,6 +890,7 @@ impl Engine {
         &mut self,
         entity: &str,
         operation_name: &str,
+        cursor: &str,
         response: Value,
     ) -> Result<(), SyncError> {
         let payload = match into_envelope(operation_name, response) {
@@ -886,6 +906,16 @@ impl Engine {
         let Some((page, items)) = parse_pull_page(payload) else {
             return self.fail_sync(SyncFailure::invalid_answer("malformed pull response"));
         };
+        // A page with more to come must move the cursor somewhere this run of pages has
+        // not been: asking again from a cursor already sent would get the same pages
+        // again, forever. Refused before anything of the page is written.
+        let stalled = page.has_more && !self.sync.paging.advances(cursor, &page.last_sync_at);
+        if stalled && !self.options.planted_defects.trust_repeated_cursor {
+            return self.fail_sync(SyncFailure::PagingStalled {
+                entity: entity.to_owned(),
+                cursor: page.last_sync_at,
+            });
+        }
         let kind = match self.sync.phase {
             Phase::ForcePull { .. } => PageKind::Replacement,
             _ => PageKind::Incremental,
@@ -972,7 +1002,7 @@ impl Engine {
             };
             self.crash_point(CrashPoint::BetweenPullPages)
                 .map_err(SyncError::Killed)?;
-            self.emit_pull(entity, Some(page.last_sync_at));
+            self.emit_next_page(entity, Some(page.last_sync_at));
             return Ok(());
         }
         if let Some(server_hash) = &page.version_hash {
@@ -1017,10 +1047,7 @@ pub(crate) fn local_version_hash(
     conn: &rusqlite::Connection,
     entity: &str,
 ) -> rusqlite::Result<String> {
-    let pairs = store::server_versions(conn, entity)?;
-    Ok(crate::wire::version_hash(
-        pairs.iter().map(|(id, version)| (id.as_str(), *version)),
-    ))
+    store::version_hash(conn, entity)
 }
 
 /// The largest version a server may report: far beyond any real count of writes, far

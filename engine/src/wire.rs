@@ -298,34 +298,96 @@ pub fn into_envelope(operation_name: &str, mut response: Value) -> Envelope {
 }
 
 /// The checksum both sides compute over an entity's live records: FNV-1a (64-bit) over
-/// `id:version\n` lines sorted by id, as 16 hex digits.
-pub fn version_hash<'a>(pairs: impl IntoIterator<Item = (&'a str, i64)>) -> String {
-    let mut pairs: Vec<(&str, i64)> = pairs.into_iter().collect();
+/// `id:version:data\n` lines sorted by id, as 16 hex digits, where `data` is the record's
+/// data as canonical compact JSON (keys sorted, no whitespace: what `serde_json` writes
+/// for a `Map`, and the text the engine stores). A record whose data differs at the same
+/// version therefore changes the checksum. The text of a record never holds a raw
+/// newline (JSON escapes it), so the lines cannot run into each other.
+pub fn version_hash<'a>(
+    rows: impl IntoIterator<Item = (&'a str, i64, &'a Map<String, Value>)>,
+) -> String {
+    let mut rows: Vec<(&str, i64, &Map<String, Value>)> = rows.into_iter().collect();
     // Both sides usually read their rows in id order already: checking is one pass.
-    if !pairs.is_sorted() {
-        pairs.sort_unstable();
+    if !rows.is_sorted_by(|a, b| (a.0, a.1) <= (b.0, b.1)) {
+        rows.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
     }
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut feed = |bytes: &[u8]| {
-        for &byte in bytes {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
+    let mut hasher = VersionHasher::new();
+    for (id, version, data) in rows {
+        hasher.row(id, version, data);
+    }
+    hasher.finish()
+}
+
+/// [`version_hash`] fed one row at a time, in id order, with each row's data as a map
+/// (serialized straight into the hash, no text kept) or as its canonical text.
+#[derive(Clone, Debug)]
+pub struct VersionHasher {
+    hash: u64,
+}
+
+impl Default for VersionHasher {
+    fn default() -> Self {
+        VersionHasher::new()
+    }
+}
+
+impl VersionHasher {
+    pub fn new() -> VersionHasher {
+        VersionHasher {
+            hash: 0xcbf2_9ce4_8422_2325,
         }
-    };
-    for (id, version) in pairs {
-        feed(id.as_bytes());
-        feed(b":");
-        // The decimal digits without a `String` per line (this runs over every record).
-        feed(itoa::Buffer::new().format(version).as_bytes());
-        feed(b"\n");
     }
-    format!("{hash:016x}")
+
+    fn feed(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.hash ^= u64::from(byte);
+            self.hash = self.hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn head(&mut self, id: &str, version: i64) {
+        self.feed(id.as_bytes());
+        self.feed(b":");
+        // The decimal digits without a `String` per line (this runs over every record).
+        self.feed(itoa::Buffer::new().format(version).as_bytes());
+        self.feed(b":");
+    }
+
+    /// One row whose data is a map.
+    pub fn row(&mut self, id: &str, version: i64, data: &Map<String, Value>) {
+        self.head(id, version);
+        serde_json::to_writer(&mut *self, data).expect("a JSON map always serializes");
+        self.feed(b"\n");
+    }
+
+    /// One row whose data is already canonical compact JSON text.
+    pub fn row_text(&mut self, id: &str, version: i64, data_text: &str) {
+        self.head(id, version);
+        self.feed(data_text.as_bytes());
+        self.feed(b"\n");
+    }
+
+    pub fn finish(self) -> String {
+        format!("{:016x}", self.hash)
+    }
+}
+
+impl std::io::Write for VersionHasher {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.feed(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     //! The Rust types and `schema.graphql` agree on every field name, and JSON is camelCase.
     use super::*;
+    use serde_json::json;
     use std::collections::BTreeSet;
 
     const SDL: &str = include_str!("../schema.graphql");
@@ -493,16 +555,37 @@ mod tests {
     }
 
     #[test]
-    fn version_hash_ignores_input_order() {
-        let a = version_hash([("b", 2), ("a", 1)]);
-        assert_eq!(a, version_hash([("a", 1), ("b", 2)]));
-        assert_ne!(a, version_hash([("a", 1), ("b", 3)]));
+    fn version_hash_ignores_input_order_and_covers_data() {
+        let empty = Map::new();
+        let data = |value: Value| value.as_object().cloned().expect("an object");
+        let titled = data(json!({"t": "x y", "n": 1}));
+        let a = version_hash([("b", 2, &empty), ("a", 1, &empty)]);
+        assert_eq!(a, version_hash([("a", 1, &empty), ("b", 2, &empty)]));
+        assert_ne!(a, version_hash([("a", 1, &empty), ("b", 3, &empty)]));
+        // The same version with other data is another checksum.
+        assert_ne!(a, version_hash([("a", 1, &empty), ("b", 2, &titled)]));
         assert_eq!(version_hash([]).len(), 16);
-        // FNV-1a 64 over "a:1\nb:-2\nc:1234567890123\n", as any server computes it.
+        // FNV-1a 64 over `a:1:{}\nb:-2:{"n":1,"t":"x y"}\nc:1234567890123:{"a":[1,null]}\n`,
+        // as any server computes it: keys sorted, compact.
+        let listed = data(json!({"a": [1, null]}));
         assert_eq!(
-            version_hash([("c", 1_234_567_890_123), ("a", 1), ("b", -2)]),
-            "d12d7cf182690e2e"
+            version_hash([
+                ("c", 1_234_567_890_123, &listed),
+                ("a", 1, &empty),
+                ("b", -2, &titled)
+            ]),
+            "573d67def1cb465d"
         );
+        // Fed as text, the canonical text of each map gives the same checksum.
+        let mut hasher = VersionHasher::new();
+        for (id, version, map) in [
+            ("a", 1, &empty),
+            ("b", -2, &titled),
+            ("c", 1_234_567_890_123, &listed),
+        ] {
+            hasher.row_text(id, version, &serde_json::to_string(map).unwrap());
+        }
+        assert_eq!(hasher.finish(), "573d67def1cb465d");
     }
 
     // A failed op stores its code by `as_str`: the spelling must be the wire's, both ways.

@@ -395,6 +395,7 @@ mod tests {
                 "omit_deleted_ids",
                 "version_hash_counts_tombstones",
                 "apply_items_before_validating",
+                "trust_repeated_cursor",
             ]
         );
         for &name in DEFECT_NAMES {
@@ -498,6 +499,7 @@ mod tests {
             omit_deleted_ids: true,
             version_hash_counts_tombstones: true,
             apply_items_before_validating: true,
+            trust_repeated_cursor: true,
         };
         assert_eq!(ServerDefects::planting(Defect::ALL.iter().copied()), every);
         assert_eq!(every.planted(), Defect::ALL.to_vec());

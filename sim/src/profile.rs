@@ -134,6 +134,10 @@ pub enum FaultClass {
     /// the server only then, after the device gave up on it (and usually retried): the
     /// server applies it late, and its answer comes to a device that no longer waits.
     LateArrival,
+    /// For a while, the server's pull pages stop advancing: every pull it would answer
+    /// normally hands back the request's own cursor with `hasMore: true`, with the page's
+    /// rows or with none, as a server stuck in a paging bug would.
+    EndlessPaging,
 }
 
 impl FaultClass {
@@ -157,7 +161,11 @@ impl FaultClass {
 
     /// The server faults added after the storage faults, drawn after them (for the same
     /// reason), in this order.
-    pub const SERVER_LATE: [FaultClass; 2] = [FaultClass::PartialBatch, FaultClass::LateArrival];
+    pub const SERVER_LATE: [FaultClass; 3] = [
+        FaultClass::PartialBatch,
+        FaultClass::LateArrival,
+        FaultClass::EndlessPaging,
+    ];
 
     /// Whether the class's knob is drawn after the swarm's walk over every class.
     fn drawn_later(self) -> bool {
@@ -365,7 +373,12 @@ impl Knobs {
         // about half the seeds.
         for class in FaultClass::SERVER_LATE {
             if rng.coin() {
-                let numerator = rng.range(2, 15);
+                // A firing of endless paging stalls every pull for a window, not one
+                // request: it fires less often.
+                let numerator = match class {
+                    FaultClass::EndlessPaging => rng.range(1, 4),
+                    _ => rng.range(2, 15),
+                };
                 knobs
                     .faults
                     .insert(class, Ratio::new(numerator, denominator));
@@ -417,6 +430,7 @@ mod tests {
                 "storage_busy",
                 "partial_batch",
                 "late_arrival",
+                "endless_paging",
             ]
         );
         for class in FaultClass::ALL {

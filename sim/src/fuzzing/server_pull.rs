@@ -298,7 +298,7 @@ pub(super) fn check_page_rows(
     let live = records
         .iter()
         .filter(|record| record.entity == entity && !record.is_deleted)
-        .map(|record| (record.id.as_str(), record.version));
+        .map(|record| (record.id.as_str(), record.version, &record.data));
     // The checksum comes with the last page only, where the client compares it.
     let expected_hash = (!page.has_more).then(|| wire::version_hash(live));
     assert_eq!(page.version_hash, expected_hash);

@@ -206,6 +206,7 @@ impl SimBuilder {
                 &knobs,
                 FaultChooser::new(self.fault_selection, self.record_faults),
             ),
+            paging_window: None,
             latency: SimRng::for_stream(seed, Stream::Network),
             restarts: SimRng::for_stream(seed, Stream::Restarts),
             oracle,

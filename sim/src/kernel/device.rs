@@ -234,6 +234,9 @@ pub struct Device {
     /// Syncs numbered as they start; the number of the last one that completed.
     pub sync_started_seq: u64,
     pub sync_completed_seq: u64,
+    /// Pull requests sent per entity since the current process's sync (or force, or
+    /// repair of that entity) began: the paging budget's count ([`super::Sim::drain`]).
+    pub pulls_this_sync: BTreeMap<String, u64>,
     pub counters: Counters,
     /// Fates a driver chose for the next requests ([`super::Sim::plan_fates`]).
     pub planned_fates: VecDeque<super::network::RequestFate>,
@@ -270,6 +273,7 @@ impl Device {
             single_op_pushes: BTreeMap::new(),
             sync_started_seq: 0,
             sync_completed_seq: 0,
+            pulls_this_sync: BTreeMap::new(),
             counters: Counters::default(),
             planned_fates: VecDeque::new(),
             disk_full_until_ms: None,
@@ -356,6 +360,7 @@ impl Device {
         self.disk_full_until_ms = None;
         self.lock_holder = None;
         self.generation += 1;
+        self.pulls_this_sync.clear();
         self.timer_at = None;
         self.in_flight.clear();
         self.single_op_pushes.clear();

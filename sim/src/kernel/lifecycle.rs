@@ -10,6 +10,7 @@ use crate::oracle::Origin;
 use crate::profile::FaultClass;
 use crate::rng::SimRng;
 use std::sync::Arc;
+use sync_engine::registry::OperationKind;
 use sync_engine::wire::SyncRequest;
 use sync_engine::{
     CrashPoint, Engine, EngineOptions, Env, ForceDirection, ForceOutcome, ForcePlan, SyncEvent,
@@ -260,7 +261,42 @@ impl Sim {
             self.engine_event(index, event)?;
         }
         for request in requests {
+            self.check_paging_budget(index, &request)?;
             self.send(index, request);
+        }
+        Ok(())
+    }
+
+    /// A liveness check of every pull a device sends: within one sync (or force, or
+    /// repair) a pass over an entity's pages asks at most once per row the server holds,
+    /// plus once for the last page, since every page but the last carries a row. Two
+    /// passes fit (one cut short by a force, then the force's own), so a device past
+    /// `2 × (rows + 2)` pulls of one entity is asking for pages that do not advance, and
+    /// would go on for as long as the server answered so.
+    fn check_paging_budget(&mut self, index: usize, request: &SyncRequest) -> Result<(), Failure> {
+        let Some((OperationKind::Pull, config)) =
+            self.registry.resolve_operation(&request.operation_name)
+        else {
+            return Ok(());
+        };
+        let entity = config.name();
+        let device = &mut self.devices[index];
+        let sent = device.pulls_this_sync.entry(entity.to_owned()).or_insert(0);
+        *sent += 1;
+        let sent = *sent;
+        // Counting is cheap; the bound is worked out only once a pass is longer than most.
+        if sent <= 4 {
+            return Ok(());
+        }
+        let rows = self.server.pull_rows(&request.tenant_id, entity) as u64;
+        let budget = 2 * (rows + 2);
+        if sent > budget {
+            return Err(violation(format!(
+                "paging without progress: {} sent {sent} pulls of {entity} in one sync while the \
+                 server holds {rows} of its rows (at most {budget} pages): it keeps asking for \
+                 pages that do not advance",
+                device.name
+            )));
         }
         Ok(())
     }
@@ -272,10 +308,18 @@ impl Sim {
             SyncEvent::SyncStarted { .. } => {
                 device.sync_started_seq += 1;
                 device.counters.syncs_started += 1;
+                device.pulls_this_sync.clear();
             }
             SyncEvent::SyncCompleted => {
                 device.sync_completed_seq = device.sync_started_seq;
                 self.syncs_completed += 1;
+                device.pulls_this_sync.clear();
+            }
+            SyncEvent::SyncFailed { .. }
+            | SyncEvent::ForceCompleted { .. }
+            | SyncEvent::ForceFailed { .. } => device.pulls_this_sync.clear(),
+            SyncEvent::RepairStarted { entity } => {
+                device.pulls_this_sync.remove(entity);
             }
             SyncEvent::ConflictStored { .. } => self.conflicts_stored += 1,
             _ => {}

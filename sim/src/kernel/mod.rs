@@ -281,6 +281,8 @@ pub struct Sim {
     tenants: Vec<String>,
     kill_switch: Arc<Mutex<KillSwitch>>,
     faults: Faults,
+    /// The server's pull pages do not advance until then (the endless-paging fault).
+    paging_window: Option<network::PagingWindow>,
     latency: SimRng,
     restarts: SimRng,
     oracle: Oracle,

@@ -6,7 +6,9 @@
 //! (a timeout first, the real answer later), the request is delivered twice, or it is
 //! delayed (which reorders deliveries across devices), or the server applies the first
 //! few ops of a push batch and then fails it (`SERVER_BUSY` or a dropped connection), or
-//! a request is held until after the device's timeout and reaches the server only then.
+//! a request is held until after the device's timeout and reaches the server only then,
+//! or, for a while, the server's pull pages hand back their request's cursor with
+//! `hasMore: true` (a window the class opens and every normal pull inside it meets).
 //! During a partition every request fails as unreachable. The network never alters
 //! payloads; of their contents it reads only how many ops a push carries.
 
@@ -55,6 +57,72 @@ pub enum ServerFate {
         connection_dropped: bool,
         return_latency_ms: u64,
     },
+    /// The server reads the pull page as usual, then answers it as a page that does not
+    /// advance: the request's own cursor, `hasMore: true`, the page's rows only when
+    /// `with_items`.
+    EndlessPaging {
+        with_items: bool,
+        return_latency_ms: u64,
+    },
+}
+
+/// A stretch of virtual time during which the server's pull pages do not advance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PagingWindow {
+    /// Virtual time since the run began, like a fault's `at_ms`.
+    pub until_ms: u64,
+    pub with_items: bool,
+}
+
+/// The longest window of endless paging one firing opens.
+pub const ENDLESS_PAGING_MS_MAX: u64 = 60_000;
+
+/// The endless-paging fault, for a pull the server would answer normally: every such
+/// pull throws the class's dice (from its own stream), so its opportunities do not depend
+/// on earlier firings; one that fires opens (or extends) a window of 5 s to 1 min, and
+/// every normal pull inside an open window meets the fault.
+pub fn plan_endless_paging(
+    faults: &mut Faults,
+    window: &mut Option<PagingWindow>,
+    fate: RequestFate,
+    is_pull: bool,
+    at_ms: u64,
+) -> RequestFate {
+    let RequestFate::Delivered {
+        latency_ms,
+        server: ServerFate::Normal { return_latency_ms },
+        duplicate_after_ms,
+    } = fate
+    else {
+        return fate;
+    };
+    if !is_pull {
+        return fate;
+    }
+    let fired = faults.fire(FaultClass::EndlessPaging, at_ms, |stream| {
+        (stream.range(5_000, ENDLESS_PAGING_MS_MAX), stream.coin())
+    });
+    if let Some((window_ms, with_items)) = fired {
+        let until_ms = at_ms + window_ms;
+        let longer = window.is_none_or(|open| open.until_ms < until_ms);
+        if longer {
+            *window = Some(PagingWindow {
+                until_ms,
+                with_items,
+            });
+        }
+    }
+    let Some(open) = window.filter(|open| at_ms < open.until_ms && faults.is_on()) else {
+        return fate;
+    };
+    RequestFate::Delivered {
+        latency_ms,
+        server: ServerFate::EndlessPaging {
+            with_items: open.with_items,
+            return_latency_ms,
+        },
+        duplicate_after_ms,
+    }
 }
 
 /// The partial-batch fault, for a push of `batch_len` items the server would answer

@@ -26,6 +26,7 @@ pub fn engine_defects(planted: &ServerDefects) -> PlantedDefects {
         skip_pull_notifications: planted.skip_pull_notifications,
         storage_error_leaves_sync_stuck: planted.storage_error_leaves_sync_stuck,
         forget_timed_out_requests: planted.forget_timed_out_requests,
+        trust_repeated_cursor: planted.trust_repeated_cursor,
     }
 }
 

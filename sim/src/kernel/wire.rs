@@ -6,12 +6,14 @@
 
 use super::event_log::{client_ids_in, Entry, EventKind};
 use super::network::{
-    plan_late_arrival, plan_partial_batch, plan_request, RequestFate, ServerFate,
+    plan_endless_paging, plan_late_arrival, plan_partial_batch, plan_request, PagingWindow,
+    RequestFate, ServerFate,
 };
 use super::{Called, Event, Failure, Sim, EPOCH_MS};
 use crate::profile::FaultClass;
 use crate::server::{ServerFault, ServerReply};
 use serde_json::Value;
+use sync_engine::registry::OperationKind;
 use sync_engine::wire::SyncRequest;
 use sync_engine::TransportError;
 
@@ -104,6 +106,18 @@ impl Sim {
         self.devices[index].planned_fates.extend(fates);
     }
 
+    /// For the next `for_ms` of virtual time the server's pull pages do not advance (the
+    /// endless-paging fault's window, opened by hand): every pull it would answer normally
+    /// hands back its own cursor with `hasMore: true`, with its rows when `with_items`.
+    pub fn stall_paging(&mut self, for_ms: u64, with_items: bool) {
+        let until_ms = self.now_ms - EPOCH_MS + for_ms;
+        self.paging_window = Some(PagingWindow {
+            until_ms,
+            with_items,
+        });
+        self.trace(format!("server pages do not advance for {for_ms} ms"));
+    }
+
     /// The held requests, for a driver that answers them itself ([`Sim::deliver`]).
     pub fn take_held(&mut self, index: usize) -> Vec<SyncRequest> {
         std::mem::take(&mut self.devices[index].held)
@@ -169,6 +183,10 @@ impl Sim {
         let planned = self.devices[index].planned_fates.pop_front();
         // Drawn before the line is traced, which draws nothing: the trace is the same.
         let batch_len = request.variables["payload"].as_array().map_or(0, Vec::len);
+        let is_pull = matches!(
+            self.registry.resolve_operation(&request.operation_name),
+            Some((OperationKind::Pull, _))
+        );
         let fate = network_up.then(|| match planned {
             Some(fate) => fate,
             None => {
@@ -176,7 +194,9 @@ impl Sim {
                 let fate = plan_request(&mut self.faults, &mut self.latency, &self.knobs, at_ms);
                 // Drawn after every older class, each from its own stream.
                 let fate = plan_partial_batch(&mut self.faults, fate, batch_len, at_ms);
-                plan_late_arrival(&mut self.faults, fate, at_ms)
+                let fate = plan_late_arrival(&mut self.faults, fate, at_ms);
+                let window = &mut self.paging_window;
+                plan_endless_paging(&mut self.faults, window, fate, is_pull, at_ms)
             }
         });
         let fate_name = match fate {
@@ -293,6 +313,7 @@ impl Sim {
             ServerFate::ResponseLost => "response lost",
             ServerFate::TimeoutThenLate { .. } => "late",
             ServerFate::PartialBatch { .. } => "partial batch",
+            ServerFate::EndlessPaging { .. } => "endless paging",
         };
         let entry = Entry::server(EventKind::Arrive)
             .request(request.request_id)
@@ -350,6 +371,17 @@ impl Sim {
                     }
                     ServerReply::Delayed { .. } => unreachable!("a partial batch is never slow"),
                 }
+            }
+            ServerFate::EndlessPaging {
+                with_items,
+                return_latency_ms,
+            } => {
+                let fault = ServerFault::RepeatCursor { with_items };
+                let ServerReply::Response(response) = self.server.handle_with_fault(request, fault)
+                else {
+                    unreachable!("a page that does not advance is still answered");
+                };
+                deliver(self, self.now_ms + return_latency_ms, Ok(response));
             }
         }
     }

@@ -136,11 +136,14 @@ fn knobs_for(mode: RunMode, setup: &runner::Setup) -> Knobs {
             // a storage fault refuses a write, so it would fail the step, not the engine.
             // The random world, which takes a refused write as one not made, runs them.
             // A request held past its timeout may land after a step that expects the
-            // server's copy to stand (a force from server), so it is left out too.
+            // server's copy to stand (a force from server), so it is left out too; so are
+            // pages that do not advance, which fail a force from server a step expects
+            // to complete (a force is not retried).
             knobs.faults.retain(|class, _| {
                 !setup.faults_off.contains(class)
                     && !FaultClass::STORAGE.contains(class)
                     && *class != FaultClass::LateArrival
+                    && *class != FaultClass::EndlessPaging
             });
             knobs
         }

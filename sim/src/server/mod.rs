@@ -136,6 +136,8 @@ pub enum Defect {
     VersionHashCountsTombstones,
     /// [`ServerDefects::apply_items_before_validating`].
     ApplyItemsBeforeValidating,
+    /// [`ServerDefects::trust_repeated_cursor`] (an engine defect).
+    TrustRepeatedCursor,
 }
 
 impl Defect {
@@ -259,6 +261,11 @@ pub struct ServerDefects {
     /// a malformed one are applied, then the request is refused. The simulator's clients
     /// never send a malformed item, so only `syncsim conformance` reveals it.
     pub apply_items_before_validating: bool,
+    /// An engine defect (see `sync_engine::PlantedDefects`): a pull page that says more
+    /// rows follow but hands back a cursor its run of pages already sent is taken for
+    /// progress, and the engine asks for the same page again for as long as the server
+    /// answers so. Only the endless-paging fault answers so. The server ignores it.
+    pub trust_repeated_cursor: bool,
 }
 
 impl ServerDefects {
@@ -316,6 +323,7 @@ impl ServerDefects {
             Defect::OmitDeletedIds => &mut self.omit_deleted_ids,
             Defect::VersionHashCountsTombstones => &mut self.version_hash_counts_tombstones,
             Defect::ApplyItemsBeforeValidating => &mut self.apply_items_before_validating,
+            Defect::TrustRepeatedCursor => &mut self.trust_repeated_cursor,
         }
     }
 
@@ -348,6 +356,13 @@ pub enum ServerFault {
     ApplyPrefixThenFail {
         applied: usize,
         connection_dropped: bool,
+    },
+    /// Answer a pull as a page that does not advance: the page is read as usual, then
+    /// handed back with the request's own cursor and `hasMore: true`, keeping its rows
+    /// only `with_items`. A pull the server refuses is refused as usual; anything but a
+    /// pull is answered as usual. Pulls change nothing, so neither does this.
+    RepeatCursor {
+        with_items: bool,
     },
 }
 
@@ -536,6 +551,10 @@ impl ReferenceServer {
                     "server failed while applying the batch; retry later",
                 ))
             }
+            ServerFault::RepeatCursor { with_items } => {
+                let response = self.handle(request);
+                ServerReply::Response(pull::without_progress(request, response, with_items))
+            }
         }
     }
 
@@ -581,6 +600,14 @@ impl ReferenceServer {
         let mut records: Vec<&ServerRecord> = tenant.records().collect();
         records.sort_by(|a, b| (&a.entity, &a.id).cmp(&(&b.entity, &b.id)));
         records
+    }
+
+    /// How many rows (live records and tombstones) a pull of `entity` pages over in
+    /// `tenant_id`.
+    pub fn pull_rows(&self, tenant_id: &str, entity: &str) -> usize {
+        self.tenants
+            .get(tenant_id)
+            .map_or(0, |tenant| tenant.entity_len(entity))
     }
 
     /// How many times the op changed state (0 or 1 unless `skip_op_id_dedupe` is planted).

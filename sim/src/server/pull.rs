@@ -9,7 +9,7 @@
 use super::state::TenantState;
 use super::{ReferenceServer, ServerRecord};
 use serde_json::Value;
-use sync_engine::wire::{self, PulledItem, SyncPullResponse, SyncPullVariables};
+use sync_engine::wire::{self, PulledItem, SyncPullResponse, SyncPullVariables, SyncRequest};
 
 const LIMIT_DEFAULT: i64 = 1000;
 const LIMIT_MAX: i64 = 10_000;
@@ -190,7 +190,7 @@ impl ReferenceServer {
                     .filter(|record| {
                         !record.is_deleted || self.defects.version_hash_counts_tombstones
                     })
-                    .map(|record| (record.id.as_str(), record.version)),
+                    .map(|record| (record.id.as_str(), record.version, &record.data)),
             )
         });
         let response = SyncPullResponse {
@@ -208,4 +208,40 @@ impl ReferenceServer {
         response["items"] = Value::Array(items);
         response
     }
+}
+
+/// The endless-paging fault's answer: `response`, a pull page for `request`, made into a
+/// page that does not advance — the request's own cursor (`""` for none), `hasMore:
+/// true`, no checksum (only a last page carries one), and no rows unless `with_items`.
+/// An error envelope, or the answer to anything but a pull, is left as it is.
+pub(super) fn without_progress(
+    request: &SyncRequest,
+    mut response: Value,
+    with_items: bool,
+) -> Value {
+    let cursor = request
+        .variables
+        .get("lastSyncAt")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let Some(page) = response
+        .get_mut("data")
+        .and_then(|data| data.get_mut(&request.operation_name))
+        .and_then(Value::as_object_mut)
+    else {
+        return response;
+    };
+    if !page.contains_key("hasMore") {
+        return response;
+    }
+    page.insert("lastSyncAt".to_owned(), Value::String(cursor));
+    page.insert("hasMore".to_owned(), Value::Bool(true));
+    page.insert("versionHash".to_owned(), Value::Null);
+    if !with_items {
+        page.insert("items".to_owned(), Value::Array(Vec::new()));
+        page.insert("deletedIds".to_owned(), Value::Array(Vec::new()));
+    }
+    assert_eq!(page.get("hasMore"), Some(&Value::Bool(true)));
+    response
 }

@@ -151,6 +151,11 @@ impl TenantState {
         Some((*stamp, id.as_str()))
     }
 
+    /// How many rows (live and tombstones) a pull of the entity pages over.
+    pub(super) fn entity_len(&self, entity: &str) -> usize {
+        self.change_order.get(entity).map_or(0, BTreeSet::len)
+    }
+
     /// Every record of the entity, in no particular order.
     pub(super) fn entity_records<'a>(
         &'a self,

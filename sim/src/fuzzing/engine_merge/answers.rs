@@ -316,7 +316,10 @@ impl EngineHarness {
                     .iter()
                     .filter(|record| record.entity == entity && !record.is_deleted)
                     .filter_map(|record| {
-                        record.server_id.as_deref().map(|id| (id, record.version))
+                        record
+                            .server_id
+                            .as_deref()
+                            .map(|id| (id, record.version, &record.data))
                     }),
             )),
             HashInput::Server => {
@@ -324,7 +327,7 @@ impl EngineHarness {
                 Some(wire::version_hash(
                     rows.iter()
                         .filter(|row| row.entity == entity && !row.is_deleted)
-                        .map(|row| (row.id.as_str(), row.version)),
+                        .map(|row| (row.id.as_str(), row.version, &row.data)),
                 ))
             }
             HashInput::Text(text) => Some(text.clone()),

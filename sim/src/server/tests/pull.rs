@@ -94,15 +94,19 @@ fn deleted_rows_come_back_as_deleted_ids() {
 
 #[test]
 fn version_hash_follows_live_versions() {
-    // Proves versionHash equals the wire checksum over live (id, version) pairs, changes
-    // when a version does or a record is deleted, and comes with the last page only.
+    // Proves versionHash equals the wire checksum over live (id, version, data) rows,
+    // changes when a version does or a record is deleted, and comes with the last page
+    // only.
     let mut server = server();
     let a = create(&mut server, "c-a", 100);
     let b = create(&mut server, "c-b", 100);
     let first = pull(&mut server, None, None).version_hash.expect("hash");
     assert_eq!(
         first,
-        wire::version_hash([(a.as_str(), 1), (b.as_str(), 1)])
+        wire::version_hash([
+            (a.as_str(), 1, &record(&server, &a).data),
+            (b.as_str(), 1, &record(&server, &b).data)
+        ])
     );
     push_one(
         &mut server,
@@ -112,7 +116,10 @@ fn version_hash_follows_live_versions() {
     assert_ne!(second, first);
     assert_eq!(
         second,
-        wire::version_hash([(a.as_str(), 2), (b.as_str(), 1)])
+        wire::version_hash([
+            (a.as_str(), 2, &record(&server, &a).data),
+            (b.as_str(), 1, &record(&server, &b).data)
+        ])
     );
     push_one(&mut server, delete("op-d", &b, Some(1), 300));
     // Two rows changed (a, then b's tombstone): a page of one is not the last one and
@@ -123,5 +130,8 @@ fn version_hash_follows_live_versions() {
     let last_page = pull(&mut server, Some(&first_page.last_sync_at), Some(1));
     assert!(!last_page.has_more);
     let third = last_page.version_hash.expect("hash on the last page");
-    assert_eq!(third, wire::version_hash([(a.as_str(), 2)]));
+    assert_eq!(
+        third,
+        wire::version_hash([(a.as_str(), 2, &record(&server, &a).data)])
+    );
 }
