@@ -123,6 +123,12 @@ pub struct PlantedDefects {
     /// pages) is stored and its "next" page asked for, again and again, for as long as the
     /// server answers so. Invisible against a server whose pages always advance.
     pub trust_repeated_cursor: bool,
+    /// Take a pulled row with the id, version and stamp the device already holds for the
+    /// echo of what it has, whatever its data, and store nothing: "one version, one
+    /// content". Invisible against a server that stores exactly what was pushed; a server
+    /// that rewrites what it stores hands back other data at the same version, which the
+    /// device then never takes, not even in a repair.
+    pub same_version_keeps_local_data: bool,
 }
 
 impl EngineOptions {

@@ -198,7 +198,16 @@ pub(crate) fn merge_pulled_item(
         Some(_) => store::unfinished_ops_for_record(tx, &item.client_id)?,
         None => Vec::new(),
     };
-    if pending.is_empty() && local.as_ref() == Some(&server_record) {
+    let echo = |local: &Record| {
+        if planted.same_version_keeps_local_data {
+            let mut same = local.clone();
+            same.data.clone_from(&server_record.data);
+            same == server_record
+        } else {
+            *local == server_record
+        }
+    };
+    if pending.is_empty() && local.as_ref().is_some_and(echo) {
         // The device already holds exactly this version (typically the echo of its own
         // push): storing it again would change nothing.
         return Ok(PulledVerdict::Stored);

@@ -396,6 +396,7 @@ mod tests {
                 "version_hash_counts_tombstones",
                 "apply_items_before_validating",
                 "trust_repeated_cursor",
+                "same_version_keeps_local_data",
             ]
         );
         for &name in DEFECT_NAMES {
@@ -500,6 +501,7 @@ mod tests {
             version_hash_counts_tombstones: true,
             apply_items_before_validating: true,
             trust_repeated_cursor: true,
+            same_version_keeps_local_data: true,
         };
         assert_eq!(ServerDefects::planting(Defect::ALL.iter().copied()), every);
         assert_eq!(every.planted(), Defect::ALL.to_vec());

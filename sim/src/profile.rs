@@ -138,6 +138,10 @@ pub enum FaultClass {
     /// normally hands back the request's own cursor with `hasMore: true`, with the page's
     /// rows or with none, as a server stuck in a paging bug would.
     EndlessPaging,
+    /// The server rewrites what it stores for a push: every inserted or updated row is
+    /// stored normalized, with a server-set field, at the version it assigns, and the
+    /// answer leaves both cursors null so the writer pulls the stored rows.
+    ServerRewrite,
 }
 
 impl FaultClass {
@@ -161,10 +165,11 @@ impl FaultClass {
 
     /// The server faults added after the storage faults, drawn after them (for the same
     /// reason), in this order.
-    pub const SERVER_LATE: [FaultClass; 3] = [
+    pub const SERVER_LATE: [FaultClass; 4] = [
         FaultClass::PartialBatch,
         FaultClass::LateArrival,
         FaultClass::EndlessPaging,
+        FaultClass::ServerRewrite,
     ];
 
     /// Whether the class's knob is drawn after the swarm's walk over every class.
@@ -376,7 +381,7 @@ impl Knobs {
                 // A firing of endless paging stalls every pull for a window, not one
                 // request: it fires less often.
                 let numerator = match class {
-                    FaultClass::EndlessPaging => rng.range(1, 4),
+                    FaultClass::EndlessPaging | FaultClass::ServerRewrite => rng.range(1, 4),
                     _ => rng.range(2, 15),
                 };
                 knobs
@@ -431,6 +436,7 @@ mod tests {
                 "partial_batch",
                 "late_arrival",
                 "endless_paging",
+                "server_rewrite",
             ]
         );
         for class in FaultClass::ALL {

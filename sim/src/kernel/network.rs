@@ -8,7 +8,8 @@
 //! few ops of a push batch and then fails it (`SERVER_BUSY` or a dropped connection), or
 //! a request is held until after the device's timeout and reaches the server only then,
 //! or, for a while, the server's pull pages hand back their request's cursor with
-//! `hasMore: true` (a window the class opens and every normal pull inside it meets).
+//! `hasMore: true` (a window the class opens and every normal pull inside it meets), or
+//! the server stores a push's rows rewritten and answers it with null cursors.
 //! During a partition every request fails as unreachable. The network never alters
 //! payloads; of their contents it reads only how many ops a push carries.
 
@@ -62,6 +63,11 @@ pub enum ServerFate {
     /// `with_items`.
     EndlessPaging {
         with_items: bool,
+        return_latency_ms: u64,
+    },
+    /// The server applies the push, storing its inserted and updated rows rewritten, and
+    /// answers with both cursors null.
+    Rewrite {
         return_latency_ms: u64,
     },
 }
@@ -121,6 +127,37 @@ pub fn plan_endless_paging(
             with_items: open.with_items,
             return_latency_ms,
         },
+        duplicate_after_ms,
+    }
+}
+
+/// The server-rewrite fault, for a push the server would answer normally: every such
+/// push throws the class's dice (from its own stream), so its opportunities do not depend
+/// on earlier firings.
+pub fn plan_server_rewrite(
+    faults: &mut Faults,
+    fate: RequestFate,
+    is_push: bool,
+    at_ms: u64,
+) -> RequestFate {
+    let RequestFate::Delivered {
+        latency_ms,
+        server: ServerFate::Normal { return_latency_ms },
+        duplicate_after_ms,
+    } = fate
+    else {
+        return fate;
+    };
+    if !is_push
+        || faults
+            .fire(FaultClass::ServerRewrite, at_ms, |_| ())
+            .is_none()
+    {
+        return fate;
+    }
+    RequestFate::Delivered {
+        latency_ms,
+        server: ServerFate::Rewrite { return_latency_ms },
         duplicate_after_ms,
     }
 }

@@ -27,6 +27,7 @@ pub fn engine_defects(planted: &ServerDefects) -> PlantedDefects {
         storage_error_leaves_sync_stuck: planted.storage_error_leaves_sync_stuck,
         forget_timed_out_requests: planted.forget_timed_out_requests,
         trust_repeated_cursor: planted.trust_repeated_cursor,
+        same_version_keeps_local_data: planted.same_version_keeps_local_data,
     }
 }
 

@@ -6,8 +6,8 @@
 
 use super::event_log::{client_ids_in, Entry, EventKind};
 use super::network::{
-    plan_endless_paging, plan_late_arrival, plan_partial_batch, plan_request, PagingWindow,
-    RequestFate, ServerFate,
+    plan_endless_paging, plan_late_arrival, plan_partial_batch, plan_request, plan_server_rewrite,
+    PagingWindow, RequestFate, ServerFate,
 };
 use super::{Called, Event, Failure, Sim, EPOCH_MS};
 use crate::profile::FaultClass;
@@ -183,10 +183,12 @@ impl Sim {
         let planned = self.devices[index].planned_fates.pop_front();
         // Drawn before the line is traced, which draws nothing: the trace is the same.
         let batch_len = request.variables["payload"].as_array().map_or(0, Vec::len);
-        let is_pull = matches!(
-            self.registry.resolve_operation(&request.operation_name),
-            Some((OperationKind::Pull, _))
-        );
+        let kind = self
+            .registry
+            .resolve_operation(&request.operation_name)
+            .map(|(kind, _)| kind);
+        let is_pull = kind == Some(OperationKind::Pull);
+        let is_push = kind == Some(OperationKind::Push);
         let fate = network_up.then(|| match planned {
             Some(fate) => fate,
             None => {
@@ -196,7 +198,8 @@ impl Sim {
                 let fate = plan_partial_batch(&mut self.faults, fate, batch_len, at_ms);
                 let fate = plan_late_arrival(&mut self.faults, fate, at_ms);
                 let window = &mut self.paging_window;
-                plan_endless_paging(&mut self.faults, window, fate, is_pull, at_ms)
+                let fate = plan_endless_paging(&mut self.faults, window, fate, is_pull, at_ms);
+                plan_server_rewrite(&mut self.faults, fate, is_push, at_ms)
             }
         });
         let fate_name = match fate {
@@ -314,6 +317,7 @@ impl Sim {
             ServerFate::TimeoutThenLate { .. } => "late",
             ServerFate::PartialBatch { .. } => "partial batch",
             ServerFate::EndlessPaging { .. } => "endless paging",
+            ServerFate::Rewrite { .. } => "rewrite",
         };
         let entry = Entry::server(EventKind::Arrive)
             .request(request.request_id)
@@ -380,6 +384,14 @@ impl Sim {
                 let ServerReply::Response(response) = self.server.handle_with_fault(request, fault)
                 else {
                     unreachable!("a page that does not advance is still answered");
+                };
+                deliver(self, self.now_ms + return_latency_ms, Ok(response));
+            }
+            ServerFate::Rewrite { return_latency_ms } => {
+                let fault = ServerFault::RewriteStored;
+                let ServerReply::Response(response) = self.server.handle_with_fault(request, fault)
+                else {
+                    unreachable!("a rewritten push is still answered");
                 };
                 deliver(self, self.now_ms + return_latency_ms, Ok(response));
             }

@@ -79,6 +79,17 @@ pub enum Order {
     Unrelated,
 }
 
+/// Whether `record` is `written` as a server that rewrites what it stores keeps it: its
+/// data rewritten ([`crate::server::rewritten`]), at its stamp (or one the server clamped).
+fn rewrites(written: &Version, record: &Record) -> bool {
+    !record.is_deleted
+        && !written.deleted
+        && record.updated_at <= written.stamp
+        && written.data != record.data
+        && record.data.contains_key(crate::server::SERVER_NOTE_FIELD)
+        && crate::server::rewritten(&written.data) == record.data
+}
+
 #[derive(Debug, Default)]
 pub struct Causality {
     /// tenant → client id → the record's versions, in the order first seen.
@@ -156,7 +167,17 @@ impl Causality {
             None => {
                 let past = match origin {
                     Origin::Local => held.knowledge.clone(),
-                    Origin::Received | Origin::Reopened => BTreeSet::new(),
+                    // The server stored a write rewritten (the server-rewrite fault): its
+                    // stored row is that write as the server keeps it, a version after it.
+                    Origin::Received | Origin::Reopened => versions
+                        .iter()
+                        .rposition(|version| rewrites(version, record))
+                        .map(|written| {
+                            let mut past = versions[written].past.clone();
+                            past.insert(written);
+                            past
+                        })
+                        .unwrap_or_default(),
                 };
                 versions.push(Version {
                     stamp: record.updated_at,

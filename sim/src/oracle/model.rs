@@ -14,6 +14,14 @@ use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use sync_engine::HlcStamp;
 
+/// Whether the server's stored `data` is `written` as a server that rewrites what it
+/// stores keeps it (the server-rewrite fault): the stored row is the truth, and an
+/// acknowledged write whose data came back rewritten is still the write.
+fn is_rewrite_of(stored: &Map<String, Value>, written: &Map<String, Value>) -> bool {
+    stored.contains_key(crate::server::SERVER_NOTE_FIELD)
+        && crate::server::rewritten(written) == *stored
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct AckedWrite {
     pub device: usize,
@@ -301,7 +309,10 @@ impl Model {
                     // Concurrent writes: the policy decides, the newer stamp wins.
                     Order::Unrelated => (
                         row.updated_at > write.stamp,
-                        row.updated_at == write.stamp && (write.deleted || row.data == &write.data),
+                        row.updated_at == write.stamp
+                            && (write.deleted
+                                || row.data == &write.data
+                                || is_rewrite_of(row.data, &write.data)),
                     ),
                 };
                 if !overtaken && !present {

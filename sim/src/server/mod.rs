@@ -26,6 +26,7 @@ use sync_engine::registry::OperationKind;
 use sync_engine::wire::{self, ErrorCode, SyncPullVariables, SyncPushVariables, SyncRequest};
 use sync_engine::EntityRegistry;
 
+pub use push::{rewritten, SERVER_NOTE_FIELD};
 use state::TenantState;
 
 /// One record as the server stores it.
@@ -138,6 +139,8 @@ pub enum Defect {
     ApplyItemsBeforeValidating,
     /// [`ServerDefects::trust_repeated_cursor`] (an engine defect).
     TrustRepeatedCursor,
+    /// [`ServerDefects::same_version_keeps_local_data`] (an engine defect).
+    SameVersionKeepsLocalData,
 }
 
 impl Defect {
@@ -266,6 +269,12 @@ pub struct ServerDefects {
     /// progress, and the engine asks for the same page again for as long as the server
     /// answers so. Only the endless-paging fault answers so. The server ignores it.
     pub trust_repeated_cursor: bool,
+    /// An engine defect (see `sync_engine::PlantedDefects`): a pulled row with the id,
+    /// version and stamp the device already holds is taken for the echo of what the
+    /// device has, whatever its data, and not stored. Only a server that rewrites what
+    /// it stores (the server-rewrite fault) hands back other data at the same version.
+    /// The server ignores it.
+    pub same_version_keeps_local_data: bool,
 }
 
 impl ServerDefects {
@@ -324,6 +333,7 @@ impl ServerDefects {
             Defect::VersionHashCountsTombstones => &mut self.version_hash_counts_tombstones,
             Defect::ApplyItemsBeforeValidating => &mut self.apply_items_before_validating,
             Defect::TrustRepeatedCursor => &mut self.trust_repeated_cursor,
+            Defect::SameVersionKeepsLocalData => &mut self.same_version_keeps_local_data,
         }
     }
 
@@ -364,6 +374,13 @@ pub enum ServerFault {
     RepeatCursor {
         with_items: bool,
     },
+    /// Apply a push, storing each inserted or updated row rewritten
+    /// ([`push::rewritten`]: the title trimmed, a server-set `serverNote` added) at the
+    /// version the server assigns, and answer with both cursors null: the results carry
+    /// ids, versions and stamps but not the stored data, so the writer must pull it. A
+    /// push the server refuses is refused as usual; anything but a push is answered as
+    /// usual.
+    RewriteStored,
 }
 
 /// What the server hands back to the simulated network.
@@ -505,7 +522,7 @@ impl ReferenceServer {
     /// Handles one GraphQL-shaped request; returns the JSON envelope
     /// (`sync_engine::wire::data_response` / `error_response`).
     pub fn handle(&mut self, request: &SyncRequest) -> Value {
-        match self.route(request, None) {
+        match self.route(request, None, false) {
             Ok(response) => response,
             Err(rejection) => wire::error_response(rejection.code, &rejection.message),
         }
@@ -536,7 +553,7 @@ impl ReferenceServer {
                     .defects
                     .partial_batch_keeps_rolled_back_results
                     .then(|| self.clone());
-                if let Err(rejection) = self.route(request, Some(applied)) {
+                if let Err(rejection) = self.route(request, Some(applied), false) {
                     let refused = wire::error_response(rejection.code, &rejection.message);
                     return ServerReply::Response(refused);
                 }
@@ -554,6 +571,12 @@ impl ReferenceServer {
             ServerFault::RepeatCursor { with_items } => {
                 let response = self.handle(request);
                 ServerReply::Response(pull::without_progress(request, response, with_items))
+            }
+            ServerFault::RewriteStored => {
+                ServerReply::Response(match self.route(request, None, true) {
+                    Ok(response) => response,
+                    Err(rejection) => wire::error_response(rejection.code, &rejection.message),
+                })
             }
         }
     }
@@ -718,7 +741,14 @@ impl ReferenceServer {
     /// Resolves, authenticates and parses a request, then runs it; every rejection
     /// happens before any state changes.
     /// `prefix`: apply only the first that many items of a push (the partial-batch fault).
-    fn route(&mut self, request: &SyncRequest, prefix: Option<usize>) -> Result<Value, Rejection> {
+    /// `rewrite`: store a push's rows rewritten and leave its cursors null (the
+    /// server-rewrite fault).
+    fn route(
+        &mut self,
+        request: &SyncRequest,
+        prefix: Option<usize>,
+        rewrite: bool,
+    ) -> Result<Value, Rejection> {
         let Some((kind, entity)) = self.registry.resolve_operation(&request.operation_name) else {
             return Err(Rejection::validation(format!(
                 "unknown operation {:?}",
@@ -756,7 +786,7 @@ impl ReferenceServer {
                     assert!(applied < items.len(), "a partial batch leaves items out");
                     items.truncate(applied);
                 }
-                self.handle_push(&tenant_id, &entity, items)
+                self.handle_push(&tenant_id, &entity, items, rewrite)
             }
             OperationKind::Pull => {
                 let variables =
@@ -785,7 +815,7 @@ impl ReferenceServer {
             .flatten()
             .collect();
         if !valid_prefix.is_empty() && valid_prefix.len() < payload.len() {
-            let _applied = self.handle_push(tenant_id, entity, valid_prefix);
+            let _applied = self.handle_push(tenant_id, entity, valid_prefix, false);
         }
     }
 

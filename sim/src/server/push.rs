@@ -168,6 +168,8 @@ impl ReferenceServer {
         tenant_id: &str,
         entity: &str,
         items: Vec<PushItem>,
+        // The server-rewrite fault: store each inserted or updated row rewritten.
+        rewrite: bool,
     ) -> Value {
         assert!(!items.is_empty());
         assert!(items.len() <= PAYLOAD_LEN_MAX);
@@ -179,7 +181,7 @@ impl ReferenceServer {
         let cursor_before = pull::caught_up_cursor(self.tenant_mut(tenant_id), entity);
         let results: Vec<SyncResultItem> = items
             .iter()
-            .map(|item| self.push_item(tenant_id, entity, item, &mut request_stamp))
+            .map(|item| self.push_item(tenant_id, entity, item, &mut request_stamp, rewrite))
             .collect();
         assert_eq!(results.len(), items.len());
         if let Some(stamp) = request_stamp {
@@ -195,11 +197,13 @@ impl ReferenceServer {
         }
         // Every row this request changed is stored exactly as its item was sent, with its
         // result's id, version and stamp: the answer carries all of it, so the cursors
-        // may let a caught-up writer skip pulling its own writes back.
+        // may let a caught-up writer skip pulling its own writes back. A rewritten row is
+        // not in the answer: both cursors stay null, and the writer pulls it.
+        let stored_unsent = rewrite && request_stamp.is_some();
         let response = serde_json::to_value(SyncPushResponse {
             results,
-            cursor_before: Some(cursor_before),
-            cursor_after: Some(cursor_after),
+            cursor_before: (!stored_unsent).then_some(cursor_before),
+            cursor_after: (!stored_unsent).then_some(cursor_after),
         });
         response.expect("wire types always serialize to JSON")
     }
@@ -210,8 +214,16 @@ impl ReferenceServer {
         entity: &str,
         item: &PushItem,
         request_stamp: &mut Option<u64>,
+        rewrite: bool,
     ) -> SyncResultItem {
         let defects = self.defects;
+        let stored_data = || {
+            if rewrite {
+                rewritten(&item.data)
+            } else {
+                item.data.clone()
+            }
+        };
         let tenant = self.tenants.entry(tenant_id.to_owned()).or_default();
         let decision = decide(
             tenant,
@@ -240,7 +252,7 @@ impl ReferenceServer {
                     version: 1,
                     updated_at: item.updated_at,
                     is_deleted: false,
-                    data: item.data.clone(),
+                    data: stored_data(),
                     commit_stamp,
                     last_op_id: item.op_id.clone(),
                 };
@@ -264,7 +276,11 @@ impl ReferenceServer {
                 record.version += 1;
                 record.updated_at = item.updated_at;
                 record.is_deleted = item.operation == Operation::Delete;
-                record.data = item.data.clone();
+                record.data = if record.is_deleted {
+                    item.data.clone()
+                } else {
+                    stored_data()
+                };
                 record.space_id = item.space_id.clone();
                 record.commit_stamp = commit_stamp_for_change(tenant, defects, item, request_stamp);
                 record.last_op_id = item.op_id.clone();
@@ -465,7 +481,7 @@ fn decide_write(
     if item.force || item.base_version == Some(record.version) || defects.ignore_base_version {
         return write;
     }
-    let same_write = item.updated_at == record.updated_at && item.data == record.data;
+    let same_write = item.updated_at == record.updated_at && same_data(&item.data, &record.data);
     let changed_by_this_batch = request_stamp == Some(record.commit_stamp);
     if defects.conflict_on_same_batch_edit && changed_by_this_batch && !same_write {
         let message = "the record changed since the version this write is based on".to_owned();
@@ -479,7 +495,9 @@ fn decide_write(
             let message = "the server's version is newer and wins".to_owned();
             Decision::Answer(failure(item, Some(record), ErrorCode::Stale, message))
         }
-        Ordering::Equal if item.data == record.data && item.space_id == record.space_id => {
+        Ordering::Equal
+            if same_data(&item.data, &record.data) && item.space_id == record.space_id =>
+        {
             Decision::Answer(success(item, Some(record)))
         }
         Ordering::Equal => {
@@ -487,6 +505,41 @@ fn decide_write(
             Decision::Answer(failure(item, Some(record), ErrorCode::Conflict, message))
         }
     }
+}
+
+/// The data the server stores for `data` when it rewrites what it stores (the
+/// server-rewrite fault), as a real server normalizes a field or adds one of its own: the
+/// title without surrounding whitespace (unless nothing would be left), and a server-set
+/// `serverNote`. Deterministic and idempotent: rewriting a rewritten row changes nothing.
+pub fn rewritten(data: &Map<String, Value>) -> Map<String, Value> {
+    let stored = rewrite_once(data);
+    debug_assert_eq!(rewrite_once(&stored), stored, "a rewrite is idempotent");
+    stored
+}
+
+/// The field the server sets when it rewrites a row, and its value.
+pub const SERVER_NOTE_FIELD: &str = "serverNote";
+const SERVER_NOTE: &str = "stored by the reference server";
+
+fn rewrite_once(data: &Map<String, Value>) -> Map<String, Value> {
+    let mut stored = data.clone();
+    if let Some(Value::String(title)) = stored.get_mut("title") {
+        let trimmed = title.trim();
+        if !trimmed.is_empty() && trimmed.len() != title.len() {
+            *title = trimmed.to_owned();
+        }
+    }
+    stored.insert(
+        SERVER_NOTE_FIELD.to_owned(),
+        Value::String(SERVER_NOTE.to_owned()),
+    );
+    stored
+}
+
+/// Whether a write's `data` is what the server stores: as sent, or as the server
+/// rewrote it (a retried write of a row the server rewrote is the same write).
+fn same_data(sent: &Map<String, Value>, stored: &Map<String, Value>) -> bool {
+    sent == stored || (stored.contains_key(SERVER_NOTE_FIELD) && rewritten(sent) == *stored)
 }
 
 /// The record an update or delete names: by server id when the tenant has it, else by

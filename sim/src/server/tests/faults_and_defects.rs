@@ -87,6 +87,88 @@ fn a_partial_batch_applies_its_prefix_and_the_retry_applies_the_rest_once() {
 }
 
 #[test]
+fn a_rewritten_push_stores_the_servers_data_and_leaves_both_cursors_null() {
+    // Proves RewriteStored stores each inserted and updated row rewritten (title trimmed,
+    // serverNote set) at the version it assigns, answers with ids, versions and stamps
+    // but null cursors, hands the rewritten rows to a pull, and takes a retry of the same
+    // write (same stamp and data, new opId) for the write it already stored.
+    let mut server = server();
+    let push_rewritten = |server: &mut ReferenceServer, items: Vec<Value>| {
+        let request = push_request(items);
+        let ServerReply::Response(response) =
+            server.handle_with_fault(&request, ServerFault::RewriteStored)
+        else {
+            panic!("a rewritten push is answered")
+        };
+        let payload = payload_of(&request.operation_name, &response);
+        let answer: SyncPushResponse = serde_json::from_value(payload).expect("SyncPushResponse");
+        answer
+    };
+    let answer = push_rewritten(
+        &mut server,
+        vec![insert("op-1", "c-1", 100, json!({"title": "  Groceries "}))],
+    );
+    assert_eq!(answer.cursor_before, None);
+    assert_eq!(answer.cursor_after, None);
+    let [inserted] = answer.results.as_slice() else {
+        panic!("one result")
+    };
+    assert!(inserted.success);
+    assert_eq!(inserted.version, Some(1));
+    let id = inserted.id.clone().expect("id");
+    let expected = json!({"title": "Groceries", "serverNote": "stored by the reference server"});
+    assert_eq!(Value::Object(record(&server, &id).data.clone()), expected);
+    assert_eq!(
+        rewritten(&record(&server, &id).data),
+        record(&server, &id).data,
+        "a rewrite is idempotent"
+    );
+
+    let answer = push_rewritten(
+        &mut server,
+        vec![update("op-2", &id, Some(1), 200, json!({"title": "Food"}))],
+    );
+    assert_eq!((answer.cursor_before, answer.cursor_after), (None, None));
+    assert_eq!(answer.results[0].version, Some(2));
+    assert_eq!(record(&server, &id).version, 2);
+    assert_eq!(
+        record(&server, &id).data[SERVER_NOTE_FIELD],
+        json!("stored by the reference server")
+    );
+
+    let page = pull(&mut server, None, None);
+    let item: PulledItem = serde_json::from_value(page.items[0].clone()).expect("PulledItem");
+    assert_eq!(item.version, 2);
+    assert_eq!(
+        item.data[SERVER_NOTE_FIELD],
+        json!("stored by the reference server")
+    );
+
+    // The same write retried under a new opId is an echo, not a conflict.
+    let again = push_one(
+        &mut server,
+        update("op-2-again", &id, Some(1), 200, json!({"title": "Food"})),
+    );
+    assert!(again.success, "{again:?}");
+    assert_eq!(again.version, Some(2));
+
+    // A push that changes nothing stored keeps its cursors; so does a plain push.
+    let echo = push_rewritten(
+        &mut server,
+        vec![update("op-2", &id, Some(1), 200, json!({"title": "Food"}))],
+    );
+    assert!(echo.cursor_before.is_some() && echo.cursor_after.is_some());
+    let request = push_request(vec![insert("op-3", "c-3", 300, json!({"title": " x "}))]);
+    let plain: SyncPushResponse =
+        serde_json::from_value(payload_of("syncPushSpace", &server.handle(&request)))
+            .expect("SyncPushResponse");
+    assert!(plain.cursor_before.is_some() && plain.cursor_after.is_some());
+    let id_3 = plain.results[0].id.clone().expect("id");
+    assert_eq!(record(&server, &id_3).data["title"], json!(" x "));
+    server.check_invariants();
+}
+
+#[test]
 fn a_partial_batch_the_server_would_refuse_whole_changes_nothing() {
     // Proves the fault never applies part of a batch the server refuses whole.
     let mut server = server();
