@@ -31,8 +31,7 @@ fn phone_pulls_from_a_stuck_pager(
             Ok(engine.create("Space", "space-0", json!({ "title": format!("t{n}") }))?)
         })?;
         let client_id = created.ok().expect("the create ran");
-        sim.oracle_mut().model.record_create("acme", &client_id);
-        sim.acknowledge(1, &client_id)?;
+        sim.acknowledge_create(1, &client_id)?;
     }
     sim.call(1, |engine| Ok(engine.sync_now()?))?;
     sim.run_until_quiet()?;

@@ -27,8 +27,7 @@ fn push_arrives_late(defects: ServerDefects) -> Result<Sim, Failure> {
         Ok(engine.create("Space", "space-0", json!({ "title": "once" }))?)
     })?;
     let client_id = created.ok().expect("the create ran");
-    sim.oracle_mut().model.record_create("acme", &client_id);
-    sim.acknowledge(0, &client_id)?;
+    sim.acknowledge_create(0, &client_id)?;
     sim.plan_fates(
         0,
         [RequestFate::HeldPastTimeout {

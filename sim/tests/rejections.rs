@@ -33,8 +33,7 @@ fn create(sim: &mut Sim, items: Vec<Value>) -> Vec<String> {
         .ok()
         .expect("the create ran");
     for client_id in &created {
-        sim.oracle_mut().model.record_create("acme", client_id);
-        sim.acknowledge(0, client_id).expect("no violation");
+        sim.acknowledge_create(0, client_id).expect("no violation");
     }
     created
 }

@@ -36,8 +36,7 @@ fn push_answered_under(fault: Fault, defects: ServerDefects) -> Result<(Sim, usi
         Ok(engine.create("Space", "space-0", json!({ "title": "kept", "note": note }))?)
     })?;
     let client_id = created.ok().expect("the create ran");
-    sim.oracle_mut().model.record_create("acme", &client_id);
-    sim.acknowledge(0, &client_id)?;
+    sim.acknowledge_create(0, &client_id)?;
     if let Fault::Full = fault {
         // Rows the phone's pull must store: more than the pages it has free.
         for index in 0..30 {

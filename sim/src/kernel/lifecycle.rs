@@ -362,6 +362,15 @@ impl Sim {
         Ok(())
     }
 
+    /// Records `client_id`, just created on device `index`, in the model as a record of
+    /// the device's tenant, and acknowledges its current copy ([`Sim::acknowledge`]).
+    pub fn acknowledge_create(&mut self, index: usize, client_id: &str) -> Result<(), Failure> {
+        if let Some(tenant) = self.devices[index].tenant.as_deref() {
+            self.oracle.model.record_create(tenant, client_id);
+        }
+        self.acknowledge(index, client_id)
+    }
+
     /// Records the device's current copy of `client_id` as a write the app was told
     /// succeeded.
     pub fn acknowledge(&mut self, index: usize, client_id: &str) -> Result<(), Failure> {

@@ -383,7 +383,7 @@ impl Act<'_> {
     }
 
     fn create(&mut self, count: usize) -> Result<(), Failure> {
-        let (index, name, tenant) = (self.index, self.name(), self.tenant());
+        let (index, name) = (self.index, self.name());
         let entity = ENTITIES[self.user.index(ENTITIES.len())];
         let space = self.space();
         let mut items: Vec<Value> = (0..count).map(|_| self.random_data()).collect();
@@ -401,11 +401,7 @@ impl Act<'_> {
             self.sim.trace(format!("{name} created {first}..{last}"));
         }
         for client_id in created {
-            self.sim
-                .oracle_mut()
-                .model
-                .record_create(&tenant, &client_id);
-            self.sim.acknowledge(index, &client_id)?;
+            self.sim.acknowledge_create(index, &client_id)?;
         }
         Ok(())
     }

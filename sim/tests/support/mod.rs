@@ -354,13 +354,13 @@ impl World {
         space: &str,
         items: Vec<Value>,
     ) -> Vec<String> {
-        let tenant = self.tenant(device);
         let ids = self.call(device, |engine| {
             Ok(engine.create_many(entity, space, items)?)
         });
         for id in &ids {
-            self.sim.oracle_mut().model.record_create(&tenant, id);
-            self.acknowledge(device, id);
+            self.sim
+                .acknowledge_create(device, id)
+                .expect("the acknowledged record is readable");
         }
         ids
     }
