@@ -129,6 +129,11 @@ pub struct PlantedDefects {
     /// that rewrites what it stores hands back other data at the same version, which the
     /// device then never takes, not even in a repair.
     pub same_version_keeps_local_data: bool,
+    /// Send a push without the durability barrier: the stamps, ids and `opId`s it carries
+    /// may sit in an unsynced WAL when it leaves, so a power loss can take writes the
+    /// server already holds off the device and let its clock hand their stamps out again.
+    /// Invisible to a harness whose kills keep every byte written (no power loss).
+    pub push_before_durable: bool,
 }
 
 impl EngineOptions {

@@ -50,6 +50,10 @@ pub struct Hlc {
     pub planted_reuses_observed: bool,
     /// The last stamp came from `observe` and was not handed out since.
     observed_last: bool,
+    /// A stamp was handed out since the last durability barrier (see
+    /// [`Hlc::take_issued_since_barrier`]); true for a resumed clock, whose last process
+    /// may have issued stamps that are not durable yet.
+    issued_since_barrier: bool,
 }
 
 impl Hlc {
@@ -57,6 +61,7 @@ impl Hlc {
     pub fn resume(last: HlcStamp) -> Hlc {
         Hlc {
             last,
+            issued_since_barrier: true,
             ..Hlc::default()
         }
     }
@@ -68,6 +73,7 @@ impl Hlc {
     /// A new stamp for a local event: greater than every stamp issued or observed, and
     /// at least the wall clock when the wall clock is ahead.
     pub fn tick(&mut self, wall_ms: u64) -> HlcStamp {
+        self.issued_since_barrier = true;
         let wall_stamp = HlcStamp::new(wall_ms, 0);
         let observed_last = std::mem::take(&mut self.observed_last);
         if self.planted_reuses_observed && observed_last && wall_stamp <= self.last {
@@ -81,6 +87,19 @@ impl Hlc {
         assert!(next > self.last);
         self.last = next;
         next
+    }
+
+    /// Whether a stamp (and so an id or an `opId`, which are built from stamps) was handed
+    /// out since the last call: the engine makes every such stamp durable before one can
+    /// leave the device, so that a power loss never makes it issue one again. Clears the
+    /// mark; the caller puts it back ([`Hlc::mark_issued`]) if its barrier fails.
+    pub fn take_issued_since_barrier(&mut self) -> bool {
+        std::mem::take(&mut self.issued_since_barrier)
+    }
+
+    /// Stamps handed out are not known to be durable (a durability barrier failed).
+    pub fn mark_issued(&mut self) {
+        self.issued_since_barrier = true;
     }
 
     /// Takes in a stamp seen from elsewhere (a pulled record, a push result), so that the

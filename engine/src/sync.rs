@@ -706,7 +706,18 @@ impl Engine {
     }
 
     /// Emits the request of a push run whose `sending` marks have committed.
+    /// Before it leaves, every stamp, id and `opId` the engine handed out (the request's
+    /// among them) is made durable: after a power loss the clock resumes at or after each,
+    /// and no write the server may hold vanishes from the device (ARCHITECTURE.md,
+    /// "Durability").
     pub(crate) fn send_push(&mut self, prepared: PreparedPush) -> Result<(), SyncError> {
+        if self.hlc.take_issued_since_barrier() && !self.options.planted_defects.push_before_durable
+        {
+            if let Err(error) = store::durability_barrier(&self.conn) {
+                self.hlc.mark_issued();
+                return Err(error.into());
+            }
+        }
         let variables = SyncPushVariables {
             payload: prepared.payload,
             tenant_id: self.options.tenant.as_str().to_owned(),

@@ -142,6 +142,10 @@ pub enum FaultClass {
     /// stored normalized, with a server-set field, at the version it assigns, and the
     /// answer leaves both cursors null so the writer pulls the stored rows.
     ServerRewrite,
+    /// The device loses power at a kill: its database file stays as the last checkpoint
+    /// left it, its `-wal` keeps a prefix (any byte length, no shorter than what a
+    /// checkpoint synced) and its `-shm` is gone.
+    PowerLoss,
 }
 
 impl FaultClass {
@@ -172,11 +176,16 @@ impl FaultClass {
         FaultClass::ServerRewrite,
     ];
 
+    /// The storage faults added after the late server faults, drawn after them (for the
+    /// same reason).
+    pub const STORAGE_LATE: [FaultClass; 1] = [FaultClass::PowerLoss];
+
     /// Whether the class's knob is drawn after the swarm's walk over every class.
     fn drawn_later(self) -> bool {
         FaultClass::DRAWN_LAST.contains(&self)
             || FaultClass::STORAGE.contains(&self)
             || FaultClass::SERVER_LATE.contains(&self)
+            || FaultClass::STORAGE_LATE.contains(&self)
     }
 }
 
@@ -389,6 +398,12 @@ impl Knobs {
                     .insert(class, Ratio::new(numerator, denominator));
             }
         }
+        // Late storage faults, per kill: each on in about half the seeds.
+        for class in FaultClass::STORAGE_LATE {
+            if rng.coin() {
+                knobs.faults.insert(class, Ratio::new(rng.range(1, 3), 4));
+            }
+        }
         knobs
     }
 }
@@ -437,6 +452,7 @@ mod tests {
                 "late_arrival",
                 "endless_paging",
                 "server_rewrite",
+                "power_loss",
             ]
         );
         for class in FaultClass::ALL {

@@ -245,6 +245,8 @@ pub struct Device {
     /// Another process of the app holding the database's write lock, and until when
     /// ([`super::Sim::lock_database`]).
     pub lock_holder: Option<(rusqlite::Connection, u64)>,
+    /// What of the device's writes is known durable, across its processes.
+    pub power: super::power::PowerWatch,
 }
 
 impl Device {
@@ -278,6 +280,7 @@ impl Device {
             planned_fates: VecDeque::new(),
             disk_full_until_ms: None,
             lock_holder: None,
+            power: super::power::PowerWatch::default(),
         }
     }
 

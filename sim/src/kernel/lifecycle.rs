@@ -262,6 +262,7 @@ impl Sim {
         }
         for request in requests {
             self.check_paging_budget(index, &request)?;
+            self.check_push_durable(index, &request)?;
             self.send(index, request);
         }
         Ok(())
@@ -389,17 +390,19 @@ impl Sim {
                 ))
             })?;
         crate::oracle::check_stamp_not_dragged_ahead(device, self.now_ms, &record)?;
+        let tenant = tenant.to_owned();
+        self.watch_write(index, &tenant, &record)?;
         // A stamp far ahead is stored clamped, at the earliest to this bound: the write
         // is judged by the stamp it can have on the server, and known to the causality
         // by the version the device shows.
         let stored_stamp = crate::server::rules::admitted_stamp(record.updated_at, self.now_ms);
         self.oracle
-            .acknowledge(index, tenant, &record, stored_stamp)?;
+            .acknowledge(index, &tenant, &record, stored_stamp)?;
         if !record.is_deleted && crate::server::rules::check_record(&record.data).is_err() {
             // The server's rules refuse this write: it is never expected to survive.
             self.oracle.model.discard_record(
                 index,
-                tenant,
+                &tenant,
                 client_id,
                 "refused by the server's rules",
             );
@@ -421,6 +424,7 @@ impl Sim {
             return;
         }
         self.devices[index].kill();
+        self.maybe_lose_power(index);
         self.oracle.process_ended(index);
         let line = format!("{} killed", self.devices[index].name);
         self.trace_device(index, EventKind::Kill, line);
@@ -475,6 +479,7 @@ impl Sim {
         let engine = self.devices[index].engine.take();
         self.devices[index].forget_process();
         self.oracle.model.discard_device_tenant(index, &tenant);
+        self.devices[index].power.forget_tenant(&tenant);
         self.oracle.reset_cursors(index, &tenant);
         self.oracle.logged_out(index, &tenant);
         let dropped = match engine {

@@ -28,6 +28,7 @@ mod faults;
 mod inject;
 mod lifecycle;
 pub mod network;
+mod power;
 pub mod probes;
 mod tenancy;
 mod trace;

@@ -28,6 +28,7 @@ pub fn engine_defects(planted: &ServerDefects) -> PlantedDefects {
         forget_timed_out_requests: planted.forget_timed_out_requests,
         trust_repeated_cursor: planted.trust_repeated_cursor,
         same_version_keeps_local_data: planted.same_version_keeps_local_data,
+        push_before_durable: planted.push_before_durable,
     }
 }
 
@@ -120,6 +121,7 @@ impl Sim {
         self.oracle.reset_cursors(index, tenant);
         // What the device knew of the tenant's records goes with its files.
         self.oracle.causality.forget(index, tenant);
+        self.devices[index].power.forget_tenant(tenant);
         let id = TenantId::parse(tenant).expect("simulated tenant ids are valid");
         let location = self.devices[index].location.clone();
         sync_engine::drop_tenant_database(&location, &id)

@@ -141,6 +141,8 @@ pub enum Defect {
     TrustRepeatedCursor,
     /// [`ServerDefects::same_version_keeps_local_data`] (an engine defect).
     SameVersionKeepsLocalData,
+    /// [`ServerDefects::push_before_durable`] (an engine defect).
+    PushBeforeDurable,
 }
 
 impl Defect {
@@ -275,6 +277,10 @@ pub struct ServerDefects {
     /// it stores (the server-rewrite fault) hands back other data at the same version.
     /// The server ignores it.
     pub same_version_keeps_local_data: bool,
+    /// Engine: a push leaves without the durability barrier, its writes maybe only in
+    /// the unsynced WAL, so a power loss can take them back after the server has them.
+    /// The server ignores it.
+    pub push_before_durable: bool,
 }
 
 impl ServerDefects {
@@ -334,6 +340,7 @@ impl ServerDefects {
             Defect::ApplyItemsBeforeValidating => &mut self.apply_items_before_validating,
             Defect::TrustRepeatedCursor => &mut self.trust_repeated_cursor,
             Defect::SameVersionKeepsLocalData => &mut self.same_version_keeps_local_data,
+            Defect::PushBeforeDurable => &mut self.push_before_durable,
         }
     }
 
