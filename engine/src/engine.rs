@@ -134,6 +134,11 @@ pub struct PlantedDefects {
     /// server already holds off the device and let its clock hand their stamps out again.
     /// Invisible to a harness whose kills keep every byte written (no power loss).
     pub push_before_durable: bool,
+    /// On `RESYNC_REQUIRED`, pull the entity again from the start but keep every synced
+    /// record the pass does not bring: a record deleted on the server whose tombstone was
+    /// purged stays on the device for good. Invisible against a server that keeps every
+    /// tombstone (no resync is ever required).
+    pub resync_keeps_missing_rows: bool,
 }
 
 impl EngineOptions {

@@ -924,6 +924,20 @@ pub fn set_sync_state(
     Ok(())
 }
 
+/// Whether a resync pass of `entity` stored pages and not yet its last one (it keeps
+/// the entity without a cursor meanwhile, so a pass cut short runs again whole).
+pub fn resync_under_way(conn: &Connection, entity: &str) -> rusqlite::Result<bool> {
+    Ok(meta_get(conn, &format!("resync:{entity}"))?.is_some_and(|value| value != 0))
+}
+
+pub fn set_resync_under_way(
+    conn: &Connection,
+    entity: &str,
+    under_way: bool,
+) -> rusqlite::Result<()> {
+    meta_set(conn, &format!("resync:{entity}"), i64::from(under_way))
+}
+
 /// Moves an entity's cursor without a pull page (a push answer said where the device's
 /// own writes landed); the server checksum stored with it stays as it was.
 pub fn set_cursor(

@@ -114,6 +114,11 @@ pub enum SyncEvent {
     RepairStarted {
         entity: String,
     },
+    /// The server no longer keeps what happened after the device's cursor (it answered
+    /// `RESYNC_REQUIRED`): the entity is pulled again from the start, pending ops kept.
+    ResyncStarted {
+        entity: String,
+    },
     /// A confirmed force-from-server replaced the entity's local records.
     ForceCompleted {
         entity: String,
@@ -196,10 +201,12 @@ pub(crate) enum Phase {
     },
 }
 
-/// A full re-pull after a checksum mismatch: the server ids seen so far.
+/// A full re-pull after a checksum mismatch, or because the server no longer keeps what
+/// happened after the device's cursor (a resync): the server ids seen so far.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub(crate) struct RepairPass {
     seen_server_ids: BTreeSet<String>,
+    resync: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -657,6 +664,12 @@ impl Engine {
                         .name()
                         .to_owned();
                     let cursor = store::cursor(&self.conn, &entity)?;
+                    if cursor.is_none() && store::resync_under_way(&self.conn, &entity)? {
+                        // A resync pass was cut short: only a whole pass can tell which
+                        // records the server no longer has, so it runs again whole.
+                        self.begin_resync_pass(entity_index, &entity, false);
+                        return Ok(());
+                    }
                     self.emit_pull(&entity, cursor);
                     return Ok(());
                 }
@@ -910,6 +923,10 @@ impl Engine {
                 code: Some(ErrorCode::Unauthorized),
                 message,
             } => return self.fail_sync(SyncFailure::AuthRequired { message }),
+            Envelope::Error {
+                code: Some(ErrorCode::ResyncRequired),
+                message,
+            } => return self.start_resync(entity, cursor, message),
             Envelope::Error { code, message } => {
                 return self.fail_sync(SyncFailure::ServerError { code, message })
             }
@@ -991,14 +1008,20 @@ impl Engine {
             }
         }
         if !page.has_more {
-            if let Some(repair) = &repair {
+            let planted = self.options.planted_defects.resync_keeps_missing_rows;
+            if let Some(repair) = repair.as_ref().filter(|pass| !(pass.resync && planted)) {
                 forget_records_missing_on_server(&tx, entity, &repair.seen_server_ids)?;
             }
+        }
+        let resync = repair.as_ref().is_some_and(|pass| pass.resync);
+        let resync_goes_on = resync && page.has_more;
+        if resync {
+            store::set_resync_under_way(&tx, entity, resync_goes_on)?;
         }
         store::set_sync_state(
             &tx,
             entity,
-            Some(&page.last_sync_at),
+            (!resync_goes_on).then_some(page.last_sync_at.as_str()),
             page.version_hash.as_deref(),
             now_ms,
         )?;
@@ -1035,6 +1058,59 @@ impl Engine {
             repair: None,
         };
         self.advance()
+    }
+
+    /// The server answered a pull of `entity` from `cursor` with `RESYNC_REQUIRED`: it
+    /// purged tombstones the pages after that cursor would have carried. The entity is
+    /// pulled again from the start in this sync, as a repair pass: records the server no
+    /// longer has are forgotten unless an op of theirs is unfinished, and pending ops stay
+    /// queued and are pushed as always. Nothing is written before the first page comes
+    /// (a kill before it leaves the old cursor, which the server refuses again).
+    /// A pass from the start cannot be too old, so a server that says so there (or in a
+    /// force from the server, which pulls from the start) fails the sync instead.
+    fn start_resync(
+        &mut self,
+        entity: &str,
+        cursor: &str,
+        message: String,
+    ) -> Result<(), SyncError> {
+        let failure = |message| SyncFailure::ServerError {
+            code: Some(ErrorCode::ResyncRequired),
+            message,
+        };
+        let Phase::Pulling {
+            entity_index,
+            repair: None,
+        } = self.sync.phase
+        else {
+            return self.fail_sync(failure(message));
+        };
+        if cursor.is_empty() {
+            return self.fail_sync(failure(message));
+        }
+        self.begin_resync_pass(entity_index, entity, true);
+        Ok(())
+    }
+
+    /// Pulls `entity` from the start as a resync pass (`announce`: the server required
+    /// it, and the app hears `ResyncStarted`; otherwise a pass cut short runs again). Its
+    /// pages store no cursor until the last one, which stores the pass's end and clears
+    /// the durable "resync under way" mark its first page set: a pass cut short leaves the
+    /// entity without a cursor and with the mark, and the next sync runs it again whole.
+    fn begin_resync_pass(&mut self, entity_index: usize, entity: &str, announce: bool) {
+        self.sync.phase = Phase::Pulling {
+            entity_index,
+            repair: Some(RepairPass {
+                resync: true,
+                ..RepairPass::default()
+            }),
+        };
+        if announce {
+            self.sync.events.push_back(SyncEvent::ResyncStarted {
+                entity: entity.to_owned(),
+            });
+        }
+        self.emit_pull(entity, None);
     }
 
     /// True when nothing of `entity` is pending, its local checksum differs from the

@@ -205,6 +205,9 @@ pub enum ErrorCode {
     ServerBusy,
     /// The server did not answer in time (it may or may not have applied the request).
     Timeout,
+    /// A pull's cursor is older than what the server still keeps (it purged tombstones
+    /// past its retention window): the device must pull the entity again from the start.
+    ResyncRequired,
 }
 
 impl ErrorCode {
@@ -225,6 +228,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::ServerBusy => "SERVER_BUSY",
             ErrorCode::Timeout => "TIMEOUT",
+            ErrorCode::ResyncRequired => "RESYNC_REQUIRED",
         }
     }
 

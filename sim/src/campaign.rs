@@ -398,6 +398,7 @@ mod tests {
                 "trust_repeated_cursor",
                 "same_version_keeps_local_data",
                 "push_before_durable",
+                "resync_keeps_missing_rows",
             ]
         );
         for &name in DEFECT_NAMES {
@@ -504,6 +505,7 @@ mod tests {
             trust_repeated_cursor: true,
             same_version_keeps_local_data: true,
             push_before_durable: true,
+            resync_keeps_missing_rows: true,
         };
         assert_eq!(ServerDefects::planting(Defect::ALL.iter().copied()), every);
         assert_eq!(every.planted(), Defect::ALL.to_vec());

@@ -146,6 +146,10 @@ pub enum FaultClass {
     /// left it, its `-wal` keeps a prefix (any byte length, no shorter than what a
     /// checkpoint synced) and its `-shm` is gone.
     PowerLoss,
+    /// The server keeps tombstones only for a retention window: now and then it purges
+    /// those older than its last few commits, and answers a pull from a cursor before
+    /// them `RESYNC_REQUIRED`.
+    BoundedRetention,
 }
 
 impl FaultClass {
@@ -180,12 +184,17 @@ impl FaultClass {
     /// same reason).
     pub const STORAGE_LATE: [FaultClass; 1] = [FaultClass::PowerLoss];
 
+    /// The server faults added after the late storage faults, drawn after them (for the
+    /// same reason).
+    pub const SERVER_LATER: [FaultClass; 1] = [FaultClass::BoundedRetention];
+
     /// Whether the class's knob is drawn after the swarm's walk over every class.
     fn drawn_later(self) -> bool {
         FaultClass::DRAWN_LAST.contains(&self)
             || FaultClass::STORAGE.contains(&self)
             || FaultClass::SERVER_LATE.contains(&self)
             || FaultClass::STORAGE_LATE.contains(&self)
+            || FaultClass::SERVER_LATER.contains(&self)
     }
 }
 
@@ -404,6 +413,14 @@ impl Knobs {
                 knobs.faults.insert(class, Ratio::new(rng.range(1, 3), 4));
             }
         }
+        // Later server faults, per pull sent: each on in about half the seeds.
+        for class in FaultClass::SERVER_LATER {
+            if rng.coin() {
+                knobs
+                    .faults
+                    .insert(class, Ratio::new(rng.range(5, 21), denominator));
+            }
+        }
         knobs
     }
 }
@@ -453,6 +470,7 @@ mod tests {
                 "endless_paging",
                 "server_rewrite",
                 "power_loss",
+                "bounded_retention",
             ]
         );
         for class in FaultClass::ALL {

@@ -262,10 +262,39 @@ impl Sim {
         }
         for request in requests {
             self.check_paging_budget(index, &request)?;
+            self.note_pull_from_start(index, &request);
             self.check_push_durable(index, &request)?;
             self.send(index, request);
         }
         Ok(())
+    }
+
+    /// Tells the oracle of a pull from no cursor after the server purged tombstones of
+    /// its entity (a repair may follow it, see `Oracle::pull_from_start`).
+    fn note_pull_from_start(&mut self, index: usize, request: &SyncRequest) {
+        let Some((OperationKind::Pull, config)) =
+            self.registry.resolve_operation(&request.operation_name)
+        else {
+            return;
+        };
+        let entity = config.name();
+        let from_start = request.variables["lastSyncAt"]
+            .as_str()
+            .is_none_or(str::is_empty);
+        if !from_start || !self.server.purged_tombstones(&request.tenant_id, entity) {
+            return;
+        }
+        let Some(engine) = self.devices[index].engine.as_ref() else {
+            return;
+        };
+        self.oracle
+            .pull_from_start(index, &request.tenant_id, entity, || {
+                engine.all_records().is_ok_and(|records| {
+                    records
+                        .iter()
+                        .any(|record| record.entity == entity && record.server_id.is_some())
+                })
+            });
     }
 
     /// A liveness check of every pull a device sends: within one sync (or force, or
@@ -319,7 +348,7 @@ impl Sim {
             SyncEvent::SyncFailed { .. }
             | SyncEvent::ForceCompleted { .. }
             | SyncEvent::ForceFailed { .. } => device.pulls_this_sync.clear(),
-            SyncEvent::RepairStarted { entity } => {
+            SyncEvent::RepairStarted { entity } | SyncEvent::ResyncStarted { entity } => {
                 device.pulls_this_sync.remove(entity);
             }
             SyncEvent::ConflictStored { .. } => self.conflicts_stored += 1,

@@ -58,6 +58,9 @@ pub enum Probe {
     CursorInsideCommit,
     /// A checksum mismatch started a repair pull (`RepairStarted`).
     RepairStarted,
+    /// A pull too old for the server's retention started a pull from the start
+    /// (`ResyncStarted`).
+    ResyncStarted,
     /// A confirmed force (either direction) ran to its outcome.
     ForceExecuted,
     /// A force from the server replaced an entity (`ForceCompleted`).
@@ -110,6 +113,7 @@ impl Probe {
             SyncEvent::OpFailed { .. } => Probe::OpFailedPermanently,
             SyncEvent::OpSuperseded { .. } => Probe::OpSuperseded,
             SyncEvent::RepairStarted { .. } => Probe::RepairStarted,
+            SyncEvent::ResyncStarted { .. } => Probe::ResyncStarted,
             SyncEvent::ForceCompleted { .. } => Probe::ForceFromServerCompleted,
             SyncEvent::ForceFailed { .. } => Probe::ForceFailed,
             // `SyncCompleted`, `SyncFailed`, and events this build does not know.

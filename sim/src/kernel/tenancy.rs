@@ -29,6 +29,7 @@ pub fn engine_defects(planted: &ServerDefects) -> PlantedDefects {
         trust_repeated_cursor: planted.trust_repeated_cursor,
         same_version_keeps_local_data: planted.same_version_keeps_local_data,
         push_before_durable: planted.push_before_durable,
+        resync_keeps_missing_rows: planted.resync_keeps_missing_rows,
     }
 }
 

@@ -181,6 +181,7 @@ impl Sim {
         let network_up = device.network_up;
         let timeout_at = self.now_ms + self.knobs.request_timeout_ms;
         let planned = self.devices[index].planned_fates.pop_front();
+        let fate_planned = planned.is_some();
         // Drawn before the line is traced, which draws nothing: the trace is the same.
         let batch_len = request.variables["payload"].as_array().map_or(0, Vec::len);
         let kind = self
@@ -202,6 +203,22 @@ impl Sim {
                 plan_server_rewrite(&mut self.faults, fate, is_push, at_ms)
             }
         });
+        if (is_pull || is_push) && network_up && !fate_planned {
+            // Drawn after every other class of the request, from its own stream.
+            let at_ms = self.now_ms - EPOCH_MS;
+            let keep = self
+                .faults
+                .fire(FaultClass::BoundedRetention, at_ms, |stream| {
+                    stream.range(0, 4)
+                });
+            if let Some(keep) = keep {
+                let purged = self.server.purge_tombstones(&request.tenant_id, keep);
+                self.trace(format!(
+                    "server purges {purged} tombstones of {} committed before its last {keep} commits",
+                    request.tenant_id
+                ));
+            }
+        }
         let fate_name = match fate {
             None => Some("unreachable"),
             Some(RequestFate::Lost) => Some("lost"),

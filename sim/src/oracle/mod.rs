@@ -56,6 +56,13 @@ pub struct Oracle {
     touched: BTreeMap<usize, BTreeSet<String>>,
     /// What each device showed at the last check, and what its engine announced since.
     notifications: Notifications,
+    /// (device, tenant, entity) pulled again from the start in the device's current
+    /// sync (a resync): its cursor goes back to the pass's end, legitimately.
+    resyncing: BTreeSet<(usize, String, String)>,
+    /// (device, tenant, entity) whose pull in the current sync started from no cursor
+    /// while the device held records with server ids, after the server purged tombstones
+    /// of the entity: the pass cannot bring those deletes, so a repair may follow.
+    repair_excused: BTreeSet<(usize, String, String)>,
 }
 
 impl Oracle {
@@ -226,6 +233,8 @@ impl Oracle {
     /// and the reopen checks every record anyway.
     pub fn process_ended(&mut self, device: usize) {
         self.touched.remove(&device);
+        self.resyncing.retain(|(index, _, _)| *index != device);
+        self.repair_excused.retain(|(index, _, _)| *index != device);
         self.notifications.forget(device);
     }
 
@@ -287,12 +296,34 @@ impl Oracle {
                     self.invariant_checks += 1;
                 }
             }
+            SyncEvent::RepairStarted { entity }
+                if self.repair_excused.contains(&(
+                    device.index,
+                    tenant.to_owned(),
+                    entity.clone(),
+                )) =>
+            {
+                self.cursors
+                    .remove(&(device.index, tenant.to_owned(), entity.clone()));
+            }
             SyncEvent::RepairStarted { entity } if !self.hostile_server => {
                 return Err(violation(format!(
                     "silent divergence: {}'s copy of {entity} in tenant {tenant} disagreed with the server's \
                      versionHash after a complete pull with nothing pending",
                     device.name
                 )));
+            }
+            SyncEvent::ResyncStarted { entity } => {
+                // A pull from the start: until the sync ends, the cursor may go back.
+                let key = (device.index, tenant.to_owned(), entity.clone());
+                self.cursors.remove(&key);
+                self.resyncing.insert(key);
+            }
+            SyncEvent::SyncCompleted | SyncEvent::SyncFailed { .. } => {
+                self.resyncing
+                    .retain(|(index, _, _)| *index != device.index);
+                self.repair_excused
+                    .retain(|(index, _, _)| *index != device.index);
             }
             SyncEvent::ForceCompleted { entity } => {
                 self.causality.excuse_entity(device.index, tenant, entity);
@@ -345,6 +376,9 @@ impl Oracle {
             };
             let parsed = parse_cursor(&cursor);
             let key = (device.index, tenant.to_owned(), entity.clone());
+            if self.resyncing.contains(&key) {
+                continue;
+            }
             if let Some(previous) = self.cursors.get(&key) {
                 if parsed < *previous {
                     return Err(violation(format!(
@@ -356,6 +390,22 @@ impl Oracle {
             self.cursors.insert(key, parsed);
         }
         Ok(())
+    }
+
+    /// The device pulls `entity` from no cursor: outside a resync it announced, while it
+    /// holds records with server ids, after the server purged tombstones of the entity,
+    /// a repair may follow (see `repair_excused`).
+    pub fn pull_from_start(
+        &mut self,
+        device: usize,
+        tenant: &str,
+        entity: &str,
+        holds_synced_records: impl FnOnce() -> bool,
+    ) {
+        let key = (device, tenant.to_owned(), entity.to_owned());
+        if !self.resyncing.contains(&key) && holds_synced_records() {
+            self.repair_excused.insert(key);
+        }
     }
 
     /// A force from the server, a wipe or a logout starts the device's cursors over.
@@ -662,8 +712,13 @@ pub fn first_difference(local: &[CanonicalRow], server: &[CanonicalRow]) -> Stri
     )
 }
 
+/// The reference server's cursor as a pull position `(commit stamp, row id)`, without
+/// the purge epoch it may carry (`@epoch`), which only grows along with the position.
 fn parse_cursor(cursor: &str) -> (u64, String) {
-    match cursor.split_once('.') {
+    let position = cursor
+        .split_once('@')
+        .map_or(cursor, |(position, _)| position);
+    match position.split_once('.') {
         Some((stamp, id)) => (stamp.parse().unwrap_or(0), id.to_owned()),
         None => (0, String::new()),
     }

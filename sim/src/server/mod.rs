@@ -143,6 +143,8 @@ pub enum Defect {
     SameVersionKeepsLocalData,
     /// [`ServerDefects::push_before_durable`] (an engine defect).
     PushBeforeDurable,
+    /// [`ServerDefects::resync_keeps_missing_rows`] (an engine defect).
+    ResyncKeepsMissingRows,
 }
 
 impl Defect {
@@ -281,6 +283,9 @@ pub struct ServerDefects {
     /// the unsynced WAL, so a power loss can take them back after the server has them.
     /// The server ignores it.
     pub push_before_durable: bool,
+    /// Engine: on `RESYNC_REQUIRED` the entity is pulled again from the start, but the
+    /// synced records the pass does not bring are kept. The server ignores it.
+    pub resync_keeps_missing_rows: bool,
 }
 
 impl ServerDefects {
@@ -341,6 +346,7 @@ impl ServerDefects {
             Defect::TrustRepeatedCursor => &mut self.trust_repeated_cursor,
             Defect::SameVersionKeepsLocalData => &mut self.same_version_keeps_local_data,
             Defect::PushBeforeDurable => &mut self.push_before_durable,
+            Defect::ResyncKeepsMissingRows => &mut self.resync_keeps_missing_rows,
         }
     }
 
@@ -632,6 +638,22 @@ impl ReferenceServer {
         records
     }
 
+    /// The retention window closes on `tenant_id`'s tombstones: those committed before its
+    /// last `keep_commits` commits leave the pull order, and a pull from a cursor before
+    /// the newest of them is answered `RESYNC_REQUIRED`. Returns how many were purged.
+    pub fn purge_tombstones(&mut self, tenant_id: &str, keep_commits: u64) -> usize {
+        self.tenants
+            .get_mut(tenant_id)
+            .map_or(0, |tenant| tenant.purge_tombstones(keep_commits))
+    }
+
+    /// Whether the server ever purged tombstones of `entity` in `tenant_id`.
+    pub fn purged_tombstones(&self, tenant_id: &str, entity: &str) -> bool {
+        self.tenants
+            .get(tenant_id)
+            .is_some_and(|tenant| tenant.purge_epoch(entity) > 0)
+    }
+
     /// How many rows (live records and tombstones) a pull of `entity` pages over in
     /// `tenant_id`.
     pub fn pull_rows(&self, tenant_id: &str, entity: &str) -> usize {
@@ -802,6 +824,19 @@ impl ReferenceServer {
                     })?;
                 let tenant_id = self.authorized_tenant(&token_tenant_id, &variables.tenant_id)?;
                 let page = pull::PageRequest::parse(&variables).map_err(Rejection::validation)?;
+                let purged = self
+                    .tenants
+                    .get(&tenant_id)
+                    .is_some_and(|tenant| page.starts_before_purge(tenant, &entity));
+                if purged {
+                    return Err(Rejection {
+                        code: ErrorCode::ResyncRequired,
+                        message: format!(
+                            "lastSyncAt is older than the tombstones of {entity} this server \
+                             still keeps: pull from the start"
+                        ),
+                    });
+                }
                 self.handle_pull(&tenant_id, &entity, &page)
             }
         };

@@ -21,26 +21,40 @@ const CURSOR_ID_LEN_MAX: usize = 128;
 pub(super) struct Cursor {
     commit_stamp: u64,
     id: String,
+    /// The tenant's purge epoch of the entity when the cursor was issued (written as an
+    /// `@epoch` suffix once tombstones were purged): a cursor issued before a purge, and
+    /// standing before a tombstone it took, is answered `RESYNC_REQUIRED`.
+    epoch: u64,
 }
 
 impl Cursor {
-    /// Reads `"{stamp}.{id}"`; `None` means the input is not a cursor.
+    /// Reads `"{stamp}.{id}"` or `"{stamp}.{id}@{epoch}"`; `None` means the input is
+    /// not a cursor.
     fn parse(raw: &str) -> Option<Cursor> {
-        let (stamp, id) = raw.split_once('.')?;
-        let stamp_is_digits = !stamp.is_empty() && stamp.bytes().all(|byte| byte.is_ascii_digit());
+        let digits =
+            |text: &str| !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit());
+        let (position, epoch) = match raw.rsplit_once('@') {
+            Some((position, epoch)) if digits(epoch) => (position, epoch.parse().ok()?),
+            _ => (raw, 0),
+        };
+        let (stamp, id) = position.split_once('.')?;
         let id_is_sane =
             !id.is_empty() && id.len() <= CURSOR_ID_LEN_MAX && !id.chars().any(char::is_control);
-        if !stamp_is_digits || !id_is_sane {
+        if !digits(stamp) || !id_is_sane {
             return None;
         }
         Some(Cursor {
             commit_stamp: stamp.parse().ok()?,
             id: id.to_owned(),
+            epoch,
         })
     }
 
     fn format(&self) -> String {
-        format!("{}.{}", self.commit_stamp, self.id)
+        match self.epoch {
+            0 => format!("{}.{}", self.commit_stamp, self.id),
+            epoch => format!("{}.{}@{epoch}", self.commit_stamp, self.id),
+        }
     }
 }
 
@@ -53,6 +67,14 @@ pub(super) struct PageRequest {
 }
 
 impl PageRequest {
+    /// Whether the page starts before a tombstone the tenant purged: the pages after it
+    /// can no longer carry every delete, so the device must pull from the start.
+    pub(super) fn starts_before_purge(&self, tenant: &TenantState, entity: &str) -> bool {
+        self.after.as_ref().is_some_and(|after| {
+            tenant.purged_after(entity, after.epoch, (after.commit_stamp, after.id.as_str()))
+        })
+    }
+
     pub(super) fn parse(variables: &SyncPullVariables) -> Result<PageRequest, String> {
         let after = match variables.last_sync_at.as_deref() {
             None | Some("") => None,
@@ -85,6 +107,7 @@ pub(super) fn caught_up_cursor(tenant: &TenantState, entity: &str) -> String {
             Cursor {
                 commit_stamp,
                 id: id.to_owned(),
+                epoch: tenant.purge_epoch(entity),
             }
             .format()
         })
@@ -146,14 +169,18 @@ impl ReferenceServer {
                 assert_eq!(rows.len(), page.limit);
             }
         }
-        // An empty page keeps the incoming position, so a cursor never moves backwards.
+        // An empty page keeps the incoming position, so a cursor never moves backwards;
+        // every cursor handed out is of the current purge epoch (the request passed the
+        // purge check, so nothing purged after its own epoch lies past it).
+        let epoch = tenant.purge_epoch(entity);
         let last_sync_at = rows
             .last()
             .map(|last| Cursor {
                 commit_stamp: last.commit_stamp,
                 id: last.id.clone(),
+                epoch,
             })
-            .or_else(|| page.after.clone());
+            .or_else(|| page.after.clone().map(|after| Cursor { epoch, ..after }));
         if let (Some(after), Some(last_sync_at)) = (&page.after, &last_sync_at) {
             assert!(last_sync_at >= after, "a cursor never moves backwards");
         }

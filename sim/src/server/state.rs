@@ -24,6 +24,14 @@ pub(super) struct TenantState {
     results_by_op_id: BTreeMap<String, SyncResultItem>,
     /// The highest commit stamp handed out; every record's stamp is at most this.
     commit_stamp_high: u64,
+    /// Tombstones purged past the retention window: out of the pull order (no page
+    /// carries them any more), still answering pushes (a delete stays final).
+    purged: BTreeSet<String>,
+    /// Per entity, each purge that took tombstones out, in order: its epoch (1, 2, ...)
+    /// and the pull position of the newest tombstone it took. A cursor issued before that
+    /// purge and standing before that position may have missed a delete no page can tell
+    /// any more.
+    purges: BTreeMap<String, Vec<(u64, ChangeKey)>>,
 }
 
 impl TenantState {
@@ -94,6 +102,49 @@ impl TenantState {
         self.records_by_id.insert(record.id.clone(), record);
     }
 
+    /// Purges the tombstones committed before the tenant's last `keep_commits` commits
+    /// from the pull order; returns how many it purged.
+    pub(super) fn purge_tombstones(&mut self, keep_commits: u64) -> usize {
+        let horizon = self.commit_stamp_high.saturating_sub(keep_commits);
+        let mut purged = 0;
+        for (entity, order) in &mut self.change_order {
+            let old_tombstones: Vec<ChangeKey> = order
+                .iter()
+                .take_while(|(stamp, _)| *stamp <= horizon)
+                .filter(|(_, id)| self.records_by_id[id].is_deleted)
+                .cloned()
+                .collect();
+            let Some(newest) = old_tombstones.last().cloned() else {
+                continue;
+            };
+            for key in old_tombstones {
+                order.remove(&key);
+                self.purged.insert(key.1);
+                purged += 1;
+            }
+            let purges = self.purges.entry(entity.clone()).or_default();
+            purges.push((purges.len() as u64 + 1, newest));
+        }
+        purged
+    }
+
+    /// How many purges took tombstones of `entity` out: the epoch a cursor is issued in.
+    pub(super) fn purge_epoch(&self, entity: &str) -> u64 {
+        self.purges
+            .get(entity)
+            .map_or(0, |purges| purges.len() as u64)
+    }
+
+    /// Whether a purge after `epoch` took a tombstone of `entity` positioned after
+    /// `position`: a cursor issued in `epoch` at `position` may have missed that delete.
+    pub(super) fn purged_after(&self, entity: &str, epoch: u64, position: (u64, &str)) -> bool {
+        self.purges.get(entity).is_some_and(|purges| {
+            purges
+                .iter()
+                .any(|(purge, (stamp, id))| *purge > epoch && (*stamp, id.as_str()) > position)
+        })
+    }
+
     /// Replaces a record with its next version; identity fields never change.
     pub(super) fn replace_record(&mut self, record: ServerRecord) {
         let Some(previous) = self.records_by_id.get(&record.id) else {
@@ -115,7 +166,8 @@ impl TenantState {
             .change_order
             .get_mut(&record.entity)
             .expect("a stored record's entity has a pull order");
-        let removed = order.remove(&change_key(previous));
+        // A purged tombstone written again (a delete replayed) re-enters the pull order.
+        let removed = order.remove(&change_key(previous)) || self.purged.remove(&record.id);
         assert!(removed);
         let inserted = order.insert(change_key(&record));
         assert!(inserted);
@@ -167,7 +219,7 @@ impl TenantState {
     /// Checks this tenant's tables against each other.
     pub(super) fn check_invariants(&self, tenant_id: &str, defects_ever: ServerDefects) {
         assert_eq!(
-            self.change_order.values().map(BTreeSet::len).sum::<usize>(),
+            self.change_order.values().map(BTreeSet::len).sum::<usize>() + self.purged.len(),
             self.records_by_id.len()
         );
         let mut client_ids: BTreeSet<&str> = BTreeSet::new();
@@ -189,12 +241,16 @@ impl TenantState {
             if !defects_ever.wall_clock_cursor {
                 assert!(record.commit_stamp >= 1, "record {id} was never committed");
             }
-            assert!(
-                self.change_order
-                    .get(&record.entity)
-                    .is_some_and(|order| order.contains(&change_key(record))),
-                "record {id} missing from pull order"
-            );
+            if self.purged.contains(id) {
+                assert!(record.is_deleted, "live record {id} purged");
+            } else {
+                assert!(
+                    self.change_order
+                        .get(&record.entity)
+                        .is_some_and(|order| order.contains(&change_key(record))),
+                    "record {id} missing from pull order"
+                );
+            }
             let first_client_id_use = client_ids.insert(&record.client_id);
             if !defects_ever.allows_duplicate_client_ids() {
                 assert!(

@@ -1,0 +1,127 @@
+//! Regression (issue 14): a server that keeps tombstones only for a retention window.
+//!
+//! A device offline for longer than the window holds a cursor older than tombstones the
+//! server has since purged: the pages after it can no longer tell the device what was
+//! deleted. Such a server answers the pull with `RESYNC_REQUIRED`. The engine took that
+//! for an ordinary server error: the sync failed, the retry asked from the same cursor
+//! and got the same answer, for ever, and the device kept showing a record deleted on
+//! the server. It must pull the entity again from the start instead, forget the synced
+//! records the server no longer has, and keep its pending ops and their records.
+
+use serde_json::{json, Value};
+use sync_engine::testing::{open_engine_in, EPOCH_MS};
+use sync_engine::wire::{data_response, SyncPullVariables, SyncRequest};
+use sync_engine::{Engine, ManualClock, SyncEvent};
+
+/// More requests than any sync here needs.
+const REQUESTS_MAX: usize = 40;
+
+fn page(items: Value, last_sync_at: &str, version_hash: Option<&str>) -> Value {
+    json!({"items": items, "deletedIds": [], "lastSyncAt": last_sync_at, "hasMore": false,
+           "versionHash": version_hash})
+}
+
+fn space_row(n: u64) -> Value {
+    json!({"id": format!("srv-{n}"), "clientId": format!("space-{n}"), "spaceId": "s1",
+           "version": 1, "updatedAt": (EPOCH_MS << 16) + n, "data": {"name": format!("s{n}")}})
+}
+
+fn cursor_of(request: &SyncRequest) -> String {
+    let variables: SyncPullVariables =
+        serde_json::from_value(request.variables.clone()).expect("pull variables");
+    variables.last_sync_at.unwrap_or_default()
+}
+
+fn drive(engine: &mut Engine, server: &mut dyn FnMut(&SyncRequest) -> Value) -> Vec<SyncEvent> {
+    let mut sent = 0;
+    while let Some(request) = engine.poll_request() {
+        sent += 1;
+        assert!(sent <= REQUESTS_MAX, "the engine keeps asking");
+        let answer = server(&request);
+        let _ = engine.handle_response(request.request_id, Ok(answer));
+    }
+    std::iter::from_fn(|| engine.poll_event()).collect()
+}
+
+fn resync_required() -> Value {
+    json!({"errors": [{"message": "cursor older than the retention window",
+                       "extensions": {"code": "RESYNC_REQUIRED"}}]})
+}
+
+// Proves that `RESYNC_REQUIRED` on a pull makes the device pull the entity again from the
+// start, in the same sync: the synced record the server purged is forgotten, the synced
+// record it still has stays, and a record created offline keeps its queued op, which is
+// pushed as before.
+#[test]
+fn a_pull_too_old_for_the_server_pulls_the_entity_again() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let clock = ManualClock::new(EPOCH_MS);
+    let mut engine = open_engine_in(dir.path(), "acme", clock.clone(), 3);
+    engine.set_auth_token("token-acme").unwrap();
+
+    // Online once: the device holds spaces 1 and 2 and the cursor after them.
+    engine.sync_now().unwrap();
+    drive(&mut engine, &mut |request| {
+        let operation = request.operation_name.as_str();
+        let answer = match operation {
+            "syncPullSpace" => page(json!([space_row(1), space_row(2)]), "c2", None),
+            _ => page(json!([]), "", None),
+        };
+        data_response(operation, answer)
+    });
+    assert!(engine.get("space-1").unwrap().is_some());
+
+    // Offline for long: the user creates a space. Meanwhile another device deleted space 1
+    // and the server purged its tombstone.
+    let created = engine
+        .create("Space", "s1", json!({"name": "made offline"}))
+        .unwrap();
+    let mut pulls_from = Vec::new();
+    engine.sync_now().unwrap();
+    let events = drive(&mut engine, &mut |request| {
+        let operation = request.operation_name.as_str();
+        if operation == "syncPushSpace" {
+            let items = request.variables["payload"].as_array().unwrap();
+            let results: Vec<Value> = items
+                .iter()
+                .map(|item| {
+                    json!({"opId": item["opId"], "success": true, "id": "srv-9",
+                                   "version": 1, "updatedAt": item["updatedAt"]})
+                })
+                .collect();
+            return data_response(operation, json!({"results": results}));
+        }
+        if operation != "syncPullSpace" {
+            return data_response(operation, page(json!([]), "", None));
+        }
+        let cursor = cursor_of(request);
+        pulls_from.push(cursor.clone());
+        match cursor.as_str() {
+            "c2" => resync_required(),
+            "" | "c9" => {
+                let mut own = space_row(9);
+                own["clientId"] = json!(created);
+                data_response(operation, page(json!([space_row(2), own]), "c9", None))
+            }
+            other => panic!("a pull from {other:?}"),
+        }
+    });
+    assert!(
+        events.contains(&SyncEvent::SyncCompleted),
+        "the sync completes: {events:?}"
+    );
+    assert!(
+        pulls_from.contains(&String::new()),
+        "pulled again from the start: {pulls_from:?}"
+    );
+    assert!(
+        engine.get("space-1").unwrap().is_none(),
+        "the record the server no longer has is gone"
+    );
+    assert!(engine.get("space-2").unwrap().is_some());
+    assert!(engine.get(&created).unwrap().is_some());
+    assert!(
+        engine.queued_ops().unwrap().is_empty(),
+        "the offline create was pushed"
+    );
+}
