@@ -397,6 +397,7 @@ mod tests {
                 "apply_items_before_validating",
                 "trust_repeated_cursor",
                 "same_version_keeps_local_data",
+                "recovery_drops_pending_ops",
             ]
         );
         for &name in DEFECT_NAMES {
@@ -502,6 +503,7 @@ mod tests {
             apply_items_before_validating: true,
             trust_repeated_cursor: true,
             same_version_keeps_local_data: true,
+            recovery_drops_pending_ops: true,
         };
         assert_eq!(ServerDefects::planting(Defect::ALL.iter().copied()), every);
         assert_eq!(every.planted(), Defect::ALL.to_vec());

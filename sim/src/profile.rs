@@ -142,6 +142,10 @@ pub enum FaultClass {
     /// stored normalized, with a server-set field, at the version it assigns, and the
     /// answer leaves both cursors null so the writer pulls the stored rows.
     ServerRewrite,
+    /// The device's database file is found damaged when the app opens after a kill (a
+    /// page or its header overwritten): the engine must refuse it typed, and the app runs
+    /// the recovery, which keeps the readable unsent ops and re-pulls the rest.
+    CorruptAtOpen,
 }
 
 impl FaultClass {
@@ -174,7 +178,8 @@ impl FaultClass {
 
     /// Whether the class's knob is drawn after the swarm's walk over every class.
     fn drawn_later(self) -> bool {
-        FaultClass::DRAWN_LAST.contains(&self)
+        self == FaultClass::CorruptAtOpen
+            || FaultClass::DRAWN_LAST.contains(&self)
             || FaultClass::STORAGE.contains(&self)
             || FaultClass::SERVER_LATE.contains(&self)
     }
@@ -389,6 +394,15 @@ impl Knobs {
                     .insert(class, Ratio::new(numerator, denominator));
             }
         }
+        // A damaged database at open, per restart after a kill: on in about half the
+        // seeds, rare (each firing loses the device's synced state). Drawn last.
+        if rng.coin() {
+            let numerator = rng.range(2, 5);
+            knobs.faults.insert(
+                FaultClass::CorruptAtOpen,
+                Ratio::new(numerator, denominator),
+            );
+        }
         knobs
     }
 }
@@ -437,6 +451,7 @@ mod tests {
                 "late_arrival",
                 "endless_paging",
                 "server_rewrite",
+                "corrupt_at_open",
             ]
         );
         for class in FaultClass::ALL {

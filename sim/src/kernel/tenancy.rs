@@ -28,6 +28,7 @@ pub fn engine_defects(planted: &ServerDefects) -> PlantedDefects {
         forget_timed_out_requests: planted.forget_timed_out_requests,
         trust_repeated_cursor: planted.trust_repeated_cursor,
         same_version_keeps_local_data: planted.same_version_keeps_local_data,
+        recovery_drops_pending_ops: planted.recovery_drops_pending_ops,
     }
 }
 
@@ -124,7 +125,9 @@ impl Sim {
         let location = self.devices[index].location.clone();
         sync_engine::drop_tenant_database(&location, &id)
             .map_err(|error| violation(format!("{name}: dropping {tenant} failed: {error}")))?;
-        if let Some(path) = location.db_files(&id).iter().find(|path| path.exists()) {
+        let files = location.db_files(&id);
+        let aside = location.corrupt_aside_files(&id);
+        if let Some(path) = files.iter().chain(&aside).find(|path| path.exists()) {
             return Err(violation(format!(
                 "{name}: dropping {tenant} left {} behind",
                 path.display()

@@ -139,13 +139,16 @@ fn knobs_for(mode: RunMode, setup: &runner::Setup) -> Knobs {
             // server's copy to stand (a force from server), so it is left out too; so are
             // pages that do not advance, which fail a force from server a step expects
             // to complete (a force is not retried); and so is a server that rewrites
-            // what it stores, since a step's expectations name the data it wrote.
+            // what it stores, since a step's expectations name the data it wrote; and so
+            // is a database damaged at open, whose recovery loses what a step expects the
+            // device to hold until it pulls again.
             knobs.faults.retain(|class, _| {
                 !setup.faults_off.contains(class)
                     && !FaultClass::STORAGE.contains(class)
                     && *class != FaultClass::LateArrival
                     && *class != FaultClass::EndlessPaging
                     && *class != FaultClass::ServerRewrite
+                    && *class != FaultClass::CorruptAtOpen
             });
             knobs
         }

@@ -141,6 +141,8 @@ pub enum Defect {
     TrustRepeatedCursor,
     /// [`ServerDefects::same_version_keeps_local_data`] (an engine defect).
     SameVersionKeepsLocalData,
+    /// [`ServerDefects::recovery_drops_pending_ops`] (an engine defect).
+    RecoveryDropsPendingOps,
 }
 
 impl Defect {
@@ -275,6 +277,11 @@ pub struct ServerDefects {
     /// it stores (the server-rewrite fault) hands back other data at the same version.
     /// The server ignores it.
     pub same_version_keeps_local_data: bool,
+    /// An engine defect (see `sync_engine::PlantedDefects`): the recovery of a corrupt
+    /// database starts it empty instead of carrying the readable unsent ops over. Only a
+    /// database damaged at open (the corrupt-at-open fault) is ever recovered. The server
+    /// ignores it.
+    pub recovery_drops_pending_ops: bool,
 }
 
 impl ServerDefects {
@@ -334,6 +341,7 @@ impl ServerDefects {
             Defect::ApplyItemsBeforeValidating => &mut self.apply_items_before_validating,
             Defect::TrustRepeatedCursor => &mut self.trust_repeated_cursor,
             Defect::SameVersionKeepsLocalData => &mut self.same_version_keeps_local_data,
+            Defect::RecoveryDropsPendingOps => &mut self.recovery_drops_pending_ops,
         }
     }
 
