@@ -139,6 +139,12 @@ pub struct PlantedDefects {
     /// purged stays on the device for good. Invisible against a server that keeps every
     /// tombstone (no resync is ever required).
     pub resync_keeps_missing_rows: bool,
+    /// Recover a corrupt database by starting it empty ("the server has everything"):
+    /// the damaged file is moved aside as promised, but the unsent ops still readable in
+    /// it are not carried over, so writes the app was told succeeded vanish. Invisible
+    /// unless a database is damaged while it holds ops not yet pushed. Carried by
+    /// [`DbLocation`].
+    pub recovery_drops_pending_ops: bool,
 }
 
 impl EngineOptions {
@@ -181,7 +187,28 @@ impl Engine {
     /// Opens (creating and migrating if needed) the tenant's database. Ops that a crash
     /// left `sending` become `pending` again, and the pages a force-from-server had staged
     /// when the app was killed are dropped (the force never replaced anything).
+    ///
+    /// A file SQLite finds damaged (not a database, or a page it cannot read: `PRAGMA
+    /// quick_check`, one read of every page, before anything is written) is refused with
+    /// [`OpenError::Corrupt`] and left exactly as it was;
+    /// [`recover_corrupt_database`](crate::recover_corrupt_database) is the way out.
     pub fn open(options: EngineOptions, env: Env) -> Result<Engine, OpenError> {
+        let path = options.location.db_path(&options.tenant);
+        Engine::open_checked(options, env).map_err(|error| match error {
+            // Damage met past the check (a page that turned bad since) is corruption too.
+            OpenError::Storage(storage)
+                if storage.kind() == crate::error::StorageErrorKind::Corrupt =>
+            {
+                OpenError::Corrupt {
+                    path,
+                    detail: storage.to_string(),
+                }
+            }
+            other => other,
+        })
+    }
+
+    fn open_checked(options: EngineOptions, env: Env) -> Result<Engine, OpenError> {
         if options.registry.entities().is_empty() {
             return Err(crate::error::ConfigError::NoEntities.into());
         }
@@ -588,17 +615,19 @@ impl Engine {
 }
 
 /// Removes every file of a tenant's database without opening it (one still under its
-/// legacy name too).
+/// legacy name too, and a damaged one a recovery kept aside).
 pub fn drop_tenant_database(location: &DbLocation, tenant: &TenantId) -> Result<(), OpenError> {
     if location.dir().exists() {
         crate::legacy_names::migrate(location, tenant)?;
     }
     let [wal, shm, journal, main] = location.db_files(tenant);
-    let files = if location.planted().drop_leaves_wal {
+    let mut files = if location.planted().drop_leaves_wal {
         vec![journal, main]
     } else {
         vec![wal, shm, journal, main]
     };
+    // A damaged database kept aside by a recovery goes with the tenant.
+    files.extend(location.corrupt_aside_files(tenant));
     for path in files {
         match std::fs::remove_file(&path) {
             Ok(()) => {}

@@ -134,6 +134,21 @@ pub enum OpenError {
     Damaged(DamagedRow),
     #[error("file system error: {0}")]
     Io(#[from] std::io::Error),
+    /// SQLite finds the database file damaged: not a database (its header), or a page or
+    /// b-tree it cannot read. Nothing was written; the file is as it was found.
+    /// [`recover_corrupt_database`](crate::recover_corrupt_database) is the way out.
+    #[error("corrupt database {}: {detail}", path.display())]
+    Corrupt {
+        path: std::path::PathBuf,
+        /// What SQLite reported, for logs.
+        detail: String,
+    },
+    /// A recovery was asked for a tenant that has no database file.
+    #[error("no database to recover at {}", .0.display())]
+    NothingToRecover(std::path::PathBuf),
+    /// A recovery was asked for a database SQLite finds sound: nothing is moved aside.
+    #[error("the database {} is not corrupt: nothing to recover", .0.display())]
+    NotCorrupt(std::path::PathBuf),
 }
 
 /// Declaring entity types.

@@ -3,7 +3,8 @@
 //! One SQLite database per tenant; local-first create/update/delete with UUID v7 ids; a
 //! durable operation queue; two-way sync (push, then pull) against the `syncPush*` /
 //! `syncPull*` wire contract ([`wire`]); conflict detection and resolution; force sync
-//! both ways; wiping a space; dropping a tenant database.
+//! both ways; wiping a space; dropping a tenant database; recovering a corrupt one
+//! ([`recover_corrupt_database`]).
 //!
 //! The engine does no I/O but SQLite: time and randomness come from an injected
 //! [`Env`], and the network belongs to the caller, who drives the sans-IO state machine
@@ -36,6 +37,7 @@ mod pull;
 mod push;
 pub mod query;
 pub mod record;
+mod recovery;
 pub mod registry;
 mod settings;
 mod store;
@@ -66,6 +68,7 @@ pub use record::{
     Conflict, FailedOp, FieldDiff, ListOptions, OpStatus, QueuedOp, Record, Rejection, SyncStatus,
     WhichFailed,
 };
+pub use recovery::{recover_corrupt_database, RecoveryReport};
 pub use registry::{EntityConfig, EntityRegistry};
 pub use settings::SyncSettings;
 pub use sync::{SyncEvent, SyncTrigger, Transport, TransportError, TransportErrorKind};

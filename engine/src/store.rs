@@ -19,6 +19,7 @@ pub mod force_staging;
 pub mod integrity;
 pub mod query;
 pub mod row;
+pub mod salvage;
 pub mod schema;
 
 const META_HLC: &str = "hlc";

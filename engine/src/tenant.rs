@@ -118,11 +118,30 @@ impl DbLocation {
         with_companions(self.db_path(tenant))
     }
 
+    /// Where [`recover_corrupt_database`](crate::recover_corrupt_database) keeps a damaged
+    /// database of `tenant` for support: `{db_path}.corrupt`. No tenant's database has
+    /// that name: a stem holds at most one dot, followed by hex digits only. The drop of
+    /// the tenant (a logout) removes it with the database.
+    pub fn corrupt_aside_path(&self, tenant: &TenantId) -> PathBuf {
+        let mut name = self.db_path(tenant).into_os_string();
+        name.push(CORRUPT_ASIDE_SUFFIX);
+        PathBuf::from(name)
+    }
+
+    /// The damaged database kept aside and its companions, as [`DbLocation::db_files`].
+    pub fn corrupt_aside_files(&self, tenant: &TenantId) -> [PathBuf; 4] {
+        with_companions(self.corrupt_aside_path(tenant))
+    }
+
     /// [`DbLocation::db_files`] under the legacy name.
     pub fn legacy_db_files(&self, tenant: &TenantId) -> [PathBuf; 4] {
         with_companions(self.legacy_db_path(tenant))
     }
 }
+
+/// What a damaged database kept aside adds to its name (see
+/// [`DbLocation::corrupt_aside_path`]).
+pub const CORRUPT_ASIDE_SUFFIX: &str = ".corrupt";
 
 /// The suffixes SQLite appends to a database's name for the files beside it.
 pub const COMPANION_SUFFIXES: [&str; 3] = ["-wal", "-shm", "-journal"];

@@ -399,6 +399,7 @@ mod tests {
                 "same_version_keeps_local_data",
                 "push_before_durable",
                 "resync_keeps_missing_rows",
+                "recovery_drops_pending_ops",
             ]
         );
         for &name in DEFECT_NAMES {
@@ -506,6 +507,7 @@ mod tests {
             same_version_keeps_local_data: true,
             push_before_durable: true,
             resync_keeps_missing_rows: true,
+            recovery_drops_pending_ops: true,
         };
         assert_eq!(ServerDefects::planting(Defect::ALL.iter().copied()), every);
         assert_eq!(every.planted(), Defect::ALL.to_vec());

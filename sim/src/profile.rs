@@ -150,6 +150,10 @@ pub enum FaultClass {
     /// those older than its last few commits, and answers a pull from a cursor before
     /// them `RESYNC_REQUIRED`.
     BoundedRetention,
+    /// The device's database file is found damaged when the app opens after a kill (a
+    /// page or its header overwritten): the engine must refuse it typed, and the app runs
+    /// the recovery, which keeps the readable unsent ops and re-pulls the rest.
+    CorruptAtOpen,
 }
 
 impl FaultClass {
@@ -190,7 +194,8 @@ impl FaultClass {
 
     /// Whether the class's knob is drawn after the swarm's walk over every class.
     fn drawn_later(self) -> bool {
-        FaultClass::DRAWN_LAST.contains(&self)
+        self == FaultClass::CorruptAtOpen
+            || FaultClass::DRAWN_LAST.contains(&self)
             || FaultClass::STORAGE.contains(&self)
             || FaultClass::SERVER_LATE.contains(&self)
             || FaultClass::STORAGE_LATE.contains(&self)
@@ -421,6 +426,15 @@ impl Knobs {
                     .insert(class, Ratio::new(rng.range(5, 21), denominator));
             }
         }
+        // A damaged database at open, per open of an existing database by a new process:
+        // on in about half the seeds, rare (each firing loses the device's synced state).
+        if rng.coin() {
+            let numerator = rng.range(2, 5);
+            knobs.faults.insert(
+                FaultClass::CorruptAtOpen,
+                Ratio::new(numerator, denominator),
+            );
+        }
         knobs
     }
 }
@@ -471,6 +485,7 @@ mod tests {
                 "server_rewrite",
                 "power_loss",
                 "bounded_retention",
+                "corrupt_at_open",
             ]
         );
         for class in FaultClass::ALL {

@@ -346,6 +346,19 @@ CREATE INDEX force_staging_by_server_id ON force_staging (server_id);
 pub fn open(path: &Path, busy_timeout_ms: u64) -> Result<Connection, crate::error::OpenError> {
     let mut conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_millis(busy_timeout_ms))?;
+    // Before anything that could write: a damaged file is left exactly as it was found.
+    if let Some(detail) = corruption(&conn)? {
+        // Closing the last connection of a WAL database checkpoints into the damaged file.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )?;
+        drop(conn);
+        return Err(crate::error::OpenError::Corrupt {
+            path: path.to_owned(),
+            detail,
+        });
+    }
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // NORMAL in WAL mode: a committed transaction survives an app kill (not a power cut).
     conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -358,6 +371,32 @@ pub fn open(path: &Path, busy_timeout_ms: u64) -> Result<Connection, crate::erro
     migrate(&mut conn)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(conn)
+}
+
+/// What SQLite finds damaged in the file's structure, if anything: its header (not a
+/// database), a page or a b-tree (`PRAGMA quick_check`, which reads every page once but
+/// skips the index-against-table comparison of `integrity_check`). CHECK constraints are
+/// left out: a row that breaks one is a damaged row, which the readers name one by one
+/// (`DamagedRow`) while every other row stays usable. `Ok(None)` for a sound (or new,
+/// empty) file; other failures (a lock, an I/O error) are returned as they are.
+pub fn corruption(conn: &Connection) -> rusqlite::Result<Option<String>> {
+    let corrupt = |error: &rusqlite::Error| {
+        matches!(
+            error.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+        )
+    };
+    let checked = conn
+        .pragma_update(None, "ignore_check_constraints", "ON")
+        .and_then(|()| conn.query_row("PRAGMA quick_check(1)", [], |row| row.get::<_, String>(0)));
+    let found = match checked {
+        Ok(verdict) if verdict == "ok" => None,
+        Ok(problem) => Some(problem),
+        Err(error) if corrupt(&error) => Some(error.to_string()),
+        Err(error) => return Err(error),
+    };
+    conn.pragma_update(None, "ignore_check_constraints", "OFF")?;
+    Ok(found)
 }
 
 // Opening runs before any crash hook is installed: no boundary to kill at.

@@ -300,13 +300,17 @@ impl Device {
         self.engine.is_some()
     }
 
-    /// Every file of the logged-in tenant's database (missing ones included).
+    /// Every file of the logged-in tenant's database (missing ones included), and of a
+    /// damaged one kept aside.
     pub fn db_files(&self) -> Vec<PathBuf> {
         let Some(tenant) = self.tenant.as_deref() else {
             return Vec::new();
         };
         let tenant = TenantId::parse(tenant).expect("simulated tenant ids are valid");
-        self.location.db_files(&tenant).to_vec()
+        let mut files = self.location.db_files(&tenant).to_vec();
+        // A damaged database a recovery kept aside is the tenant's too.
+        files.extend(self.location.corrupt_aside_files(&tenant));
+        files
     }
 
     /// The app process dies: memory is lost and the files stay exactly as the dying

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use sync_engine::registry::OperationKind;
 use sync_engine::wire::SyncRequest;
 use sync_engine::{
-    CrashPoint, Engine, EngineOptions, Env, ForceDirection, ForceOutcome, ForcePlan, SyncEvent,
+    CrashPoint, Engine, EngineOptions, ForceDirection, ForceOutcome, ForcePlan, SyncEvent,
     TenantId, WriteError,
 };
 
@@ -52,13 +52,8 @@ impl Sim {
         // The lock of a busy fault is held in this same thread: waiting for it would only
         // sleep on the wall clock until the wait ran out.
         options.busy_timeout_ms = 0;
-        let mut engine =
-            Engine::open(options, Env::new(device.clock.clone(), entropy)).map_err(|error| {
-                violation(format!(
-                    "{}: reopening the database failed: {error}",
-                    device.name
-                ))
-            })?;
+        let mut engine = self.open_engine(index, &tenant, options, entropy)?;
+        let device = &self.devices[index];
         self.oracle.check_reopened(device, &tenant, &engine)?;
         self.check_opened_empty_if_dropped(index, &tenant, &engine)?;
         let device = &mut self.devices[index];

@@ -22,6 +22,7 @@
 //! comes next, or when the run is over.
 
 mod builder;
+mod corruption;
 pub mod device;
 pub mod event_log;
 mod faults;

@@ -129,6 +129,13 @@ impl PowerWatch {
             .is_some_and(|(salt, frames)| *salt != write.salt || write.frame <= *frames)
     }
 
+    /// A recovery could not read the clock's high-water mark (a known limit, see the
+    /// engine's `recovery.rs`): the stamps that left before no longer bound new ones.
+    pub fn clock_lost(&mut self, tenant: &str) {
+        self.sent_max.remove(tenant);
+        self.floor.remove(tenant);
+    }
+
     /// The tenant's database was dropped: a new one starts with nothing to judge.
     pub fn forget_tenant(&mut self, tenant: &str) {
         self.unsynced.retain(|write| write.tenant != tenant);

@@ -30,6 +30,7 @@ pub fn engine_defects(planted: &ServerDefects) -> PlantedDefects {
         same_version_keeps_local_data: planted.same_version_keeps_local_data,
         push_before_durable: planted.push_before_durable,
         resync_keeps_missing_rows: planted.resync_keeps_missing_rows,
+        recovery_drops_pending_ops: planted.recovery_drops_pending_ops,
     }
 }
 
@@ -127,7 +128,9 @@ impl Sim {
         let location = self.devices[index].location.clone();
         sync_engine::drop_tenant_database(&location, &id)
             .map_err(|error| violation(format!("{name}: dropping {tenant} failed: {error}")))?;
-        if let Some(path) = location.db_files(&id).iter().find(|path| path.exists()) {
+        let files = location.db_files(&id);
+        let aside = location.corrupt_aside_files(&id);
+        if let Some(path) = files.iter().chain(&aside).find(|path| path.exists()) {
             return Err(violation(format!(
                 "{name}: dropping {tenant} left {} behind",
                 path.display()

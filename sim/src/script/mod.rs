@@ -139,8 +139,10 @@ fn knobs_for(mode: RunMode, setup: &runner::Setup) -> Knobs {
             // server's copy to stand (a force from server), so it is left out too; so are
             // pages that do not advance, which fail a force from server a step expects
             // to complete (a force is not retried); and so is a server that rewrites
-            // what it stores, since a step's expectations name the data it wrote; and so is
-            // a power loss, which may take back writes a step expects to find.
+            // what it stores, since a step's expectations name the data it wrote; and so are
+            // a power loss, which may take back writes a step expects to find, and a
+            // database damaged at open, whose recovery loses what a step expects the device
+            // to hold until it pulls again.
             knobs.faults.retain(|class, _| {
                 !setup.faults_off.contains(class)
                     && !FaultClass::STORAGE.contains(class)
@@ -148,6 +150,7 @@ fn knobs_for(mode: RunMode, setup: &runner::Setup) -> Knobs {
                     && *class != FaultClass::EndlessPaging
                     && *class != FaultClass::ServerRewrite
                     && *class != FaultClass::PowerLoss
+                    && *class != FaultClass::CorruptAtOpen
             });
             knobs
         }

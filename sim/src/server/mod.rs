@@ -145,6 +145,8 @@ pub enum Defect {
     PushBeforeDurable,
     /// [`ServerDefects::resync_keeps_missing_rows`] (an engine defect).
     ResyncKeepsMissingRows,
+    /// [`ServerDefects::recovery_drops_pending_ops`] (an engine defect).
+    RecoveryDropsPendingOps,
 }
 
 impl Defect {
@@ -286,6 +288,11 @@ pub struct ServerDefects {
     /// Engine: on `RESYNC_REQUIRED` the entity is pulled again from the start, but the
     /// synced records the pass does not bring are kept. The server ignores it.
     pub resync_keeps_missing_rows: bool,
+    /// An engine defect (see `sync_engine::PlantedDefects`): the recovery of a corrupt
+    /// database starts it empty instead of carrying the readable unsent ops over. Only a
+    /// database damaged at open (the corrupt-at-open fault) is ever recovered. The server
+    /// ignores it.
+    pub recovery_drops_pending_ops: bool,
 }
 
 impl ServerDefects {
@@ -347,6 +354,7 @@ impl ServerDefects {
             Defect::SameVersionKeepsLocalData => &mut self.same_version_keeps_local_data,
             Defect::PushBeforeDurable => &mut self.push_before_durable,
             Defect::ResyncKeepsMissingRows => &mut self.resync_keeps_missing_rows,
+            Defect::RecoveryDropsPendingOps => &mut self.recovery_drops_pending_ops,
         }
     }
 
