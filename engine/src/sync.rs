@@ -1013,15 +1013,26 @@ impl Engine {
                 forget_records_missing_on_server(&tx, entity, &repair.seen_server_ids)?;
             }
         }
-        let resync = repair.as_ref().is_some_and(|pass| pass.resync);
-        let resync_goes_on = resync && page.has_more;
-        if resync {
-            store::set_resync_under_way(&tx, entity, resync_goes_on)?;
+        // A whole pass (a resync or a repair) stores no cursor before its last page, and
+        // marks itself under way, so that a pass cut short runs again whole: only a whole
+        // pass can tell which records the server no longer has.
+        // The checksum is compared inside the page's transaction: a mismatch starts a
+        // repair pass, which this transaction already marks under way, cursor cleared.
+        let start_repair = match (&page.version_hash, page.has_more) {
+            (Some(server_hash), false) => {
+                needs_repair(&tx, &self.sync.repaired, entity, server_hash)?
+            }
+            _ => false,
+        };
+        let whole_pass = repair.is_some() || start_repair;
+        let pass_goes_on = (repair.is_some() && page.has_more) || start_repair;
+        if whole_pass {
+            store::set_resync_under_way(&tx, entity, pass_goes_on)?;
         }
         store::set_sync_state(
             &tx,
             entity,
-            (!resync_goes_on).then_some(page.last_sync_at.as_str()),
+            (!pass_goes_on).then_some(page.last_sync_at.as_str()),
             page.version_hash.as_deref(),
             now_ms,
         )?;
@@ -1039,19 +1050,17 @@ impl Engine {
             self.emit_next_page(entity, Some(page.last_sync_at));
             return Ok(());
         }
-        if let Some(server_hash) = &page.version_hash {
-            if self.needs_repair(entity, server_hash)? {
-                self.sync.repaired.insert(entity.to_owned());
-                self.sync.phase = Phase::Pulling {
-                    entity_index,
-                    repair: Some(RepairPass::default()),
-                };
-                self.sync.events.push_back(SyncEvent::RepairStarted {
-                    entity: entity.to_owned(),
-                });
-                self.emit_pull(entity, None);
-                return Ok(());
-            }
+        if start_repair {
+            self.sync.repaired.insert(entity.to_owned());
+            self.sync.phase = Phase::Pulling {
+                entity_index,
+                repair: Some(RepairPass::default()),
+            };
+            self.sync.events.push_back(SyncEvent::RepairStarted {
+                entity: entity.to_owned(),
+            });
+            self.emit_pull(entity, None);
+            return Ok(());
         }
         self.sync.phase = Phase::Pulling {
             entity_index: entity_index + 1,
@@ -1112,21 +1121,26 @@ impl Engine {
         }
         self.emit_pull(entity, None);
     }
+}
 
-    /// True when nothing of `entity` is pending, its local checksum differs from the
-    /// server's, and it was not repaired already in this sync.
-    fn needs_repair(&self, entity: &str, server_hash: &str) -> Result<bool, SyncError> {
-        if self.sync.repaired.contains(entity) {
-            return Ok(false);
-        }
-        // A failed op's record went back to the server's copy, so it does not count.
-        let unsettled = store::count_ops(&self.conn, OpStatus::Pending, Some(entity))?
-            + store::count_ops(&self.conn, OpStatus::Sending, Some(entity))?;
-        if unsettled > 0 {
-            return Ok(false);
-        }
-        Ok(local_version_hash(&self.conn, entity)? != server_hash)
+/// True when nothing of `entity` is pending, its local checksum differs from the
+/// server's, and it was not repaired already in this sync (`repaired`).
+fn needs_repair(
+    conn: &rusqlite::Connection,
+    repaired: &BTreeSet<String>,
+    entity: &str,
+    server_hash: &str,
+) -> Result<bool, SyncError> {
+    if repaired.contains(entity) {
+        return Ok(false);
     }
+    // A failed op's record went back to the server's copy, so it does not count.
+    let unsettled = store::count_ops(conn, OpStatus::Pending, Some(entity))?
+        + store::count_ops(conn, OpStatus::Sending, Some(entity))?;
+    if unsettled > 0 {
+        return Ok(false);
+    }
+    Ok(local_version_hash(conn, entity)? != server_hash)
 }
 
 /// The checksum of the local copy, computed exactly as the server computes its own.

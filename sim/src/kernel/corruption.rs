@@ -208,6 +208,16 @@ fn sqlite_reports_damage(main: &Path) -> bool {
 /// ops the server has not acknowledged.
 fn checkpoint(main: &Path) -> rusqlite::Result<Vec<UnsentOp>> {
     let conn = Connection::open(main)?;
+    // A power loss may have taken every commit, the schema's too: nothing is unsent.
+    let has_queue: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'operation_queue')",
+        [],
+        |row| row.get(0),
+    )?;
+    if !has_queue {
+        conn.close().map_err(|(_, error)| error)?;
+        return Ok(Vec::new());
+    }
     let mut statement = conn.prepare(
         "SELECT id, op_id, entity_id, operation FROM operation_queue \
          WHERE status != 'success' ORDER BY id",

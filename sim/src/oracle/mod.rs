@@ -59,9 +59,10 @@ pub struct Oracle {
     /// (device, tenant, entity) pulled again from the start in the device's current
     /// sync (a resync): its cursor goes back to the pass's end, legitimately.
     resyncing: BTreeSet<(usize, String, String)>,
-    /// (device, tenant, entity) whose pull in the current sync started from no cursor
-    /// while the device held records with server ids, after the server purged tombstones
-    /// of the entity: the pass cannot bring those deletes, so a repair may follow.
+    /// (device, tenant, entity) that pulled from no cursor while it held records with
+    /// server ids, after the server purged tombstones of the entity: the pass cannot bring
+    /// those deletes, so one repair may follow, in that sync or (while ops of the entity
+    /// were pending, which holds the checksum back) a later one. The repair consumes it.
     repair_excused: BTreeSet<(usize, String, String)>,
 }
 
@@ -234,7 +235,6 @@ impl Oracle {
     pub fn process_ended(&mut self, device: usize) {
         self.touched.remove(&device);
         self.resyncing.retain(|(index, _, _)| *index != device);
-        self.repair_excused.retain(|(index, _, _)| *index != device);
         self.notifications.forget(device);
     }
 
@@ -248,6 +248,8 @@ impl Oracle {
     /// The device logged out of `tenant`: what it knew of the tenant's records is gone
     /// with the database.
     pub fn logged_out(&mut self, device: usize, tenant: &str) {
+        self.repair_excused
+            .retain(|(index, excused_tenant, _)| !(*index == device && excused_tenant == tenant));
         self.touched.remove(&device);
         self.notifications.forget(device);
         self.causality.forget(device, tenant);
@@ -297,7 +299,7 @@ impl Oracle {
                 }
             }
             SyncEvent::RepairStarted { entity }
-                if self.repair_excused.contains(&(
+                if self.repair_excused.remove(&(
                     device.index,
                     tenant.to_owned(),
                     entity.clone(),
@@ -321,8 +323,6 @@ impl Oracle {
             }
             SyncEvent::SyncCompleted | SyncEvent::SyncFailed { .. } => {
                 self.resyncing
-                    .retain(|(index, _, _)| *index != device.index);
-                self.repair_excused
                     .retain(|(index, _, _)| *index != device.index);
             }
             SyncEvent::ForceCompleted { entity } => {
