@@ -34,6 +34,7 @@ pub mod ids;
 mod legacy_names;
 mod own_writes;
 mod pull;
+mod pull_pages;
 mod push;
 pub mod query;
 pub mod record;

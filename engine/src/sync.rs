@@ -26,26 +26,19 @@
 //! `push_batch_max`, in queue order) until the queue has nothing sendable; then for each
 //! registered entity, pull pages until `hasMore` is false, each page merged and its
 //! cursor saved in one transaction; then compare `versionHash` and, on a mismatch with
-//! nothing pending, run one repair pull from the start. One sync runs at a time; a
-//! trigger during a sync (or during a force from the server) schedules one more sync
-//! after it.
+//! nothing pending, run one repair pull from the start (what a pull answer does lives in
+//! `pull_pages.rs`). One sync runs at a time; a trigger during a sync (or during a force
+//! from the server) schedules one more sync after it.
 
-use crate::conflict::PulledVerdict;
 use crate::crash::{CommitError, CommitSite, CrashPoint};
 use crate::engine::Engine;
 use crate::error::SyncError;
 use crate::failure::SyncFailure;
-use crate::pull::{
-    self, forget_records_missing_on_server, merge_pulled_delete, merge_pulled_item,
-    parse_pull_page, PageKind, PagingWatch,
-};
-use crate::push::{prepare_push, settle_conflict, PreparedPush};
-use crate::record::OpStatus;
+use crate::pull::PagingWatch;
+use crate::push::{prepare_push, PreparedPush};
 use crate::settings::SyncSettings;
 use crate::store;
-use crate::wire::{
-    into_envelope, Envelope, ErrorCode, SyncPullVariables, SyncPushVariables, SyncRequest,
-};
+use crate::wire::{ErrorCode, SyncPullVariables, SyncPushVariables, SyncRequest};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -205,8 +198,8 @@ pub(crate) enum Phase {
 /// happened after the device's cursor (a resync): the server ids seen so far.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub(crate) struct RepairPass {
-    seen_server_ids: BTreeSet<String>,
-    resync: bool,
+    pub(crate) seen_server_ids: BTreeSet<String>,
+    pub(crate) resync: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -230,7 +223,7 @@ pub(crate) struct SyncMachine {
     pub(crate) phase: Phase,
     rerun_requested: bool,
     /// Entities whose checksum was repaired in this sync (one repair each per sync).
-    repaired: BTreeSet<String>,
+    pub(crate) repaired: BTreeSet<String>,
     /// The first request id of this process (ids count up from it).
     first_request_id: u64,
     next_request_id: u64,
@@ -256,7 +249,7 @@ pub(crate) struct SyncMachine {
     /// Watches the current run of pages of one entity (from its first page to the one
     /// that says no more follow) for a cursor that comes round again; restarted when a
     /// run of pages starts.
-    paging: PagingWatch,
+    pub(crate) paging: PagingWatch,
 }
 
 /// How long the planted `forget_timed_out_requests` remembers a timed-out request.
@@ -907,248 +900,6 @@ impl Engine {
         });
         Ok(())
     }
-
-    // ---- pull pages ---------------------------------------------------------------------
-
-    fn handle_pull_response(
-        &mut self,
-        entity: &str,
-        operation_name: &str,
-        cursor: &str,
-        response: Value,
-    ) -> Result<(), SyncError> {
-        let payload = match into_envelope(operation_name, response) {
-            Envelope::Data(payload) => payload,
-            Envelope::Error {
-                code: Some(ErrorCode::Unauthorized),
-                message,
-            } => return self.fail_sync(SyncFailure::AuthRequired { message }),
-            Envelope::Error {
-                code: Some(ErrorCode::ResyncRequired),
-                message,
-            } => return self.start_resync(entity, cursor, message),
-            Envelope::Error { code, message } => {
-                return self.fail_sync(SyncFailure::ServerError { code, message })
-            }
-        };
-        let Some((page, items)) = parse_pull_page(payload) else {
-            return self.fail_sync(SyncFailure::invalid_answer("malformed pull response"));
-        };
-        // A page with more to come must move the cursor somewhere this run of pages has
-        // not been: asking again from a cursor already sent would get the same pages
-        // again, forever. Refused before anything of the page is written.
-        let stalled = page.has_more && !self.sync.paging.advances(cursor, &page.last_sync_at);
-        if stalled && !self.options.planted_defects.trust_repeated_cursor {
-            return self.fail_sync(SyncFailure::PagingStalled {
-                entity: entity.to_owned(),
-                cursor: page.last_sync_at,
-            });
-        }
-        let kind = match self.sync.phase {
-            Phase::ForcePull { .. } => PageKind::Replacement,
-            _ => PageKind::Incremental,
-        };
-        if let Some(reason) = pull::overreach(&self.conn, entity, kind, &items, &page.deleted_ids)?
-        {
-            return self.fail_sync(SyncFailure::invalid_answer(format!(
-                "pull page refused: {reason}"
-            )));
-        }
-        if self.sync.force_pull_entity().is_some() {
-            return self.handle_force_page(entity, page, items);
-        }
-        let Phase::Pulling {
-            entity_index,
-            mut repair,
-        } = self.sync.phase.clone()
-        else {
-            unreachable!("a pull answer arrives only while pulling");
-        };
-        let auto_merge = self
-            .options
-            .registry
-            .get(entity)
-            .is_some_and(|config| config.auto_merge_fields);
-        let now_ms = self.env.now_ms();
-        let tx = self.conn.transaction()?;
-        for item in &items {
-            self.hlc.observe(item.updated_at);
-            if let Some(repair) = repair.as_mut() {
-                repair.seen_server_ids.insert(item.id.clone());
-            }
-            match merge_pulled_item(&tx, entity, item, self.options.planted_defects)? {
-                PulledVerdict::Stored | PulledVerdict::KeptLocal => {}
-                PulledVerdict::Superseded(op_ids) => {
-                    for op_id in op_ids {
-                        self.sync.events.push_back(SyncEvent::OpSuperseded {
-                            op_id,
-                            client_id: item.client_id.clone(),
-                        });
-                    }
-                }
-                PulledVerdict::Conflict(conflict) => settle_conflict(
-                    &tx,
-                    &conflict,
-                    auto_merge,
-                    &mut self.hlc,
-                    &mut self.env,
-                    &mut self.sync.events,
-                )?,
-            }
-        }
-        for server_id in &page.deleted_ids {
-            if let Some(repair) = repair.as_mut() {
-                repair.seen_server_ids.insert(server_id.clone());
-            }
-            for op_id in merge_pulled_delete(&tx, server_id)? {
-                let client_id = store::client_id_for_server_id(&tx, server_id)?.unwrap_or_default();
-                self.sync
-                    .events
-                    .push_back(SyncEvent::OpSuperseded { op_id, client_id });
-            }
-        }
-        if !page.has_more {
-            let planted = self.options.planted_defects.resync_keeps_missing_rows;
-            if let Some(repair) = repair.as_ref().filter(|pass| !(pass.resync && planted)) {
-                forget_records_missing_on_server(&tx, entity, &repair.seen_server_ids)?;
-            }
-        }
-        // A whole pass (a resync or a repair) stores no cursor before its last page, and
-        // marks itself under way, so that a pass cut short runs again whole: only a whole
-        // pass can tell which records the server no longer has.
-        // The checksum is compared inside the page's transaction: a mismatch starts a
-        // repair pass, which this transaction already marks under way, cursor cleared.
-        let start_repair = match (&page.version_hash, page.has_more) {
-            (Some(server_hash), false) => {
-                needs_repair(&tx, &self.sync.repaired, entity, server_hash)?
-            }
-            _ => false,
-        };
-        let whole_pass = repair.is_some() || start_repair;
-        let pass_goes_on = (repair.is_some() && page.has_more) || start_repair;
-        if whole_pass {
-            store::set_resync_under_way(&tx, entity, pass_goes_on)?;
-        }
-        store::set_sync_state(
-            &tx,
-            entity,
-            (!pass_goes_on).then_some(page.last_sync_at.as_str()),
-            page.version_hash.as_deref(),
-            now_ms,
-        )?;
-        store::set_hlc_high_water(&tx, self.hlc.last())?;
-        self.crash
-            .commit(tx, CommitSite::PullPage, &mut self.sync.events)?;
-
-        if page.has_more {
-            self.sync.phase = Phase::Pulling {
-                entity_index,
-                repair,
-            };
-            self.crash_point(CrashPoint::BetweenPullPages)
-                .map_err(SyncError::Killed)?;
-            self.emit_next_page(entity, Some(page.last_sync_at));
-            return Ok(());
-        }
-        if start_repair {
-            self.sync.repaired.insert(entity.to_owned());
-            self.sync.phase = Phase::Pulling {
-                entity_index,
-                repair: Some(RepairPass::default()),
-            };
-            self.sync.events.push_back(SyncEvent::RepairStarted {
-                entity: entity.to_owned(),
-            });
-            self.emit_pull(entity, None);
-            return Ok(());
-        }
-        self.sync.phase = Phase::Pulling {
-            entity_index: entity_index + 1,
-            repair: None,
-        };
-        self.advance()
-    }
-
-    /// The server answered a pull of `entity` from `cursor` with `RESYNC_REQUIRED`: it
-    /// purged tombstones the pages after that cursor would have carried. The entity is
-    /// pulled again from the start in this sync, as a repair pass: records the server no
-    /// longer has are forgotten unless an op of theirs is unfinished, and pending ops stay
-    /// queued and are pushed as always. Nothing is written before the first page comes
-    /// (a kill before it leaves the old cursor, which the server refuses again).
-    /// A pass from the start cannot be too old, so a server that says so there (or in a
-    /// force from the server, which pulls from the start) fails the sync instead.
-    fn start_resync(
-        &mut self,
-        entity: &str,
-        cursor: &str,
-        message: String,
-    ) -> Result<(), SyncError> {
-        let failure = |message| SyncFailure::ServerError {
-            code: Some(ErrorCode::ResyncRequired),
-            message,
-        };
-        let Phase::Pulling {
-            entity_index,
-            repair: None,
-        } = self.sync.phase
-        else {
-            return self.fail_sync(failure(message));
-        };
-        if cursor.is_empty() {
-            return self.fail_sync(failure(message));
-        }
-        self.begin_resync_pass(entity_index, entity, true);
-        Ok(())
-    }
-
-    /// Pulls `entity` from the start as a resync pass (`announce`: the server required
-    /// it, and the app hears `ResyncStarted`; otherwise a pass cut short runs again). Its
-    /// pages store no cursor until the last one, which stores the pass's end and clears
-    /// the durable "resync under way" mark its first page set: a pass cut short leaves the
-    /// entity without a cursor and with the mark, and the next sync runs it again whole.
-    fn begin_resync_pass(&mut self, entity_index: usize, entity: &str, announce: bool) {
-        self.sync.phase = Phase::Pulling {
-            entity_index,
-            repair: Some(RepairPass {
-                resync: true,
-                ..RepairPass::default()
-            }),
-        };
-        if announce {
-            self.sync.events.push_back(SyncEvent::ResyncStarted {
-                entity: entity.to_owned(),
-            });
-        }
-        self.emit_pull(entity, None);
-    }
-}
-
-/// True when nothing of `entity` is pending, its local checksum differs from the
-/// server's, and it was not repaired already in this sync (`repaired`).
-fn needs_repair(
-    conn: &rusqlite::Connection,
-    repaired: &BTreeSet<String>,
-    entity: &str,
-    server_hash: &str,
-) -> Result<bool, SyncError> {
-    if repaired.contains(entity) {
-        return Ok(false);
-    }
-    // A failed op's record went back to the server's copy, so it does not count.
-    let unsettled = store::count_ops(conn, OpStatus::Pending, Some(entity))?
-        + store::count_ops(conn, OpStatus::Sending, Some(entity))?;
-    if unsettled > 0 {
-        return Ok(false);
-    }
-    Ok(local_version_hash(conn, entity)? != server_hash)
-}
-
-/// The checksum of the local copy, computed exactly as the server computes its own.
-pub(crate) fn local_version_hash(
-    conn: &rusqlite::Connection,
-    entity: &str,
-) -> rusqlite::Result<String> {
-    store::version_hash(conn, entity)
 }
 
 /// The largest version a server may report: far beyond any real count of writes, far
