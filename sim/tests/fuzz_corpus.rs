@@ -206,6 +206,19 @@ fn regression_refused_create_drops_later_writes() {
     );
 }
 
+/// The same rule, reached another way (found by a 30-second CI fuzz campaign): the push
+/// of the record's create alone was refused whole with `VALIDATION`, which the engine
+/// takes as that op refused for good, and the harness, reading only per-op results,
+/// called the waiting update lost.
+#[test]
+fn regression_create_refused_whole_drops_later_writes() {
+    replay(
+        "engine_merge",
+        "regression_create_refused_whole_drops_later_writes.json",
+        fuzzing::engine_merge,
+    );
+}
+
 /// A successful push result with `version: 0` became the record's version, breaking the
 /// engine's invariant that versions start at 1.
 #[test]

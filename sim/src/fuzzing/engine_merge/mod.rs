@@ -552,7 +552,8 @@ impl EngineHarness {
 /// matching push result that is a success or a supersession (a `STALE`/`RECORD_DELETED`
 /// with the server's row) settles its own op, and a server row that is deleted settles
 /// every op of the record (deletes win), as does a refusal for good of a record the
-/// server never had; a pulled row newer than the local copy settles
+/// server never had (a push of its op alone refused whole with `VALIDATION` included); a
+/// pulled row newer than the local copy settles
 /// the record's ops, and so does a pulled tombstone of it.
 fn settled_by_answer(
     request: &SyncRequest,
@@ -563,12 +564,35 @@ fn settled_by_answer(
     let Ok(response) = response else {
         return settled;
     };
-    let Envelope::Data(payload) = wire::parse_envelope(&request.operation_name, response) else {
-        return settled;
+    let envelope = wire::parse_envelope(&request.operation_name, response);
+    // Refused for good, without a server row, a record the server never had: it becomes
+    // a local tombstone and its later writes go (they could never apply).
+    let never_on_server = |client_id: &str| {
+        before
+            .records
+            .iter()
+            .any(|record| record.client_id == client_id && record.base_version == 0)
     };
     if request.operation_name.starts_with("syncPush") {
         let variables: SyncPushVariables = serde_json::from_value(request.variables.clone())
             .expect("the engine's own push variables parse");
+        if let (
+            Envelope::Error {
+                code: Some(ErrorCode::Validation),
+                ..
+            },
+            [item],
+        ) = (&envelope, variables.payload.as_slice())
+        {
+            // A push of one op refused whole is that op refused alone, for good.
+            let client_id = item.client_id.clone().expect("the engine sends clientId");
+            if never_on_server(&client_id) {
+                settled.records.insert(client_id);
+            }
+        }
+        let Envelope::Data(payload) = envelope else {
+            return settled;
+        };
         let Ok(parsed) = serde_json::from_value::<SyncPushResponse>(payload) else {
             return settled;
         };
@@ -599,22 +623,19 @@ fn settled_by_answer(
                     .records
                     .insert(item.client_id.clone().expect("the engine sends clientId"));
             }
-            // Refused for good, without a server row, a record the server never had: it
-            // becomes a local tombstone and its later writes go (they could never apply).
             let refused_for_good = !result.success
                 && result.conflict.is_none()
                 && result.error_code.is_none_or(|code| !code.is_transient());
             let client_id = item.client_id.clone().expect("the engine sends clientId");
-            let never_on_server = before
-                .records
-                .iter()
-                .any(|record| record.client_id == client_id && record.base_version == 0);
-            if refused_for_good && never_on_server {
+            if refused_for_good && never_on_server(&client_id) {
                 settled.records.insert(client_id);
             }
         }
         return settled;
     }
+    let Envelope::Data(payload) = envelope else {
+        return settled;
+    };
     let Ok(page) = serde_json::from_value::<SyncPullResponse>(payload) else {
         return settled;
     };
