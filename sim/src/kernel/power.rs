@@ -105,7 +105,6 @@ pub struct PowerWatch {
     sent_max: BTreeMap<String, HlcStamp>,
     /// Per tenant: after a power loss, every new write's stamp must be above this.
     floor: BTreeMap<String, HlcStamp>,
-    pub losses: u64,
 }
 
 impl PowerWatch {
@@ -323,7 +322,6 @@ impl Sim {
                         && salt.is_none_or(|salt| write.salt == salt && write.frame > kept_frames)
                 });
         power.unsynced = kept;
-        power.losses += 1;
         if let Some(sent_max) = power.sent_max.get(&tenant).copied() {
             power.floor.insert(tenant.clone(), sent_max);
         }
