@@ -41,7 +41,7 @@ pub fn registry() -> EntityRegistry {
 pub fn item_data(index: usize) -> Value {
     json!({
         "title": format!("item {index:06}"),
-        "done": index % 3 == 0,
+        "done": index.is_multiple_of(3),
         "position": index,
     })
 }

@@ -273,11 +273,12 @@ impl Engine {
             }
         };
         let now_ms = self.env.now_ms();
+        let tx = self.conn.transaction()?;
+        crate::engine::catch_up_clock(&mut self.hlc, &tx, &self.options)?;
         self.hlc.observe(conflict.server_updated_at);
         let stamp = self.hlc.tick(now_ms);
         let op_id =
             crate::ids::uuid_v7(self.hlc.tick(now_ms), self.env.entropy.next_u64()).to_string();
-        let tx = self.conn.transaction()?;
         write_resolution(&tx, &conflict, data, stamp, &op_id, now_ms)?;
         store::set_hlc_high_water(&tx, self.hlc.last())?;
         self.crash

@@ -145,6 +145,17 @@ pub struct PlantedDefects {
     /// unless a database is damaged while it holds ops not yet pushed. Carried by
     /// [`DbLocation`].
     pub recovery_drops_pending_ops: bool,
+    /// Sync without the database's sync lock, and take every op found `sending` at open
+    /// for a leftover of a crash ("one app, one process"): a second process of the app
+    /// (a background sync beside the UI) then pushes again the ops the first one has in
+    /// flight, and its open drops the pages a running force has staged. Invisible unless
+    /// two processes open one tenant database.
+    pub sync_without_lock: bool,
+    /// Each process's clock goes on from the high-water mark it read at open, without
+    /// taking in what another process of the app persisted since: two processes writing
+    /// in the same millisecond hand out the same stamp, so "the newer stamp wins" cannot
+    /// order their writes. Invisible unless two processes write to one database.
+    pub clock_per_process: bool,
 }
 
 impl EngineOptions {
@@ -165,6 +176,8 @@ impl EngineOptions {
 pub struct Engine {
     pub(crate) conn: Connection,
     pub(crate) env: Env,
+    /// This process's name in the sync lock's file (`sync_lock.rs`), from entropy.
+    pub(crate) process_token: u64,
     pub(crate) hlc: Hlc,
     pub(crate) options: EngineOptions,
     pub(crate) sync: SyncMachine,
@@ -226,34 +239,52 @@ impl Engine {
                 }
             }
         }
+        // Another process of the app may be setting the same database up right now.
+        let setting_up =
+            crate::sync_lock::OpenLock::acquire(&options.location.open_lock_path(&options.tenant))?;
         let mut conn = store::schema::open(
             &options.location.db_path(&options.tenant),
             options.busy_timeout_ms,
         )?;
+        drop(setting_up);
         store::changes::install(&conn)?;
         let now_ms = env.now_ms();
+        let mut env = env;
+        // Request ids start at a random point (below 2^48, so they stay exact in JSON).
+        // The first one, random per process, also names the process in the sync lock's
+        // file.
+        let first_request_id = (env.next_u64() >> 16).max(1);
+        let process_token = first_request_id;
+        // Ops `sending` and a force's staged pages belong to a sync in flight. With the sync
+        // lock free no process runs one, so they are a dead process's leftovers; with it
+        // held, another process of the app syncs, and they are its own.
+        let lock_path = options.location.sync_lock_path(&options.tenant);
+        let lock = crate::sync_lock::SyncLock::try_acquire(&lock_path, process_token)?;
+        let nobody_syncs = matches!(lock, crate::sync_lock::Acquired::Held(_))
+            || options.planted_defects.sync_without_lock;
         let tx = conn.transaction()?;
-        store::reset_sending(
-            &tx,
-            Some("interrupted: the app stopped while sending"),
-            now_ms,
-        )?;
-        store::force_staging::clear(&tx)?;
+        if nobody_syncs {
+            store::reset_sending(
+                &tx,
+                Some("interrupted: the app stopped while sending"),
+                now_ms,
+            )?;
+            store::force_staging::clear(&tx)?;
+        }
         store::query::ensure_indexes(&tx, &options.registry)?;
         let mut hlc = Hlc::resume(store::hlc_high_water(&tx)?);
         hlc.planted_reuses_observed = options.planted_defects.hlc_reuses_observed_stamp;
         // Before any crash hook is installed: no boundary to kill at.
         #[allow(clippy::disallowed_methods)]
         tx.commit()?;
-        let mut env = env;
-        // Request ids start at a random point (below 2^48, so they stay exact in JSON).
-        let first_request_id = (env.next_u64() >> 16).max(1);
+        drop(lock);
         let sync = SyncMachine::new(now_ms, first_request_id, options.settings);
         let mut crash = CrashState::new();
         crash.planted_skip_pull_notifications = options.planted_defects.skip_pull_notifications;
         Ok(Engine {
             conn,
             env,
+            process_token,
             hlc,
             options,
             sync,
@@ -386,6 +417,7 @@ impl Engine {
         let mut ids = Vec::with_capacity(objects.len());
         let mut unqueued = Vec::new();
         let tx = self.conn.transaction()?;
+        catch_up_clock(&mut self.hlc, &tx, &self.options)?;
         for data in objects {
             let updated_at = self.hlc.tick(now_ms);
             let client_id = uuid_v7(updated_at, self.env.entropy.next_u64()).to_string();
@@ -487,13 +519,14 @@ impl Engine {
         extra: impl FnOnce(&Connection) -> rusqlite::Result<()>,
     ) -> Result<(), WriteError> {
         let now_ms = self.env.now_ms();
+        let tx = self.conn.transaction()?;
+        catch_up_clock(&mut self.hlc, &tx, &self.options)?;
         record.updated_at = self.hlc.tick(now_ms);
         record.version += 1;
         let op_id = uuid_v7(self.hlc.tick(now_ms), self.env.entropy.next_u64()).to_string();
         // Every field but the stamp may stay as it was; the stamp is new: a change.
         let changed = [record.client_id.clone()];
         let entity = record.entity.clone();
-        let tx = self.conn.transaction()?;
         extra(&tx)?;
         if let Some(mut open) = store::conflict_for_record(&tx, &record.client_id)? {
             if operation == Operation::Delete {
@@ -626,14 +659,31 @@ pub fn drop_tenant_database(location: &DbLocation, tenant: &TenantId) -> Result<
     } else {
         vec![wal, shm, journal, main]
     };
-    // A damaged database kept aside by a recovery goes with the tenant.
+    // A damaged database kept aside by a recovery goes with the tenant, and so do the
+    // lock files.
     files.extend(location.corrupt_aside_files(tenant));
+    files.push(location.sync_lock_path(tenant));
+    files.push(location.open_lock_path(tenant));
     for path in files {
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
             Err(error) => return Err(error.into()),
         }
+    }
+    Ok(())
+}
+
+/// Before a transaction hands out stamps: takes in the high-water mark another process of
+/// the app may have raised in the same database, read under the transaction's write lock
+/// (transactions begin `IMMEDIATE`), so no two processes hand out one stamp.
+pub(crate) fn catch_up_clock(
+    hlc: &mut Hlc,
+    tx: &Connection,
+    options: &EngineOptions,
+) -> rusqlite::Result<()> {
+    if !options.planted_defects.clock_per_process {
+        hlc.catch_up(store::hlc_high_water(tx)?);
     }
     Ok(())
 }

@@ -85,6 +85,18 @@ impl StorageError {
     }
 }
 
+impl StorageError {
+    /// An operating-system failure on a file of the database's that SQLite does not
+    /// manage (`what` names it), as an I/O storage error.
+    pub(crate) fn from_io(error: &std::io::Error, what: &str) -> StorageError {
+        let code = rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR);
+        StorageError {
+            kind: StorageErrorKind::Io,
+            source: rusqlite::Error::SqliteFailure(code, Some(format!("{what}: {error}"))),
+        }
+    }
+}
+
 impl From<rusqlite::Error> for StorageError {
     fn from(source: rusqlite::Error) -> StorageError {
         use rusqlite::ErrorCode as Code;

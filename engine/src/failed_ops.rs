@@ -73,6 +73,7 @@ impl Engine {
         let now_ms = self.env.now_ms();
         let mut retried = Vec::with_capacity(targets.len());
         let tx = self.conn.transaction()?;
+        crate::engine::catch_up_clock(&mut self.hlc, &tx, &self.options)?;
         for op in &targets {
             let op_id = uuid_v7(self.hlc.tick(now_ms), self.env.next_u64()).to_string();
             let mut record = target_record(&tx, op)?;

@@ -189,9 +189,19 @@ impl Engine {
                     });
                     return Ok(ForceOutcome::FromServerAccepted);
                 }
+                // The force stages pages and replaces the entity: no other process's sync
+                // may run beside it.
+                if !self.take_sync_lock()? {
+                    return Err(WriteError::SyncInProgress(
+                        "a force from the server while another process of the app syncs",
+                    ));
+                }
                 let abandons_a_sync = self.sync.is_running() || self.sync.rerun_requested();
-                self.cancel_sync()?;
-                self.start_force_pull(&plan.entity, abandons_a_sync)?;
+                let started = self
+                    .abandon_run()
+                    .and_then(|()| self.start_force_pull(&plan.entity, abandons_a_sync));
+                self.release_sync_lock_if_idle();
+                started?;
                 Ok(ForceOutcome::FromServerAccepted)
             }
             ForceDirection::PushLocal => {
@@ -216,6 +226,7 @@ impl Engine {
     fn commit_force_push(&mut self, entity: &str) -> Result<(), WriteError> {
         let now_ms = self.env.now_ms();
         let tx = self.conn.transaction()?;
+        crate::engine::catch_up_clock(&mut self.hlc, &tx, &self.options)?;
         // A forced op that was sent before gets a new opId: under its old one the server
         // would replay the answer it already gave (the conflict or refusal that made the
         // user force) instead of forcing the write. An op never sent has no answer to
@@ -313,7 +324,19 @@ impl Engine {
     pub fn wipe_space(&mut self, space_id: &str) -> Result<usize, WriteError> {
         self.ensure_alive().map_err(WriteError::Killed)?;
         validate_space_id(space_id)?;
-        self.cancel_sync()?;
+        // Another process's sync would store cursors past what the wipe forgot.
+        if !self.take_sync_lock()? {
+            return Err(WriteError::SyncInProgress(
+                "a wipe while another process of the app syncs",
+            ));
+        }
+        let wiped = self.wipe_space_locked(space_id);
+        self.sync.lock = None;
+        wiped
+    }
+
+    fn wipe_space_locked(&mut self, space_id: &str) -> Result<usize, WriteError> {
+        self.abandon_run()?;
         let tx = self.conn.transaction()?;
         let removed = store::wipe_space_rows(&tx, space_id)?;
         store::reset_all_sync_state(&tx)?;

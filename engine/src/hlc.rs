@@ -102,6 +102,15 @@ impl Hlc {
         self.issued_since_barrier = true;
     }
 
+    /// Takes in the high-water mark persisted in the database, which another process of
+    /// the app may have raised: read inside the transaction that hands out the next
+    /// stamps (under its write lock), it keeps two processes from handing out one stamp.
+    pub fn catch_up(&mut self, persisted: HlcStamp) {
+        if persisted > self.last {
+            self.last = persisted;
+        }
+    }
+
     /// Takes in a stamp seen from elsewhere (a pulled record, a push result), so that the
     /// next local stamp is causally after it.
     pub fn observe(&mut self, seen: HlcStamp) {

@@ -88,6 +88,8 @@ impl Engine {
             .is_some_and(|config| config.auto_merge_fields);
         let now_ms = self.env.now_ms();
         let tx = self.conn.transaction()?;
+        // An auto-merge below hands out stamps.
+        crate::engine::catch_up_clock(&mut self.hlc, &tx, &self.options)?;
         for item in &items {
             self.hlc.observe(item.updated_at);
             if let Some(repair) = repair.as_mut() {

@@ -72,6 +72,8 @@ impl Engine {
                 .is_some_and(|config| config.auto_merge_fields)
         });
         let tx = self.conn.transaction()?;
+        // An auto-merge below hands out stamps.
+        crate::engine::catch_up_clock(&mut self.hlc, &tx, &self.options)?;
         for (op, result) in ops.iter().zip(&parsed.results) {
             if let Some(stamp) = result.updated_at {
                 self.hlc.observe(stamp);

@@ -48,8 +48,15 @@ pub fn hlc_high_water(conn: &Connection) -> rusqlite::Result<HlcStamp> {
     ))
 }
 
+/// Raises the persisted high-water mark to `stamp`; never lowers it: another process of
+/// the app may have persisted a newer one into the same database.
 pub fn set_hlc_high_water(conn: &Connection, stamp: HlcStamp) -> rusqlite::Result<()> {
-    meta_set(conn, META_HLC, stamp.0 as i64)
+    conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) \
+         ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+    )?
+    .execute(params![META_HLC, stamp.0 as i64])?;
+    Ok(())
 }
 
 /// The durability barrier: a passive checkpoint of the WAL. In WAL mode with
@@ -58,11 +65,19 @@ pub fn set_hlc_high_water(conn: &Connection, stamp: HlcStamp) -> rusqlite::Resul
 /// transaction committed before it survives a power loss. Fails busy, having made nothing
 /// durable that it does not say, when another connection still reads an older snapshot
 /// and holds part of the WAL back.
+///
+/// Another process of the app reading a moment ago is the usual reason: then a `FULL`
+/// checkpoint waits for its readers (up to the busy timeout) and tries again.
 pub fn durability_barrier(conn: &Connection) -> rusqlite::Result<()> {
-    let (log_frames, checkpointed): (i64, i64) =
-        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+    let checkpoint = |mode: &str| -> rusqlite::Result<(i64, i64)> {
+        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
             Ok((row.get(1)?, row.get(2)?))
-        })?;
+        })
+    };
+    let (mut log_frames, mut checkpointed) = checkpoint("PASSIVE")?;
+    if log_frames != checkpointed {
+        (log_frames, checkpointed) = checkpoint("FULL")?;
+    }
     if log_frames != checkpointed {
         return Err(rusqlite::Error::SqliteFailure(
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
@@ -807,6 +822,12 @@ pub fn requeue_failed(
 }
 
 /// True when an op of the record is in flight (`sending`).
+/// Whether any op is `sending`.
+pub fn has_sending_op_anywhere(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM operation_queue WHERE status = 'sending')")?
+        .query_row([], |row| row.get(0))
+}
+
 pub fn has_sending_op(conn: &Connection, client_id: &str) -> rusqlite::Result<bool> {
     conn.prepare_cached(
         "SELECT EXISTS (SELECT 1 FROM operation_queue WHERE entity_id = ?1 AND status = 'sending')",

@@ -29,6 +29,10 @@
 //! nothing pending, run one repair pull from the start (what a pull answer does lives in
 //! `pull_pages.rs`). One sync runs at a time; a trigger during a sync (or during a force
 //! from the server) schedules one more sync after it.
+//!
+//! One process of the app syncs a database at a time: a sync, a force from the server
+//! and a wipe run holding the database's sync lock (`sync_lock.rs`), and a sync that
+//! finds another process holding it is deferred (`SyncDeferred`) and retried.
 
 use crate::crash::{CommitError, CommitSite, CrashPoint};
 use crate::engine::Engine;
@@ -38,6 +42,7 @@ use crate::pull::PagingWatch;
 use crate::push::{prepare_push, PreparedPush};
 use crate::settings::SyncSettings;
 use crate::store;
+use crate::sync_lock::{Acquired, SyncLock};
 use crate::wire::{ErrorCode, SyncPullVariables, SyncPushVariables, SyncRequest};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -78,6 +83,13 @@ pub enum SyncEvent {
     },
     /// A sync finished with every step answered.
     SyncCompleted,
+    /// Another process of the app (a background sync beside the UI) is syncing this
+    /// database, so this one did not start a sync: it tries again at `retry_at_ms`
+    /// (device clock). What this process wrote is in the database, and the running sync
+    /// pushes whatever it finds queued.
+    SyncDeferred {
+        retry_at_ms: u64,
+    },
     /// A sync stopped early; `retry_at_ms` is set for transient failures.
     SyncFailed {
         reason: SyncFailure,
@@ -250,6 +262,11 @@ pub(crate) struct SyncMachine {
     /// that says no more follow) for a cursor that comes round again; restarted when a
     /// run of pages starts.
     pub(crate) paging: PagingWatch,
+    /// The database's sync lock while this process runs a sync, a force or a wipe.
+    pub(crate) lock: Option<SyncLock>,
+    /// The database's HLC high-water mark when this process's last durability barrier
+    /// ran: every stamp up to it, whichever process handed it out, is durable.
+    pub(crate) durable_high_water: crate::hlc::HlcStamp,
 }
 
 /// How long the planted `forget_timed_out_requests` remembers a timed-out request.
@@ -282,11 +299,21 @@ impl SyncMachine {
             cleanup_owed: false,
             timed_out: BTreeMap::new(),
             paging: PagingWatch::default(),
+            lock: None,
+            durable_high_water: crate::hlc::HlcStamp(0),
         }
     }
 
     pub(crate) fn online(&self) -> bool {
         self.online
+    }
+
+    /// Ends the run: nothing of it is left in flight, and the sync lock is let go.
+    pub(crate) fn go_idle(&mut self) {
+        self.phase = Phase::Idle;
+        self.in_flight = None;
+        self.outgoing.clear();
+        self.lock = None;
     }
 
     pub(crate) fn is_running(&self) -> bool {
@@ -540,6 +567,36 @@ impl Engine {
             self.sync.rerun_requested = true;
             return Ok(());
         }
+        match self.take_sync_lock() {
+            Ok(true) => {}
+            Ok(false) => {
+                let now_ms = self.env.now_ms();
+                let delay_ms = self.sync.settings.backoff_delay_ms(1, self.env.next_u64());
+                self.sync.retry = Some(Timer {
+                    armed_at_ms: now_ms,
+                    delay_ms,
+                });
+                self.sync.events.push_back(SyncEvent::SyncDeferred {
+                    retry_at_ms: now_ms + delay_ms,
+                });
+                return Ok(());
+            }
+            Err(error) => {
+                // Nothing of a run began: no lock, nothing marked.
+                if let SyncError::Storage(storage) = &error {
+                    let reason = SyncFailure::Storage {
+                        kind: storage.kind(),
+                        message: storage.to_string(),
+                    };
+                    let retry_at_ms = Some(self.arm_retry());
+                    self.sync.events.push_back(SyncEvent::SyncFailed {
+                        reason,
+                        retry_at_ms,
+                    });
+                }
+                return Err(error);
+            }
+        }
         self.sync.retry = None;
         self.sync.debounce = None;
         self.sync.push_cap = None;
@@ -571,6 +628,53 @@ impl Engine {
         Ok(())
     }
 
+    /// Takes the database's sync lock for a run of this process (a sync, a force, a wipe)
+    /// unless it holds it already; `Ok(false)` when another process of the app holds it.
+    /// Whoever takes the lock knows that an op still `sending` was left by a process that
+    /// is gone (it let go by dying), and puts it back to `pending` before anything else.
+    pub(crate) fn take_sync_lock(&mut self) -> Result<bool, SyncError> {
+        if self.sync.lock.is_some() || self.options.planted_defects.sync_without_lock {
+            return Ok(true);
+        }
+        let path = self.options.location.sync_lock_path(&self.options.tenant);
+        let acquired = SyncLock::try_acquire(&path, self.process_token).map_err(|error| {
+            SyncError::Storage(crate::error::StorageError::from_io(&error, "the sync lock"))
+        })?;
+        let Acquired::Held(lock) = acquired else {
+            return Ok(false);
+        };
+        self.sync.lock = Some(lock);
+        let left_behind = match store::has_sending_op_anywhere(&self.conn) {
+            Ok(true) => {
+                let reason = if self.sync.cleanup_owed {
+                    "storage failure"
+                } else {
+                    "interrupted: another process of the app stopped while sending"
+                };
+                self.clean_up(reason).map_err(SyncError::from)
+            }
+            Ok(false) => Ok(()),
+            Err(error) => Err(error.into()),
+        };
+        if let Err(error) = left_behind {
+            // Whoever takes the lock next (this process included) cleans up.
+            if matches!(error, SyncError::Storage(_)) {
+                self.sync.cleanup_owed = true;
+            }
+            self.sync.lock = None;
+            return Err(error);
+        }
+        Ok(true)
+    }
+
+    /// Lets go of the sync lock if no run of this process needs it (a force or a wipe
+    /// that took it and started no sync).
+    pub(crate) fn release_sync_lock_if_idle(&mut self) {
+        if self.sync.phase == Phase::Idle {
+            self.sync.lock = None;
+        }
+    }
+
     fn clean_up_owed(&mut self) -> Result<(), SyncError> {
         if self.sync.cleanup_owed {
             self.clean_up("storage failure")?;
@@ -595,12 +699,13 @@ impl Engine {
             message: storage.to_string(),
         };
         let force_entity = self.sync.force_pull_entity().map(str::to_owned);
-        self.sync.phase = Phase::Idle;
-        self.sync.in_flight = None;
-        self.sync.outgoing.clear();
         self.sync.deadline = None;
         let rerun = std::mem::take(&mut self.sync.rerun_requested);
-        match self.clean_up(&reason.to_string()) {
+        // The clean-up runs while this process still holds the lock its ops were marked
+        // under; the next holder (this process or another) does it if it fails here.
+        let cleaned = self.clean_up(&reason.to_string());
+        self.sync.go_idle();
+        match cleaned {
             Ok(()) => {}
             Err(CommitError::Killed(point)) => return SyncError::Killed(point),
             Err(CommitError::Storage(_)) => self.sync.cleanup_owed = true,
@@ -716,12 +821,19 @@ impl Engine {
     /// among them) is made durable: after a power loss the clock resumes at or after each,
     /// and no write the server may hold vanishes from the device (ARCHITECTURE.md,
     /// "Durability").
+    ///
+    /// Another process of the app may have handed out stamps this one never saw: the
+    /// database's high-water mark above the one this process last made durable says so.
     pub(crate) fn send_push(&mut self, prepared: PreparedPush) -> Result<(), SyncError> {
-        if self.hlc.take_issued_since_barrier() && !self.options.planted_defects.push_before_durable
-        {
-            if let Err(error) = store::durability_barrier(&self.conn) {
-                self.hlc.mark_issued();
-                return Err(error.into());
+        if !self.options.planted_defects.push_before_durable {
+            let high_water = store::hlc_high_water(&self.conn)?;
+            let issued_here = self.hlc.take_issued_since_barrier();
+            if issued_here || high_water > self.sync.durable_high_water {
+                if let Err(error) = store::durability_barrier(&self.conn) {
+                    self.hlc.mark_issued();
+                    return Err(error.into());
+                }
+                self.sync.durable_high_water = high_water;
             }
         }
         let variables = SyncPushVariables {
@@ -780,13 +892,24 @@ impl Engine {
     /// A running force-from-server ends with `ForceFailed` (its app waits for an outcome)
     /// and its staged pages are dropped.
     pub fn cancel_sync(&mut self) -> Result<(), SyncError> {
+        self.abandon_run()?;
+        self.sync.lock = None;
+        Ok(())
+    }
+
+    /// [`Engine::cancel_sync`], keeping the sync lock if this process holds it (a force or
+    /// a wipe runs next under it). Only the holder resets `sending` ops: when another
+    /// process syncs, they are its ops in flight.
+    pub(crate) fn abandon_run(&mut self) -> Result<(), SyncError> {
         let now_ms = self.env.now_ms();
-        self.crash.commit_in(
-            &mut self.conn,
-            CommitSite::SendingReset,
-            &mut self.sync.events,
-            |conn| store::reset_sending(conn, Some("sync cancelled"), now_ms),
-        )?;
+        if self.sync.lock.is_some() || self.options.planted_defects.sync_without_lock {
+            self.crash.commit_in(
+                &mut self.conn,
+                CommitSite::SendingReset,
+                &mut self.sync.events,
+                |conn| store::reset_sending(conn, Some("sync cancelled"), now_ms),
+            )?;
+        }
         if let Some(entity) = self.sync.force_pull_entity().map(str::to_owned) {
             self.crash.commit_in(
                 &mut self.conn,
@@ -840,9 +963,7 @@ impl Engine {
             event,
             SyncEvent::ForceCompleted { .. } | SyncEvent::ForceFailed { .. }
         ));
-        self.sync.phase = Phase::Idle;
-        self.sync.in_flight = None;
-        self.sync.outgoing.clear();
+        self.sync.go_idle();
         self.sync.events.push_back(event);
         if std::mem::take(&mut self.sync.rerun_requested) {
             return self.start_sync(SyncTrigger::Manual);
@@ -858,7 +979,7 @@ impl Engine {
             &mut self.sync.events,
             |conn| store::set_last_successful_sync_ms(conn, now_ms),
         )?;
-        self.sync.phase = Phase::Idle;
+        self.sync.go_idle();
         self.sync.failure_streak = 0;
         self.sync.events.push_back(SyncEvent::SyncCompleted);
         if std::mem::take(&mut self.sync.rerun_requested) {
@@ -881,9 +1002,7 @@ impl Engine {
             &mut self.sync.events,
             |conn| store::reset_sending(conn, Some(&reason.to_string()), now_ms),
         )?;
-        self.sync.phase = Phase::Idle;
-        self.sync.in_flight = None;
-        self.sync.outgoing.clear();
+        self.sync.go_idle();
         self.sync.rerun_requested = false;
         let retry_at_ms = if reason.is_transient() {
             let retry_at_ms = self.arm_retry();

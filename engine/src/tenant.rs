@@ -118,6 +118,23 @@ impl DbLocation {
         with_companions(self.db_path(tenant))
     }
 
+    /// The file whose operating-system lock says a process syncs `tenant`'s database
+    /// (`sync_lock.rs`): `{db_path}.sync-lock`, a name no tenant's database can have (a
+    /// stem's one dot is followed by hex digits only). The drop of the tenant removes it.
+    pub fn sync_lock_path(&self, tenant: &TenantId) -> PathBuf {
+        let mut name = self.db_path(tenant).into_os_string();
+        name.push(".sync-lock");
+        PathBuf::from(name)
+    }
+
+    /// The file whose operating-system lock a process holds while it sets `tenant`'s
+    /// database up at open: `{db_path}.open-lock` (see [`DbLocation::sync_lock_path`]).
+    pub fn open_lock_path(&self, tenant: &TenantId) -> PathBuf {
+        let mut name = self.db_path(tenant).into_os_string();
+        name.push(".open-lock");
+        PathBuf::from(name)
+    }
+
     /// Where [`recover_corrupt_database`](crate::recover_corrupt_database) keeps a damaged
     /// database of `tenant` for support: `{db_path}.corrupt`. No tenant's database has
     /// that name: a stem holds at most one dot, followed by hex digits only. The drop of

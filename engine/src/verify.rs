@@ -32,7 +32,11 @@ pub(crate) fn check_engine(engine: &Engine) -> Result<(), String> {
     );
 
     let registered = |entity: &str| engine.registry().get(entity).is_some();
-    let hlc = engine.hlc.last();
+    // Another process of the app may have handed out newer stamps than this one saw.
+    let hlc = engine
+        .hlc
+        .last()
+        .max(store::hlc_high_water(conn).map_err(storage)?);
     for record in &scan.records {
         if record.updated_at > hlc {
             problems.push(format!(
@@ -47,6 +51,13 @@ pub(crate) fn check_engine(engine: &Engine) -> Result<(), String> {
             ));
         }
     }
+    // Ops another process of the app marked `sending` are its own (in flight, or left
+    // by it dying until the next sync takes the lock): only when this process took the
+    // sync lock last are they all this process's.
+    let lock_path = engine.options.location.sync_lock_path(engine.tenant());
+    let another_process_synced = crate::sync_lock::last_holder(&lock_path)
+        .map_err(|error| format!("reading the sync lock's file: {error}"))?
+        .is_some_and(|holder| holder != engine.process_token);
     let mut op_ids = BTreeSet::new();
     for op in &scan.ops {
         let row = format!("operation_queue row {} (op {})", op.seq, op.op_id);
@@ -58,7 +69,11 @@ pub(crate) fn check_engine(engine: &Engine) -> Result<(), String> {
         }
         // A storage failure that ended the sync may have kept the reset from committing.
         let reset_owed = engine.sync.cleanup_owed;
-        if op.status == OpStatus::Sending && !engine.sync.is_running() && !reset_owed {
+        if op.status == OpStatus::Sending
+            && !engine.sync.is_running()
+            && !reset_owed
+            && !another_process_synced
+        {
             problems.push(format!("{row}: `sending` while no sync runs"));
         }
         if op.status == OpStatus::Success {

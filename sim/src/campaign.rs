@@ -400,6 +400,8 @@ mod tests {
                 "push_before_durable",
                 "resync_keeps_missing_rows",
                 "recovery_drops_pending_ops",
+                "sync_without_lock",
+                "clock_per_process",
             ]
         );
         for &name in DEFECT_NAMES {
@@ -508,6 +510,8 @@ mod tests {
             push_before_durable: true,
             resync_keeps_missing_rows: true,
             recovery_drops_pending_ops: true,
+            sync_without_lock: true,
+            clock_per_process: true,
         };
         assert_eq!(ServerDefects::planting(Defect::ALL.iter().copied()), every);
         assert_eq!(every.planted(), Defect::ALL.to_vec());

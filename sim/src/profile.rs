@@ -154,6 +154,10 @@ pub enum FaultClass {
     /// page or its header overwritten): the engine must refuse it typed, and the app runs
     /// the recovery, which keeps the readable unsent ops and re-pulls the rest.
     CorruptAtOpen,
+    /// The app's second process (a background sync task) opens the same tenant database
+    /// while the app runs, may write a record, syncs, and closes once its sync ended; it
+    /// may be killed like the app. Both processes write and sync one database.
+    SecondProcess,
 }
 
 impl FaultClass {
@@ -195,6 +199,7 @@ impl FaultClass {
     /// Whether the class's knob is drawn after the swarm's walk over every class.
     fn drawn_later(self) -> bool {
         self == FaultClass::CorruptAtOpen
+            || self == FaultClass::SecondProcess
             || FaultClass::DRAWN_LAST.contains(&self)
             || FaultClass::STORAGE.contains(&self)
             || FaultClass::SERVER_LATE.contains(&self)
@@ -435,6 +440,13 @@ impl Knobs {
                 Ratio::new(numerator, denominator),
             );
         }
+        // A second process of the app, per user action: on in about half the seeds.
+        if rng.coin() {
+            knobs.faults.insert(
+                FaultClass::SecondProcess,
+                Ratio::new(rng.range(5, 21), denominator),
+            );
+        }
         knobs
     }
 }
@@ -486,6 +498,7 @@ mod tests {
                 "power_loss",
                 "bounded_retention",
                 "corrupt_at_open",
+                "second_process",
             ]
         );
         for class in FaultClass::ALL {

@@ -346,6 +346,11 @@ CREATE INDEX force_staging_by_server_id ON force_staging (server_id);
 pub fn open(path: &Path, busy_timeout_ms: u64) -> Result<Connection, crate::error::OpenError> {
     let mut conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_millis(busy_timeout_ms))?;
+    // Every transaction of the engine writes, and takes the write lock as it begins: a
+    // deferred one that read first could not take it later while another process of the
+    // app wrote in between (`SQLITE_BUSY` that no wait cures), and the clock's high-water
+    // mark is read under it (`engine::catch_up_clock`).
+    conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
     // Before anything that could write: a damaged file is left exactly as it was found.
     if let Some(detail) = corruption(&conn)? {
         // Closing the last connection of a WAL database checkpoints into the damaged file.
@@ -402,13 +407,6 @@ pub fn corruption(conn: &Connection) -> rusqlite::Result<Option<String>> {
 // Opening runs before any crash hook is installed: no boundary to kill at.
 #[allow(clippy::disallowed_methods)]
 fn migrate(conn: &mut Connection) -> Result<(), crate::error::OpenError> {
-    let found: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
-    if found > SCHEMA_VERSION {
-        return Err(crate::error::OpenError::SchemaTooNew {
-            found,
-            supported: SCHEMA_VERSION,
-        });
-    }
     // Rows are copied as they are, even rows that break a constraint a migration adds
     // (only a damaged database has them): refusing to open would lock the user out of
     // every intact row too, while `check_invariants` names the damaged ones and the reads
@@ -416,24 +414,29 @@ fn migrate(conn: &mut Connection) -> Result<(), crate::error::OpenError> {
     // keys cannot be switched inside a transaction; `open` turns them on afterwards.
     conn.pragma_update(None, "foreign_keys", "OFF")?;
     conn.pragma_update(None, "ignore_check_constraints", "ON")?;
+    // The version is read under the write lock (transactions begin `IMMEDIATE`), and every
+    // step commits with it: another process of the app opening the same database at the
+    // same moment waits, then finds the schema this one made.
+    let tx = conn.transaction()?;
+    let found: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(crate::error::OpenError::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
     let mut done = found;
     if done == 0 {
-        let tx = conn.transaction()?;
         tx.execute_batch(NEW_DATABASE)?;
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-        tx.commit()?;
         done = SCHEMA_VERSION;
     }
-    for (index, migration) in MIGRATIONS
-        .iter()
-        .enumerate()
-        .skip(usize::try_from(done).unwrap_or(0))
-    {
-        let tx = conn.transaction()?;
+    for migration in MIGRATIONS.iter().skip(usize::try_from(done).unwrap_or(0)) {
         tx.execute_batch(migration)?;
-        tx.pragma_update(None, "user_version", index as i64 + 1)?;
-        tx.commit()?;
     }
+    if found != SCHEMA_VERSION {
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    }
+    tx.commit()?;
     conn.pragma_update(None, "ignore_check_constraints", "OFF")?;
     Ok(())
 }

@@ -247,6 +247,29 @@ pub struct Device {
     pub lock_holder: Option<(rusqlite::Connection, u64)>,
     /// What of the device's writes is known durable, across its processes.
     pub power: super::power::PowerWatch,
+    /// The app's second process on the same tenant database (a background sync task)
+    /// while it runs, parked: the kernel swaps it in to call it, to deliver its answers
+    /// and to fire its timers ([`Device::swap_processes`]).
+    pub background: Option<Process>,
+    /// Whether the process fields above (`engine`, `generation`, ...) are the background
+    /// process's right now, swapped in.
+    pub background_active: bool,
+    /// Process generations handed out on this device (app and background alike), so
+    /// that every process's generation is its own.
+    pub generations_issued: u64,
+}
+
+/// What the kernel keeps of one process of the app: the fields of [`Device`] that a
+/// second process has its own of.
+#[derive(Default)]
+pub struct Process {
+    pub engine: Option<Engine>,
+    pub generation: u64,
+    pub timer_at: Option<u64>,
+    pub in_flight: BTreeSet<u64>,
+    pub single_op_pushes: BTreeMap<u64, String>,
+    pub held: Vec<sync_engine::wire::SyncRequest>,
+    pub pulls_this_sync: BTreeMap<String, u64>,
 }
 
 impl Device {
@@ -281,7 +304,33 @@ impl Device {
             disk_full_until_ms: None,
             lock_holder: None,
             power: super::power::PowerWatch::default(),
+            background: None,
+            background_active: false,
+            generations_issued: 0,
         }
+    }
+
+    /// Swaps the parked background process with the process in the device's fields: the
+    /// kernel's verbs then act on the other process. Swapped back by the same call.
+    pub fn swap_processes(&mut self) {
+        let parked = self
+            .background
+            .as_mut()
+            .expect("a background process to swap with");
+        std::mem::swap(&mut self.engine, &mut parked.engine);
+        std::mem::swap(&mut self.generation, &mut parked.generation);
+        std::mem::swap(&mut self.timer_at, &mut parked.timer_at);
+        std::mem::swap(&mut self.in_flight, &mut parked.in_flight);
+        std::mem::swap(&mut self.single_op_pushes, &mut parked.single_op_pushes);
+        std::mem::swap(&mut self.held, &mut parked.held);
+        std::mem::swap(&mut self.pulls_this_sync, &mut parked.pulls_this_sync);
+        self.background_active = !self.background_active;
+    }
+
+    /// A new process generation of the device's own (the app's or the background's).
+    pub fn next_generation(&mut self) -> u64 {
+        self.generations_issued += 1;
+        self.generations_issued
     }
 
     /// The device's wall clock at virtual time `now_ms`.
@@ -320,8 +369,17 @@ impl Device {
         // The other process lets go first: closed while the app's connection is open, it
         // is not the last connection, so it leaves the WAL as it is.
         self.lock_holder = None;
+        if self.kill_process() {
+            self.forget_process();
+        }
+    }
+
+    /// The process in the device's fields dies (the app's, or the background process
+    /// swapped in): its engine's connection closes as a killed process's does, and what
+    /// the kernel tracked of it is gone. False if it was not running.
+    pub fn kill_process(&mut self) -> bool {
         let Some(engine) = self.engine.take() else {
-            return;
+            return false;
         };
         // Dropping the engine's connection cleanly would checkpoint the WAL into the
         // database and delete it, which a kill never does. SQLite checkpoints on close
@@ -344,7 +402,12 @@ impl Device {
             .expect("read beside the app");
         drop(engine);
         drop(keeper);
-        self.forget_process();
+        self.timer_at = None;
+        self.in_flight.clear();
+        self.single_op_pushes.clear();
+        self.held.clear();
+        self.pulls_this_sync.clear();
+        true
     }
 
     /// The main database file of the logged-in tenant.
@@ -366,7 +429,7 @@ impl Device {
     pub fn forget_process(&mut self) {
         self.disk_full_until_ms = None;
         self.lock_holder = None;
-        self.generation += 1;
+        self.generation = self.next_generation();
         self.pulls_this_sync.clear();
         self.timer_at = None;
         self.in_flight.clear();

@@ -26,6 +26,7 @@ impl Sim {
         self.faults.set_on(false);
         self.kill_switch().armed = false;
         for index in 0..self.devices.len() {
+            self.stop_background(index);
             self.lift_storage_faults(index, true)?;
             self.heal(index);
             if !self.devices[index].app_online {

@@ -38,20 +38,7 @@ impl Sim {
         let device = &mut self.devices[index];
         device.forget_process();
         device.tick_clock(now_ms);
-        let entropy = SimRng::new(
-            self.seed,
-            1_000_000 + index as u64 * 100_000 + device.generation,
-        );
-        let mut options = EngineOptions::new(
-            device.location.clone(),
-            TenantId::parse(&tenant).expect("simulated tenant ids are valid"),
-            self.registry.clone(),
-        );
-        options.sync_after_write = self.knobs.sync_after_write;
-        options.planted_defects = super::tenancy::engine_defects(&self.planted);
-        // The lock of a busy fault is held in this same thread: waiting for it would only
-        // sleep on the wall clock until the wait ran out.
-        options.busy_timeout_ms = 0;
+        let (options, entropy) = self.process_options(index, &tenant);
         let mut engine = self.open_engine(index, &tenant, options, entropy)?;
         let device = &self.devices[index];
         self.oracle.check_reopened(device, &tenant, &engine)?;
@@ -77,6 +64,27 @@ impl Sim {
         Ok(true)
     }
 
+    /// The options and entropy of a new process of the device's app on `tenant`: the
+    /// process in the device's fields, its generation already its own.
+    pub(super) fn process_options(&self, index: usize, tenant: &str) -> (EngineOptions, SimRng) {
+        let device = &self.devices[index];
+        let entropy = SimRng::new(
+            self.seed,
+            1_000_000 + index as u64 * 100_000 + device.generation,
+        );
+        let mut options = EngineOptions::new(
+            device.location.clone(),
+            TenantId::parse(tenant).expect("simulated tenant ids are valid"),
+            self.registry.clone(),
+        );
+        options.sync_after_write = self.knobs.sync_after_write;
+        options.planted_defects = super::tenancy::engine_defects(&self.planted);
+        // The lock of a busy fault, and the other process's, are held in this same
+        // thread: waiting for one would only sleep on the wall clock until the wait ran out.
+        options.busy_timeout_ms = 0;
+        (options, entropy)
+    }
+
     /// Calls the device's engine (if its app runs), then drains its outputs — always. A
     /// kill inside the call takes the device down (a restart follows on its own); a
     /// rejected input is traced and changes nothing. A call may return what took effect
@@ -90,7 +98,8 @@ impl Sim {
         f: impl FnOnce(&mut Engine) -> Result<T, CallError>,
     ) -> Result<Called<T>, Failure> {
         let now_ms = self.now_ms;
-        if self.devices[index].storage_fault_active() {
+        // A full disk is the app's connection's page limit: only lifted through it.
+        if self.devices[index].storage_fault_active() && !self.devices[index].background_active {
             self.lift_storage_faults(index, false)?;
         }
         let device = &mut self.devices[index];
@@ -447,6 +456,13 @@ impl Sim {
         if !self.devices[index].is_running() {
             return;
         }
+        if self.devices[index].background_active {
+            // The background process alone dies; nothing restarts it.
+            self.devices[index].kill_process();
+            let line = format!("{} background process killed", self.devices[index].name);
+            self.trace_device(index, EventKind::Kill, line);
+            return;
+        }
         self.devices[index].kill();
         self.maybe_lose_power(index);
         self.oracle.process_ended(index);
@@ -500,6 +516,7 @@ impl Sim {
             EventKind::Logout,
             format!("{name} logs out of {tenant}"),
         );
+        self.stop_background(index);
         let engine = self.devices[index].engine.take();
         self.devices[index].forget_process();
         self.oracle.model.discard_device_tenant(index, &tenant);
@@ -536,6 +553,7 @@ impl Sim {
         let name = &self.devices[index].name;
         let current = self.devices[index].tenant.clone().unwrap_or_default();
         self.trace(format!("{name} switches tenant {current} -> {tenant}"));
+        self.stop_background(index);
         // The app's other process lets go of the old database before the app closes it,
         // so that the app's close stays the last one, as without the fault.
         self.devices[index].lock_holder = None;

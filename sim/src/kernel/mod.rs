@@ -21,6 +21,7 @@
 //! entropy and the crash-point hook. It decides nothing a driver owns: which user action
 //! comes next, or when the run is over.
 
+mod background;
 mod builder;
 mod corruption;
 pub mod device;
@@ -581,14 +582,17 @@ impl Sim {
         match event {
             Event::Driver { device } => return Ok(Wake::Driver(device)),
             Event::EngineTimer { device, generation } => {
-                let due = self.devices[device].generation == generation
-                    && self.devices[device].timer_at == Some(self.now_ms);
-                if due {
-                    self.devices[device].timer_at = None;
-                    let line = format!("{} timer", self.devices[device].name);
-                    self.trace_device(device, event_log::EventKind::Timer, line);
-                    self.call(device, |engine| Ok(engine.handle_timeout()?))?;
-                }
+                self.as_process(device, generation, |sim| {
+                    let due = sim.devices[device].generation == generation
+                        && sim.devices[device].timer_at == Some(sim.now_ms);
+                    if due {
+                        sim.devices[device].timer_at = None;
+                        let line = format!("{} timer", sim.devices[device].name);
+                        sim.trace_device(device, event_log::EventKind::Timer, line);
+                        sim.call(device, |engine| Ok(engine.handle_timeout()?))?;
+                    }
+                    Ok(())
+                })?;
             }
             Event::ServerArrival {
                 device,
@@ -603,7 +607,9 @@ impl Sim {
                 request_id,
                 operation_name,
                 response,
-            } => self.delivery(device, generation, request_id, &operation_name, response)?,
+            } => self.as_process(device, generation, |sim| {
+                sim.delivery(device, generation, request_id, &operation_name, response)
+            })?,
             Event::Kill { device } => {
                 if self.faults.is_on() && self.devices[device].is_running() {
                     self.faults.count(FaultClass::KillBetweenCalls);

@@ -273,6 +273,8 @@ impl Sim {
             !self.devices[index].is_running(),
             "the power goes after the kill"
         );
+        // The app's background process goes down with the device.
+        self.kill_background(index);
         let tenant = self.devices[index]
             .tenant
             .clone()

@@ -31,6 +31,8 @@ pub fn engine_defects(planted: &ServerDefects) -> PlantedDefects {
         push_before_durable: planted.push_before_durable,
         resync_keeps_missing_rows: planted.resync_keeps_missing_rows,
         recovery_drops_pending_ops: planted.recovery_drops_pending_ops,
+        sync_without_lock: planted.sync_without_lock,
+        clock_per_process: planted.clock_per_process,
     }
 }
 

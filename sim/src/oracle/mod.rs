@@ -114,6 +114,21 @@ impl Oracle {
             .check_invariants()
             .map_err(|message| violation(format!("{name} after reopen: {message}")))?;
         self.invariant_checks += 1;
+        self.take_in_as_found(device, tenant, engine)
+    }
+
+    /// What a process that died left in the database, read through `engine`: every record
+    /// is the tenant's, the ids of writes it committed unacknowledged join the model, and
+    /// each record is entered as found (its past unknown), the baseline of the device's
+    /// next notification check.
+    fn take_in_as_found(
+        &mut self,
+        device: &Device,
+        tenant: &str,
+        engine: &Engine,
+    ) -> Result<(), Failure> {
+        let name = &device.name;
+        self.touched.remove(&device.index);
         let records = engine.all_records().map_err(storage)?;
         for record in &records {
             if let Some(owner) = self.model.tenant_of(&record.client_id) {
@@ -236,6 +251,18 @@ impl Oracle {
         self.touched.remove(&device);
         self.resyncing.retain(|(index, _, _)| *index != device);
         self.notifications.forget(device);
+    }
+
+    /// The device's background process died inside a call while the app runs on: what
+    /// that call committed was never announced nor checked, so the device's records are
+    /// taken in as a reopen finds them (read through the app's `engine`).
+    pub fn background_died(
+        &mut self,
+        device: &Device,
+        tenant: &str,
+        engine: &Engine,
+    ) -> Result<(), Failure> {
+        self.take_in_as_found(device, tenant, engine)
     }
 
     /// The device's app was killed inside a call, before handing out that call's events:

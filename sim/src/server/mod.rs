@@ -147,6 +147,10 @@ pub enum Defect {
     ResyncKeepsMissingRows,
     /// [`ServerDefects::recovery_drops_pending_ops`] (an engine defect).
     RecoveryDropsPendingOps,
+    /// [`ServerDefects::sync_without_lock`] (an engine defect).
+    SyncWithoutLock,
+    /// [`ServerDefects::clock_per_process`] (an engine defect).
+    ClockPerProcess,
 }
 
 impl Defect {
@@ -293,6 +297,15 @@ pub struct ServerDefects {
     /// database damaged at open (the corrupt-at-open fault) is ever recovered. The server
     /// ignores it.
     pub recovery_drops_pending_ops: bool,
+    /// An engine defect (see `sync_engine::PlantedDefects`): engines sync without the
+    /// database's sync lock, and an open takes every `sending` op for a crash's leftover.
+    /// Only two processes on one database (the second-process class) can tell. The server
+    /// ignores it.
+    pub sync_without_lock: bool,
+    /// An engine defect (see `sync_engine::PlantedDefects`): each process's clock goes on
+    /// from what it read at open, blind to stamps another process of the app handed out
+    /// since. Only two processes on one database can tell. The server ignores it.
+    pub clock_per_process: bool,
 }
 
 impl ServerDefects {
@@ -355,6 +368,8 @@ impl ServerDefects {
             Defect::PushBeforeDurable => &mut self.push_before_durable,
             Defect::ResyncKeepsMissingRows => &mut self.resync_keeps_missing_rows,
             Defect::RecoveryDropsPendingOps => &mut self.recovery_drops_pending_ops,
+            Defect::SyncWithoutLock => &mut self.sync_without_lock,
+            Defect::ClockPerProcess => &mut self.clock_per_process,
         }
     }
 

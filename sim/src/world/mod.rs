@@ -290,6 +290,7 @@ impl World {
         self.actions.record(id, at_ms, &name, action, sub_seed);
         self.sim.trace(format!("{name} action {action:?}"));
         self.sim.inject_action_faults(index)?;
+        self.background_task(index)?;
         if self.sim.tenant_of(index).is_none() {
             let tenants = self.sim.tenants();
             let tenant = tenants[user.index(tenants.len())].clone();
@@ -331,6 +332,34 @@ impl World {
             Action::SwitchTenant if after_kill => act.switch_after_kill_and_drop(),
             Action::SwitchTenant => act.switch_tenant(),
         }
+    }
+
+    /// The app's background process (the second-process class): once its sync has
+    /// ended it closes; else it may start now, save a record half the time (the same
+    /// user edits as the app's), and sync.
+    fn background_task(&mut self, index: usize) -> Result<(), Failure> {
+        if self.sim.background_idle(index) {
+            self.sim.stop_background(index);
+            return Ok(());
+        }
+        let Some(draw) = self.sim.maybe_start_background(index)? else {
+            return Ok(());
+        };
+        let mut task = SimRng::new(draw, 0);
+        if task.coin() {
+            self.sim.as_background(index, |sim| {
+                Act {
+                    sim,
+                    user: &mut task,
+                    index,
+                }
+                .update()
+            })?;
+        }
+        self.sim.as_background(index, |sim| {
+            sim.call(index, |engine| Ok(engine.sync_now()?)).map(drop)
+        })?;
+        Ok(())
     }
 
     fn resolve(
