@@ -43,6 +43,7 @@ pub mod registry;
 mod settings;
 mod store;
 pub mod sync;
+mod sync_events;
 mod sync_lock;
 pub mod system_env;
 pub mod tenant;
