@@ -13,7 +13,7 @@ use crate::signature::Signature;
 use crate::world::{run_seed, FailureKind, RunOptions, SeedReport};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -31,6 +31,9 @@ pub struct CampaignConfig {
     pub defects: ServerDefects,
     /// Faults never stop; only safety invariants are checked (`--safety-only`).
     pub safety_only: bool,
+    /// Fault classes switched off in every seed (`--without`). Probes are not accounted
+    /// then: a path a class opens may stay closed.
+    pub classes_off: BTreeSet<FaultClass>,
 }
 
 /// A campaign of at least this many seeds fails when a probe its profile is meant to
@@ -143,6 +146,7 @@ pub fn replay_command(
     profile: Profile,
     defects: &ServerDefects,
     safety_only: bool,
+    classes_off: &BTreeSet<FaultClass>,
 ) -> String {
     let mut command = format!(
         "cargo run --release -p sync-sim -- replay {seed} --profile {}",
@@ -154,6 +158,10 @@ pub fn replay_command(
     for name in defect_names(defects) {
         command.push_str(" --defect ");
         command.push_str(name);
+    }
+    for class in classes_off {
+        command.push_str(" --without ");
+        command.push_str(class.name());
     }
     command
 }
@@ -195,6 +203,7 @@ pub fn run_campaign(
                 let options = RunOptions {
                     defects: config.defects,
                     safety_only: config.safety_only,
+                    classes_off: config.classes_off.clone(),
                     ..RunOptions::default()
                 };
                 let report = run_seed(seed, config.profile, &options);
@@ -220,6 +229,7 @@ pub fn run_campaign(
         config.profile,
         &config.defects,
         config.safety_only,
+        &config.classes_off,
         &reports,
         wall_seconds,
     )
@@ -247,12 +257,13 @@ fn progress_bar(progress: bool, seeds: u64) -> ProgressBar {
     bar
 }
 
-/// Folds seed reports into a campaign summary; `defects` (planted for the campaign) go
-/// into every failure's replay command.
+/// Folds seed reports into a campaign summary; `defects` (planted for the campaign) and
+/// `classes_off` (switched off in it) go into every failure's replay command.
 pub fn summarize(
     profile: Profile,
     defects: &ServerDefects,
     safety_only: bool,
+    classes_off: &BTreeSet<FaultClass>,
     reports: &[SeedReport],
     wall_seconds: f64,
 ) -> CampaignSummary {
@@ -289,7 +300,8 @@ pub fn summarize(
             tally.hits += hits;
         }
     }
-    let probes_never_reached = if reports.len() as u64 >= PROBE_ACCOUNTING_SEEDS_MIN {
+    let accounted = classes_off.is_empty();
+    let probes_never_reached = if accounted && reports.len() as u64 >= PROBE_ACCOUNTING_SEEDS_MIN {
         probes
             .iter()
             .filter(|(_, tally)| tally.expected && tally.hits == 0)
@@ -311,7 +323,7 @@ pub fn summarize(
                 kind: failure.kind,
                 message: failure.message.clone(),
                 signature: Signature::of(failure, &report.operation),
-                replay: replay_command(report.seed, profile, defects, safety_only),
+                replay: replay_command(report.seed, profile, defects, safety_only, classes_off),
             })
         })
         .collect();
@@ -407,7 +419,7 @@ mod tests {
         for &name in DEFECT_NAMES {
             let defects = parse_defect(name).expect("a listed defect parses");
             assert_eq!(defect_names(&defects), vec![name]);
-            let command = replay_command(7, Profile::Lite, &defects, false);
+            let command = replay_command(7, Profile::Lite, &defects, false, &BTreeSet::new());
             assert!(
                 command.ends_with(&format!("replay 7 --profile lite --defect {name}")),
                 "{command}"
@@ -415,9 +427,22 @@ mod tests {
         }
         let all = ServerDefects::planting(Defect::ALL.iter().copied());
         assert_eq!(defect_names(&all), DEFECT_NAMES.to_vec());
-        assert!(!replay_command(7, Profile::Lite, &Default::default(), false).contains("--defect"));
-        assert!(replay_command(7, Profile::Lite, &Default::default(), true)
-            .ends_with("replay 7 --profile lite --safety-only"));
+        assert!(!replay_command(
+            7,
+            Profile::Lite,
+            &Default::default(),
+            false,
+            &BTreeSet::new()
+        )
+        .contains("--defect"));
+        assert!(replay_command(
+            7,
+            Profile::Lite,
+            &Default::default(),
+            true,
+            &BTreeSet::new()
+        )
+        .ends_with("replay 7 --profile lite --safety-only"));
         assert!(parse_defect("no_such_defect").is_none());
     }
 
@@ -432,7 +457,13 @@ mod tests {
                 kind: failure.kind,
                 signature: Signature::of(&failure, operation),
                 message: failure.message,
-                replay: replay_command(seed, Profile::Lite, &Default::default(), false),
+                replay: replay_command(
+                    seed,
+                    Profile::Lite,
+                    &Default::default(),
+                    false,
+                    &BTreeSet::new(),
+                ),
             }
         };
         let failures = [

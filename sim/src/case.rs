@@ -152,6 +152,8 @@ impl Case {
             record: true,
             kept: Some(kept),
             absent_devices: self.absent_devices.clone(),
+            // The case's knobs hold exactly the classes it runs with.
+            classes_off: std::collections::BTreeSet::new(),
         };
         run_seed_with_knobs(self.seed, self.knobs.clone(), &options)
     }

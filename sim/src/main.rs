@@ -12,6 +12,7 @@ mod wire_commands;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
+use std::collections::BTreeSet;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -21,7 +22,7 @@ use sync_sim::campaign::{
 use sync_sim::case::Case;
 use sync_sim::determinism::check_determinism;
 use sync_sim::fuzzing::sim_world_case;
-use sync_sim::profile::{Knobs, Profile};
+use sync_sim::profile::{FaultClass, Knobs, Profile};
 use sync_sim::server::{Defect, ServerDefects};
 use sync_sim::shrink::{shrink, FailureSignature, CANDIDATE_RUNS_MAX_DEFAULT};
 use sync_sim::signature::Signature;
@@ -133,6 +134,10 @@ struct RunArgs {
     /// convergence): for long campaigns hunting corruption and duplicates.
     #[arg(long)]
     safety_only: bool,
+    /// Switch a fault class off in every seed (repeatable); every other knob stays as the
+    /// seed draws it. Probes are not accounted then.
+    #[arg(long = "without", value_name = "CLASS", value_parser = fault_class_parser())]
+    classes_off: Vec<FaultClass>,
 }
 
 /// A run to replay or shrink: a seed of a profile, or a case file.
@@ -143,7 +148,7 @@ struct RunChoice {
     seed: Option<u64>,
     /// A case file instead of a seed (written by `shrink` or `case-from-fuzz`); the case
     /// holds its knobs, defects and phases.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["seed", "profile", "defects", "safety_only"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["seed", "profile", "defects", "safety_only", "classes_off"])]
     case: Option<PathBuf>,
     /// The profile the seed draws its knobs from.
     #[arg(long, value_name = "P", default_value = "default", value_parser = profile_parser())]
@@ -154,6 +159,9 @@ struct RunChoice {
     /// A `--safety-only` run: faults never stop, no liveness phase.
     #[arg(long)]
     safety_only: bool,
+    /// Switch a fault class off (repeatable), as the failing campaign did.
+    #[arg(long = "without", value_name = "CLASS", value_parser = fault_class_parser())]
+    classes_off: Vec<FaultClass>,
 }
 
 #[derive(Debug, Args)]
@@ -247,6 +255,17 @@ fn profile_parser() -> impl TypedValueParser<Value = Profile> {
         .map(|name| Profile::parse(&name).expect("clap passes only listed profile names"))
 }
 
+/// Accepts exactly the fault classes' names, listing them in help and errors.
+fn fault_class_parser() -> impl TypedValueParser<Value = FaultClass> {
+    let names: Vec<&'static str> = FaultClass::ALL.into_iter().map(FaultClass::name).collect();
+    PossibleValuesParser::new(names).map(|name| {
+        FaultClass::ALL
+            .into_iter()
+            .find(|class| class.name() == name)
+            .expect("clap passes only listed class names")
+    })
+}
+
 /// Accepts exactly the names of [`Defect::NAMES`], listing them in help and errors.
 fn defect_parser() -> impl TypedValueParser<Value = Defect> {
     PossibleValuesParser::new(Defect::NAMES.iter().copied())
@@ -318,8 +337,10 @@ fn command_run(args: RunArgs) -> Result<ExitCode, String> {
         json,
         defects,
         safety_only,
+        classes_off,
     } = args;
     let defects = ServerDefects::planting(defects);
+    let classes_off: BTreeSet<FaultClass> = classes_off.into_iter().collect();
     let threads =
         threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
     println!(
@@ -331,6 +352,10 @@ fn command_run(args: RunArgs) -> Result<ExitCode, String> {
         shard.1,
         if safety_only { " safety only" } else { "" }
     );
+    if !classes_off.is_empty() {
+        let names: Vec<&str> = classes_off.iter().map(|class| class.name()).collect();
+        println!("fault classes off: {}", names.join(", "));
+    }
     let config = CampaignConfig {
         seeds,
         profile,
@@ -339,9 +364,10 @@ fn command_run(args: RunArgs) -> Result<ExitCode, String> {
         progress: true,
         defects,
         safety_only,
+        classes_off: classes_off.clone(),
     };
     let summary = run_campaign(&config, &|report| {
-        let replay = replay_command(report.seed, profile, &defects, safety_only);
+        let replay = replay_command(report.seed, profile, &defects, safety_only, &classes_off);
         print_failure(report, &replay)
     });
     print_summary(&summary);
@@ -444,10 +470,12 @@ fn command_replay(args: ReplayArgs) -> Result<ExitCode, String> {
         profile,
         defects,
         safety_only,
+        classes_off,
         ..
     } = run;
     let seed = seed.expect("clap requires a seed without --case");
     let defects = ServerDefects::planting(defects);
+    let classes_off: BTreeSet<FaultClass> = classes_off.into_iter().collect();
     let report = run_seed(
         seed,
         profile,
@@ -455,6 +483,7 @@ fn command_replay(args: ReplayArgs) -> Result<ExitCode, String> {
             keep_trace: trace || html.is_some(),
             defects,
             safety_only,
+            classes_off: classes_off.clone(),
             ..RunOptions::default()
         },
     );
@@ -464,7 +493,7 @@ fn command_replay(args: ReplayArgs) -> Result<ExitCode, String> {
         serde_json::to_string_pretty(&report.knobs).expect("knobs serialize")
     );
     print_run(&report, trace);
-    let replay = replay_command(seed, profile, &defects, safety_only);
+    let replay = replay_command(seed, profile, &defects, safety_only, &classes_off);
     if let Some(path) = &html {
         let mut title = format!("syncsim seed {seed} · profile {}", profile.name());
         for name in defect_names(&defects) {
@@ -625,7 +654,8 @@ fn command_shrink(args: ShrinkArgs) -> Result<ExitCode, String> {
         Some(path) => Case::load(path).map_err(|error| error.to_string())?,
         None => {
             let seed = run.seed.expect("clap requires a seed without --case");
-            let knobs = Knobs::derive(seed, run.profile);
+            let classes_off: BTreeSet<FaultClass> = run.classes_off.iter().copied().collect();
+            let knobs = Knobs::derive(seed, run.profile).without(&classes_off);
             Case::record(seed, knobs, &run.defects, run.safety_only).0
         }
     };

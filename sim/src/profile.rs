@@ -8,7 +8,7 @@
 use crate::kernel::probes::Probe;
 use crate::rng::{Ratio, SimRng, Stream};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A family of seeds: the ranges each seed draws its knobs from.
 ///
@@ -258,6 +258,13 @@ pub struct Knobs {
 impl Knobs {
     pub fn fault(&self, class: FaultClass) -> Ratio {
         self.faults.get(&class).copied().unwrap_or(Ratio::ZERO)
+    }
+
+    /// The same knobs with the fault classes `off` switched off (`syncsim run --without`):
+    /// every other knob, and every other class's stream, stays as the seed drew it.
+    pub fn without(mut self, off: &BTreeSet<FaultClass>) -> Knobs {
+        self.faults.retain(|class, _| !off.contains(class));
+        self
     }
 
     /// A world with no faults and exact clocks: one tenant, two devices, the engine's

@@ -144,6 +144,34 @@ fn replay_plants_the_defect_it_is_given() {
 }
 
 #[test]
+fn without_switches_a_class_off_and_reaches_the_replay_command() {
+    // Seed 3 of `default` catches `clock_per_process` through the second process; with
+    // `second_process` off the same seed passes, and a failing replay names the class.
+    let args = [
+        "replay",
+        "3",
+        "--profile",
+        "default",
+        "--defect",
+        "clock_per_process",
+    ];
+    let caught = syncsim(&args);
+    assert_eq!(caught.status.code(), Some(1), "{}", text(&caught.stdout));
+    let off = syncsim(&[&args[..], &["--without", "second_process"]].concat());
+    assert_eq!(off.status.code(), Some(0), "{}", text(&off.stderr));
+    let other = syncsim(&[&args[..], &["--without", "power_loss"]].concat());
+    assert_eq!(other.status.code(), Some(1), "{}", text(&other.stdout));
+    assert!(text(&other.stderr).contains("--defect clock_per_process --without power_loss"));
+    let misspelt = syncsim(&["run", "--seeds", "0..1", "--without", "power_lost"]);
+    assert_eq!(misspelt.status.code(), Some(64), "a usage error");
+    assert!(
+        text(&misspelt.stderr).contains("power_loss"),
+        "{}",
+        text(&misspelt.stderr)
+    );
+}
+
+#[test]
 fn safety_only_keeps_the_faults_on_and_checks_only_safety() {
     // Without the flag the seed heals and converges with nobody pressing "sync now".
     let full = syncsim(&["replay", "0", "--profile", "lite", "--trace"]);

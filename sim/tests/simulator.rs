@@ -91,6 +91,7 @@ fn a_campaign_fails_when_an_expected_probe_never_fired() {
             Profile::Default,
             &ServerDefects::default(),
             false,
+            &Default::default(),
             &reports,
             1.0,
         )
@@ -130,6 +131,7 @@ fn a_short_campaign_of_the_real_engine_passes_and_its_faults_fire() {
         Profile::Lite,
         &ServerDefects::default(),
         false,
+        &Default::default(),
         &reports,
         1.0,
     );
@@ -170,6 +172,7 @@ fn every_planted_defect_is_caught_within_200_default_seeds() {
                     progress: false,
                     defects,
                     safety_only: false,
+                    classes_off: Default::default(),
                 },
                 &|_| {},
             );

@@ -58,6 +58,8 @@ pub struct RunOptions {
     /// Devices that start logged out: a case that leaves them out keeps none of their
     /// actions, so they never open.
     pub absent_devices: BTreeSet<usize>,
+    /// Fault classes switched off in every seed (`syncsim run --without`).
+    pub classes_off: BTreeSet<FaultClass>,
 }
 
 /// Everything a run reports.
@@ -94,7 +96,8 @@ pub struct SeedReport {
 
 /// Runs one seed of a profile.
 pub fn run_seed(seed: u64, profile: Profile, options: &RunOptions) -> SeedReport {
-    run_seed_with_knobs(seed, Knobs::derive(seed, profile), options)
+    let knobs = Knobs::derive(seed, profile).without(&options.classes_off);
+    run_seed_with_knobs(seed, knobs, options)
 }
 
 /// Runs one seed with explicit knobs (fuzzers and tests build their own).
