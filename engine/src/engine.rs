@@ -272,7 +272,9 @@ impl Engine {
             store::force_staging::clear(&tx)?;
         }
         store::query::ensure_indexes(&tx, &options.registry)?;
-        let mut hlc = Hlc::resume(store::hlc_high_water(&tx)?);
+        // The mark beside the database bounds the clock too: it outlives a damaged header.
+        let mark = crate::clock_mark::read(&options.location.clock_mark_path(&options.tenant));
+        let mut hlc = Hlc::resume(store::hlc_high_water(&tx)?.max(mark.unwrap_or_default()));
         hlc.planted_reuses_observed = options.planted_defects.hlc_reuses_observed_stamp;
         // Before any crash hook is installed: no boundary to kill at.
         #[allow(clippy::disallowed_methods)]
@@ -664,6 +666,7 @@ pub fn drop_tenant_database(location: &DbLocation, tenant: &TenantId) -> Result<
     files.extend(location.corrupt_aside_files(tenant));
     files.push(location.sync_lock_path(tenant));
     files.push(location.open_lock_path(tenant));
+    files.push(location.clock_mark_path(tenant));
     for path in files {
         match std::fs::remove_file(&path) {
             Ok(()) => {}

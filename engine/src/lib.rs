@@ -16,6 +16,7 @@
 //! entity. Pages of records, filtered and ordered on fields of their data, come from
 //! [`Engine::query`] (see [`query`]).
 
+mod clock_mark;
 pub mod conflict;
 #[cfg(feature = "dialog")]
 mod conflict_display;

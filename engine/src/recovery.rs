@@ -12,11 +12,12 @@
 //!   the server (pending, sending, failed) whose row, and whose record's row, SQLite can
 //!   still read, in queue order, with its record, the record's id mapping, and its
 //!   status (`sending` becomes `pending` at the next open, as after any crash; the server
-//!   recognises a replay by `opId`); the clock's high-water mark (or, if it cannot be
-//!   read, the newest stamp among what is kept: the clock may then hand out stamps at or
-//!   below ones the device sent before the damage, until a pull brings its synced records
-//!   back; [`RecoveryReport::clock_kept`] says so); the auth tokens that can be read. The
-//!   next sync pushes the kept ops.
+//!   recognises a replay by `opId`); the clock's high-water mark, from the database or,
+//!   when a damaged header took that, from the mark every push's durability barrier
+//!   leaves beside it (`clock_mark.rs`), which bounds every stamp that ever left the
+//!   device (only a device that never pushed has neither: [`RecoveryReport::clock_kept`]
+//!   says so, and the newest stamp kept bounds the clock); the auth tokens that can be
+//!   read. The next sync pushes the kept ops.
 //! - **Re-pulled:** everything the server has: every synced record, deletion and id
 //!   mapping. The cursors start empty, so the next sync pulls every entity from the
 //!   beginning, and a kept record meets its server version under the conflict policy.
@@ -52,8 +53,9 @@ pub struct RecoveryReport {
     /// held no op), ops whose record could not be read, the ops of a record whose
     /// `insert` was lost.
     pub lost_ops: u64,
-    /// Whether the clock's high-water mark was read (otherwise it resumes from the newest
-    /// stamp kept).
+    /// Whether the clock's high-water mark was read, from the database or from the mark
+    /// beside it (otherwise it resumes from the newest stamp kept; no stamp of the device
+    /// ever left it then).
     pub clock_kept: bool,
 }
 
@@ -102,14 +104,21 @@ pub fn recover_corrupt_database(
         .map(|damaged| salvage::read(&damaged))
         .unwrap_or_default();
     let ops = keepable_ops(&read, location.planted().recovery_drops_pending_ops);
-    let clock_kept = read.hlc_high_water.is_some();
+    // The mark beside the database outlives its header: it bounds every stamp that left.
+    let mark =
+        crate::clock_mark::read(&location.clock_mark_path(tenant)).map(|stamp| stamp.0 as i64);
+    let clock_kept = read.hlc_high_water.is_some() || mark.is_some();
     let newest_kept = ops
         .iter()
         .map(|op| op.hlc)
         .chain(read.records.values().map(|record| record.updated_at))
         .max()
         .unwrap_or(0);
-    let hlc_high_water = read.hlc_high_water.unwrap_or(0).max(newest_kept);
+    let hlc_high_water = read
+        .hlc_high_water
+        .unwrap_or(0)
+        .max(mark.unwrap_or(0))
+        .max(newest_kept);
     let mut conn = schema::open(&main, 5_000)?;
     let tx = conn.transaction()?;
     let salvaged_op_ids = salvage::write(&tx, &read, &ops, hlc_high_water)?;

@@ -708,9 +708,20 @@ impl Engine {
             let high_water = store::hlc_high_water(&self.conn)?;
             let issued_here = self.hlc.take_issued_since_barrier();
             if issued_here || high_water > self.sync.durable_high_water {
-                if let Err(error) = store::durability_barrier(&self.conn) {
+                let mark = self.options.location.clock_mark_path(&self.options.tenant);
+                let durable = store::durability_barrier(&self.conn)
+                    .map_err(SyncError::from)
+                    .and_then(|()| {
+                        crate::clock_mark::raise(&mark, high_water).map_err(|error| {
+                            SyncError::Storage(crate::error::StorageError::from_io(
+                                &error,
+                                "the clock mark",
+                            ))
+                        })
+                    });
+                if let Err(error) = durable {
                     self.hlc.mark_issued();
-                    return Err(error.into());
+                    return Err(error);
                 }
                 self.sync.durable_high_water = high_water;
             }

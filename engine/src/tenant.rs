@@ -127,6 +127,14 @@ impl DbLocation {
         PathBuf::from(name)
     }
 
+    /// The clock's high-water mark kept outside `tenant`'s database (`clock_mark.rs`):
+    /// `{db_path}.clock` (see [`DbLocation::sync_lock_path`] for why no database has it).
+    pub fn clock_mark_path(&self, tenant: &TenantId) -> PathBuf {
+        let mut name = self.db_path(tenant).into_os_string();
+        name.push(".clock");
+        PathBuf::from(name)
+    }
+
     /// The file whose operating-system lock a process holds while it sets `tenant`'s
     /// database up at open: `{db_path}.open-lock` (see [`DbLocation::sync_lock_path`]).
     pub fn open_lock_path(&self, tenant: &TenantId) -> PathBuf {

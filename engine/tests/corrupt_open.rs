@@ -180,7 +180,9 @@ fn a_damaged_header_is_refused_then_everything_synced_is_pulled_back() {
     let report = device.recover();
     assert!(report.salvaged_op_ids.is_empty());
     assert!(report.lost_ops >= 1);
-    assert!(!report.clock_kept);
+    // The header took the database's high-water mark; the mark the last push's barrier
+    // left beside the database kept it.
+    assert!(report.clock_kept);
     assert!(report.aside_path.exists());
     assert_eq!(
         std::fs::read(&report.aside_path).expect("the damaged file is kept")[..16],
@@ -197,6 +199,37 @@ fn a_damaged_header_is_refused_then_everything_synced_is_pulled_back() {
     assert!(pushed.iter().all(|op_id| !pending.contains(op_id)));
     assert_eq!(engine.all_records().expect("records").len(), 20);
     engine.check_invariants().expect("consistent");
+}
+
+// Regression: a damaged header took the clock's high-water mark, and the recovered
+// database resumed its clock from the wall clock: with the clock set back, a new write
+// carried a stamp below ones the server already held from this device. The durability
+// barrier now also raises a mark beside the database, which the recovery and every open
+// take in.
+#[test]
+fn a_damaged_header_keeps_the_clock_above_every_stamp_that_left() {
+    let mut device = Device::new();
+    device.build(20, 0);
+    let sent_max = device
+        .server
+        .iter()
+        .map(|row| row["updatedAt"].as_u64().expect("a stamp"))
+        .max()
+        .expect("rows were pushed");
+    device.damage(0, b"not a database!!");
+    device.check_refused();
+    let report = device.recover();
+    // The device's clock went back a minute while it was down.
+    device.clock.set_ms(EPOCH_MS - 60_000);
+    let mut engine = device.open().expect("the recovered database opens");
+    let id = device.create(&mut engine, 1, "after the damage").remove(0);
+    let stamp = engine.get(&id).expect("read").expect("kept").updated_at;
+    assert!(
+        stamp.0 > sent_max,
+        "a stamp at or below one that left: {} <= {sent_max}",
+        stamp.0
+    );
+    assert!(report.clock_kept);
 }
 
 // Proves a page of records overwritten in the middle of the file is refused untouched,
