@@ -159,12 +159,15 @@ pub(crate) fn overreach(
     Ok(None)
 }
 
-/// Merges one pulled live record under the conflict policy (DESIGN.md §5).
+/// Merges one pulled live record under the conflict policy (DESIGN.md §5). A record the
+/// device did not hold is a change for certain: it is written without a change note and
+/// added to `created`, for the page's commit to announce.
 pub(crate) fn merge_pulled_item(
     tx: &rusqlite::Connection,
     entity: &str,
     item: &PulledItem,
     planted: crate::engine::PlantedDefects,
+    created: &mut Vec<String>,
 ) -> rusqlite::Result<PulledVerdict> {
     let server_record = Record {
         client_id: item.client_id.clone(),
@@ -214,6 +217,13 @@ pub(crate) fn merge_pulled_item(
     }
     let verdict = conflict::judge_pulled(local.as_ref(), &pending, &server_record);
     match &verdict {
+        // A page's transaction removes no record row before its rows are merged (only a
+        // repair's last step does, after them), so a record absent now was absent when
+        // the transaction began.
+        PulledVerdict::Stored if local.is_none() => {
+            store::insert_pulled_record(tx, &server_record)?;
+            created.push(item.client_id.clone());
+        }
         PulledVerdict::Stored => {
             store::put_record_with_base(tx, &server_record, &server_record.data, item.updated_at)?;
         }

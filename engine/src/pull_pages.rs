@@ -87,13 +87,21 @@ impl Engine {
             .get(entity)
             .is_some_and(|config| config.auto_merge_fields);
         let now_ms = self.env.now_ms();
+        // Records the page creates, announced at its commit without change notes.
+        let mut created = Vec::new();
         let tx = self.conn.transaction()?;
         for item in &items {
             self.hlc.observe(item.updated_at);
             if let Some(repair) = repair.as_mut() {
                 repair.seen_server_ids.insert(item.id.clone());
             }
-            match merge_pulled_item(&tx, entity, item, self.options.planted_defects)? {
+            match merge_pulled_item(
+                &tx,
+                entity,
+                item,
+                self.options.planted_defects,
+                &mut created,
+            )? {
                 PulledVerdict::Stored | PulledVerdict::KeptLocal => {}
                 PulledVerdict::Superseded(op_ids) => {
                     for op_id in op_ids {
@@ -154,8 +162,12 @@ impl Engine {
             now_ms,
         )?;
         store::set_hlc_high_water(&tx, self.hlc.last())?;
-        self.crash
-            .commit(tx, CommitSite::PullPage, &mut self.sync.events)?;
+        self.crash.commit_announcing(
+            tx,
+            CommitSite::PullPage,
+            &mut self.sync.events,
+            Some((entity, &created)),
+        )?;
 
         if page.has_more {
             self.sync.phase = Phase::Pulling {
