@@ -65,12 +65,14 @@ impl Engine {
             Phase::ForcePull { .. } => PageKind::Replacement,
             _ => PageKind::Incremental,
         };
-        if let Some(reason) = pull::overreach(&self.conn, entity, kind, &items, &page.deleted_ids)?
-        {
-            return self.fail_sync(SyncFailure::invalid_answer(format!(
-                "pull page refused: {reason}"
-            )));
-        }
+        let new_rows = match pull::overreach(&self.conn, entity, kind, &items, &page.deleted_ids)? {
+            Ok(new_rows) => new_rows,
+            Err(reason) => {
+                return self.fail_sync(SyncFailure::invalid_answer(format!(
+                    "pull page refused: {reason}"
+                )))
+            }
+        };
         if self.sync.force_pull_entity().is_some() {
             return self.handle_force_page(entity, page, items);
         }
@@ -90,7 +92,7 @@ impl Engine {
         // Records the page creates, announced at its commit without change notes.
         let mut created = Vec::new();
         let tx = self.conn.transaction()?;
-        for item in &items {
+        for (item, new_row) in items.iter().zip(new_rows) {
             self.hlc.observe(item.updated_at);
             if let Some(repair) = repair.as_mut() {
                 repair.seen_server_ids.insert(item.id.clone());
@@ -99,6 +101,7 @@ impl Engine {
                 &tx,
                 entity,
                 item,
+                new_row,
                 self.options.planted_defects,
                 &mut created,
             )? {

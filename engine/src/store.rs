@@ -176,17 +176,39 @@ pub struct Placement {
     pub space_id: Option<String>,
 }
 
-/// The record with this client id, if the device holds one.
-pub fn placement(conn: &Connection, client_id: &str) -> rusqlite::Result<Option<Placement>> {
-    conn.prepare_cached("SELECT client_id, entity, space_id FROM records WHERE client_id = ?1")?
-        .query_row([client_id], |row| {
-            Ok(Placement {
-                client_id: row.get(0)?,
-                entity: row.get(1)?,
-                space_id: row.get(2)?,
-            })
-        })
-        .optional()
+/// The record with this client id, if the device holds one, and the record the id map
+/// gives this server id to, if any ([`mapped_placement`]): the two lookups of a pulled
+/// row, in one statement.
+pub fn placements(
+    conn: &Connection,
+    client_id: &str,
+    server_id: &str,
+) -> rusqlite::Result<(Option<Placement>, Option<Placement>)> {
+    conn.prepare_cached(
+        "SELECT r.entity, r.space_id, m.client_id, m.entity, mr.space_id \
+         FROM (SELECT 1) LEFT JOIN records r ON r.client_id = ?1 \
+         LEFT JOIN id_map m ON m.server_id = ?2 \
+         LEFT JOIN records mr ON mr.client_id = m.client_id",
+    )?
+    .query_row([client_id, server_id], |row| {
+        let by_client_id = match row.get::<_, Option<String>>(0)? {
+            Some(entity) => Some(Placement {
+                client_id: client_id.to_owned(),
+                entity,
+                space_id: row.get(1)?,
+            }),
+            None => None,
+        };
+        let by_server_id = match row.get::<_, Option<String>>(2)? {
+            Some(mapped_client_id) => Some(Placement {
+                client_id: mapped_client_id,
+                entity: row.get(3)?,
+                space_id: row.get(4)?,
+            }),
+            None => None,
+        };
+        Ok((by_client_id, by_server_id))
+    })
 }
 
 /// The record the id map gives this server id to, if any, under the entity the mapping
@@ -417,17 +439,15 @@ pub fn set_pushed_version(
     }
     let changed = conn
         .prepare_cached(
-            "UPDATE records SET \
-             version = CASE WHEN (SELECT EXISTS (SELECT 1 FROM operation_queue WHERE entity_id = ?1 \
-                 AND status IN ('pending', 'sending') AND id <> ?2)) THEN version ELSE ?3 END, \
-             updated_at = CASE WHEN (SELECT EXISTS (SELECT 1 FROM operation_queue WHERE entity_id = ?1 \
-                 AND status IN ('pending', 'sending') AND id <> ?2)) THEN updated_at \
-                 ELSE COALESCE(?4, updated_at) END, \
+            "UPDATE records SET (version, updated_at, base_updated_at) = ( \
+                 SELECT CASE WHEN later THEN records.version ELSE ?3 END, \
+                 CASE WHEN later THEN records.updated_at ELSE COALESCE(?4, records.updated_at) END, \
+                 CASE WHEN later THEN \
+                     COALESCE(?4, (SELECT q.hlc FROM operation_queue q WHERE q.id = ?2)) END \
+                 FROM (SELECT EXISTS (SELECT 1 FROM operation_queue WHERE entity_id = ?1 \
+                     AND status IN ('pending', 'sending') AND id <> ?2) AS later)), \
              base_version = ?3, \
-             base_data = (SELECT NULLIF(q.payload, records.data) FROM operation_queue q WHERE q.id = ?2), \
-             base_updated_at = CASE WHEN (SELECT EXISTS (SELECT 1 FROM operation_queue WHERE entity_id = ?1 \
-                 AND status IN ('pending', 'sending') AND id <> ?2)) \
-                 THEN COALESCE(?4, (SELECT q.hlc FROM operation_queue q WHERE q.id = ?2)) END \
+             base_data = (SELECT NULLIF(q.payload, records.data) FROM operation_queue q WHERE q.id = ?2) \
              WHERE client_id = ?1",
         )?
         .execute(params![
