@@ -104,28 +104,36 @@ pub(crate) fn parse_pull_page(payload: Value) -> Option<(SyncPullResponse, Vec<P
 ///   of them, and this is how a device adopts such a move.
 ///
 /// Reads only; the page is judged against the database as it was before the page.
+///
+/// A page it does not refuse comes back with, for each row, whether the row is new to the
+/// device: neither its client id nor its server id names anything the device holds, and
+/// no earlier row of the page has its client id. The merge of a new row need not look
+/// either up again.
 pub(crate) fn overreach(
     conn: &rusqlite::Connection,
     entity: &str,
     kind: PageKind,
     items: &[PulledItem],
     deleted_ids: &[String],
-) -> rusqlite::Result<Option<String>> {
+) -> rusqlite::Result<Result<Vec<bool>, String>> {
     let mut claimed: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut client_ids: BTreeSet<&str> = BTreeSet::new();
+    let mut new_rows = Vec::with_capacity(items.len());
     for item in items {
         if let Some(first) = claimed.insert(&item.id, &item.client_id) {
             if first != item.client_id {
-                return Ok(Some(format!(
+                return Ok(Err(format!(
                     "server id {} is given to two records ({first} and {})",
                     item.id, item.client_id
                 )));
             }
         }
-        let by_client_id = store::placement(conn, &item.client_id)?;
-        let by_server_id = store::mapped_placement(conn, &item.id)?;
+        let (by_client_id, by_server_id) = store::placements(conn, &item.client_id, &item.id)?;
+        let first_of_client_id = client_ids.insert(&item.client_id);
+        new_rows.push(first_of_client_id && by_client_id.is_none() && by_server_id.is_none());
         for named in [by_client_id, by_server_id].into_iter().flatten() {
             if named.entity != entity {
-                return Ok(Some(format!(
+                return Ok(Err(format!(
                     "a {entity} row ({} / {}) names {} record {}",
                     item.client_id, item.id, named.entity, named.client_id
                 )));
@@ -135,7 +143,7 @@ pub(crate) fn overreach(
                 .as_ref()
                 .is_some_and(|space_id| *space_id != item.space_id);
             if kind == PageKind::Incremental && moved {
-                return Ok(Some(format!(
+                return Ok(Err(format!(
                     "a {entity} row ({} / {}) moves record {} from space {} to {}",
                     item.client_id,
                     item.id,
@@ -149,22 +157,28 @@ pub(crate) fn overreach(
     for server_id in deleted_ids {
         if let Some(named) = store::mapped_placement(conn, server_id)? {
             if named.entity != entity {
-                return Ok(Some(format!(
+                return Ok(Err(format!(
                     "a {entity} tombstone {server_id} names {} record {}",
                     named.entity, named.client_id
                 )));
             }
         }
     }
-    Ok(None)
+    assert_eq!(new_rows.len(), items.len());
+    Ok(Ok(new_rows))
 }
 
-/// Merges one pulled live record under the conflict policy (DESIGN.md §5).
+/// Merges one pulled live record under the conflict policy (DESIGN.md §5). A record the
+/// device did not hold is a change for certain: it is written without a change note and
+/// added to `created`, for the page's commit to announce. `new_row`: [`overreach`] found
+/// the row new to the device, so neither of its ids is looked up again.
 pub(crate) fn merge_pulled_item(
     tx: &rusqlite::Connection,
     entity: &str,
     item: &PulledItem,
+    new_row: bool,
     planted: crate::engine::PlantedDefects,
+    created: &mut Vec<String>,
 ) -> rusqlite::Result<PulledVerdict> {
     let server_record = Record {
         client_id: item.client_id.clone(),
@@ -177,7 +191,13 @@ pub(crate) fn merge_pulled_item(
         is_deleted: false,
         data: item.data.clone(),
     };
-    let local = store::get_record(tx, &item.client_id)?;
+    // Rows of the page merged before this one are other records (`new_row` says no
+    // earlier row has this client id, and a server id given to two records is refused).
+    let local = if new_row {
+        None
+    } else {
+        store::get_record(tx, &item.client_id)?
+    };
     // `overreach` refused the page otherwise.
     if let Some(local) = &local {
         assert_eq!(local.entity, entity, "a page checked for its entity");
@@ -185,7 +205,7 @@ pub(crate) fn merge_pulled_item(
     let mapped_here = local
         .as_ref()
         .is_some_and(|local| local.server_id.as_ref() == Some(&item.id));
-    if !mapped_here {
+    if !mapped_here && !new_row {
         if let Some(owner) = store::client_id_for_server_id(tx, &item.id)? {
             if owner != item.client_id {
                 // Two client ids for one server id: a broken server. Keep the first mapping.
@@ -214,6 +234,13 @@ pub(crate) fn merge_pulled_item(
     }
     let verdict = conflict::judge_pulled(local.as_ref(), &pending, &server_record);
     match &verdict {
+        // A page's transaction removes no record row before its rows are merged (only a
+        // repair's last step does, after them), so a record absent now was absent when
+        // the transaction began.
+        PulledVerdict::Stored if local.is_none() => {
+            store::insert_pulled_record(tx, &server_record)?;
+            created.push(item.client_id.clone());
+        }
         PulledVerdict::Stored => {
             store::put_record_with_base(tx, &server_record, &server_record.data, item.updated_at)?;
         }

@@ -65,12 +65,14 @@ impl Engine {
             Phase::ForcePull { .. } => PageKind::Replacement,
             _ => PageKind::Incremental,
         };
-        if let Some(reason) = pull::overreach(&self.conn, entity, kind, &items, &page.deleted_ids)?
-        {
-            return self.fail_sync(SyncFailure::invalid_answer(format!(
-                "pull page refused: {reason}"
-            )));
-        }
+        let new_rows = match pull::overreach(&self.conn, entity, kind, &items, &page.deleted_ids)? {
+            Ok(new_rows) => new_rows,
+            Err(reason) => {
+                return self.fail_sync(SyncFailure::invalid_answer(format!(
+                    "pull page refused: {reason}"
+                )))
+            }
+        };
         if self.sync.force_pull_entity().is_some() {
             return self.handle_force_page(entity, page, items);
         }
@@ -87,15 +89,24 @@ impl Engine {
             .get(entity)
             .is_some_and(|config| config.auto_merge_fields);
         let now_ms = self.env.now_ms();
+        // Records the page creates, announced at its commit without change notes.
+        let mut created = Vec::new();
         let tx = self.conn.transaction()?;
         // An auto-merge below hands out stamps.
         crate::engine::catch_up_clock(&mut self.hlc, &tx, &self.options)?;
-        for item in &items {
+        for (item, new_row) in items.iter().zip(new_rows) {
             self.hlc.observe(item.updated_at);
             if let Some(repair) = repair.as_mut() {
                 repair.seen_server_ids.insert(item.id.clone());
             }
-            match merge_pulled_item(&tx, entity, item, self.options.planted_defects)? {
+            match merge_pulled_item(
+                &tx,
+                entity,
+                item,
+                new_row,
+                self.options.planted_defects,
+                &mut created,
+            )? {
                 PulledVerdict::Stored | PulledVerdict::KeptLocal => {}
                 PulledVerdict::Superseded(op_ids) => {
                     for op_id in op_ids {
@@ -156,8 +167,12 @@ impl Engine {
             now_ms,
         )?;
         store::set_hlc_high_water(&tx, self.hlc.last())?;
-        self.crash
-            .commit(tx, CommitSite::PullPage, &mut self.sync.events)?;
+        self.crash.commit_announcing(
+            tx,
+            CommitSite::PullPage,
+            &mut self.sync.events,
+            Some((entity, &created)),
+        )?;
 
         if page.has_more {
             self.sync.phase = Phase::Pulling {

@@ -71,6 +71,9 @@ impl Engine {
                 .get(&op.entity)
                 .is_some_and(|config| config.auto_merge_fields)
         });
+        // Records this answer changed for certain (mapped to their first server id),
+        // announced at the commit without change notes.
+        let mut announced = Vec::new();
         let tx = self.conn.transaction()?;
         // An auto-merge below hands out stamps.
         crate::engine::catch_up_clock(&mut self.hlc, &tx, &self.options)?;
@@ -83,7 +86,7 @@ impl Engine {
             }
             let now_ms = self.env.now_ms();
             let planted = self.options.planted_defects;
-            match apply_push_result(&tx, op, result, now_ms, planted)? {
+            match apply_push_result(&tx, op, result, now_ms, planted, &mut announced)? {
                 PushOutcome::Applied { confirmed } => every_write_confirmed &= confirmed,
                 PushOutcome::Superseded => self.sync.events.push_back(SyncEvent::OpSuperseded {
                     op_id: op.op_id.clone(),
@@ -138,8 +141,12 @@ impl Engine {
             store::set_cursor(&tx, &entity, &cursor, self.env.now_ms())?;
         }
         store::set_hlc_high_water(&tx, self.hlc.last())?;
-        self.crash
-            .commit(tx, CommitSite::PushResults, &mut self.sync.events)?;
+        self.crash.commit_announcing(
+            tx,
+            CommitSite::PushResults,
+            &mut self.sync.events,
+            Some((&entity, &announced)),
+        )?;
         if let Some(failure) = transient_error {
             return self.fail_sync(failure);
         }
@@ -346,19 +353,28 @@ pub(crate) fn settle_conflict(
 }
 
 /// Stores one push result: the op's fate, the id mapping, and the record's new base.
+/// A record that gains its first server id here is a change for certain: it is added to
+/// `announced` (the answer's commit announces it) and takes no change note.
 fn apply_push_result(
     tx: &rusqlite::Connection,
     op: &store::SentOp,
     result: &SyncResultItem,
     now_ms: u64,
     planted: crate::engine::PlantedDefects,
+    announced: &mut Vec<String>,
 ) -> rusqlite::Result<PushOutcome> {
     // `None` when the record is gone; else its current server id, if any.
     let record_server_id = store::record_server_id(tx, &op.entity_id)?;
+    // Whether this result gave the record its first server id.
+    let mut mapped_now = false;
     if let Some(server_id) = &result.id {
         match &record_server_id {
             Some(None) => {
-                store::add_id_mapping_unless_taken(tx, &op.entity_id, server_id, &op.entity)?
+                mapped_now =
+                    store::add_id_mapping_unless_taken(tx, &op.entity_id, server_id, &op.entity)?;
+                if mapped_now {
+                    announced.push(op.entity_id.clone());
+                }
             }
             Some(Some(mapped)) if mapped == server_id => {}
             _ => store::set_id_mapping_unless_taken(tx, &op.entity_id, server_id, &op.entity)?,
@@ -374,12 +390,26 @@ fn apply_push_result(
                 && store::planted_edited_since_sent(tx, &op.entity_id, op.seq)?
             {
                 store::drop_pending_ops_for_record(tx, &op.entity_id)?;
-                store::set_pushed_version(tx, &op.entity_id, op.seq, version, result.updated_at)?;
+                store::set_pushed_version(
+                    tx,
+                    &op.entity_id,
+                    op.seq,
+                    version,
+                    result.updated_at,
+                    mapped_now,
+                )?;
                 store::planted_overwrite_with_op(tx, &op.entity_id, op.seq)?;
             } else {
                 // Before the op row goes: its payload becomes the record's merge base
                 // (later local edits stay on top).
-                store::set_pushed_version(tx, &op.entity_id, op.seq, version, result.updated_at)?;
+                store::set_pushed_version(
+                    tx,
+                    &op.entity_id,
+                    op.seq,
+                    version,
+                    result.updated_at,
+                    mapped_now,
+                )?;
             }
         }
         store::delete_op(tx, op.seq)?;

@@ -8,19 +8,25 @@
 //! whose order matters has an `ORDER BY`.
 
 use crate::hlc::HlcStamp;
-use crate::record::{Conflict, FailedOp, OpStatus, QueuedOp, Record, Rejection};
+use crate::record::{FailedOp, OpStatus, QueuedOp, Record, Rejection};
 use crate::wire::{ErrorCode, Operation};
 use row::StoredRow;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::{Map, Value};
 
 pub mod changes;
+mod conflicts;
 pub mod force_staging;
 pub mod integrity;
 pub mod query;
 pub mod row;
 pub mod salvage;
 pub mod schema;
+
+pub use conflicts::{
+    conflict_for_record, count_conflicts, delete_conflict_for_record, get_conflict, list_conflicts,
+    put_conflict,
+};
 
 const META_HLC: &str = "hlc";
 const META_LAST_SYNC_MS: &str = "last_successful_sync_ms";
@@ -185,17 +191,39 @@ pub struct Placement {
     pub space_id: Option<String>,
 }
 
-/// The record with this client id, if the device holds one.
-pub fn placement(conn: &Connection, client_id: &str) -> rusqlite::Result<Option<Placement>> {
-    conn.prepare_cached("SELECT client_id, entity, space_id FROM records WHERE client_id = ?1")?
-        .query_row([client_id], |row| {
-            Ok(Placement {
-                client_id: row.get(0)?,
-                entity: row.get(1)?,
-                space_id: row.get(2)?,
-            })
-        })
-        .optional()
+/// The record with this client id, if the device holds one, and the record the id map
+/// gives this server id to, if any ([`mapped_placement`]): the two lookups of a pulled
+/// row, in one statement.
+pub fn placements(
+    conn: &Connection,
+    client_id: &str,
+    server_id: &str,
+) -> rusqlite::Result<(Option<Placement>, Option<Placement>)> {
+    conn.prepare_cached(
+        "SELECT r.entity, r.space_id, m.client_id, m.entity, mr.space_id \
+         FROM (SELECT 1) LEFT JOIN records r ON r.client_id = ?1 \
+         LEFT JOIN id_map m ON m.server_id = ?2 \
+         LEFT JOIN records mr ON mr.client_id = m.client_id",
+    )?
+    .query_row([client_id, server_id], |row| {
+        let by_client_id = match row.get::<_, Option<String>>(0)? {
+            Some(entity) => Some(Placement {
+                client_id: client_id.to_owned(),
+                entity,
+                space_id: row.get(1)?,
+            }),
+            None => None,
+        };
+        let by_server_id = match row.get::<_, Option<String>>(2)? {
+            Some(mapped_client_id) => Some(Placement {
+                client_id: mapped_client_id,
+                entity: row.get(3)?,
+                space_id: row.get(4)?,
+            }),
+            None => None,
+        };
+        Ok((by_client_id, by_server_id))
+    })
 }
 
 /// The record the id map gives this server id to, if any, under the entity the mapping
@@ -293,6 +321,20 @@ pub fn put_record_with_base(
         let base_text = object_to_text(base_data);
         upsert_record(conn, record, &data_text, BaseWrite::Text(&base_text, stamp))
     }
+}
+
+/// Writes a record the device does not hold, as the server holds it (its data is its
+/// merge base), with its id mapping. Takes no change note (`store/changes.rs`): a record
+/// that appears is a change the caller announces itself.
+pub fn insert_pulled_record(conn: &Connection, record: &Record) -> rusqlite::Result<()> {
+    assert!(record.server_id.is_some());
+    assert_eq!(record.version, record.base_version);
+    upsert_record(
+        conn,
+        record,
+        &object_to_text(&record.data),
+        BaseWrite::SameAsData(None),
+    )
 }
 
 /// What a record write does with `base_data` and `base_updated_at`. A column holds the
@@ -397,28 +439,30 @@ fn merge_base_from_row(row: &Row<'_>) -> rusqlite::Result<Option<Map<String, Val
 /// version and stamp (the one the server sent, else the op's own). With no later local edit on top (no other unfinished op of the record), the
 /// record itself takes the server's version (and stamp, when the server sent one); with
 /// later edits waiting, only the merge base moves. One statement per op: the push answer
-/// runs it for every op it acknowledges.
+/// runs it for every op it acknowledges. `announced`: the caller announces the record as
+/// changed itself (its id mapping was just added), so no change note is taken.
 pub fn set_pushed_version(
     conn: &Connection,
     client_id: &str,
     seq: i64,
     version: i64,
     updated_at: Option<HlcStamp>,
+    announced: bool,
 ) -> rusqlite::Result<()> {
-    changes::note(conn, client_id, None)?;
+    if !announced {
+        changes::note(conn, client_id, None)?;
+    }
     let changed = conn
         .prepare_cached(
-            "UPDATE records SET \
-             version = CASE WHEN (SELECT EXISTS (SELECT 1 FROM operation_queue WHERE entity_id = ?1 \
-                 AND status IN ('pending', 'sending') AND id <> ?2)) THEN version ELSE ?3 END, \
-             updated_at = CASE WHEN (SELECT EXISTS (SELECT 1 FROM operation_queue WHERE entity_id = ?1 \
-                 AND status IN ('pending', 'sending') AND id <> ?2)) THEN updated_at \
-                 ELSE COALESCE(?4, updated_at) END, \
+            "UPDATE records SET (version, updated_at, base_updated_at) = ( \
+                 SELECT CASE WHEN later THEN records.version ELSE ?3 END, \
+                 CASE WHEN later THEN records.updated_at ELSE COALESCE(?4, records.updated_at) END, \
+                 CASE WHEN later THEN \
+                     COALESCE(?4, (SELECT q.hlc FROM operation_queue q WHERE q.id = ?2)) END \
+                 FROM (SELECT EXISTS (SELECT 1 FROM operation_queue WHERE entity_id = ?1 \
+                     AND status IN ('pending', 'sending') AND id <> ?2) AS later)), \
              base_version = ?3, \
-             base_data = (SELECT NULLIF(q.payload, records.data) FROM operation_queue q WHERE q.id = ?2), \
-             base_updated_at = CASE WHEN (SELECT EXISTS (SELECT 1 FROM operation_queue WHERE entity_id = ?1 \
-                 AND status IN ('pending', 'sending') AND id <> ?2)) \
-                 THEN COALESCE(?4, (SELECT q.hlc FROM operation_queue q WHERE q.id = ?2)) END \
+             base_data = (SELECT NULLIF(q.payload, records.data) FROM operation_queue q WHERE q.id = ?2) \
              WHERE client_id = ?1",
         )?
         .execute(params![
@@ -505,19 +549,25 @@ fn write_id_mapping(
 /// The common case of a push answer, kept apart from `set_id_mapping_unless_taken`: a
 /// plain insert with no read of `id_map` inside it (an `INSERT … SELECT` that reads its own
 /// table goes through a temporary table, measured as 6 % of a 10k sync).
+///
+/// Takes no change note (`store/changes.rs`): returns whether the mapping was added, and
+/// then the record shows a server id it did not show, a change the caller announces
+/// itself; when it was not added, nothing was written.
+#[must_use = "an added mapping is a change the caller must announce"]
 pub fn add_id_mapping_unless_taken(
     conn: &Connection,
     client_id: &str,
     server_id: &str,
     entity: &str,
-) -> rusqlite::Result<()> {
-    changes::note(conn, client_id, Some(entity))?;
-    conn.prepare_cached(
-        "INSERT INTO id_map (client_id, server_id, entity) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (server_id) DO NOTHING",
-    )?
-    .execute(params![client_id, server_id, entity])?;
-    Ok(())
+) -> rusqlite::Result<bool> {
+    let added = conn
+        .prepare_cached(
+            "INSERT INTO id_map (client_id, server_id, entity) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (server_id) DO NOTHING",
+        )?
+        .execute(params![client_id, server_id, entity])?;
+    assert!(added <= 1);
+    Ok(added == 1)
 }
 
 /// Maps a record to the server id a push result gave it, unless another record holds that
@@ -980,97 +1030,6 @@ pub fn set_cursor(
 pub fn reset_all_sync_state(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute("DELETE FROM sync_state", [])?;
     Ok(())
-}
-
-// ---- conflicts --------------------------------------------------------------------------
-
-const CONFLICT_COLUMNS: &str = "c.id, c.entity, c.client_id, m.server_id, c.space_id, c.local_version, \
-     c.local_updated_at, c.local_data, c.server_version, c.server_updated_at, c.server_data, c.server_is_deleted";
-
-fn conflict_from_row(row: &Row<'_>) -> rusqlite::Result<Conflict> {
-    let row = StoredRow::new(row, "conflicts", 0);
-    Ok(Conflict {
-        id: row.get(0)?,
-        entity: row.entity(1)?,
-        client_id: row.get(2)?,
-        server_id: row.get(3)?,
-        space_id: row.space_id(4)?,
-        local_version: row.get(5)?,
-        local_updated_at: row.stamp(6)?,
-        local_data: row.object(7)?,
-        server_version: row.get(8)?,
-        server_updated_at: row.stamp(9)?,
-        server_data: row.object(10)?,
-        server_is_deleted: row.flag(11)?,
-    })
-}
-
-/// Stores (or refreshes) the open conflict of a record; returns its id.
-pub fn put_conflict(conn: &Connection, conflict: &Conflict) -> rusqlite::Result<i64> {
-    conn.prepare_cached(
-        "INSERT INTO conflicts (client_id, entity, space_id, local_version, local_updated_at, local_data, \
-         server_version, server_updated_at, server_data, server_is_deleted) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
-         ON CONFLICT (client_id) DO UPDATE SET local_version = excluded.local_version, \
-         local_updated_at = excluded.local_updated_at, local_data = excluded.local_data, \
-         server_version = excluded.server_version, server_updated_at = excluded.server_updated_at, \
-         server_data = excluded.server_data, server_is_deleted = excluded.server_is_deleted",
-    )?
-    .execute(params![
-        conflict.client_id,
-        conflict.entity,
-        conflict.space_id,
-        conflict.local_version,
-        conflict.local_updated_at.0 as i64,
-        object_to_text(&conflict.local_data),
-        conflict.server_version,
-        conflict.server_updated_at.0 as i64,
-        object_to_text(&conflict.server_data),
-        conflict.server_is_deleted,
-    ])?;
-    conn.prepare_cached("SELECT id FROM conflicts WHERE client_id = ?1")?
-        .query_row([&conflict.client_id], |row| row.get(0))
-}
-
-pub fn list_conflicts(conn: &Connection) -> rusqlite::Result<Vec<Conflict>> {
-    let mut statement = conn.prepare_cached(&format!(
-        "SELECT {CONFLICT_COLUMNS} FROM conflicts c LEFT JOIN id_map m ON m.client_id = c.client_id ORDER BY c.id"
-    ))?;
-    let rows = statement.query_map([], conflict_from_row)?;
-    rows.collect()
-}
-
-pub fn get_conflict(conn: &Connection, id: i64) -> rusqlite::Result<Option<Conflict>> {
-    conn.prepare_cached(&format!(
-        "SELECT {CONFLICT_COLUMNS} FROM conflicts c LEFT JOIN id_map m ON m.client_id = c.client_id WHERE c.id = ?1"
-    ))?
-    .query_row([id], conflict_from_row)
-    .optional()
-}
-
-/// The open conflict of one record, if any.
-pub fn conflict_for_record(
-    conn: &Connection,
-    client_id: &str,
-) -> rusqlite::Result<Option<Conflict>> {
-    conn.prepare_cached(&format!(
-        "SELECT {CONFLICT_COLUMNS} FROM conflicts c LEFT JOIN id_map m ON m.client_id = c.client_id WHERE c.client_id = ?1"
-    ))?
-    .query_row([client_id], conflict_from_row)
-    .optional()
-}
-
-pub fn delete_conflict_for_record(conn: &Connection, client_id: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached("DELETE FROM conflicts WHERE client_id = ?1")?
-        .execute([client_id])?;
-    Ok(())
-}
-
-pub fn count_conflicts(conn: &Connection) -> rusqlite::Result<u64> {
-    conn.query_row("SELECT COUNT(*) FROM conflicts", [], |row| {
-        row.get::<_, i64>(0)
-    })
-    .map(|count| count as u64)
 }
 
 // ---- auth tokens ------------------------------------------------------------------------

@@ -9,7 +9,8 @@
 
 use super::row::{into_damaged, value_text, StoredRow};
 use super::{
-    conflict_from_row, op_from_row, record_from_row, CONFLICT_COLUMNS, OP_COLUMNS, RECORD_COLUMNS,
+    conflicts::{conflict_from_row, CONFLICT_COLUMNS},
+    op_from_row, record_from_row, OP_COLUMNS, RECORD_COLUMNS,
 };
 use crate::error::DamagedRow;
 use crate::record::{Conflict, QueuedOp, Record};

@@ -8,7 +8,7 @@
 
 use super::state::TenantState;
 use super::{ReferenceServer, ServerRecord};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use sync_engine::wire::{self, PulledItem, SyncPullResponse, SyncPullVariables, SyncRequest};
 
 const LIMIT_DEFAULT: i64 = 1000;
@@ -196,16 +196,20 @@ impl ReferenceServer {
                     deleted_ids.push(record.id.clone());
                 }
             } else {
+                // The data is cloned once, into the item's JSON, rather than into a
+                // `PulledItem` and then again by serializing it.
                 let item = PulledItem {
                     id: record.id.clone(),
                     client_id: record.client_id.clone(),
                     space_id: record.space_id.clone(),
                     version: record.version,
                     updated_at: record.updated_at,
-                    data: record.data.clone(),
+                    data: Map::new(),
                 };
-                items
-                    .push(serde_json::to_value(item).expect("wire types always serialize to JSON"));
+                let mut item =
+                    serde_json::to_value(item).expect("wire types always serialize to JSON");
+                item["data"] = Value::Object(record.data.clone());
+                items.push(item);
             }
         }
         // The checksum is compared once the client has every page, so only the last page
