@@ -18,91 +18,26 @@ pub mod changes;
 mod conflicts;
 pub mod force_staging;
 pub mod integrity;
+mod meta;
 pub mod query;
 pub mod row;
 pub mod salvage;
 pub mod schema;
+mod sync_state;
 
 pub use conflicts::{
     conflict_for_record, count_conflicts, delete_conflict_for_record, get_conflict, list_conflicts,
     put_conflict,
 };
 
-const META_HLC: &str = "hlc";
-const META_LAST_SYNC_MS: &str = "last_successful_sync_ms";
-
-// ---- meta -------------------------------------------------------------------------------
-
-fn meta_get(conn: &Connection, key: &str) -> rusqlite::Result<Option<i64>> {
-    conn.prepare_cached("SELECT key, value FROM meta WHERE key = ?1")?
-        .query_row([key], |row| StoredRow::new(row, "meta", 0).get(1))
-        .optional()
-}
-
-fn meta_set(conn: &Connection, key: &str, value: i64) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    )?
-    .execute(params![key, value])?;
-    Ok(())
-}
-
-/// The persisted HLC high-water mark, so the clock never goes back across restarts.
-pub fn hlc_high_water(conn: &Connection) -> rusqlite::Result<HlcStamp> {
-    Ok(HlcStamp(
-        meta_get(conn, META_HLC)?.map_or(0, |value| value as u64),
-    ))
-}
-
-/// Raises the persisted high-water mark to `stamp`; never lowers it: another process of
-/// the app may have persisted a newer one into the same database.
-pub fn set_hlc_high_water(conn: &Connection, stamp: HlcStamp) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO meta (key, value) VALUES (?1, ?2) \
-         ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
-    )?
-    .execute(params![META_HLC, stamp.0 as i64])?;
-    Ok(())
-}
-
-/// The durability barrier: a passive checkpoint of the WAL. In WAL mode with
-/// `synchronous = NORMAL` a commit is not synced, so a power loss may take it; a
-/// checkpoint syncs the WAL, copies it into the database file and syncs that, so every
-/// transaction committed before it survives a power loss. Fails busy, having made nothing
-/// durable that it does not say, when another connection still reads an older snapshot
-/// and holds part of the WAL back.
-///
-/// Another process of the app reading a moment ago is the usual reason: then a `FULL`
-/// checkpoint waits for its readers (up to the busy timeout) and tries again.
-pub fn durability_barrier(conn: &Connection) -> rusqlite::Result<()> {
-    let checkpoint = |mode: &str| -> rusqlite::Result<(i64, i64)> {
-        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
-            Ok((row.get(1)?, row.get(2)?))
-        })
-    };
-    let (mut log_frames, mut checkpointed) = checkpoint("PASSIVE")?;
-    if log_frames != checkpointed {
-        (log_frames, checkpointed) = checkpoint("FULL")?;
-    }
-    if log_frames != checkpointed {
-        return Err(rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
-            Some(format!(
-                "durability barrier: {checkpointed} of {log_frames} WAL frames checkpointed, \
-                 another connection reads an older snapshot"
-            )),
-        ));
-    }
-    Ok(())
-}
-
-pub fn last_successful_sync_ms(conn: &Connection) -> rusqlite::Result<Option<u64>> {
-    Ok(meta_get(conn, META_LAST_SYNC_MS)?.map(|value| value as u64))
-}
-
-pub fn set_last_successful_sync_ms(conn: &Connection, now_ms: u64) -> rusqlite::Result<()> {
-    meta_set(conn, META_LAST_SYNC_MS, now_ms as i64)
-}
+pub use meta::{
+    durability_barrier, hlc_high_water, last_successful_sync_ms, set_hlc_high_water,
+    set_last_successful_sync_ms,
+};
+pub use sync_state::{
+    cursor, reset_all_sync_state, resync_under_way, set_cursor, set_resync_under_way,
+    set_sync_state,
+};
 
 // ---- records ----------------------------------------------------------------------------
 
@@ -968,68 +903,6 @@ pub fn count_ops(
     )?
     .query_row(params![status.as_str(), entity], |row| row.get::<_, i64>(0))
     .map(|count| count as u64)
-}
-
-// ---- sync state -------------------------------------------------------------------------
-
-pub fn cursor(conn: &Connection, entity: &str) -> rusqlite::Result<Option<String>> {
-    Ok(conn
-        .prepare_cached("SELECT last_sync_at FROM sync_state WHERE entity = ?1")?
-        .query_row([entity], |row| row.get::<_, Option<String>>(0))
-        .optional()?
-        .flatten())
-}
-
-pub fn set_sync_state(
-    conn: &Connection,
-    entity: &str,
-    cursor: Option<&str>,
-    version_hash: Option<&str>,
-    now_ms: u64,
-) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO sync_state (entity, last_sync_at, server_version_hash, updated_at) VALUES (?1, ?2, ?3, ?4) \
-         ON CONFLICT (entity) DO UPDATE SET last_sync_at = excluded.last_sync_at, \
-         server_version_hash = excluded.server_version_hash, updated_at = excluded.updated_at",
-    )?
-    .execute(params![entity, cursor, version_hash, now_ms as i64])?;
-    Ok(())
-}
-
-/// Whether a resync pass of `entity` stored pages and not yet its last one (it keeps
-/// the entity without a cursor meanwhile, so a pass cut short runs again whole).
-pub fn resync_under_way(conn: &Connection, entity: &str) -> rusqlite::Result<bool> {
-    Ok(meta_get(conn, &format!("resync:{entity}"))?.is_some_and(|value| value != 0))
-}
-
-pub fn set_resync_under_way(
-    conn: &Connection,
-    entity: &str,
-    under_way: bool,
-) -> rusqlite::Result<()> {
-    meta_set(conn, &format!("resync:{entity}"), i64::from(under_way))
-}
-
-/// Moves an entity's cursor without a pull page (a push answer said where the device's
-/// own writes landed); the server checksum stored with it stays as it was.
-pub fn set_cursor(
-    conn: &Connection,
-    entity: &str,
-    cursor: &str,
-    now_ms: u64,
-) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO sync_state (entity, last_sync_at, server_version_hash, updated_at) VALUES (?1, ?2, NULL, ?3) \
-         ON CONFLICT (entity) DO UPDATE SET last_sync_at = excluded.last_sync_at, updated_at = excluded.updated_at",
-    )?
-    .execute(params![entity, cursor, now_ms as i64])?;
-    Ok(())
-}
-
-/// Forgets every cursor, so the next pull of each entity starts from the beginning.
-pub fn reset_all_sync_state(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute("DELETE FROM sync_state", [])?;
-    Ok(())
 }
 
 // ---- auth tokens ------------------------------------------------------------------------
