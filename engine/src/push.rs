@@ -386,30 +386,23 @@ fn apply_push_result(
             && result.updated_at.is_some()
             && record_server_id.is_some();
         if let (Some(version), Some(_)) = (result.version, record_server_id) {
-            if planted.push_answer_overwrites_newer_edit
-                && store::planted_edited_since_sent(tx, &op.entity_id, op.seq)?
-            {
+            let overwrite = planted.push_answer_overwrites_newer_edit
+                && store::planted_edited_since_sent(tx, &op.entity_id, op.seq)?;
+            if overwrite {
                 store::drop_pending_ops_for_record(tx, &op.entity_id)?;
-                store::set_pushed_version(
-                    tx,
-                    &op.entity_id,
-                    op.seq,
-                    version,
-                    result.updated_at,
-                    mapped_now,
-                )?;
+            }
+            // Before the op row goes: its payload becomes the record's merge base (later
+            // local edits stay on top, unless the planted defect drops them).
+            store::set_pushed_version(
+                tx,
+                &op.entity_id,
+                op.seq,
+                version,
+                result.updated_at,
+                mapped_now,
+            )?;
+            if overwrite {
                 store::planted_overwrite_with_op(tx, &op.entity_id, op.seq)?;
-            } else {
-                // Before the op row goes: its payload becomes the record's merge base
-                // (later local edits stay on top).
-                store::set_pushed_version(
-                    tx,
-                    &op.entity_id,
-                    op.seq,
-                    version,
-                    result.updated_at,
-                    mapped_now,
-                )?;
             }
         }
         store::delete_op(tx, op.seq)?;

@@ -122,25 +122,19 @@ impl DbLocation {
     /// (`sync_lock.rs`): `{db_path}.sync-lock`, a name no tenant's database can have (a
     /// stem's one dot is followed by hex digits only). The drop of the tenant removes it.
     pub fn sync_lock_path(&self, tenant: &TenantId) -> PathBuf {
-        let mut name = self.db_path(tenant).into_os_string();
-        name.push(".sync-lock");
-        PathBuf::from(name)
+        self.beside(tenant, ".sync-lock")
     }
 
     /// The clock's high-water mark kept outside `tenant`'s database (`clock_mark.rs`):
     /// `{db_path}.clock` (see [`DbLocation::sync_lock_path`] for why no database has it).
     pub fn clock_mark_path(&self, tenant: &TenantId) -> PathBuf {
-        let mut name = self.db_path(tenant).into_os_string();
-        name.push(".clock");
-        PathBuf::from(name)
+        self.beside(tenant, ".clock")
     }
 
     /// The file whose operating-system lock a process holds while it sets `tenant`'s
     /// database up at open: `{db_path}.open-lock` (see [`DbLocation::sync_lock_path`]).
     pub fn open_lock_path(&self, tenant: &TenantId) -> PathBuf {
-        let mut name = self.db_path(tenant).into_os_string();
-        name.push(".open-lock");
-        PathBuf::from(name)
+        self.beside(tenant, ".open-lock")
     }
 
     /// Where [`recover_corrupt_database`](crate::recover_corrupt_database) keeps a damaged
@@ -148,8 +142,13 @@ impl DbLocation {
     /// that name: a stem holds at most one dot, followed by hex digits only. The drop of
     /// the tenant (a logout) removes it with the database.
     pub fn corrupt_aside_path(&self, tenant: &TenantId) -> PathBuf {
+        self.beside(tenant, CORRUPT_ASIDE_SUFFIX)
+    }
+
+    /// `tenant`'s database path with `suffix` appended: a file that goes with it.
+    fn beside(&self, tenant: &TenantId, suffix: &str) -> PathBuf {
         let mut name = self.db_path(tenant).into_os_string();
-        name.push(CORRUPT_ASIDE_SUFFIX);
+        name.push(suffix);
         PathBuf::from(name)
     }
 
