@@ -6,7 +6,8 @@
 //! both ways; wiping a space; dropping a tenant database; recovering a corrupt one
 //! ([`recover_corrupt_database`]).
 //!
-//! The engine does no I/O but SQLite: time and randomness come from an injected
+//! The engine does no I/O but its tenant's files (the SQLite database, two lock files and
+//! the clock's mark beside it): time and randomness come from an injected
 //! [`Env`], and the network belongs to the caller, who drives the sans-IO state machine
 //! (see [`sync`] for the run loop). Start reading at [`Engine`].
 //!
