@@ -74,6 +74,9 @@ pub(super) enum Command {
     Logout(String),
     Login(String, String),
     SyncStart(String),
+    /// The app's background process on the device: `true` opens it (unless it runs) and
+    /// starts its sync; `false` ends it.
+    Background(String, bool),
     // The world.
     Sync(Vec<String>),
     Wait(u64),
@@ -114,7 +117,8 @@ impl Command {
             | Command::Wipe(device, _)
             | Command::Logout(device)
             | Command::Login(device, _)
-            | Command::SyncStart(device) => Some(vec![device.as_str()]),
+            | Command::SyncStart(device)
+            | Command::Background(device, _) => Some(vec![device.as_str()]),
             Command::Sync(devices) => Some(devices.iter().map(String::as_str).collect()),
             // Time passes for everyone: every device's user may be struck.
             Command::Wait(_) => Some(Vec::new()),
@@ -405,6 +409,8 @@ fn parse_device_step(
         ("logout", []) => plain(Command::Logout(device)),
         ("login", [tenant]) => plain(Command::Login(device, (*tenant).to_owned())),
         ("sync-start", []) => plain(Command::SyncStart(device)),
+        ("background-sync", []) => plain(Command::Background(device, true)),
+        ("background-stop", []) => plain(Command::Background(device, false)),
         _ => Err(format!("unknown device command {verb:?}")),
     }
 }

@@ -428,6 +428,23 @@ impl Scene {
                 self.engine(index)?;
                 self.call(index, |engine| Ok(engine.sync_now()?)).map(drop)
             }
+            Command::Background(device, start) => {
+                let index = self.index(device)?;
+                self.engine(index)?;
+                if !*start {
+                    self.sim.stop_background(index);
+                    return Ok(());
+                }
+                if self.sim.device(index).background.is_none() {
+                    self.sim.start_background(index).map_err(failed)?;
+                }
+                self.sim
+                    .as_background(index, |sim| {
+                        sim.call(index, |engine| Ok(engine.sync_now()?)).map(drop)
+                    })
+                    .map(drop)
+                    .map_err(failed)
+            }
             Command::Sync(devices) => {
                 for device in devices {
                     let index = self.index(device)?;
