@@ -65,6 +65,9 @@ impl Engine {
             Phase::ForcePull { .. } => PageKind::Replacement,
             _ => PageKind::Incremental,
         };
+        // Which rows are new to the device is read before the page's transaction: no other
+        // process of the app can add one in between, since this sync holds the sync lock
+        // and a local write makes a client id of its own.
         let new_rows = match pull::overreach(&self.conn, entity, kind, &items, &page.deleted_ids)? {
             Ok(new_rows) => new_rows,
             Err(reason) => {
