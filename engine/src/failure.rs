@@ -59,6 +59,14 @@ pub enum SyncFailure {
 }
 
 impl SyncFailure {
+    /// The failure a storage error ends a sync with.
+    pub(crate) fn storage(error: &crate::error::StorageError) -> SyncFailure {
+        SyncFailure::Storage {
+            kind: error.kind(),
+            message: error.to_string(),
+        }
+    }
+
     /// Whether a sync that failed for this reason is retried by the backoff timer.
     pub(crate) fn is_transient(&self) -> bool {
         !matches!(self, SyncFailure::AuthRequired { .. })

@@ -463,10 +463,7 @@ impl Engine {
             Err(error) => {
                 // Nothing of a run began: no lock, nothing marked.
                 if let SyncError::Storage(storage) = &error {
-                    let reason = SyncFailure::Storage {
-                        kind: storage.kind(),
-                        message: storage.to_string(),
-                    };
+                    let reason = SyncFailure::storage(storage);
                     let retry_at_ms = Some(self.arm_retry());
                     self.sync.events.push_back(SyncEvent::SyncFailed {
                         reason,
@@ -573,10 +570,7 @@ impl Engine {
         if self.options.planted_defects.storage_error_leaves_sync_stuck {
             return error;
         }
-        let reason = SyncFailure::Storage {
-            kind: storage.kind(),
-            message: storage.to_string(),
-        };
+        let reason = SyncFailure::storage(storage);
         let force_entity = self.sync.force_pull_entity().map(str::to_owned);
         self.sync.deadline = None;
         let rerun = std::mem::take(&mut self.sync.rerun_requested);
