@@ -17,25 +17,23 @@ use crate::wire::{
     into_envelope, Envelope, ErrorCode, SyncPushItem, SyncPushResponse, SyncResultItem,
 };
 use serde_json::Value;
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 impl Engine {
     pub(crate) fn handle_push_response(
         &mut self,
-        seqs: &[i64],
+        ops: Vec<store::SentOp>,
         operation_name: &str,
         response: Value,
     ) -> Result<(), SyncError> {
         let payload = match into_envelope(operation_name, response) {
             Envelope::Data(payload) => payload,
-            Envelope::Error { code, message } => {
-                return self.handle_push_error(seqs, code, message)
-            }
+            Envelope::Error { code, message } => return self.handle_push_error(ops, code, message),
         };
         let Ok(parsed) = serde_json::from_value::<SyncPushResponse>(payload) else {
             return self.fail_sync(SyncFailure::invalid_answer("malformed push response"));
         };
-        let ops = self.sending_ops(seqs)?;
+        self.assert_still_sending(&ops)?;
         let matches = parsed.results.len() == ops.len()
             && parsed
                 .results
@@ -77,6 +75,11 @@ impl Engine {
         let tx = self.conn.transaction()?;
         // An auto-merge below hands out stamps.
         crate::engine::catch_up_clock(&mut self.hlc, &tx, &self.options)?;
+        // The server id each op's record had when the run was sent stands until an
+        // earlier result of this answer changes the record: only the first op of a record
+        // may use it (nothing else changes a mapping while the run is in flight: that
+        // takes the sync lock this sync holds).
+        let mut records_seen = BTreeSet::new();
         for (op, result) in ops.iter().zip(&parsed.results) {
             if let Some(stamp) = result.updated_at {
                 self.hlc.observe(stamp);
@@ -86,7 +89,21 @@ impl Engine {
             }
             let now_ms = self.env.now_ms();
             let planted = self.options.planted_defects;
-            match apply_push_result(&tx, op, result, now_ms, planted, &mut announced)? {
+            let record_server_id = if records_seen.insert(op.entity_id.as_str()) {
+                Some(op.server_id.clone())
+            } else {
+                store::record_server_id(&tx, &op.entity_id)?
+            };
+            let applied = apply_push_result(
+                &tx,
+                op,
+                record_server_id,
+                result,
+                now_ms,
+                planted,
+                &mut announced,
+            )?;
+            match applied {
                 PushOutcome::Applied { confirmed } => every_write_confirmed &= confirmed,
                 PushOutcome::Superseded => self.sync.events.push_back(SyncEvent::OpSuperseded {
                     op_id: op.op_id.clone(),
@@ -156,34 +173,37 @@ impl Engine {
         }
     }
 
-    pub(crate) fn sending_ops(&self, seqs: &[i64]) -> Result<Vec<store::SentOp>, SyncError> {
-        let sending = store::sending_ops(&self.conn)?;
-        let ops: Vec<store::SentOp> = sending
-            .into_iter()
-            .filter(|op| seqs.contains(&op.seq))
-            .collect();
+    /// Panics unless exactly the ops of the run in flight are `sending`: an op in flight
+    /// stays so until its answer (whoever resets it must hold the sync lock).
+    pub(crate) fn assert_still_sending(&self, ops: &[store::SentOp]) -> Result<(), SyncError> {
+        let in_queue = store::sending_summary(&self.conn)?;
+        let sent = store::SendingSummary {
+            count: ops.len() as i64,
+            first: ops.first().map(|op| op.seq),
+            last: ops.last().map(|op| op.seq),
+            sum: ops.iter().map(|op| op.seq).sum(),
+        };
         assert_eq!(
-            ops.len(),
-            seqs.len(),
+            in_queue, sent,
             "ops in flight must stay `sending` until answered"
         );
-        Ok(ops)
+        Ok(())
     }
 
     pub(crate) fn handle_push_error(
         &mut self,
-        seqs: &[i64],
+        ops: Vec<store::SentOp>,
         code: Option<ErrorCode>,
         message: String,
     ) -> Result<(), SyncError> {
         let message = message.as_str();
         let isolate = !self.options.planted_defects.fail_whole_batch;
         match code {
-            Some(ErrorCode::Validation) if isolate && seqs.len() > 1 => {
+            Some(ErrorCode::Validation) if isolate && ops.len() > 1 => {
                 // Refused whole for what some op carries (or for carrying too much): the
                 // batch goes back to the queue and is sent in halves, down to the op that
                 // is refused alone, so the good ops of the batch still apply.
-                self.sync.push_cap = Some(seqs.len() / 2);
+                self.sync.push_cap = Some(ops.len() / 2);
                 let now_ms = self.env.now_ms();
                 store::reset_sending(&self.conn, Some(message), now_ms)?;
                 self.advance()
@@ -193,7 +213,7 @@ impl Engine {
                 // good: retrying cannot help. Pushes go back to full batches.
                 self.sync.push_cap = None;
                 let now_ms = self.env.now_ms();
-                let ops = self.sending_ops(seqs)?;
+                self.assert_still_sending(&ops)?;
                 let tx = self.conn.transaction()?;
                 for op in &ops {
                     store::fail_op(&tx, op.seq, code, message, now_ms)?;
@@ -224,7 +244,8 @@ impl Engine {
 /// A push run marked `sending` in a transaction that has not committed yet.
 pub(crate) struct PreparedPush {
     pub(crate) operation_name: String,
-    pub(crate) seqs: Vec<i64>,
+    /// The run's ops, each with its record's server id as sent.
+    pub(crate) ops: Vec<store::SentOp>,
     pub(crate) payload: Vec<SyncPushItem>,
 }
 
@@ -257,6 +278,16 @@ pub(crate) fn prepare_push(
         let operation_name = config.push_operation_name();
         let seqs: Vec<i64> = run.iter().map(|(op, _)| op.seq).collect();
         store::mark_sending(tx, &seqs, now_ms)?;
+        let ops = run
+            .iter()
+            .map(|(op, server_id)| store::SentOp {
+                seq: op.seq,
+                op_id: op.op_id.clone(),
+                entity: op.entity.clone(),
+                entity_id: op.entity_id.clone(),
+                server_id: server_id.clone(),
+            })
+            .collect();
         let payload = run
             .into_iter()
             .map(|(op, server_id)| SyncPushItem {
@@ -273,7 +304,7 @@ pub(crate) fn prepare_push(
             .collect();
         return Ok(Some(PreparedPush {
             operation_name,
-            seqs,
+            ops,
             payload,
         }));
     }
@@ -355,16 +386,16 @@ pub(crate) fn settle_conflict(
 /// Stores one push result: the op's fate, the id mapping, and the record's new base.
 /// A record that gains its first server id here is a change for certain: it is added to
 /// `announced` (the answer's commit announces it) and takes no change note.
+/// `record_server_id`: `None` when the record is gone; else its current server id, if any.
 fn apply_push_result(
     tx: &rusqlite::Connection,
     op: &store::SentOp,
+    record_server_id: Option<Option<String>>,
     result: &SyncResultItem,
     now_ms: u64,
     planted: crate::engine::PlantedDefects,
     announced: &mut Vec<String>,
 ) -> rusqlite::Result<PushOutcome> {
-    // `None` when the record is gone; else its current server id, if any.
-    let record_server_id = store::record_server_id(tx, &op.entity_id)?;
     // Whether this result gave the record its first server id.
     let mut mapped_now = false;
     if let Some(server_id) = &result.id {

@@ -613,22 +613,34 @@ pub struct SentOp {
     pub op_id: String,
     pub entity: String,
     pub entity_id: String,
+    /// The server id the op's record had when the op was sent.
+    pub server_id: Option<String>,
 }
 
-/// The `sending` ops, in queue order.
-pub fn sending_ops(conn: &Connection) -> rusqlite::Result<Vec<SentOp>> {
-    let mut statement = conn.prepare_cached(
-        "SELECT id, op_id, entity, entity_id FROM operation_queue WHERE status = 'sending' ORDER BY id",
-    )?;
-    let rows = statement.query_map([], |row| {
-        Ok(SentOp {
-            seq: row.get(0)?,
-            op_id: row.get(1)?,
-            entity: row.get(2)?,
-            entity_id: row.get(3)?,
+/// What identifies the set of `sending` ops without reading them: how many, the first
+/// and last queue positions, and the positions' sum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SendingSummary {
+    pub count: i64,
+    pub first: Option<i64>,
+    pub last: Option<i64>,
+    pub sum: i64,
+}
+
+/// The [`SendingSummary`] of the queue, read from the status index alone.
+pub fn sending_summary(conn: &Connection) -> rusqlite::Result<SendingSummary> {
+    conn.prepare_cached(
+        "SELECT COUNT(*), MIN(id), MAX(id), COALESCE(SUM(id), 0) FROM operation_queue \
+         WHERE status = 'sending'",
+    )?
+    .query_row([], |row| {
+        Ok(SendingSummary {
+            count: row.get(0)?,
+            first: row.get(1)?,
+            last: row.get(2)?,
+            sum: row.get(3)?,
         })
-    })?;
-    rows.collect()
+    })
 }
 
 /// Ops with `status`, in queue order.

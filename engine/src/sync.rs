@@ -96,7 +96,9 @@ pub(crate) struct RepairPass {
 #[derive(Clone, Debug, PartialEq)]
 enum InFlight {
     Push {
-        seqs: Vec<i64>,
+        /// The run as it was sent: its ops in queue order, each with the server id its
+        /// record had then.
+        ops: Vec<store::SentOp>,
         operation_name: String,
     },
     Pull {
@@ -402,9 +404,9 @@ impl Engine {
         };
         match in_flight {
             InFlight::Push {
-                seqs,
+                ops,
                 operation_name,
-            } => self.handle_push_response(&seqs, &operation_name, response),
+            } => self.handle_push_response(ops, &operation_name, response),
             InFlight::Pull {
                 entity,
                 operation_name,
@@ -729,7 +731,7 @@ impl Engine {
             prepared.operation_name.clone(),
             variables,
             InFlight::Push {
-                seqs: prepared.seqs,
+                ops: prepared.ops,
                 operation_name: prepared.operation_name,
             },
         );
