@@ -5,7 +5,8 @@
 //! database (its header, one time in five: SQLite no longer takes the file for a
 //! database), as a failing flash cell or a torn sector would. The dice are thrown at every
 //! open of an existing database by a new process (a restart after a kill, a login, a
-//! switch back), from the class's own stream, which also draws where the damage lands
+//! switch back) while no other process of the app has it open, from the class's own
+//! stream, which also draws where the damage lands
 //! and its bytes. The damaged file is first brought to its last committed state (the
 //! killed process's WAL checkpointed into it), so the damage is to committed data; a
 //! page SQLite's `quick_check` would not notice (a free page) is put back and another
@@ -62,8 +63,14 @@ impl Sim {
         let env = |sim: &Sim| Env::new(sim.devices[index].clock.clone(), entropy.clone());
         let main = options.location.db_path(&options.tenant);
         let exists = main.metadata().is_ok_and(|file| file.len() > 0);
+        // Storage damages the file while the app is down: not while its other process
+        // (a background sync) still has the database open and goes on using it.
+        let other_process_open = self.devices[index]
+            .background
+            .as_ref()
+            .is_some_and(|process| process.engine.is_some());
         let at_ms = self.elapsed_ms();
-        let damage = if exists {
+        let damage = if exists && !other_process_open {
             self.faults
                 .fire(FaultClass::CorruptAtOpen, at_ms, |rng| Damage {
                     header: rng.range(0, 4) == 0,
