@@ -621,8 +621,7 @@ impl Engine {
         Ok(SyncStatus {
             online: self.sync.online(),
             syncing: self.sync.is_running(),
-            pending_ops: store::count_ops(&self.conn, OpStatus::Pending, None)?
-                + store::count_ops(&self.conn, OpStatus::Sending, None)?,
+            pending_ops: store::count_unfinished_ops(&self.conn, None)?,
             failed_ops: store::count_ops(&self.conn, OpStatus::Failed, None)?,
             open_conflicts: store::count_conflicts(&self.conn)?,
             last_successful_sync_ms: store::last_successful_sync_ms(&self.conn)?,

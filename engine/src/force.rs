@@ -121,8 +121,7 @@ impl Engine {
 
     fn plan_force(&self, direction: ForceDirection, entity: &str) -> Result<ForcePlan, WriteError> {
         self.entity_config(entity)?;
-        let local_changes = store::count_ops(&self.conn, OpStatus::Pending, Some(entity))?
-            + store::count_ops(&self.conn, OpStatus::Sending, Some(entity))?
+        let local_changes = store::count_unfinished_ops(&self.conn, Some(entity))?
             + store::count_ops(&self.conn, OpStatus::Failed, Some(entity))?;
         let open_conflicts = store::list_conflicts(&self.conn)?
             .iter()

@@ -19,7 +19,6 @@ use crate::pull::{
     parse_pull_page, PageKind,
 };
 use crate::push::settle_conflict;
-use crate::record::OpStatus;
 use crate::store;
 use crate::sync::{Phase, RepairPass, SyncEvent};
 use crate::wire::{into_envelope, Envelope, ErrorCode};
@@ -272,8 +271,7 @@ fn needs_repair(
         return Ok(false);
     }
     // A failed op's record went back to the server's copy, so it does not count.
-    let unsettled = store::count_ops(conn, OpStatus::Pending, Some(entity))?
-        + store::count_ops(conn, OpStatus::Sending, Some(entity))?;
+    let unsettled = store::count_unfinished_ops(conn, Some(entity))?;
     if unsettled > 0 {
         return Ok(false);
     }

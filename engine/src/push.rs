@@ -133,8 +133,10 @@ impl Engine {
                 }
             }
         }
-        // The next run is marked `sending` in this same transaction: one commit per
-        // round trip instead of two.
+        // Every op of the run has its result: the run ends here (its ops still queued count
+        // the attempt), and the next run is marked `sending` in this same transaction: one
+        // commit per round trip instead of two.
+        store::end_push_run(&tx)?;
         let next_push = if transient_error.is_none() && self.sync.phase == Phase::Pushing {
             prepare_push(
                 &tx,
@@ -205,7 +207,12 @@ impl Engine {
                 // is refused alone, so the good ops of the batch still apply.
                 self.sync.push_cap = Some(ops.len() / 2);
                 let now_ms = self.env.now_ms();
-                store::reset_sending(&self.conn, Some(message), now_ms)?;
+                self.crash.commit_in(
+                    &mut self.conn,
+                    CommitSite::SendingReset,
+                    &mut self.sync.events,
+                    |conn| store::reset_sending(conn, Some(message), now_ms),
+                )?;
                 self.advance()
             }
             Some(ErrorCode::Validation) => {
@@ -225,6 +232,7 @@ impl Engine {
                         message: message.to_owned(),
                     });
                 }
+                store::end_push_run(&tx)?;
                 self.crash
                     .commit(tx, CommitSite::PushRejected, &mut self.sync.events)?;
                 self.advance()
@@ -261,6 +269,10 @@ pub(crate) fn prepare_push(
     now_ms: u64,
 ) -> rusqlite::Result<Option<PreparedPush>> {
     assert!(cap.is_none_or(|cap| cap >= 1));
+    assert!(
+        !store::has_run_in_flight(tx)?,
+        "a push run is prepared only when none is in flight"
+    );
     loop {
         let run = store::next_push_run(tx, None, |entity| {
             let batch_max = registry
@@ -277,7 +289,7 @@ pub(crate) fn prepare_push(
         };
         let operation_name = config.push_operation_name();
         let seqs: Vec<i64> = run.iter().map(|(op, _)| op.seq).collect();
-        store::mark_sending(tx, &seqs, now_ms)?;
+        store::mark_sending(tx, &seqs)?;
         let ops = run
             .iter()
             .map(|(op, server_id)| store::SentOp {
@@ -439,6 +451,9 @@ fn apply_push_result(
         store::delete_op(tx, op.seq)?;
         return Ok(PushOutcome::Applied { confirmed });
     }
+    // Whatever follows settles the op by the queue's rules for `pending` ops (a
+    // resolution may drop it, a conflict keeps it waiting): its flight ends first.
+    store::end_flight(tx, op.seq)?;
     let message = result
         .error_message
         .clone()

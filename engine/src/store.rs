@@ -395,7 +395,7 @@ pub fn set_pushed_version(
                  CASE WHEN later THEN \
                      COALESCE(?4, (SELECT q.hlc FROM operation_queue q WHERE q.id = ?2)) END \
                  FROM (SELECT EXISTS (SELECT 1 FROM operation_queue WHERE entity_id = ?1 \
-                     AND status IN ('pending', 'sending') AND id <> ?2) AS later)), \
+                     AND status = 'pending' AND id <> ?2) AS later)), \
              base_version = ?3, \
              base_data = (SELECT NULLIF(q.payload, records.data) FROM operation_queue q WHERE q.id = ?2) \
              WHERE client_id = ?1",
@@ -420,7 +420,7 @@ pub fn planted_edited_since_sent(
     conn.prepare_cached(
         "SELECT EXISTS (SELECT 1 FROM operation_queue q WHERE q.entity_id = ?1 \
          AND q.status = 'pending' AND q.id > ?2 \
-         AND q.created_at >= (SELECT s.updated_at FROM operation_queue s WHERE s.id = ?2))",
+         AND NOT EXISTS (SELECT 1 FROM push_in_flight f WHERE f.seq = q.id))",
     )?
     .query_row(params![client_id, seq], |row| row.get(0))
 }
@@ -571,9 +571,13 @@ pub fn enqueue(conn: &Connection, op: &NewOp<'_>) -> rusqlite::Result<i64> {
     Ok(conn.last_insert_rowid())
 }
 
+/// The columns of an op, read `FROM operation_queue q`. An op of the push run on the
+/// wire is `pending` in its row and reads as `sending` (see [`mark_sending`]).
 const OP_COLUMNS: &str =
-    "id, op_id, entity, operation, entity_id, space_id, payload, base_version, hlc, force, \
-     status, attempts, last_error, created_at";
+    "q.id, q.op_id, q.entity, q.operation, q.entity_id, q.space_id, q.payload, \
+     q.base_version, q.hlc, q.force, \
+     CASE WHEN EXISTS (SELECT 1 FROM push_in_flight f WHERE f.seq = q.id) THEN 'sending' \
+     ELSE q.status END, q.attempts, q.last_error, q.created_at";
 /// How many columns [`OP_COLUMNS`] names (a query may select more after them).
 const OP_COLUMN_COUNT: usize = 14;
 
@@ -600,7 +604,7 @@ fn op_from_row(row: &Row<'_>) -> rusqlite::Result<QueuedOp> {
 /// All ops in queue order (including finished ones still kept).
 pub fn all_ops(conn: &Connection) -> rusqlite::Result<Vec<QueuedOp>> {
     let mut statement = conn.prepare_cached(&format!(
-        "SELECT {OP_COLUMNS} FROM operation_queue ORDER BY id"
+        "SELECT {OP_COLUMNS} FROM operation_queue q ORDER BY q.id"
     ))?;
     let rows = statement.query_map([], op_from_row)?;
     rows.collect()
@@ -627,11 +631,12 @@ pub struct SendingSummary {
     pub sum: i64,
 }
 
-/// The [`SendingSummary`] of the queue, read from the status index alone.
+/// The [`SendingSummary`] of the queue: the ops of the run in flight that are still
+/// queued and unanswered.
 pub fn sending_summary(conn: &Connection) -> rusqlite::Result<SendingSummary> {
     conn.prepare_cached(
-        "SELECT COUNT(*), MIN(id), MAX(id), COALESCE(SUM(id), 0) FROM operation_queue \
-         WHERE status = 'sending'",
+        "SELECT COUNT(*), MIN(q.id), MAX(q.id), COALESCE(SUM(q.id), 0) FROM push_in_flight f \
+         CROSS JOIN operation_queue q ON q.id = f.seq WHERE q.status = 'pending'",
     )?
     .query_row([], |row| {
         Ok(SendingSummary {
@@ -646,16 +651,34 @@ pub fn sending_summary(conn: &Connection) -> rusqlite::Result<SendingSummary> {
 /// Ops with `status`, in queue order.
 pub fn ops_with_status(conn: &Connection, status: OpStatus) -> rusqlite::Result<Vec<QueuedOp>> {
     let mut statement = conn.prepare_cached(&format!(
-        "SELECT {OP_COLUMNS} FROM operation_queue WHERE status = ?1 ORDER BY id"
+        "SELECT {OP_COLUMNS} FROM operation_queue q WHERE {} ORDER BY q.id",
+        status_is(status)
     ))?;
-    let rows = statement.query_map([status.as_str()], op_from_row)?;
+    let rows = statement.query_map([], op_from_row)?;
     rows.collect()
+}
+
+/// The SQL condition "op `q` has `status`": an op in flight is `pending` in its row.
+fn status_is(status: OpStatus) -> &'static str {
+    match status {
+        OpStatus::Pending => {
+            "q.status = 'pending' \
+             AND NOT EXISTS (SELECT 1 FROM push_in_flight f WHERE f.seq = q.id)"
+        }
+        OpStatus::Sending => {
+            "q.status = 'pending' \
+             AND EXISTS (SELECT 1 FROM push_in_flight f WHERE f.seq = q.id)"
+        }
+        OpStatus::Success => "q.status = 'success'",
+        OpStatus::Failed => "q.status = 'failed'",
+    }
 }
 
 /// The next push run: pending ops in queue order, skipping records with an open conflict,
 /// cut at the first op of another entity type, at most `limit_for(entity)` long. Each op
 /// comes with its record's server id, if the server assigned one. An op whose record is
 /// missing is damage, found here before its push could map a server id to nothing.
+/// Only with no run in flight ([`has_run_in_flight`]): its ops are `pending` in their rows.
 pub fn next_push_run(
     conn: &Connection,
     entity_filter: Option<&str>,
@@ -664,9 +687,9 @@ pub fn next_push_run(
     let mut statement = conn.prepare_cached(&format!(
         "SELECT {OP_COLUMNS}, (SELECT m.server_id FROM id_map m WHERE m.client_id = q.entity_id), \
          EXISTS (SELECT 1 FROM records r WHERE r.client_id = q.entity_id AND r.entity = q.entity) \
-         FROM operation_queue q WHERE status = 'pending' \
-         AND (?1 IS NULL OR entity = ?1) \
-         AND NOT EXISTS (SELECT 1 FROM conflicts c WHERE c.client_id = q.entity_id) ORDER BY id"
+         FROM operation_queue q WHERE q.status = 'pending' \
+         AND (?1 IS NULL OR q.entity = ?1) \
+         AND NOT EXISTS (SELECT 1 FROM conflicts c WHERE c.client_id = q.entity_id) ORDER BY q.id"
     ))?;
     let mut rows = statement.query(params![entity_filter])?;
     let mut run: Vec<(QueuedOp, Option<String>)> = Vec::new();
@@ -739,7 +762,7 @@ pub fn fail_op(
 /// The queued op with this op id, whatever its status.
 pub fn op_by_op_id(conn: &Connection, op_id: &str) -> rusqlite::Result<Option<QueuedOp>> {
     conn.prepare_cached(&format!(
-        "SELECT {OP_COLUMNS} FROM operation_queue WHERE op_id = ?1"
+        "SELECT {OP_COLUMNS} FROM operation_queue q WHERE q.op_id = ?1"
     ))?
     .query_row([op_id], op_from_row)
     .optional()
@@ -748,7 +771,7 @@ pub fn op_by_op_id(conn: &Connection, op_id: &str) -> rusqlite::Result<Option<Qu
 /// Every queued op of one record, whatever its status, in queue order.
 pub fn ops_for_record(conn: &Connection, client_id: &str) -> rusqlite::Result<Vec<QueuedOp>> {
     let mut statement = conn.prepare_cached(&format!(
-        "SELECT {OP_COLUMNS} FROM operation_queue WHERE entity_id = ?1 ORDER BY id"
+        "SELECT {OP_COLUMNS} FROM operation_queue q WHERE q.entity_id = ?1 ORDER BY q.id"
     ))?;
     let rows = statement.query_map([client_id], op_from_row)?;
     rows.collect()
@@ -763,8 +786,8 @@ pub fn delete_ops_for_record(conn: &Connection, client_id: &str) -> rusqlite::Re
 /// The `failed` ops with the server's reasons, in queue order.
 pub fn failed_ops(conn: &Connection) -> rusqlite::Result<Vec<FailedOp>> {
     let mut statement = conn.prepare_cached(&format!(
-        "SELECT {OP_COLUMNS}, error_code, updated_at FROM operation_queue \
-         WHERE status = 'failed' ORDER BY id"
+        "SELECT {OP_COLUMNS}, q.error_code, q.updated_at FROM operation_queue q \
+         WHERE q.status = 'failed' ORDER BY q.id"
     ))?;
     let rows = statement.query_map([], |row| {
         let op = op_from_row(row)?;
@@ -818,45 +841,90 @@ pub fn requeue_failed(
     Ok(())
 }
 
-/// True when an op of the record is in flight (`sending`).
-/// Whether any op is `sending`.
-pub fn has_sending_op_anywhere(conn: &Connection) -> rusqlite::Result<bool> {
-    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM operation_queue WHERE status = 'sending')")?
+/// Whether a push run is marked in flight (its ops may all be gone: call it where no op can
+/// have left the queue since the run was marked).
+pub fn has_run_in_flight(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM push_in_flight)")?
         .query_row([], |row| row.get(0))
 }
 
-pub fn has_sending_op(conn: &Connection, client_id: &str) -> rusqlite::Result<bool> {
+/// Whether any op is `sending`.
+pub fn has_sending_op_anywhere(conn: &Connection) -> rusqlite::Result<bool> {
     conn.prepare_cached(
-        "SELECT EXISTS (SELECT 1 FROM operation_queue WHERE entity_id = ?1 AND status = 'sending')",
+        "SELECT EXISTS (SELECT 1 FROM push_in_flight f \
+         CROSS JOIN operation_queue q ON q.id = f.seq WHERE q.status = 'pending')",
     )?
+    .query_row([], |row| row.get(0))
+}
+
+/// True when an op of the record is in flight (`sending`).
+pub fn has_sending_op(conn: &Connection, client_id: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached(&format!(
+        "SELECT EXISTS (SELECT 1 FROM operation_queue q WHERE q.entity_id = ?1 AND {})",
+        status_is(OpStatus::Sending)
+    ))?
     .query_row([client_id], |row| row.get(0))
 }
 
-/// Marks ops `sending` and counts the attempt, in one statement for the whole run (the
-/// ids travel as one JSON array).
-pub fn mark_sending(conn: &Connection, seqs: &[i64], now_ms: u64) -> rusqlite::Result<()> {
+/// Marks a push run `sending`: its queue positions go into `push_in_flight`, one small
+/// row each, and the ops stay `pending` in their rows (moving a hundred ops to another
+/// status and back moved each twice in the status index, the largest part of marking a
+/// run). The attempt is counted when the run ends ([`end_push_run`]). The ids travel as
+/// one JSON array.
+pub fn mark_sending(conn: &Connection, seqs: &[i64]) -> rusqlite::Result<()> {
     let ids = serde_json::to_string(seqs).expect("integers serialize");
     let changed = conn
         .prepare_cached(
-            "UPDATE operation_queue SET status = 'sending', attempts = attempts + 1, updated_at = ?2 \
-             WHERE status = 'pending' AND id IN (SELECT value FROM json_each(?1))",
+            "INSERT INTO push_in_flight (seq) SELECT q.id FROM operation_queue q \
+             WHERE q.id IN (SELECT value FROM json_each(?1)) AND q.status = 'pending'",
         )?
-        .execute(params![ids, now_ms as i64])?;
+        .execute([ids])?;
     assert_eq!(changed, seqs.len(), "ops {seqs:?} were not all pending");
     Ok(())
 }
 
-/// After a crash or a transport failure: every `sending` op becomes `pending` again.
+/// Ends the flight of op `seq` of the run in flight, whose answer did not acknowledge it:
+/// it counts the attempt and is `pending` again (unless the caller settles it otherwise).
+pub fn end_flight(conn: &Connection, seq: i64) -> rusqlite::Result<()> {
+    let changed = conn
+        .prepare_cached("UPDATE operation_queue SET attempts = attempts + 1 WHERE id = ?1")?
+        .execute([seq])?;
+    assert_eq!(changed, 1, "op {seq} vanished in flight");
+    conn.prepare_cached("DELETE FROM push_in_flight WHERE seq = ?1")?
+        .execute([seq])?;
+    Ok(())
+}
+
+/// Ends the push run in flight, inside the transaction of its answer: each of its ops
+/// still queued counts the attempt, and none is `sending` any more.
+pub fn end_push_run(conn: &Connection) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE operation_queue SET attempts = attempts + 1 \
+         WHERE id IN (SELECT seq FROM push_in_flight)",
+    )?
+    .execute([])?;
+    conn.prepare_cached("DELETE FROM push_in_flight")?
+        .execute([])?;
+    Ok(())
+}
+
+/// After a crash or a transport failure: every `sending` op becomes `pending` again, with
+/// the attempt counted (two statements: call it inside a transaction). Returns how many.
 pub fn reset_sending(
     conn: &Connection,
     last_error: Option<&str>,
     now_ms: u64,
 ) -> rusqlite::Result<usize> {
-    conn.prepare_cached(
-        "UPDATE operation_queue SET status = 'pending', last_error = COALESCE(?1, last_error), updated_at = ?2 \
-         WHERE status = 'sending'",
-    )?
-    .execute(params![last_error, now_ms as i64])
+    let reset = conn
+        .prepare_cached(
+            "UPDATE operation_queue SET attempts = attempts + 1, \
+             last_error = COALESCE(?1, last_error), updated_at = ?2 \
+             WHERE status = 'pending' AND id IN (SELECT seq FROM push_in_flight)",
+        )?
+        .execute(params![last_error, now_ms as i64])?;
+    conn.prepare_cached("DELETE FROM push_in_flight")?
+        .execute([])?;
+    Ok(reset)
 }
 
 /// Removes finished (`success`) ops; they are kept only until the push's transaction ends.
@@ -872,7 +940,8 @@ pub fn unfinished_ops_for_record(
     client_id: &str,
 ) -> rusqlite::Result<Vec<QueuedOp>> {
     let mut statement = conn.prepare_cached(&format!(
-        "SELECT {OP_COLUMNS} FROM operation_queue WHERE entity_id = ?1 AND status IN ('pending', 'sending') ORDER BY id"
+        "SELECT {OP_COLUMNS} FROM operation_queue q WHERE q.entity_id = ?1 \
+         AND q.status = 'pending' ORDER BY q.id"
     ))?;
     let rows = statement.query_map([client_id], op_from_row)?;
     rows.collect()
@@ -893,7 +962,7 @@ pub fn has_other_unfinished_op(
 ) -> rusqlite::Result<bool> {
     conn.prepare_cached(
         "SELECT EXISTS (SELECT 1 FROM operation_queue WHERE entity_id = ?1 \
-         AND status IN ('pending', 'sending') AND id <> ?2)",
+         AND status = 'pending' AND id <> ?2)",
     )?
     .query_row(params![client_id, seq], |row| row.get(0))
 }
@@ -901,8 +970,22 @@ pub fn has_other_unfinished_op(
 /// Drops the `pending` ops of one record (superseded by the conflict policy or a
 /// resolution). `sending` ops are in flight and are never edited or dropped.
 pub fn drop_pending_ops_for_record(conn: &Connection, client_id: &str) -> rusqlite::Result<usize> {
-    conn.prepare_cached("DELETE FROM operation_queue WHERE entity_id = ?1 AND status = 'pending'")?
-        .execute([client_id])
+    conn.prepare_cached(&format!(
+        "DELETE FROM operation_queue AS q WHERE q.entity_id = ?1 AND {}",
+        status_is(OpStatus::Pending)
+    ))?
+    .execute([client_id])
+}
+
+/// How many ops are unfinished (`pending` or `sending`: both are `pending` in their rows),
+/// of one entity or of all.
+pub fn count_unfinished_ops(conn: &Connection, entity: Option<&str>) -> rusqlite::Result<u64> {
+    conn.prepare_cached(
+        "SELECT COUNT(*) FROM operation_queue WHERE status = 'pending' \
+         AND (?1 IS NULL OR entity = ?1)",
+    )?
+    .query_row(params![entity], |row| row.get::<_, i64>(0))
+    .map(|count| count as u64)
 }
 
 pub fn count_ops(
@@ -910,10 +993,11 @@ pub fn count_ops(
     status: OpStatus,
     entity: Option<&str>,
 ) -> rusqlite::Result<u64> {
-    conn.prepare_cached(
-        "SELECT COUNT(*) FROM operation_queue WHERE status = ?1 AND (?2 IS NULL OR entity = ?2)",
-    )?
-    .query_row(params![status.as_str(), entity], |row| row.get::<_, i64>(0))
+    conn.prepare_cached(&format!(
+        "SELECT COUNT(*) FROM operation_queue q WHERE {} AND (?1 IS NULL OR q.entity = ?1)",
+        status_is(status)
+    ))?
+    .query_row(params![entity], |row| row.get::<_, i64>(0))
     .map(|count| count as u64)
 }
 
@@ -982,7 +1066,8 @@ pub fn mark_op_forced(
 ) -> rusqlite::Result<()> {
     let changed = conn.execute(
         "UPDATE operation_queue SET op_id = ?2, force = 1, status = 'pending', error_code = NULL, \
-         updated_at = ?3 WHERE id = ?1 AND status IN ('pending', 'failed')",
+         updated_at = ?3 WHERE id = ?1 AND status IN ('pending', 'failed') \
+         AND id NOT IN (SELECT seq FROM push_in_flight)",
         params![seq, op_id, now_ms as i64],
     )?;
     assert_eq!(changed, 1, "op {seq} is not pending or failed");

@@ -104,7 +104,9 @@ INSERT INTO operation_queue (id, op_id, entity, operation, entity_id, space_id, 
     (12, 'op-failed', 'Group', 'insert', 'c-failed', 's2', '{"name":"refused"}', 0, 6500, 0,
         'failed', 1, 'VALIDATION', 100, 110),
     (17, 'op-edited', 'Space', 'update', 'c-edited', 's1', '{"name":"edited"}', 2, 7000, 0,
-        'pending', 1, 'conflict: waiting for the user', 200, 210);
+        'pending', 1, 'conflict: waiting for the user', 200, 210),
+    (20, 'op-sent', 'Space', 'update', 'c-synced', 's1', '{"name":"synced"}', 4, 6000, 0,
+        'sending', 1, NULL, 220, 230);
 UPDATE sqlite_sequence SET seq = 40 WHERE name = 'operation_queue';
 INSERT INTO conflicts (id, client_id, entity, space_id, local_version, local_updated_at,
     local_data, server_version, server_updated_at, server_data, server_is_deleted) VALUES
@@ -209,6 +211,9 @@ fn a_version_1_database_migrates_with_every_row_intact() {
         [
             (12, "op-failed", Operation::Insert, OpStatus::Failed, 1),
             (17, "op-edited", Operation::Update, OpStatus::Pending, 1),
+            // Left `sending` by a process that stopped while sending: schema 5 keeps the
+            // run on the wire out of the queue's rows, and the attempt stays counted.
+            (20, "op-sent", Operation::Update, OpStatus::Pending, 1),
         ]
     );
     assert_eq!(ops[0].last_error.as_deref(), Some("VALIDATION"));
@@ -254,7 +259,7 @@ fn a_version_1_database_migrates_with_every_row_intact() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     conn.pragma_update(None, "foreign_keys", true).unwrap();
     assert!(
         conn.execute("DELETE FROM records WHERE client_id = 'c-failed'", [])

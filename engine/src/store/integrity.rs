@@ -47,7 +47,7 @@ pub fn scan(conn: &Connection) -> rusqlite::Result<Scan> {
     )?;
     let ops = read_each(
         conn,
-        &format!("SELECT {OP_COLUMNS} FROM operation_queue ORDER BY id"),
+        &format!("SELECT {OP_COLUMNS} FROM operation_queue q ORDER BY q.id"),
         op_from_row,
         &mut damaged,
     )?;

@@ -10,7 +10,7 @@
 
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Transaction};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The queue's columns, in the order a salvaged row holds them (`id` first).
 const OP_COLUMNS: &str = "id, op_id, entity, operation, entity_id, space_id, payload, \
@@ -125,9 +125,10 @@ pub fn read(damaged: &Connection) -> Salvage {
 /// page, then one lookup per position between the two.
 fn read_ops(damaged: &Connection, salvage: &mut Salvage) {
     let mut found: BTreeMap<i64, Vec<Value>> = BTreeMap::new();
+    let in_flight = in_flight(damaged);
     let forward_end = scan(damaged, "ASC", &mut found);
     if forward_end.is_ok() {
-        return keep_unsent(found, salvage);
+        return keep_unsent(found, in_flight.as_ref(), salvage);
     }
     let low = found.keys().next_back().copied().unwrap_or(0);
     let mut from_end = BTreeMap::new();
@@ -168,7 +169,18 @@ fn read_ops(damaged: &Connection, salvage: &mut Salvage) {
         // Where the unreadable part ends is unknown: at least one row is lost.
         _ => salvage.unreadable_ops += 1,
     }
-    keep_unsent(found, salvage);
+    keep_unsent(found, in_flight.as_ref(), salvage);
+}
+
+/// The queue positions of the push run that was on the wire (`push_in_flight`), or
+/// `None` when they cannot be read.
+fn in_flight(damaged: &Connection) -> Option<BTreeSet<i64>> {
+    let mut statement = damaged.prepare("SELECT seq FROM push_in_flight").ok()?;
+    let seqs = statement
+        .query_map([], |row| row.get::<_, i64>(0))
+        .ok()?
+        .collect::<rusqlite::Result<BTreeSet<i64>>>();
+    seqs.ok()
 }
 
 /// Scans the queue in `order`, adding every row to `found`, until the end (`Ok`) or the
@@ -189,11 +201,23 @@ fn scan(
     Ok(())
 }
 
-fn keep_unsent(found: BTreeMap<i64, Vec<Value>>, salvage: &mut Salvage) {
-    for row in found.into_values() {
+/// Keeps the unsent and failed ops. An op of the run that was on the wire counts the
+/// attempt its run would have counted when it ended (it may have reached the server, so a
+/// later force sends it under a new `opId`); when the run cannot be read, every `pending`
+/// op counts as possibly sent.
+fn keep_unsent(
+    found: BTreeMap<i64, Vec<Value>>,
+    in_flight: Option<&BTreeSet<i64>>,
+    salvage: &mut Salvage,
+) {
+    for (seq, mut row) in found {
         let status = text(&row[10]);
         if status == "success" {
             continue;
+        }
+        let maybe_sent = status == "pending" && in_flight.is_none_or(|run| run.contains(&seq));
+        if maybe_sent {
+            row[11] = Value::Integer(integer(&row[11]).saturating_add(1));
         }
         salvage.ops.push(SalvagedOp {
             op_id: text(&row[1]),

@@ -12,9 +12,9 @@ use rusqlite::Connection;
 use std::path::Path;
 
 /// Newest schema this engine knows.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     r#"
 CREATE TABLE records (
     client_id    TEXT PRIMARY KEY NOT NULL,
@@ -241,6 +241,18 @@ DROP TABLE conflicts_v2;
 ALTER TABLE operation_queue ADD COLUMN error_code TEXT;
 ALTER TABLE records ADD COLUMN base_updated_at INTEGER;
 "#,
+    // 5: the push run on the wire is a list of queue positions (`push_in_flight`), not a
+    // status: its ops stay `pending` in the queue and read as `sending`, so marking a run
+    // writes a hundred small rows instead of moving a hundred ops in the status index,
+    // and its ops count the attempt when the run ends. An op this migration finds
+    // `sending` was left by a process that stopped while sending (an open resets them
+    // when nobody syncs): it is `pending` again, its attempt already counted.
+    r#"
+CREATE TABLE push_in_flight (
+    seq INTEGER PRIMARY KEY NOT NULL
+);
+UPDATE operation_queue SET status = 'pending' WHERE status = 'sending';
+"#,
 ];
 
 /// The schema a new database gets: the tables as the migrations leave them, created in one
@@ -339,6 +351,10 @@ CREATE TABLE force_staging (
     data       TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX force_staging_by_server_id ON force_staging (server_id);
+
+CREATE TABLE push_in_flight (
+    seq INTEGER PRIMARY KEY NOT NULL
+);
 "#;
 
 /// Opens (creating if needed) and migrates the database at `path`; a write waits at most
