@@ -29,6 +29,9 @@ use sync_engine::EntityRegistry;
 pub use push::{rewritten, SERVER_NOTE_FIELD};
 use state::TenantState;
 
+/// The length of a server id, `srv-` and ten digits (longer only past ten billion ids).
+const SERVER_ID_LEN: usize = 14;
+
 /// One record as the server stores it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServerRecord {
@@ -913,9 +916,13 @@ impl ReferenceServer {
 
     /// Hands out the next server id; ids are never reused.
     fn allocate_server_id(&mut self) -> String {
+        use std::fmt::Write as _;
         self.server_id_last += 1;
         assert!(self.server_id_last >= 1);
-        format!("srv-{:010}", self.server_id_last)
+        // Sized up front (`format!` would start smaller and grow): one per created record.
+        let mut id = String::with_capacity(SERVER_ID_LEN);
+        write!(id, "srv-{:010}", self.server_id_last).expect("writing to a String succeeds");
+        id
     }
 
     /// Records one state change in the effect log.

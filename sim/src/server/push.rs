@@ -155,8 +155,8 @@ enum Decision {
     Replay(Value),
     /// Answer with this result (stored under the opId) and change no record.
     Answer(SyncResultItem),
-    /// Create a new record for this clientId.
-    Create { client_id: String },
+    /// Create a new record for the item's clientId.
+    Create,
     /// Write the item over the record with this server id (an update or a delete).
     Write { id: String },
 }
@@ -249,7 +249,7 @@ impl ReferenceServer {
                 return result;
             }
             Decision::Answer(result) => result,
-            Decision::Create { client_id } => {
+            Decision::Create => {
                 let id = self.allocate_server_id();
                 let tenant = self.tenant_mut(tenant_id);
                 let commit_stamp = commit_stamp_for_change(tenant, defects, &item, request_stamp);
@@ -257,8 +257,9 @@ impl ReferenceServer {
                     tenant_id: tenant_id.to_owned(),
                     entity: entity.to_owned(),
                     id: id.clone(),
-                    client_id,
-                    space_id: item.space_id.clone(),
+                    // The item's ids move into the record: the result reads the record's.
+                    client_id: item.client_id.take().expect("an insert has a clientId"),
+                    space_id: std::mem::take(&mut item.space_id),
                     version: 1,
                     updated_at: item.updated_at,
                     is_deleted: false,
@@ -291,7 +292,7 @@ impl ReferenceServer {
                 } else {
                     stored_data(&mut item)
                 };
-                record.space_id = item.space_id.clone();
+                record.space_id = std::mem::take(&mut item.space_id);
                 record.commit_stamp =
                     commit_stamp_for_change(tenant, defects, &item, request_stamp);
                 record.last_op_id = item.op_id.clone();
@@ -307,11 +308,11 @@ impl ReferenceServer {
                 result
             }
         };
-        assert_eq!(result.op_id, item.op_id);
         // The answer is serialized from the result before the result moves into the
-        // store, so the result is never copied.
+        // store, so the result is never copied; the item's opId becomes its key.
         let answer = result_json(&result);
-        self.tenant_mut(tenant_id).store_result(result);
+        self.tenant_mut(tenant_id)
+            .store_result_under(item.op_id, result);
         answer
     }
 
@@ -441,9 +442,7 @@ fn decide_insert(
     if let Err(problem) = rules::check_record(&item.data) {
         return Decision::Answer(failure(item, None, ErrorCode::Validation, problem));
     }
-    Decision::Create {
-        client_id: client_id.clone(),
-    }
+    Decision::Create
 }
 
 fn decide_write(

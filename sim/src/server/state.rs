@@ -127,7 +127,14 @@ impl TenantState {
     }
 
     pub(super) fn store_result(&mut self, result: SyncResultItem) {
-        self.results_by_op_id.insert(result.op_id.clone(), result);
+        self.store_result_under(result.op_id.clone(), result);
+    }
+
+    /// [`Self::store_result`] with the result's `opId` already owned, so the key is not
+    /// copied from it.
+    pub(super) fn store_result_under(&mut self, op_id: String, result: SyncResultItem) {
+        assert_eq!(op_id, result.op_id, "a result is stored under its own opId");
+        self.results_by_op_id.insert(op_id, result);
     }
 
     /// Adds a new record under a fresh server id.
@@ -141,11 +148,15 @@ impl TenantState {
         self.id_by_client_id
             .entry(record.client_id.clone())
             .or_insert_with(|| record.id.clone());
-        let inserted = self
+        if !self.change_order.contains_key(&record.entity) {
+            self.change_order
+                .insert(record.entity.clone(), BTreeSet::new());
+        }
+        let order = self
             .change_order
-            .entry(record.entity.clone())
-            .or_default()
-            .insert(change_key(&record));
+            .get_mut(&record.entity)
+            .expect("the entity's pull order was just added");
+        let inserted = order.insert(change_key(&record));
         assert!(inserted);
         self.forget_version_hashes(&record.entity);
         self.records_by_id.insert(record.id.clone(), record);
