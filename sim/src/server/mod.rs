@@ -29,6 +29,9 @@ use sync_engine::EntityRegistry;
 pub use push::{rewritten, SERVER_NOTE_FIELD};
 use state::TenantState;
 
+/// The length of a server id, `srv-` and ten digits (longer only past ten billion ids).
+const SERVER_ID_LEN: usize = 14;
+
 /// One record as the server stores it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServerRecord {
@@ -445,8 +448,10 @@ pub struct ReferenceServer {
     /// The last server id number handed out; ids are unique across tenants.
     server_id_last: u64,
     effects: Vec<Effect>,
-    /// `effects` counted per (tenant, opId), kept so invariants are cheap to check inline.
-    effect_count_by_op: BTreeMap<(String, String), usize>,
+    /// `effects` counted per tenant, then per opId, kept so invariants are cheap to check
+    /// inline. Nested rather than keyed by the pair so that counting an effect looks the
+    /// tenant up by `&str` and copies only the opId.
+    effect_count_by_op: BTreeMap<String, BTreeMap<String, usize>>,
     /// Client ids whose pushes the server's business rules refuse (see
     /// [`ReferenceServer::refuse_client_id`]).
     refused_client_ids: BTreeSet<String>,
@@ -687,8 +692,11 @@ impl ReferenceServer {
 
     /// How many times the op changed state (0 or 1 unless `skip_op_id_dedupe` is planted).
     pub fn effect_count(&self, tenant_id: &str, op_id: &str) -> usize {
-        let key = (tenant_id.to_owned(), op_id.to_owned());
-        self.effect_count_by_op.get(&key).copied().unwrap_or(0)
+        self.effect_count_by_op
+            .get(tenant_id)
+            .and_then(|counts| counts.get(op_id))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Every state change, in the order it happened.
@@ -772,7 +780,11 @@ impl ReferenceServer {
         let indexed = self
             .effect_count_by_op
             .iter()
-            .map(|((tenant_id, op_id), count)| ((tenant_id.as_str(), op_id.as_str()), *count));
+            .flat_map(|(tenant_id, counts)| {
+                counts
+                    .iter()
+                    .map(|(op_id, count)| ((tenant_id.as_str(), op_id.as_str()), *count))
+            });
         assert!(
             counted
                 .iter()
@@ -904,17 +916,29 @@ impl ReferenceServer {
 
     /// Hands out the next server id; ids are never reused.
     fn allocate_server_id(&mut self) -> String {
+        use std::fmt::Write as _;
         self.server_id_last += 1;
         assert!(self.server_id_last >= 1);
-        format!("srv-{:010}", self.server_id_last)
+        // Sized up front (`format!` would start smaller and grow): one per created record.
+        let mut id = String::with_capacity(SERVER_ID_LEN);
+        write!(id, "srv-{:010}", self.server_id_last).expect("writing to a String succeeds");
+        id
     }
 
     /// Records one state change in the effect log.
     fn log_effect(&mut self, effect: Effect) {
-        let count = self
+        if !self.effect_count_by_op.contains_key(&effect.tenant_id) {
+            self.effect_count_by_op
+                .insert(effect.tenant_id.clone(), BTreeMap::new());
+        }
+        let counts = self
             .effect_count_by_op
-            .entry((effect.tenant_id.clone(), effect.op_id.clone()))
-            .or_default();
+            .get_mut(&effect.tenant_id)
+            .expect("the tenant's counts were just added");
+        let count = match counts.get_mut(&effect.op_id) {
+            Some(count) => count,
+            None => counts.entry(effect.op_id.clone()).or_default(),
+        };
         *count += 1;
         if !self.defects_ever.skip_op_id_dedupe {
             assert_eq!(*count, 1, "op {} changed state twice", effect.op_id);

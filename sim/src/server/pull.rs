@@ -9,7 +9,7 @@
 use super::state::TenantState;
 use super::{ReferenceServer, ServerRecord};
 use serde_json::{Map, Value};
-use sync_engine::wire::{self, PulledItem, SyncPullResponse, SyncPullVariables, SyncRequest};
+use sync_engine::wire::{self, SyncPullResponse, SyncPullVariables, SyncRequest};
 
 const LIMIT_DEFAULT: i64 = 1000;
 const LIMIT_MAX: i64 = 10_000;
@@ -129,8 +129,14 @@ impl ReferenceServer {
     }
 
     /// Reads one page of the entity's rows after the cursor; returns the
-    /// `SyncPullResponse` JSON.
-    pub(super) fn handle_pull(&self, tenant_id: &str, entity: &str, page: &PageRequest) -> Value {
+    /// `SyncPullResponse` JSON. Changes no record; it may only remember the checksum it
+    /// computed (see [`TenantState::version_hash`]).
+    pub(super) fn handle_pull(
+        &mut self,
+        tenant_id: &str,
+        entity: &str,
+        page: &PageRequest,
+    ) -> Value {
         let no_rows = TenantState::default();
         let tenant = self.tenants.get(tenant_id).unwrap_or(&no_rows);
         let after = page
@@ -188,7 +194,7 @@ impl ReferenceServer {
             // The planted bug: the row leaves the page but the cursor still covers it.
             rows.pop();
         }
-        let mut items = Vec::new();
+        let mut items = Vec::with_capacity(rows.len());
         let mut deleted_ids = Vec::new();
         for record in rows {
             if record.is_deleted {
@@ -196,33 +202,15 @@ impl ReferenceServer {
                     deleted_ids.push(record.id.clone());
                 }
             } else {
-                // The data is cloned once, into the item's JSON, rather than into a
-                // `PulledItem` and then again by serializing it.
-                let item = PulledItem {
-                    id: record.id.clone(),
-                    client_id: record.client_id.clone(),
-                    space_id: record.space_id.clone(),
-                    version: record.version,
-                    updated_at: record.updated_at,
-                    data: Map::new(),
-                };
-                let mut item =
-                    serde_json::to_value(item).expect("wire types always serialize to JSON");
-                item["data"] = Value::Object(record.data.clone());
-                items.push(item);
+                items.push(pulled_item_json(record));
             }
         }
         // The checksum is compared once the client has every page, so only the last page
         // carries it: computing it per page would cost O(rows) per page.
-        let version_hash = (!has_more).then(|| {
-            wire::version_hash(
-                tenant
-                    .entity_records(entity)
-                    .filter(|record| {
-                        !record.is_deleted || self.defects.version_hash_counts_tombstones
-                    })
-                    .map(|record| (record.id.as_str(), record.version, &record.data)),
-            )
+        let counts_tombstones = self.defects.version_hash_counts_tombstones;
+        let version_hash = (!has_more).then(|| match self.tenants.get_mut(tenant_id) {
+            Some(tenant) => tenant.version_hash(entity, counts_tombstones),
+            None => wire::version_hash(std::iter::empty()),
         });
         let response = SyncPullResponse {
             items: Vec::new(),
@@ -239,6 +227,23 @@ impl ReferenceServer {
         response["items"] = Value::Array(items);
         response
     }
+}
+
+/// A live record as a page's `items` carry it: the JSON `serde_json::to_value` renders for
+/// its [`wire::PulledItem`], built directly so that each string is copied once, straight into
+/// the answer (a pull renders every row it pages over). A test holds the two equal.
+pub(super) fn pulled_item_json(record: &ServerRecord) -> Value {
+    let mut item = Map::new();
+    item.insert("id".to_owned(), Value::String(record.id.clone()));
+    item.insert(
+        "clientId".to_owned(),
+        Value::String(record.client_id.clone()),
+    );
+    item.insert("spaceId".to_owned(), Value::String(record.space_id.clone()));
+    item.insert("version".to_owned(), Value::from(record.version));
+    item.insert("updatedAt".to_owned(), Value::from(record.updated_at.0));
+    item.insert("data".to_owned(), Value::Object(record.data.clone()));
+    item.into()
 }
 
 /// The endless-paging fault's answer: `response`, a pull page for `request`, made into a

@@ -151,12 +151,12 @@ fn is_text_of_len(text: &str, len_max: usize) -> bool {
 /// What one item does, decided from the current state before anything changes.
 #[derive(Clone, Debug, PartialEq)]
 enum Decision {
-    /// The op already ran: hand back its stored result, store nothing new.
-    Replay(SyncResultItem),
+    /// The op already ran: hand back its stored result (as JSON), store nothing new.
+    Replay(Value),
     /// Answer with this result (stored under the opId) and change no record.
     Answer(SyncResultItem),
-    /// Create a new record for this clientId.
-    Create { client_id: String },
+    /// Create a new record for the item's clientId.
+    Create,
     /// Write the item over the record with this server id (an update or a delete).
     Write { id: String },
 }
@@ -173,17 +173,20 @@ impl ReferenceServer {
     ) -> Value {
         assert!(!items.is_empty());
         assert!(items.len() <= PAYLOAD_LEN_MAX);
+        let item_count = items.len();
         let items = self.admit_stamps(items);
         // One commit stamp per request, taken when the first item changes state, so that a
         // request that changes nothing does not move the tenant's counter.
         let mut request_stamp: Option<u64> = None;
         let stamp_before = self.commit_stamp(tenant_id);
         let cursor_before = pull::caught_up_cursor(self.tenant_mut(tenant_id), entity);
-        let results: Vec<SyncResultItem> = items
-            .iter()
+        // Each item is consumed by its own step: its data moves into the stored record
+        // rather than being copied, and its result goes out as JSON.
+        let results: Vec<Value> = items
+            .into_iter()
             .map(|item| self.push_item(tenant_id, entity, item, &mut request_stamp, rewrite))
             .collect();
-        assert_eq!(results.len(), items.len());
+        assert_eq!(results.len(), item_count);
         if let Some(stamp) = request_stamp {
             assert!(stamp > stamp_before);
             assert_eq!(stamp, self.commit_stamp(tenant_id));
@@ -201,62 +204,70 @@ impl ReferenceServer {
         // not in the answer: both cursors stay null, and the writer pulls it.
         let stored_unsent = rewrite && request_stamp.is_some();
         let response = serde_json::to_value(SyncPushResponse {
-            results,
+            results: Vec::new(),
             cursor_before: (!stored_unsent).then_some(cursor_before),
             cursor_after: (!stored_unsent).then_some(cursor_after),
         });
-        response.expect("wire types always serialize to JSON")
+        let mut response = response.expect("wire types always serialize to JSON");
+        // The results are JSON already: move them in rather than serialize them again.
+        response["results"] = Value::Array(results);
+        response
     }
 
+    /// Decides and applies one item; returns its `SyncResultItem` JSON.
     fn push_item(
         &mut self,
         tenant_id: &str,
         entity: &str,
-        item: &PushItem,
+        mut item: PushItem,
         request_stamp: &mut Option<u64>,
         rewrite: bool,
-    ) -> SyncResultItem {
+    ) -> Value {
         let defects = self.defects;
-        let stored_data = || {
-            if rewrite {
-                rewritten(&item.data)
-            } else {
-                item.data.clone()
-            }
-        };
-        let tenant = self.tenants.entry(tenant_id.to_owned()).or_default();
+        // A tenant's tables exist from its first push on, even if nothing is stored.
+        self.tenant_mut(tenant_id);
         let decision = decide(
-            tenant,
+            &self.tenants[tenant_id],
             entity,
-            item,
+            &item,
             defects,
             &self.refused_client_ids,
             *request_stamp,
         );
+        // What the record stores: the item's own data, moved out of it (nothing reads the
+        // item's data once the decision is taken), or rewritten by the server.
+        let stored_data = |item: &mut PushItem| {
+            if rewrite {
+                rewritten(&item.data)
+            } else {
+                std::mem::take(&mut item.data)
+            }
+        };
         let result = match decision {
             Decision::Replay(result) => {
-                assert_eq!(result.op_id, item.op_id);
+                assert_eq!(result["opId"].as_str(), Some(item.op_id.as_str()));
                 return result;
             }
             Decision::Answer(result) => result,
-            Decision::Create { client_id } => {
+            Decision::Create => {
                 let id = self.allocate_server_id();
                 let tenant = self.tenant_mut(tenant_id);
-                let commit_stamp = commit_stamp_for_change(tenant, defects, item, request_stamp);
+                let commit_stamp = commit_stamp_for_change(tenant, defects, &item, request_stamp);
                 let record = ServerRecord {
                     tenant_id: tenant_id.to_owned(),
                     entity: entity.to_owned(),
                     id: id.clone(),
-                    client_id,
-                    space_id: item.space_id.clone(),
+                    // The item's ids move into the record: the result reads the record's.
+                    client_id: item.client_id.take().expect("an insert has a clientId"),
+                    space_id: std::mem::take(&mut item.space_id),
                     version: 1,
                     updated_at: item.updated_at,
                     is_deleted: false,
-                    data: stored_data(),
+                    data: stored_data(&mut item),
                     commit_stamp,
                     last_op_id: item.op_id.clone(),
                 };
-                let result = success(item, Some(&record));
+                let result = success(&item, Some(&record));
                 tenant.insert_record(record);
                 self.log_effect(Effect {
                     tenant_id: tenant_id.to_owned(),
@@ -277,14 +288,15 @@ impl ReferenceServer {
                 record.updated_at = item.updated_at;
                 record.is_deleted = item.operation == Operation::Delete;
                 record.data = if record.is_deleted {
-                    item.data.clone()
+                    std::mem::take(&mut item.data)
                 } else {
-                    stored_data()
+                    stored_data(&mut item)
                 };
-                record.space_id = item.space_id.clone();
-                record.commit_stamp = commit_stamp_for_change(tenant, defects, item, request_stamp);
+                record.space_id = std::mem::take(&mut item.space_id);
+                record.commit_stamp =
+                    commit_stamp_for_change(tenant, defects, &item, request_stamp);
                 record.last_op_id = item.op_id.clone();
-                let result = success(item, Some(&record));
+                let result = success(&item, Some(&record));
                 let effect = Effect {
                     tenant_id: tenant_id.to_owned(),
                     op_id: item.op_id.clone(),
@@ -296,9 +308,12 @@ impl ReferenceServer {
                 result
             }
         };
-        assert_eq!(result.op_id, item.op_id);
-        self.tenant_mut(tenant_id).store_result(result.clone());
-        result
+        // The answer is serialized from the result before the result moves into the
+        // store, so the result is never copied; the item's opId becomes its key.
+        let answer = result_json(&result);
+        self.tenant_mut(tenant_id)
+            .store_result_under(item.op_id, result);
+        answer
     }
 
     /// The server's clock policy: a stamp more than [`rules::STAMP_AHEAD_MS_MAX`] ahead of
@@ -315,8 +330,16 @@ impl ReferenceServer {
         items
     }
 
+    /// The tenant's tables, created empty on its first write. Looked up by `&str` first:
+    /// this runs several times per push item, and the entry API would copy the id each time.
     fn tenant_mut(&mut self, tenant_id: &str) -> &mut TenantState {
-        self.tenants.entry(tenant_id.to_owned()).or_default()
+        if !self.tenants.contains_key(tenant_id) {
+            self.tenants
+                .insert(tenant_id.to_owned(), TenantState::default());
+        }
+        self.tenants
+            .get_mut(tenant_id)
+            .expect("the tenant was just added")
     }
 }
 
@@ -350,7 +373,7 @@ fn decide(
 ) -> Decision {
     if !defects.skip_op_id_dedupe {
         if let Some(stored) = tenant.stored_result(&item.op_id) {
-            return Decision::Replay(stored.clone());
+            return Decision::Replay(result_json(stored));
         }
     }
     // After the replay: an op applied before the rule came in keeps its stored answer.
@@ -419,9 +442,7 @@ fn decide_insert(
     if let Err(problem) = rules::check_record(&item.data) {
         return Decision::Answer(failure(item, None, ErrorCode::Validation, problem));
     }
-    Decision::Create {
-        client_id: client_id.clone(),
-    }
+    Decision::Create
 }
 
 fn decide_write(
@@ -569,6 +590,11 @@ fn locate<'a>(
         .as_deref()
         .and_then(|id| tenant.record_by_client_id(id));
     Ok(by_client_id.or(by_id_as_client_id))
+}
+
+/// A result as the answer's `results` carry it.
+fn result_json(result: &SyncResultItem) -> Value {
+    serde_json::to_value(result).expect("wire types always serialize to JSON")
 }
 
 /// A successful result: the record's state after the item (none if there is no record).

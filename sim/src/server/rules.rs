@@ -71,10 +71,26 @@ pub fn admitted_stamp(stamp: HlcStamp, now_ms: u64) -> HlcStamp {
     admitted
 }
 
+/// The length of `data` as compact JSON, counted as it is written rather than kept: every
+/// push item is measured, and the text itself is never needed.
 fn data_bytes(data: &Map<String, Value>) -> usize {
-    serde_json::to_string(data)
-        .expect("JSON values serialize")
-        .len()
+    let mut counter = ByteCounter(0);
+    serde_json::to_writer(&mut counter, data).expect("JSON values serialize");
+    counter.0
+}
+
+/// A writer that only counts the bytes written to it.
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

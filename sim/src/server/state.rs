@@ -1,14 +1,15 @@
-//! One tenant's server-side tables: records, their indexes, stored push results, and the
-//! commit-stamp high-water mark.
+//! One tenant's server-side tables: records, their indexes, stored push results, the
+//! commit-stamp high-water mark, and the last checksum computed per entity.
 //!
 //! This module owns the only code that adds or replaces records, so the indexes (by
-//! `clientId`, and each entity's `(commit_stamp, id)` pull order) can never drift from the
-//! records. It decides nothing about conflicts and never reads anything outside the tenant.
+//! `clientId`, and each entity's `(commit_stamp, id)` pull order) and the remembered
+//! checksums can never drift from the records. It decides nothing about conflicts and
+//! never reads anything outside the tenant.
 
 use super::{ServerDefects, ServerRecord};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
-use sync_engine::wire::SyncResultItem;
+use sync_engine::wire::{self, SyncResultItem};
 
 /// A record's place in its entity's pull order: (commit stamp, server id).
 type ChangeKey = (u64, String);
@@ -32,6 +33,21 @@ pub(super) struct TenantState {
     /// purge and standing before that position may have missed a delete no page can tell
     /// any more.
     purges: BTreeMap<String, Vec<(u64, ChangeKey)>>,
+    /// Per entity, the checksums a last pull page computed, until a record of the entity
+    /// changes or leaves the pull order.
+    version_hashes: VersionHashes,
+}
+
+/// Remembered `versionHash` values of one tenant: entity → (live records only, with
+/// tombstones too). A memo, not state: two tenants with the same records are equal
+/// whatever either remembers, so equality ignores it.
+#[derive(Clone, Debug, Default)]
+struct VersionHashes(BTreeMap<String, [Option<String>; 2]>);
+
+impl PartialEq for VersionHashes {
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
 }
 
 impl TenantState {
@@ -78,8 +94,47 @@ impl TenantState {
         self.results_by_op_id.get(op_id)
     }
 
+    /// The entity's `versionHash` over its live records (or, `counts_tombstones`, over
+    /// every record still in its pull order), in id order. Computed on the first ask and
+    /// remembered until a record of the entity changes: every device that finishes a pull
+    /// with nothing changed in between would otherwise hash every record again.
+    pub(super) fn version_hash(&mut self, entity: &str, counts_tombstones: bool) -> String {
+        let slot = usize::from(counts_tombstones);
+        if let Some(hash) = self
+            .version_hashes
+            .0
+            .get(entity)
+            .and_then(|hashes| hashes[slot].as_ref())
+        {
+            return hash.clone();
+        }
+        let hash = self.compute_version_hash(entity, counts_tombstones);
+        self.version_hashes.0.entry(entity.to_owned()).or_default()[slot] = Some(hash.clone());
+        hash
+    }
+
+    fn compute_version_hash(&self, entity: &str, counts_tombstones: bool) -> String {
+        wire::version_hash(
+            self.entity_records(entity)
+                .filter(|record| !record.is_deleted || counts_tombstones)
+                .map(|record| (record.id.as_str(), record.version, &record.data)),
+        )
+    }
+
+    /// Forgets the entity's remembered checksums: one of its records changed.
+    fn forget_version_hashes(&mut self, entity: &str) {
+        self.version_hashes.0.remove(entity);
+    }
+
     pub(super) fn store_result(&mut self, result: SyncResultItem) {
-        self.results_by_op_id.insert(result.op_id.clone(), result);
+        self.store_result_under(result.op_id.clone(), result);
+    }
+
+    /// [`Self::store_result`] with the result's `opId` already owned, so the key is not
+    /// copied from it.
+    pub(super) fn store_result_under(&mut self, op_id: String, result: SyncResultItem) {
+        assert_eq!(op_id, result.op_id, "a result is stored under its own opId");
+        self.results_by_op_id.insert(op_id, result);
     }
 
     /// Adds a new record under a fresh server id.
@@ -93,12 +148,17 @@ impl TenantState {
         self.id_by_client_id
             .entry(record.client_id.clone())
             .or_insert_with(|| record.id.clone());
-        let inserted = self
+        if !self.change_order.contains_key(&record.entity) {
+            self.change_order
+                .insert(record.entity.clone(), BTreeSet::new());
+        }
+        let order = self
             .change_order
-            .entry(record.entity.clone())
-            .or_default()
-            .insert(change_key(&record));
+            .get_mut(&record.entity)
+            .expect("the entity's pull order was just added");
+        let inserted = order.insert(change_key(&record));
         assert!(inserted);
+        self.forget_version_hashes(&record.entity);
         self.records_by_id.insert(record.id.clone(), record);
     }
 
@@ -124,6 +184,7 @@ impl TenantState {
             }
             let purges = self.purges.entry(entity.clone()).or_default();
             purges.push((purges.len() as u64 + 1, newest));
+            self.version_hashes.0.remove(entity);
         }
         purged
     }
@@ -171,6 +232,7 @@ impl TenantState {
         assert!(removed);
         let inserted = order.insert(change_key(&record));
         assert!(inserted);
+        self.forget_version_hashes(&record.entity);
         self.records_by_id.insert(record.id.clone(), record);
     }
 
@@ -268,6 +330,14 @@ impl TenantState {
                 record.is_some_and(|record| &record.client_id == client_id),
                 "stale clientId index"
             );
+        }
+        for (entity, hashes) in &self.version_hashes.0 {
+            for (slot, hash) in hashes.iter().enumerate() {
+                let Some(hash) = hash else { continue };
+                let counts_tombstones = slot == 1;
+                let fresh = self.compute_version_hash(entity, counts_tombstones);
+                assert_eq!(hash, &fresh, "stale remembered checksum of {entity}");
+            }
         }
         for (op_id, result) in &self.results_by_op_id {
             assert_eq!(op_id, &result.op_id);

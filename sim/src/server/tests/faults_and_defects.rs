@@ -390,7 +390,8 @@ fn check_invariants_catches_a_duplicate_effect() {
     server.effects.push(effect.clone());
     *server
         .effect_count_by_op
-        .get_mut(&(effect.tenant_id, effect.op_id))
+        .get_mut(&effect.tenant_id)
+        .and_then(|counts| counts.get_mut(&effect.op_id))
         .expect("counted") += 1;
     server.check_invariants();
 }

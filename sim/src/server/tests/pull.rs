@@ -135,3 +135,56 @@ fn version_hash_follows_live_versions() {
         wire::version_hash([(a.as_str(), 2, &record(&server, &a).data)])
     );
 }
+
+#[test]
+fn a_pulled_item_is_its_wire_type_rendered() {
+    // Proves the directly built item JSON is what `serde_json::to_value` renders for the
+    // record's `PulledItem`; the literal is exhaustive, so a new wire field breaks it.
+    let mut server = server();
+    let id = create(&mut server, "c-a", 100);
+    let stored = record(&server, &id);
+    let expected = serde_json::to_value(wire::PulledItem {
+        id: stored.id.clone(),
+        client_id: stored.client_id.clone(),
+        space_id: stored.space_id.clone(),
+        version: stored.version,
+        updated_at: stored.updated_at,
+        data: stored.data.clone(),
+    })
+    .expect("wire types serialize");
+    assert_eq!(crate::server::pull::pulled_item_json(stored), expected);
+    assert_eq!(
+        serde_json::to_string(&crate::server::pull::pulled_item_json(stored)).expect("JSON"),
+        serde_json::to_string(&expected).expect("JSON")
+    );
+}
+
+#[test]
+fn a_remembered_version_hash_is_forgotten_when_its_rows_change() {
+    // Proves a checksum a last page computed is not handed out again once a record of
+    // the entity changed or a purge took a tombstone out of the pull order (with the
+    // tombstone-counting defect planted, so the purge changes the checksum).
+    let mut server = server();
+    server.set_defects(ServerDefects {
+        version_hash_counts_tombstones: true,
+        ..ServerDefects::default()
+    });
+    let a = create(&mut server, "c-a", 100);
+    let b = create(&mut server, "c-b", 100);
+    let first = pull(&mut server, None, None).version_hash.expect("hash");
+    assert_eq!(
+        pull(&mut server, None, None).version_hash,
+        Some(first.clone())
+    );
+    push_one(&mut server, delete("op-d", &b, Some(1), 200));
+    let second = pull(&mut server, None, None).version_hash.expect("hash");
+    assert_ne!(second, first);
+    server.check_invariants();
+    assert_eq!(server.purge_tombstones(TENANT, 0), 1);
+    let third = pull(&mut server, None, None).version_hash.expect("hash");
+    assert_eq!(
+        third,
+        wire::version_hash([(a.as_str(), 1, &record(&server, &a).data)])
+    );
+    server.check_invariants();
+}
