@@ -72,11 +72,7 @@ impl PagingWatch {
 
 /// Reads a pull page; `None` when it is malformed or carries impossible numbers.
 pub(crate) fn parse_pull_page(payload: Value) -> Option<(SyncPullResponse, Vec<PulledItem>)> {
-    let mut page: SyncPullResponse = serde_json::from_value(payload).ok()?;
-    let items: Vec<PulledItem> = std::mem::take(&mut page.items)
-        .into_iter()
-        .map(|item| serde_json::from_value(item).ok())
-        .collect::<Option<_>>()?;
+    let (page, items) = crate::wire::read_pull_page(payload)?;
     let well_formed = items.iter().all(|item| {
         !item.id.is_empty()
             && !item.client_id.is_empty()
