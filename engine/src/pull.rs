@@ -115,6 +115,7 @@ pub(crate) fn overreach(
     let mut claimed: BTreeMap<&str, &str> = BTreeMap::new();
     let mut client_ids: BTreeSet<&str> = BTreeSet::new();
     let mut new_rows = Vec::with_capacity(items.len());
+    let newest = store::NewestIds::read(conn)?;
     for item in items {
         if let Some(first) = claimed.insert(&item.id, &item.client_id) {
             if first != item.client_id {
@@ -124,7 +125,13 @@ pub(crate) fn overreach(
                 )));
             }
         }
-        let (by_client_id, by_server_id) = store::placements(conn, &item.client_id, &item.id)?;
+        // A row past the newest ids the device holds names nothing it holds: what the
+        // lookups would find is nothing (the usual case of a first sync).
+        let (by_client_id, by_server_id) = if newest.names_nothing_held(&item.client_id, &item.id) {
+            (None, None)
+        } else {
+            store::placements(conn, &item.client_id, &item.id)?
+        };
         let first_of_client_id = client_ids.insert(&item.client_id);
         new_rows.push(first_of_client_id && by_client_id.is_none() && by_server_id.is_none());
         for named in [by_client_id, by_server_id].into_iter().flatten() {
@@ -176,6 +183,17 @@ pub(crate) fn merge_pulled_item(
     planted: crate::engine::PlantedDefects,
     created: &mut Vec<String>,
 ) -> rusqlite::Result<PulledVerdict> {
+    if new_row {
+        // Nothing local to judge against (`conflict::judge_pulled` stores the server's
+        // copy of a record the device does not hold). Rows of the page merged before this
+        // one are other records (`new_row` says no earlier row has this client id, and a
+        // server id given to two records is refused), and a page's transaction removes no
+        // record row before its rows are merged: the record and its mapping are inserted
+        // as the server holds them.
+        store::insert_new_pulled_row(tx, entity, item)?;
+        created.push(item.client_id.clone());
+        return Ok(PulledVerdict::Stored);
+    }
     let server_record = Record {
         client_id: item.client_id.clone(),
         server_id: Some(item.id.clone()),
@@ -187,13 +205,7 @@ pub(crate) fn merge_pulled_item(
         is_deleted: false,
         data: item.data.clone(),
     };
-    // Rows of the page merged before this one are other records (`new_row` says no
-    // earlier row has this client id, and a server id given to two records is refused).
-    let local = if new_row {
-        None
-    } else {
-        store::get_record(tx, &item.client_id)?
-    };
+    let local = store::get_record(tx, &item.client_id)?;
     // `overreach` refused the page otherwise.
     if let Some(local) = &local {
         assert_eq!(local.entity, entity, "a page checked for its entity");
@@ -201,7 +213,7 @@ pub(crate) fn merge_pulled_item(
     let mapped_here = local
         .as_ref()
         .is_some_and(|local| local.server_id.as_ref() == Some(&item.id));
-    if !mapped_here && !new_row {
+    if !mapped_here {
         if let Some(owner) = store::client_id_for_server_id(tx, &item.id)? {
             if owner != item.client_id {
                 // Two client ids for one server id: a broken server. Keep the first mapping.

@@ -19,6 +19,7 @@ mod conflicts;
 pub mod force_staging;
 pub mod integrity;
 mod meta;
+pub mod pulled;
 pub mod query;
 pub mod row;
 pub mod salvage;
@@ -29,6 +30,8 @@ pub use conflicts::{
     conflict_for_record, count_conflicts, delete_conflict_for_record, get_conflict, list_conflicts,
     put_conflict,
 };
+
+pub use pulled::{insert_new_pulled_row, NewestIds};
 
 pub use meta::{
     durability_barrier, hlc_high_water, last_successful_sync_ms, set_hlc_high_water,
