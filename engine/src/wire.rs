@@ -190,24 +190,33 @@ impl PulledItem {
     /// which cost more than the rest of reading a page. Accepts exactly what
     /// `serde_json::from_value::<PulledItem>` accepts (a test compares the two).
     pub fn from_value(value: Value) -> Option<PulledItem> {
-        let mut object = match value {
+        let object = match value {
             Value::Object(object) => object,
             // serde also reads a struct from an array of its fields; that rare shape is
             // left to serde.
             other => return serde_json::from_value(other).ok(),
         };
-        // `deny_unknown_fields` and no defaults: these six fields and no other.
+        // `deny_unknown_fields` and no defaults: these six fields and no other. A map
+        // holds each key once, so six known keys are all six fields.
         if object.len() != 6 {
             return None;
         }
-        let id = take_string(&mut object, "id")?;
-        let client_id = take_string(&mut object, "clientId")?;
-        let space_id = take_string(&mut object, "spaceId")?;
-        let version = object.remove("version")?.as_i64()?;
-        let updated_at = HlcStamp(object.remove("updatedAt")?.as_u64()?);
-        let Some(Value::Object(data)) = object.remove("data") else {
-            return None;
-        };
+        let (mut id, mut client_id, mut space_id) = (None, None, None);
+        let (mut version, mut updated_at, mut data) = (None, None, None);
+        // Taken in the map's order, without removing keys one by one.
+        for (key, value) in object {
+            match (key.as_str(), value) {
+                ("id", Value::String(text)) => id = Some(text),
+                ("clientId", Value::String(text)) => client_id = Some(text),
+                ("spaceId", Value::String(text)) => space_id = Some(text),
+                ("version", value) => version = Some(value.as_i64()?),
+                ("updatedAt", value) => updated_at = Some(HlcStamp(value.as_u64()?)),
+                ("data", Value::Object(map)) => data = Some(map),
+                _ => return None,
+            }
+        }
+        let (id, client_id, space_id) = (id?, client_id?, space_id?);
+        let (version, updated_at, data) = (version?, updated_at?, data?);
         Some(PulledItem {
             id,
             client_id,
