@@ -1,16 +1,18 @@
-//! The pull path's own SQL: what a page's checks read before it is written, and the write
-//! of a row new to the device.
+//! The pull path's own SQL: what a page's checks read before it is written, the write of
+//! a row new to the device, and the checksum a completed pass compares with the server's.
 //!
-//! These run once per pulled row, so each is shaped for the first sync of a device, where
-//! a page is a thousand rows the device never held: a page whose ids all lie past the
-//! newest ones the device holds needs no lookup per row ([`NewestIds`]), and a new row is
-//! two plain inserts ([`insert_new_pulled_row`]).
+//! These run once per pulled row (or over every record of an entity), so each is shaped
+//! for the first sync of a device, where a page is a thousand rows the device never held:
+//! a page whose ids all lie past the newest ones the device holds needs no lookup per row
+//! ([`NewestIds`]), a new row is two plain inserts ([`insert_new_pulled_row`]), and the
+//! checksum sorts its rows in memory instead of in a temporary B-tree ([`version_hash`]).
 //! Like the rest of the store, nothing here opens or commits a transaction.
 
 use super::object_to_text;
-use crate::wire::PulledItem;
+use crate::wire::{PulledItem, VersionHasher};
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection};
+use std::ops::Range;
 
 /// The greatest client id among the device's records and the greatest server id in its id
 /// map, read once per page: an id past the greatest one held names nothing the device
@@ -103,4 +105,49 @@ pub fn insert_new_pulled_row(
     conn.prepare_cached("INSERT INTO id_map (client_id, server_id, entity) VALUES (?1, ?2, ?3)")?
         .execute(params![item.client_id, item.id, entity])?;
     Ok(())
+}
+
+/// The version checksum ([`crate::wire::version_hash`]) of every live record of `entity`
+/// the server knows: server id, version and data, in server id order (Rust's `str` order,
+/// which is SQLite's binary collation).
+///
+/// The rows are read in the order of SQLite's plan and sorted here, in memory: an
+/// `ORDER BY m.server_id` had SQLite copy every row into a temporary B-tree and sort it
+/// there, which cost more than reading them. The order of the hash is the sort's, so the
+/// plan's order does not leak into the result.
+pub fn version_hash(conn: &Connection, entity: &str) -> rusqlite::Result<String> {
+    // The data column holds canonical compact JSON (`object_to_text`): it is hashed as
+    // stored, without parsing. A damaged row whose data is not text hashes as empty data,
+    // so the checksum differs and a repair pull rewrites it from the server.
+    let mut statement = conn.prepare_cached(
+        "SELECT m.server_id, r.version, r.data FROM records r \
+         JOIN id_map m ON m.client_id = r.client_id \
+         WHERE r.entity = ?1 AND r.is_deleted = 0",
+    )?;
+    let mut rows = statement.query([entity])?;
+    // Every id and data text in one buffer; a row is its two ranges in it and its version.
+    let mut text = String::new();
+    let mut lines: Vec<(Range<usize>, i64, Range<usize>)> = Vec::new();
+    while let Some(row) = rows.next()? {
+        let server_id = row.get_ref(0)?.as_str()?;
+        let version: i64 = row.get(1)?;
+        let data_text = row.get_ref(2)?.as_str().unwrap_or_default();
+        let id_start = text.len();
+        text.push_str(server_id);
+        let data_start = text.len();
+        text.push_str(data_text);
+        lines.push((id_start..data_start, version, data_start..text.len()));
+    }
+    let key = |line: &(Range<usize>, i64, Range<usize>)| {
+        (&text[line.0.clone()], line.1, &text[line.2.clone()])
+    };
+    // Server ids are unique (the id map's constraint); version and data only order the
+    // rows of a damaged map, so that the result never depends on the plan.
+    lines.sort_unstable_by(|a, b| key(a).cmp(&key(b)));
+    let mut hasher = VersionHasher::new();
+    for line in &lines {
+        let (server_id, version, data_text) = key(line);
+        hasher.row_text(server_id, version, data_text);
+    }
+    Ok(hasher.finish())
 }
