@@ -174,12 +174,14 @@ pub(crate) fn overreach(
 /// Merges one pulled live record under the conflict policy (DESIGN.md §5). A record the
 /// device did not hold is a change for certain: it is written without a change note and
 /// added to `created`, for the page's commit to announce. `new_row`: [`overreach`] found
-/// the row new to the device, so neither of its ids is looked up again.
+/// the row new to the device, so neither of its ids is looked up again and `new_rows`
+/// (the page's writer of such rows) writes it.
 pub(crate) fn merge_pulled_item(
     tx: &rusqlite::Connection,
     entity: &str,
     item: &PulledItem,
     new_row: bool,
+    new_rows: &mut store::NewRowWriter<'_>,
     planted: crate::engine::PlantedDefects,
     created: &mut Vec<String>,
 ) -> rusqlite::Result<PulledVerdict> {
@@ -190,7 +192,7 @@ pub(crate) fn merge_pulled_item(
         // server id given to two records is refused), and a page's transaction removes no
         // record row before its rows are merged: the record and its mapping are inserted
         // as the server holds them.
-        store::insert_new_pulled_row(tx, entity, item)?;
+        new_rows.insert(entity, item)?;
         created.push(item.client_id.clone());
         return Ok(PulledVerdict::Stored);
     }

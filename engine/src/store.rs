@@ -31,7 +31,7 @@ pub use conflicts::{
     put_conflict,
 };
 
-pub use pulled::{insert_new_pulled_row, version_hash, NewestIds};
+pub use pulled::{version_hash, NewRowWriter, NewestIds};
 
 pub use meta::{
     durability_barrier, hlc_high_water, last_successful_sync_ms, set_hlc_high_water,

@@ -19,7 +19,7 @@
 //! least): it writes through `store::put_local_record`, which takes no note, and
 //! announces its records itself, so a bulk insert pays nothing for notifications. Two
 //! sync writes know it as well and do the same: a pulled record the device did not hold
-//! (`store::insert_new_pulled_row` or `store::insert_pulled_record`; it appears) and a
+//! (`store::NewRowWriter` or `store::insert_pulled_record`; it appears) and a
 //! push result that gives a record its first server id
 //! (`store::add_id_mapping_unless_taken`; it shows a server id it did not show), which
 //! are every row of a first sync.

@@ -4,14 +4,14 @@
 //! These run once per pulled row (or over every record of an entity), so each is shaped
 //! for the first sync of a device, where a page is a thousand rows the device never held:
 //! a page whose ids all lie past the newest ones the device holds needs no lookup per row
-//! ([`NewestIds`]), a new row is two plain inserts ([`insert_new_pulled_row`]), and the
+//! ([`NewestIds`]), a new row is two plain inserts ([`NewRowWriter`]), and the
 //! checksum sorts its rows in memory instead of in a temporary B-tree ([`version_hash`]).
 //! Like the rest of the store, nothing here opens or commits a transaction.
 
 use super::object_to_text;
 use crate::wire::{PulledItem, VersionHasher};
 use rusqlite::types::ValueRef;
-use rusqlite::{params, Connection};
+use rusqlite::{params, CachedStatement, Connection};
 use std::ops::Range;
 
 /// The greatest client id among the device's records and the greatest server id in its id
@@ -77,34 +77,48 @@ impl NewestIds {
     }
 }
 
-/// Writes a pulled row the device holds nothing of (neither id names a record it holds,
-/// checked by the caller before the page's first write) as the server holds it: the
-/// record, its data its own merge base, and its id mapping. Two plain inserts, where a
-/// record write in general is an upsert: a row that is there after all fails the
+/// Writes pulled rows the device holds nothing of (neither id names a record it holds,
+/// checked by the caller before the page's first write) as the server holds them: the
+/// record, its data its own merge base, and its id mapping. Two plain inserts per row,
+/// where a record write in general is an upsert: a row that is there after all fails the
 /// statement (and so the page's transaction) on the table's constraints instead of
-/// overwriting it. Takes no change note (`store/changes.rs`): a record that appears is a
-/// change the caller announces itself.
-pub fn insert_new_pulled_row(
-    conn: &Connection,
-    entity: &str,
-    item: &PulledItem,
-) -> rusqlite::Result<()> {
-    // `base_data` and `base_updated_at` stay NULL: the merge base is the record's data.
-    conn.prepare_cached(
-        "INSERT INTO records (client_id, entity, space_id, version, base_version, updated_at, \
-         is_deleted, data) VALUES (?1, ?2, ?3, ?4, ?4, ?5, 0, ?6)",
-    )?
-    .execute(params![
-        item.client_id,
-        entity,
-        item.space_id,
-        item.version,
-        item.updated_at.0 as i64,
-        object_to_text(&item.data),
-    ])?;
-    conn.prepare_cached("INSERT INTO id_map (client_id, server_id, entity) VALUES (?1, ?2, ?3)")?
-        .execute(params![item.client_id, item.id, entity])?;
-    Ok(())
+/// overwriting it. Both statements are prepared once for a page and kept for its rows.
+/// Takes no change note (`store/changes.rs`): a record that appears is a change the caller
+/// announces itself.
+pub struct NewRowWriter<'conn> {
+    record: CachedStatement<'conn>,
+    mapping: CachedStatement<'conn>,
+}
+
+impl<'conn> NewRowWriter<'conn> {
+    pub fn new(conn: &'conn Connection) -> rusqlite::Result<NewRowWriter<'conn>> {
+        // `base_data` and `base_updated_at` stay NULL: the merge base is the record's data.
+        let record = conn.prepare_cached(
+            "INSERT INTO records (client_id, entity, space_id, version, base_version, \
+             updated_at, is_deleted, data) VALUES (?1, ?2, ?3, ?4, ?4, ?5, 0, ?6)",
+        )?;
+        let mapping = conn.prepare_cached(
+            "INSERT INTO id_map (client_id, server_id, entity) VALUES (?1, ?2, ?3)",
+        )?;
+        Ok(NewRowWriter { record, mapping })
+    }
+
+    pub fn insert(&mut self, entity: &str, item: &PulledItem) -> rusqlite::Result<()> {
+        let inserted = self.record.execute(params![
+            item.client_id,
+            entity,
+            item.space_id,
+            item.version,
+            item.updated_at.0 as i64,
+            object_to_text(&item.data),
+        ])?;
+        assert_eq!(inserted, 1);
+        let inserted = self
+            .mapping
+            .execute(params![item.client_id, item.id, entity])?;
+        assert_eq!(inserted, 1);
+        Ok(())
+    }
 }
 
 /// The version checksum ([`crate::wire::version_hash`]) of every live record of `entity`
