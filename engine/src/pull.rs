@@ -116,13 +116,21 @@ pub(crate) fn overreach(
     let mut client_ids: BTreeSet<&str> = BTreeSet::new();
     let mut new_rows = Vec::with_capacity(items.len());
     let newest = store::NewestIds::read(conn)?;
+    // A page whose server ids and client ids both rise strictly from row to row names no
+    // id twice, so neither needs remembering (a page in the order the server assigned ids
+    // to records created in order): one comparison per row instead of two map inserts.
+    let no_id_twice = items
+        .windows(2)
+        .all(|pair| pair[0].id < pair[1].id && pair[0].client_id < pair[1].client_id);
     for item in items {
-        if let Some(first) = claimed.insert(&item.id, &item.client_id) {
-            if first != item.client_id {
-                return Ok(Err(format!(
-                    "server id {} is given to two records ({first} and {})",
-                    item.id, item.client_id
-                )));
+        if !no_id_twice {
+            if let Some(first) = claimed.insert(&item.id, &item.client_id) {
+                if first != item.client_id {
+                    return Ok(Err(format!(
+                        "server id {} is given to two records ({first} and {})",
+                        item.id, item.client_id
+                    )));
+                }
             }
         }
         // A row past the newest ids the device holds names nothing it holds: what the
@@ -132,7 +140,7 @@ pub(crate) fn overreach(
         } else {
             store::placements(conn, &item.client_id, &item.id)?
         };
-        let first_of_client_id = client_ids.insert(&item.client_id);
+        let first_of_client_id = no_id_twice || client_ids.insert(&item.client_id);
         new_rows.push(first_of_client_id && by_client_id.is_none() && by_server_id.is_none());
         for named in [by_client_id, by_server_id].into_iter().flatten() {
             if named.entity != entity {
