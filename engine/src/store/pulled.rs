@@ -165,3 +165,152 @@ pub fn version_hash(conn: &Connection, entity: &str) -> rusqlite::Result<String>
     }
     Ok(hasher.finish())
 }
+
+#[cfg(test)]
+mod tests {
+    //! The shortcuts of the pull path agree with what they stand for: an id past the
+    //! newest ones held names nothing held (and a stored id that is not text turns the
+    //! shortcut off), a row new to the device is stored as the general record write stores
+    //! it, and the local checksum is the wire's checksum whatever order the rows were
+    //! written in.
+    use super::*;
+    use crate::hlc::HlcStamp;
+    use serde_json::{json, Map, Value};
+
+    fn item(server_id: &str, client_id: &str, data: Value) -> PulledItem {
+        PulledItem {
+            id: server_id.to_owned(),
+            client_id: client_id.to_owned(),
+            space_id: "s1".to_owned(),
+            version: 3,
+            updated_at: HlcStamp(9),
+            data: data.as_object().cloned().expect("an object"),
+        }
+    }
+
+    fn open() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::store::schema::open(&dir.path().join("db"), 0).unwrap();
+        (dir, conn)
+    }
+
+    #[test]
+    fn ids_past_the_newest_held_name_nothing_held() {
+        let (_dir, conn) = open();
+        let empty = NewestIds::read(&conn).unwrap();
+        assert!(empty.names_nothing_held("", ""));
+        assert!(empty.names_nothing_held("a", "srv-1"));
+        NewRowWriter::new(&conn)
+            .unwrap()
+            .insert("Item", &item("srv-5", "c5", json!({})))
+            .unwrap();
+        let newest = NewestIds::read(&conn).unwrap();
+        assert!(newest.names_nothing_held("c6", "srv-6"));
+        assert!(!newest.names_nothing_held("c5", "srv-6"));
+        assert!(!newest.names_nothing_held("c6", "srv-5"));
+        assert!(!newest.names_nothing_held("c4", "srv-6"));
+        assert!(!newest.names_nothing_held("c6", "srv-4"));
+        // A damaged id that is not text sorts after every text in SQLite: no shortcut.
+        conn.execute(
+            "INSERT INTO records (client_id, entity, space_id, version, base_version, \
+             updated_at, is_deleted, data) VALUES (x'ff', 'Item', 's1', 1, 1, 1, 0, '{}')",
+            [],
+        )
+        .unwrap();
+        let damaged = NewestIds::read(&conn).unwrap();
+        assert!(!damaged.names_nothing_held("c6", "srv-6"));
+        assert!(!damaged.names_nothing_held("\u{10ffff}", "srv-6"));
+    }
+
+    #[test]
+    fn a_new_row_is_stored_as_a_record_write_stores_it() {
+        let (_dir, conn) = open();
+        let pulled = item("srv-1", "c1", json!({"t": "x", "n": 1}));
+        NewRowWriter::new(&conn)
+            .unwrap()
+            .insert("Item", &pulled)
+            .unwrap();
+        let record = crate::record::Record {
+            client_id: "c2".to_owned(),
+            server_id: Some("srv-2".to_owned()),
+            entity: "Item".to_owned(),
+            space_id: pulled.space_id.clone(),
+            version: pulled.version,
+            base_version: pulled.version,
+            updated_at: pulled.updated_at,
+            is_deleted: false,
+            data: pulled.data.clone(),
+        };
+        crate::store::insert_pulled_record(&conn, &record).unwrap();
+        let row = |client_id: &str| {
+            conn.query_row(
+                "SELECT r.entity, r.space_id, r.version, r.base_version, r.base_data, \
+                 r.updated_at, r.base_updated_at, r.is_deleted, r.data, m.entity \
+                 FROM records r JOIN id_map m ON m.client_id = r.client_id \
+                 WHERE r.client_id = ?1",
+                [client_id],
+                |row| {
+                    (0..10)
+                        .map(|column| row.get::<_, rusqlite::types::Value>(column))
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                },
+            )
+            .unwrap()
+        };
+        assert_eq!(row("c1"), row("c2"));
+        let stored = crate::store::get_record(&conn, "c1").unwrap().unwrap();
+        assert_eq!(stored.server_id.as_deref(), Some("srv-1"));
+        assert_eq!(stored.data, pulled.data);
+        // A row that is there after all is refused, not overwritten.
+        let mut writer = NewRowWriter::new(&conn).unwrap();
+        assert!(writer
+            .insert("Item", &item("srv-9", "c1", json!({})))
+            .is_err());
+        assert!(writer
+            .insert("Item", &item("srv-1", "c9", json!({})))
+            .is_err());
+    }
+
+    #[test]
+    fn the_local_checksum_is_the_wire_checksum_in_any_write_order() {
+        let (_dir, conn) = open();
+        let rows = [
+            ("srv-3", "c1", json!({"t": "c"})),
+            ("srv-1", "c3", json!({"t": "a", "n": [1, null]})),
+            ("srv-2", "c2", json!({})),
+        ];
+        let mut writer = NewRowWriter::new(&conn).unwrap();
+        for (server_id, client_id, data) in &rows {
+            writer
+                .insert("Item", &item(server_id, client_id, data.clone()))
+                .unwrap();
+        }
+        // Another entity's record and a tombstone are not part of it.
+        writer
+            .insert("Other", &item("srv-0", "c0", json!({})))
+            .unwrap();
+        writer
+            .insert("Item", &item("srv-4", "c4", json!({})))
+            .unwrap();
+        drop(writer);
+        conn.execute(
+            "UPDATE records SET is_deleted = 1 WHERE client_id = 'c4'",
+            [],
+        )
+        .unwrap();
+        let maps: Vec<Map<String, Value>> = rows
+            .iter()
+            .map(|(_, _, data)| data.as_object().cloned().unwrap())
+            .collect();
+        let expected = crate::wire::version_hash(
+            rows.iter()
+                .zip(&maps)
+                .map(|((server_id, _, _), data)| (*server_id, 3, data)),
+        );
+        assert_eq!(version_hash(&conn, "Item").unwrap(), expected);
+        assert_eq!(
+            version_hash(&conn, "Nothing").unwrap(),
+            crate::wire::version_hash([])
+        );
+    }
+}
