@@ -72,11 +72,7 @@ impl PagingWatch {
 
 /// Reads a pull page; `None` when it is malformed or carries impossible numbers.
 pub(crate) fn parse_pull_page(payload: Value) -> Option<(SyncPullResponse, Vec<PulledItem>)> {
-    let mut page: SyncPullResponse = serde_json::from_value(payload).ok()?;
-    let items: Vec<PulledItem> = std::mem::take(&mut page.items)
-        .into_iter()
-        .map(|item| serde_json::from_value(item).ok())
-        .collect::<Option<_>>()?;
+    let (page, items) = crate::wire::read_pull_page(payload)?;
     let well_formed = items.iter().all(|item| {
         !item.id.is_empty()
             && !item.client_id.is_empty()
@@ -119,17 +115,32 @@ pub(crate) fn overreach(
     let mut claimed: BTreeMap<&str, &str> = BTreeMap::new();
     let mut client_ids: BTreeSet<&str> = BTreeSet::new();
     let mut new_rows = Vec::with_capacity(items.len());
+    let newest = store::NewestIds::read(conn)?;
+    // A page whose server ids and client ids both rise strictly from row to row names no
+    // id twice, so neither needs remembering (a page in the order the server assigned ids
+    // to records created in order): one comparison per row instead of two map inserts.
+    let no_id_twice = items
+        .windows(2)
+        .all(|pair| pair[0].id < pair[1].id && pair[0].client_id < pair[1].client_id);
     for item in items {
-        if let Some(first) = claimed.insert(&item.id, &item.client_id) {
-            if first != item.client_id {
-                return Ok(Err(format!(
-                    "server id {} is given to two records ({first} and {})",
-                    item.id, item.client_id
-                )));
+        if !no_id_twice {
+            if let Some(first) = claimed.insert(&item.id, &item.client_id) {
+                if first != item.client_id {
+                    return Ok(Err(format!(
+                        "server id {} is given to two records ({first} and {})",
+                        item.id, item.client_id
+                    )));
+                }
             }
         }
-        let (by_client_id, by_server_id) = store::placements(conn, &item.client_id, &item.id)?;
-        let first_of_client_id = client_ids.insert(&item.client_id);
+        // A row past the newest ids the device holds names nothing it holds: what the
+        // lookups would find is nothing (the usual case of a first sync).
+        let (by_client_id, by_server_id) = if newest.names_nothing_held(&item.client_id, &item.id) {
+            (None, None)
+        } else {
+            store::placements(conn, &item.client_id, &item.id)?
+        };
+        let first_of_client_id = no_id_twice || client_ids.insert(&item.client_id);
         new_rows.push(first_of_client_id && by_client_id.is_none() && by_server_id.is_none());
         for named in [by_client_id, by_server_id].into_iter().flatten() {
             if named.entity != entity {
@@ -171,15 +182,28 @@ pub(crate) fn overreach(
 /// Merges one pulled live record under the conflict policy (DESIGN.md §5). A record the
 /// device did not hold is a change for certain: it is written without a change note and
 /// added to `created`, for the page's commit to announce. `new_row`: [`overreach`] found
-/// the row new to the device, so neither of its ids is looked up again.
+/// the row new to the device, so neither of its ids is looked up again and `new_rows`
+/// (the page's writer of such rows) writes it.
 pub(crate) fn merge_pulled_item(
     tx: &rusqlite::Connection,
     entity: &str,
     item: &PulledItem,
     new_row: bool,
+    new_rows: &mut store::NewRowWriter<'_>,
     planted: crate::engine::PlantedDefects,
     created: &mut Vec<String>,
 ) -> rusqlite::Result<PulledVerdict> {
+    if new_row {
+        // Nothing local to judge against (`conflict::judge_pulled` stores the server's
+        // copy of a record the device does not hold). Rows of the page merged before this
+        // one are other records (`new_row` says no earlier row has this client id, and a
+        // server id given to two records is refused), and a page's transaction removes no
+        // record row before its rows are merged: the record and its mapping are inserted
+        // as the server holds them.
+        new_rows.insert(entity, item)?;
+        created.push(item.client_id.clone());
+        return Ok(PulledVerdict::Stored);
+    }
     let server_record = Record {
         client_id: item.client_id.clone(),
         server_id: Some(item.id.clone()),
@@ -191,13 +215,7 @@ pub(crate) fn merge_pulled_item(
         is_deleted: false,
         data: item.data.clone(),
     };
-    // Rows of the page merged before this one are other records (`new_row` says no
-    // earlier row has this client id, and a server id given to two records is refused).
-    let local = if new_row {
-        None
-    } else {
-        store::get_record(tx, &item.client_id)?
-    };
+    let local = store::get_record(tx, &item.client_id)?;
     // `overreach` refused the page otherwise.
     if let Some(local) = &local {
         assert_eq!(local.entity, entity, "a page checked for its entity");
@@ -205,7 +223,7 @@ pub(crate) fn merge_pulled_item(
     let mapped_here = local
         .as_ref()
         .is_some_and(|local| local.server_id.as_ref() == Some(&item.id));
-    if !mapped_here && !new_row {
+    if !mapped_here {
         if let Some(owner) = store::client_id_for_server_id(tx, &item.id)? {
             if owner != item.client_id {
                 // Two client ids for one server id: a broken server. Keep the first mapping.

@@ -96,6 +96,9 @@ impl Engine {
         let tx = self.conn.transaction()?;
         // An auto-merge below hands out stamps.
         crate::engine::catch_up_clock(&mut self.hlc, &tx, &self.options)?;
+        // Its statements are prepared once for the page's rows, and returned to the
+        // connection's cache before the commit.
+        let mut new_row_writer = store::NewRowWriter::new(&tx)?;
         for (item, new_row) in items.iter().zip(new_rows) {
             self.hlc.observe(item.updated_at);
             if let Some(repair) = repair.as_mut() {
@@ -106,6 +109,7 @@ impl Engine {
                 entity,
                 item,
                 new_row,
+                &mut new_row_writer,
                 self.options.planted_defects,
                 &mut created,
             )? {
@@ -128,6 +132,7 @@ impl Engine {
                 )?,
             }
         }
+        drop(new_row_writer);
         for server_id in &page.deleted_ids {
             if let Some(repair) = repair.as_mut() {
                 repair.seen_server_ids.insert(server_id.clone());

@@ -19,6 +19,7 @@ mod conflicts;
 pub mod force_staging;
 pub mod integrity;
 mod meta;
+pub mod pulled;
 pub mod query;
 pub mod row;
 pub mod salvage;
@@ -29,6 +30,8 @@ pub use conflicts::{
     conflict_for_record, count_conflicts, delete_conflict_for_record, get_conflict, list_conflicts,
     put_conflict,
 };
+
+pub use pulled::{version_hash, NewRowWriter, NewestIds};
 
 pub use meta::{
     durability_barrier, hlc_high_water, last_successful_sync_ms, set_hlc_high_water,
@@ -191,29 +194,6 @@ pub fn list_records(
     ))?;
     let rows = statement.query_map(params![entity, space_id, include_deleted], record_from_row)?;
     rows.collect()
-}
-
-/// The version checksum ([`crate::wire::version_hash`]) of every live record of `entity`
-/// the server knows: server id, version and data, in server id order (SQLite's binary
-/// collation is Rust's `str` order).
-pub fn version_hash(conn: &Connection, entity: &str) -> rusqlite::Result<String> {
-    // The data column holds canonical compact JSON ([`object_to_text`]): it is hashed as
-    // stored, without parsing. A damaged row whose data is not text hashes as empty
-    // data, so the checksum differs and a repair pull rewrites it from the server.
-    let mut statement = conn.prepare_cached(
-        "SELECT m.server_id, r.version, r.data FROM records r \
-         JOIN id_map m ON m.client_id = r.client_id \
-         WHERE r.entity = ?1 AND r.is_deleted = 0 ORDER BY m.server_id",
-    )?;
-    let mut rows = statement.query([entity])?;
-    let mut hasher = crate::wire::VersionHasher::new();
-    while let Some(row) = rows.next()? {
-        let server_id = row.get_ref(0)?.as_str()?;
-        let version: i64 = row.get(1)?;
-        let data_text = row.get_ref(2)?.as_str().unwrap_or_default();
-        hasher.row_text(server_id, version, data_text);
-    }
-    Ok(hasher.finish())
 }
 
 /// Every record of every entity, ordered by client id (for whole-state checks).

@@ -184,6 +184,112 @@ pub struct PulledItem {
     pub data: Map<String, Value>,
 }
 
+impl PulledItem {
+    /// Reads one element of `SyncPullResponse.items`, moving its strings and its data out
+    /// of `value`: `serde_json::from_value` would rebuild the data map entry by entry,
+    /// which cost more than the rest of reading a page. Accepts exactly what
+    /// `serde_json::from_value::<PulledItem>` accepts (a test compares the two).
+    pub fn from_value(value: Value) -> Option<PulledItem> {
+        let object = match value {
+            Value::Object(object) => object,
+            // serde also reads a struct from an array of its fields; that rare shape is
+            // left to serde.
+            other => return serde_json::from_value(other).ok(),
+        };
+        // `deny_unknown_fields` and no defaults: these six fields and no other. A map
+        // holds each key once, so six known keys are all six fields.
+        if object.len() != 6 {
+            return None;
+        }
+        let (mut id, mut client_id, mut space_id) = (None, None, None);
+        let (mut version, mut updated_at, mut data) = (None, None, None);
+        // Taken in the map's order, without removing keys one by one.
+        for (key, value) in object {
+            match (key.as_str(), value) {
+                ("id", Value::String(text)) => id = Some(text),
+                ("clientId", Value::String(text)) => client_id = Some(text),
+                ("spaceId", Value::String(text)) => space_id = Some(text),
+                ("version", value) => version = Some(value.as_i64()?),
+                ("updatedAt", value) => updated_at = Some(HlcStamp(value.as_u64()?)),
+                ("data", Value::Object(map)) => data = Some(map),
+                _ => return None,
+            }
+        }
+        let (id, client_id, space_id) = (id?, client_id?, space_id?);
+        let (version, updated_at, data) = (version?, updated_at?, data?);
+        Some(PulledItem {
+            id,
+            client_id,
+            space_id,
+            version,
+            updated_at,
+            data,
+        })
+    }
+}
+
+/// Reads a `SyncPullResponse` and its items, moving every string and item data out of
+/// `payload` rather than copying it: the page comes back with `items` empty, and its items
+/// as [`PulledItem`]s. `None` for anything `serde_json::from_value` would refuse for the
+/// page or for one of its items (a test compares the two).
+pub fn read_pull_page(payload: Value) -> Option<(SyncPullResponse, Vec<PulledItem>)> {
+    let mut object = match payload {
+        Value::Object(object) => object,
+        // A struct written as an array of its fields: left to serde.
+        other => {
+            let mut page: SyncPullResponse = serde_json::from_value(other).ok()?;
+            let items = std::mem::take(&mut page.items)
+                .into_iter()
+                .map(PulledItem::from_value)
+                .collect::<Option<_>>()?;
+            return Some((page, items));
+        }
+    };
+    // Unknown fields are allowed here, as serde allows them.
+    let Some(Value::Array(items)) = object.remove("items") else {
+        return None;
+    };
+    let Some(Value::Array(deleted_ids)) = object.remove("deletedIds") else {
+        return None;
+    };
+    let deleted_ids = deleted_ids
+        .into_iter()
+        .map(|id| match id {
+            Value::String(id) => Some(id),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    let last_sync_at = take_string(&mut object, "lastSyncAt")?;
+    let version_hash = match object.remove("versionHash") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(hash)) => Some(hash),
+        Some(_) => return None,
+    };
+    let Some(Value::Bool(has_more)) = object.remove("hasMore") else {
+        return None;
+    };
+    let items = items
+        .into_iter()
+        .map(PulledItem::from_value)
+        .collect::<Option<_>>()?;
+    let page = SyncPullResponse {
+        items: Vec::new(),
+        deleted_ids,
+        last_sync_at,
+        version_hash,
+        has_more,
+    };
+    Some((page, items))
+}
+
+/// Removes field `name` from `object` when it is a string.
+fn take_string(object: &mut Map<String, Value>, name: &str) -> Option<String> {
+    match object.remove(name)? {
+        Value::String(text) => Some(text),
+        _ => None,
+    }
+}
+
 /// `errorCode` values and GraphQL error `extensions.code` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -590,6 +696,112 @@ mod tests {
             hasher.row_text(id, version, &serde_json::to_string(map).unwrap());
         }
         assert_eq!(hasher.finish(), "573d67def1cb465d");
+    }
+
+    /// What serde reads from `value`, for comparing with the readers that move.
+    fn serde_page(value: Value) -> Option<(SyncPullResponse, Vec<PulledItem>)> {
+        let mut page: SyncPullResponse = serde_json::from_value(value).ok()?;
+        let items = std::mem::take(&mut page.items)
+            .into_iter()
+            .map(|item| serde_json::from_value(item).ok())
+            .collect::<Option<_>>()?;
+        Some((page, items))
+    }
+
+    // Proves the pull page readers that move values out accept exactly what serde
+    // accepts, and read the same values: the engine's refusal of a malformed page must
+    // not depend on which reader ran.
+    #[test]
+    fn pull_page_readers_agree_with_serde() {
+        let item = json!({"id": "s", "clientId": "c", "spaceId": "sp", "version": 2,
+                          "updatedAt": 7, "data": {"t": "x", "n": [1, null]}});
+        let with = |field: &str, value: Value| {
+            let mut changed = item.clone();
+            changed[field] = value;
+            changed
+        };
+        let without = |field: &str| {
+            let mut changed = item.clone();
+            changed.as_object_mut().unwrap().remove(field);
+            changed
+        };
+        let items = [
+            item.clone(),
+            with("extra", json!(1)),
+            without("data"),
+            without("version"),
+            with("id", json!(3)),
+            with("clientId", Value::Null),
+            with("spaceId", json!(["sp"])),
+            with("version", json!(-4)),
+            with("version", json!(1.5)),
+            with("version", json!(u64::MAX)),
+            with("version", json!("2")),
+            with("updatedAt", json!(-1)),
+            with("updatedAt", json!(u64::MAX)),
+            with("updatedAt", json!(2.0)),
+            with("data", json!([])),
+            with("data", Value::Null),
+            with("data", json!({})),
+            json!(["s", "c", "sp", 2, 7, {"t": "x"}]),
+            json!(["s", "c"]),
+            json!("s"),
+            Value::Null,
+            json!({}),
+        ];
+        for raw in &items {
+            let expected = serde_json::from_value::<PulledItem>(raw.clone()).ok();
+            assert_eq!(PulledItem::from_value(raw.clone()), expected, "{raw}");
+        }
+        let page = json!({"items": [item.clone(), item.clone()], "deletedIds": ["d"],
+                          "lastSyncAt": "1.s", "versionHash": "00", "hasMore": true});
+        let with = |field: &str, value: Value| {
+            let mut changed = page.clone();
+            changed[field] = value;
+            changed
+        };
+        let without = |field: &str| {
+            let mut changed = page.clone();
+            changed.as_object_mut().unwrap().remove(field);
+            changed
+        };
+        let pages = [
+            page.clone(),
+            with("extra", json!({"any": 1})),
+            with("versionHash", Value::Null),
+            without("versionHash"),
+            with("versionHash", json!(1)),
+            with("items", json!([])),
+            with("items", json!([item.clone(), 3])),
+            with("items", json!([with_field(&item, "extra")])),
+            with("items", json!({})),
+            without("items"),
+            with("deletedIds", json!(["a", 1])),
+            with("deletedIds", json!([])),
+            without("deletedIds"),
+            with("lastSyncAt", Value::Null),
+            without("lastSyncAt"),
+            with("hasMore", json!(1)),
+            without("hasMore"),
+            json!([[item.clone()], ["d"], "1.s", null, false]),
+            json!([[3], ["d"], "1.s", null, false]),
+            json!("page"),
+            Value::Null,
+        ];
+        for raw in &pages {
+            assert_eq!(
+                read_pull_page(raw.clone()),
+                serde_page(raw.clone()),
+                "{raw}"
+            );
+        }
+        assert!(read_pull_page(page).is_some());
+    }
+
+    fn with_field(object: &Value, field: &str) -> Value {
+        let mut changed = object.clone();
+        changed[field] = json!(true);
+        changed
     }
 
     // A failed op stores its code by `as_str`: the spelling must be the wire's, both ways.

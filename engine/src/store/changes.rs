@@ -19,9 +19,10 @@
 //! least): it writes through `store::put_local_record`, which takes no note, and
 //! announces its records itself, so a bulk insert pays nothing for notifications. Two
 //! sync writes know it as well and do the same: a pulled record the device did not hold
-//! (`store::insert_pulled_record`; it appears) and a push result that gives a record its
-//! first server id (`store::add_id_mapping_unless_taken`; it shows a server id it did not
-//! show), which are every row of a first sync.
+//! (`store::NewRowWriter` or `store::insert_pulled_record`; it appears) and a
+//! push result that gives a record its first server id
+//! (`store::add_id_mapping_unless_taken`; it shows a server id it did not show), which
+//! are every row of a first sync.
 //!
 //! Notes are explicit statements, not triggers: a trigger on `records` makes SQLite keep
 //! a statement journal for every write to it, measured at a third more CPU for a 10k sync.
