@@ -273,6 +273,43 @@ fn a_damaged_record_page_keeps_the_unsent_ops_and_pulls_the_rest() {
     engine.check_invariants().expect("consistent");
 }
 
+// Proves an op of the push run on the wire when the app stopped keeps its attempt
+// through a recovery (a later force must send it under a new opId: the server may have
+// seen the old one), and an op queued after the run was sent does not gain one.
+#[test]
+fn a_recovery_counts_the_attempt_of_the_run_that_was_on_the_wire() {
+    let mut device = Device::new();
+    let in_run = device.build(60, 3);
+    let mut engine = device.open().expect("open");
+    engine.sync_now().expect("sync now");
+    let request = engine.poll_request().expect("a push request");
+    assert_eq!(request.operation_name, "syncPushSpace");
+    let later = device.create(&mut engine, 1, "later");
+    drop(engine); // the app stops with the run on the wire
+    let leaves = device.pages_of("records", "leaf");
+    device.damage((leaves[0] - 1) * PAGE_SIZE, &[0xA5; PAGE_SIZE]);
+    device.check_refused();
+
+    let report = device.recover();
+    assert_eq!(report.lost_ops, 0);
+    let engine = device.open().expect("the recovered database opens");
+    let attempts: Vec<(String, OpStatus, i64)> = engine
+        .queued_ops()
+        .expect("queue")
+        .into_iter()
+        .map(|op| (op.op_id, op.status, op.attempts))
+        .collect();
+    let mut expected: Vec<(String, OpStatus, i64)> = in_run
+        .into_iter()
+        .map(|op_id| (op_id, OpStatus::Pending, 1))
+        .collect();
+    let later_op = engine.queued_ops().expect("queue").pop().expect("an op");
+    assert_eq!(later_op.entity_id, later[0]);
+    expected.push((later_op.op_id, OpStatus::Pending, 0));
+    assert_eq!(attempts, expected);
+    engine.check_invariants().expect("consistent");
+}
+
 // Proves the queue is read row by row: a page of it overwritten loses the ops on that
 // page only (counted), and the ops before and after it are kept and pushed.
 #[test]
