@@ -357,10 +357,17 @@ CREATE TABLE push_in_flight (
 );
 "#;
 
+/// How many prepared statements a connection keeps.
+const STATEMENT_CACHE_CAPACITY: usize = 128;
+
 /// Opens (creating if needed) and migrates the database at `path`; a write waits at most
 /// `busy_timeout_ms` for a lock another connection holds.
 pub fn open(path: &Path, busy_timeout_ms: u64) -> Result<Connection, crate::error::OpenError> {
     let mut conn = Connection::open(path)?;
+    // Room for every statement the engine prepares (about 80 call sites of
+    // `prepare_cached`): with rusqlite's default of 16, one sync's statements pushed each
+    // other out and were parsed again and again.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
     conn.busy_timeout(std::time::Duration::from_millis(busy_timeout_ms))?;
     // Every transaction of the engine writes, and takes the write lock as it begins: a
     // deferred one that read first could not take it later while another process of the
