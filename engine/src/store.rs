@@ -534,12 +534,9 @@ pub fn set_token(conn: &Connection, name: &str, token: &str) -> rusqlite::Result
 }
 
 pub fn token(conn: &Connection, name: &str) -> rusqlite::Result<Option<String>> {
-    conn.query_row(
-        "SELECT token FROM auth_tokens WHERE name = ?1",
-        [name],
-        |row| row.get(0),
-    )
-    .optional()
+    conn.prepare_cached("SELECT token FROM auth_tokens WHERE name = ?1")?
+        .query_row([name], |row| row.get(0))
+        .optional()
 }
 
 // ---- bulk removal -----------------------------------------------------------------------

@@ -112,7 +112,7 @@ fn read_each<T>(
     read: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
     damaged: &mut Vec<DamagedRow>,
 ) -> rusqlite::Result<Vec<T>> {
-    let mut statement = conn.prepare(sql)?;
+    let mut statement = conn.prepare_cached(sql)?;
     let mut read_rows = Vec::new();
     for read_row in statement.query_map([], read)? {
         match read_row.map_err(into_damaged) {
@@ -136,7 +136,7 @@ const CHILDREN: [(&str, &str, &str); 3] = [
 pub fn broken_relations(conn: &Connection) -> rusqlite::Result<Vec<DamagedRow>> {
     let mut broken = Vec::new();
     for (table, key, client_id) in CHILDREN {
-        let mut statement = conn.prepare(&format!(
+        let mut statement = conn.prepare_cached(&format!(
             "SELECT c.{key}, c.{client_id}, c.entity, r.client_id IS NOT NULL, r.entity \
              FROM {table} c LEFT JOIN records r ON r.client_id = c.{client_id} \
              WHERE r.client_id IS NULL OR r.entity IS NOT c.entity ORDER BY c.{key}"
@@ -160,7 +160,7 @@ pub fn broken_relations(conn: &Connection) -> rusqlite::Result<Vec<DamagedRow>> 
 /// What SQLite's own whole-file check finds: pages, indexes that disagree with their
 /// table, NULLs and CHECK failures. Empty when the file is sound.
 pub fn storage_faults(conn: &Connection) -> rusqlite::Result<Vec<String>> {
-    let mut statement = conn.prepare("PRAGMA integrity_check")?;
+    let mut statement = conn.prepare_cached("PRAGMA integrity_check")?;
     let faults = statement
         .query_map([], |row| row.get::<_, String>(0))?
         .collect::<rusqlite::Result<Vec<String>>>()?;
