@@ -343,17 +343,14 @@ pub fn has_sending_op(conn: &Connection, client_id: &str) -> rusqlite::Result<bo
 /// Marks a push run `sending`: its queue positions go into `push_in_flight`, one small
 /// row each, and the ops stay `pending` in their rows (moving a hundred ops to another
 /// status and back moved each twice in the status index, the largest part of marking a
-/// run). The attempt is counted when the run ends ([`end_push_run`]). The ids travel as
-/// one JSON array.
+/// run). The attempt is counted when the run ends ([`end_push_run`]). `seqs` are ops
+/// [`next_push_run`] just read as `pending` in the same transaction; a position already
+/// marked (a run left in flight) fails the insert.
 pub fn mark_sending(conn: &Connection, seqs: &[i64]) -> rusqlite::Result<()> {
-    let ids = serde_json::to_string(seqs).expect("integers serialize");
-    let changed = conn
-        .prepare_cached(
-            "INSERT INTO push_in_flight (seq) SELECT q.id FROM operation_queue q \
-             WHERE q.id IN (SELECT value FROM json_each(?1)) AND q.status = 'pending'",
-        )?
-        .execute([ids])?;
-    assert_eq!(changed, seqs.len(), "ops {seqs:?} were not all pending");
+    let mut insert = conn.prepare_cached("INSERT INTO push_in_flight (seq) VALUES (?1)")?;
+    for seq in seqs {
+        insert.execute([seq])?;
+    }
     Ok(())
 }
 
