@@ -289,6 +289,10 @@ pub(crate) fn prepare_push(
         };
         let operation_name = config.push_operation_name();
         let seqs: Vec<i64> = run.iter().map(|(op, _)| op.seq).collect();
+        assert!(
+            run.iter().all(|(op, _)| op.status == OpStatus::Pending),
+            "ops {seqs:?} were not all pending"
+        );
         store::mark_sending(tx, &seqs)?;
         let ops = run
             .iter()

@@ -344,12 +344,13 @@ pub fn has_sending_op(conn: &Connection, client_id: &str) -> rusqlite::Result<bo
 /// row each, and the ops stay `pending` in their rows (moving a hundred ops to another
 /// status and back moved each twice in the status index, the largest part of marking a
 /// run). The attempt is counted when the run ends ([`end_push_run`]). `seqs` are ops
-/// [`next_push_run`] just read as `pending` in the same transaction; a position already
-/// marked (a run left in flight) fails the insert.
+/// [`next_push_run`] just read as `pending` in the same transaction (the caller asserts
+/// it); a position already marked is a bug.
 pub fn mark_sending(conn: &Connection, seqs: &[i64]) -> rusqlite::Result<()> {
-    let mut insert = conn.prepare_cached("INSERT INTO push_in_flight (seq) VALUES (?1)")?;
+    let mut insert =
+        conn.prepare_cached("INSERT OR IGNORE INTO push_in_flight (seq) VALUES (?1)")?;
     for seq in seqs {
-        insert.execute([seq])?;
+        assert_eq!(insert.execute([seq])?, 1, "op {seq} was already in flight");
     }
     Ok(())
 }
