@@ -16,7 +16,7 @@ pub mod query;
 
 use serde_json::{json, Value};
 use sync_engine::testing::EPOCH_MS;
-use sync_engine::wire::SyncRequest;
+use sync_engine::wire::{SyncAnswer, SyncRequest};
 use sync_engine::{
     DbLocation, Engine, EngineOptions, EntityRegistry, Env, ListOptions, ManualClock,
     SeededEntropy, SyncEvent, TenantId, Transport, TransportError,
@@ -101,7 +101,8 @@ pub fn server() -> ReferenceServer {
 }
 
 /// A blocking transport that hands each request straight to an in-process server: no
-/// serialization to bytes, no network, no faults.
+/// serialization (the server answers typed, [`ReferenceServer::handle_typed`]), no
+/// network, no faults. The wire's JSON is measured over HTTP (`benches/over_http.rs`).
 pub struct InProcessTransport<'a> {
     server: &'a mut ReferenceServer,
 }
@@ -115,6 +116,10 @@ impl<'a> InProcessTransport<'a> {
 impl Transport for InProcessTransport<'_> {
     fn send(&mut self, request: &SyncRequest) -> Result<Value, TransportError> {
         Ok(self.server.handle(request))
+    }
+
+    fn send_for_answer(&mut self, request: &SyncRequest) -> Result<SyncAnswer, TransportError> {
+        Ok(self.server.handle_typed(request))
     }
 }
 
@@ -143,9 +148,9 @@ pub fn push_queue(engine: &mut Engine, server: &mut ReferenceServer) -> usize {
             break;
         }
         ops_pushed += request.variables["payload"].as_array().map_or(0, Vec::len);
-        let response = server.handle(&request);
+        let answer = server.handle_typed(&request);
         engine
-            .handle_response(request.request_id, Ok(response))
+            .handle_sync_answer(request.request_id, Ok(answer))
             .expect("store the push results");
     }
     ops_pushed
@@ -311,6 +316,85 @@ mod tests {
             scenario.device.engine.cursor(ENTITY).unwrap().as_deref(),
             Some("3.srv-0000000250")
         );
+    }
+
+    /// The same transport, answering with the server's JSON envelope.
+    struct JsonTransport<'a>(&'a mut ReferenceServer);
+
+    impl Transport for JsonTransport<'_> {
+        fn send(&mut self, request: &SyncRequest) -> Result<Value, TransportError> {
+            Ok(self.0.handle(request))
+        }
+    }
+
+    /// Device A creates `count` items and syncs, then device B syncs, over `typed` or
+    /// JSON answers; returns both devices' records, cursors and the events of A's sync.
+    fn sync_pair(count: usize, typed: bool) -> Vec<(Vec<sync_engine::Record>, Option<String>)> {
+        let mut server = server();
+        let mut devices = [Device::open(1), Device::open(2)];
+        devices[0]
+            .engine
+            .create_many(ENTITY, SPACE_ID, items(count))
+            .expect("create");
+        for device in &mut devices {
+            let events = if typed {
+                device
+                    .engine
+                    .sync_blocking(&mut InProcessTransport::new(&mut server))
+            } else {
+                device.engine.sync_blocking(&mut JsonTransport(&mut server))
+            };
+            assert_clean_sync(&events.expect("sync"));
+        }
+        devices
+            .iter()
+            .map(|device| (device.records(), device.engine.cursor(ENTITY).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn typed_answers_leave_the_devices_as_json_answers_do() {
+        // 250 items: three push requests, and B pulls them in pages.
+        let typed = sync_pair(250, true);
+        assert_eq!(typed[1].0.len(), 250);
+        assert_eq!(typed, sync_pair(250, false));
+    }
+
+    #[test]
+    fn a_typed_answer_of_the_other_kind_fails_the_sync_and_changes_nothing() {
+        let mut server = server();
+        let mut device = Device::open(4);
+        device
+            .engine
+            .create_many(ENTITY, SPACE_ID, items(3))
+            .unwrap();
+        device.engine.sync_now().unwrap();
+        let push = device.engine.poll_request().expect("a push request");
+        assert!(push.operation_name.starts_with(PUSH_OPERATION_PREFIX));
+        // A pull page in answer to the push (from a pull the server answered meanwhile).
+        let pull = SyncRequest {
+            operation_name: format!("syncPull{ENTITY}"),
+            variables: serde_json::json!({ "tenantId": TENANT, "lastSyncAt": null, "limit": 10 }),
+            ..push.clone()
+        };
+        let wrong = server.handle_typed(&pull);
+        assert!(matches!(wrong, SyncAnswer::Pull { .. }));
+        device
+            .engine
+            .handle_sync_answer(push.request_id, Ok(wrong))
+            .unwrap();
+        let events: Vec<SyncEvent> = std::iter::from_fn(|| device.engine.poll_event()).collect();
+        assert!(
+            events
+                .iter()
+                .any(|event| matches!(event, SyncEvent::SyncFailed { .. })),
+            "{events:?}"
+        );
+        assert_eq!(device.engine.status().unwrap().pending_ops, 3);
+        assert!(device
+            .records()
+            .iter()
+            .all(|record| record.server_id.is_none()));
     }
 
     #[test]

@@ -73,6 +73,14 @@ impl PagingWatch {
 /// Reads a pull page; `None` when it is malformed or carries impossible numbers.
 pub(crate) fn parse_pull_page(payload: Value) -> Option<(SyncPullResponse, Vec<PulledItem>)> {
     let (page, items) = crate::wire::read_pull_page(payload)?;
+    well_formed_page(page, items)
+}
+
+/// The page and its items, unless an item or a deleted id is one no server could send.
+pub(crate) fn well_formed_page(
+    page: SyncPullResponse,
+    items: Vec<PulledItem>,
+) -> Option<(SyncPullResponse, Vec<PulledItem>)> {
     let well_formed = items.iter().all(|item| {
         !item.id.is_empty()
             && !item.client_id.is_empty()

@@ -16,13 +16,12 @@ use crate::error::SyncError;
 use crate::failure::SyncFailure;
 use crate::pull::{
     self, forget_records_missing_on_server, merge_pulled_delete, merge_pulled_item,
-    parse_pull_page, PageKind,
+    parse_pull_page, well_formed_page, PageKind,
 };
 use crate::push::settle_conflict;
 use crate::store;
 use crate::sync::{Phase, RepairPass, SyncEvent};
-use crate::wire::{into_envelope, Envelope, ErrorCode};
-use serde_json::Value;
+use crate::wire::{into_envelope, Envelope, ErrorCode, PulledItem, SyncAnswer, SyncPullResponse};
 use std::collections::BTreeSet;
 
 impl Engine {
@@ -31,8 +30,20 @@ impl Engine {
         entity: &str,
         operation_name: &str,
         cursor: &str,
-        response: Value,
+        answer: SyncAnswer,
     ) -> Result<(), SyncError> {
+        let response = match answer {
+            SyncAnswer::Json(response) => response,
+            SyncAnswer::Pull { page, items } => {
+                return match well_formed_page(page, items) {
+                    Some((page, items)) => self.apply_pull_page(entity, cursor, page, items),
+                    None => self.fail_sync(SyncFailure::invalid_answer("malformed pull response")),
+                }
+            }
+            SyncAnswer::Push(_) => {
+                return self.fail_sync(SyncFailure::invalid_answer("a push answer to a pull"))
+            }
+        };
         let payload = match into_envelope(operation_name, response) {
             Envelope::Data(payload) => payload,
             Envelope::Error {
@@ -50,6 +61,18 @@ impl Engine {
         let Some((page, items)) = parse_pull_page(payload) else {
             return self.fail_sync(SyncFailure::invalid_answer("malformed pull response"));
         };
+        self.apply_pull_page(entity, cursor, page, items)
+    }
+
+    /// A pull page, read and well formed: checked against the run of pages and the
+    /// device, then applied.
+    fn apply_pull_page(
+        &mut self,
+        entity: &str,
+        cursor: &str,
+        page: SyncPullResponse,
+        items: Vec<PulledItem>,
+    ) -> Result<(), SyncError> {
         // A page with more to come must move the cursor somewhere this run of pages has
         // not been: asking again from a cursor already sent would get the same pages
         // again, forever. Refused before anything of the page is written.

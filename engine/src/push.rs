@@ -14,7 +14,7 @@ use crate::record::{Conflict, OpStatus};
 use crate::store;
 use crate::sync::{plausible_stamp, plausible_version, Phase, SyncEvent};
 use crate::wire::{
-    into_envelope, Envelope, ErrorCode, SyncPushItem, SyncPushResponse, SyncResultItem,
+    into_envelope, Envelope, ErrorCode, SyncAnswer, SyncPushItem, SyncPushResponse, SyncResultItem,
 };
 use serde_json::Value;
 use std::collections::{BTreeSet, VecDeque};
@@ -24,15 +24,32 @@ impl Engine {
         &mut self,
         ops: Vec<store::SentOp>,
         operation_name: &str,
-        response: Value,
+        answer: SyncAnswer,
     ) -> Result<(), SyncError> {
-        let payload = match into_envelope(operation_name, response) {
-            Envelope::Data(payload) => payload,
-            Envelope::Error { code, message } => return self.handle_push_error(ops, code, message),
+        let payload = match answer {
+            SyncAnswer::Json(response) => match into_envelope(operation_name, response) {
+                Envelope::Data(payload) => payload,
+                Envelope::Error { code, message } => {
+                    return self.handle_push_error(ops, code, message)
+                }
+            },
+            SyncAnswer::Push(parsed) => return self.apply_push_answer(ops, parsed),
+            SyncAnswer::Pull { .. } => {
+                return self.fail_sync(SyncFailure::invalid_answer("a pull answer to a push"))
+            }
         };
         let Ok(parsed) = serde_json::from_value::<SyncPushResponse>(payload) else {
             return self.fail_sync(SyncFailure::invalid_answer("malformed push response"));
         };
+        self.apply_push_answer(ops, parsed)
+    }
+
+    /// A push answer's payload, read: checked against the run in flight, then applied.
+    fn apply_push_answer(
+        &mut self,
+        ops: Vec<store::SentOp>,
+        parsed: SyncPushResponse,
+    ) -> Result<(), SyncError> {
         self.assert_still_sending(&ops)?;
         let matches = parsed.results.len() == ops.len()
             && parsed

@@ -43,7 +43,7 @@ use crate::push::{prepare_push, PreparedPush};
 use crate::settings::SyncSettings;
 use crate::store;
 use crate::sync_lock::{Acquired, SyncLock};
-use crate::wire::{SyncPullVariables, SyncPushVariables, SyncRequest};
+use crate::wire::{SyncAnswer, SyncPullVariables, SyncPushVariables, SyncRequest};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -349,6 +349,16 @@ impl Engine {
         request_id: u64,
         response: Result<Value, TransportError>,
     ) -> Result<(), SyncError> {
+        self.handle_sync_answer(request_id, response.map(SyncAnswer::Json))
+    }
+
+    /// [`Engine::handle_response`] for an answer that may come typed from a server in the
+    /// same process ([`SyncAnswer`]).
+    pub fn handle_sync_answer(
+        &mut self,
+        request_id: u64,
+        response: Result<SyncAnswer, TransportError>,
+    ) -> Result<(), SyncError> {
         self.ensure_alive().map_err(SyncError::Killed)?;
         let defects = self.options.planted_defects;
         let now_ms = self.env.now_ms();
@@ -389,7 +399,7 @@ impl Engine {
     fn handle_answer(
         &mut self,
         in_flight: InFlight,
-        response: Result<Value, TransportError>,
+        response: Result<SyncAnswer, TransportError>,
     ) -> Result<(), SyncError> {
         self.crash_point(CrashPoint::BeforeStoringResponse)
             .map_err(SyncError::Killed)?;
@@ -431,8 +441,8 @@ impl Engine {
         transport: &mut dyn Transport,
     ) -> Result<Vec<SyncEvent>, SyncError> {
         while let Some(request) = self.poll_request() {
-            let response = transport.send(&request);
-            self.handle_response(request.request_id, response)?;
+            let response = transport.send_for_answer(&request);
+            self.handle_sync_answer(request.request_id, response)?;
         }
         Ok(std::iter::from_fn(|| self.poll_event()).collect())
     }

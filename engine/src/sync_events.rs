@@ -5,7 +5,7 @@
 //! Vocabulary only: nothing here runs a sync (`sync.rs` does).
 
 use crate::failure::SyncFailure;
-use crate::wire::{ErrorCode, SyncRequest};
+use crate::wire::{ErrorCode, SyncAnswer, SyncRequest};
 use serde_json::Value;
 
 /// Why a sync started.
@@ -130,5 +130,13 @@ impl TransportError {
 /// A blocking request/response channel, for apps and tests that do not need the
 /// sans-IO interface.
 pub trait Transport {
+    /// Sends `request` and returns the response envelope.
     fn send(&mut self, request: &SyncRequest) -> Result<Value, TransportError>;
+
+    /// Sends `request` and returns its answer. A transport to a server in the same process
+    /// may answer typed ([`SyncAnswer::Push`], [`SyncAnswer::Pull`]) and skip JSON; any
+    /// other answers as [`Transport::send`] does.
+    fn send_for_answer(&mut self, request: &SyncRequest) -> Result<SyncAnswer, TransportError> {
+        self.send(request).map(SyncAnswer::Json)
+    }
 }

@@ -228,6 +228,24 @@ impl PulledItem {
     }
 }
 
+/// An answer as a transport hands it to the engine: the GraphQL envelope as JSON (what a
+/// wire carries), or, from a server in the same process, the payload already typed. A
+/// typed answer skips rendering and reading JSON and nothing else: the engine checks it
+/// exactly as it checks the payload it reads out of an envelope.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SyncAnswer {
+    /// The response envelope: `{"data": {operation: payload}}` or `{"errors": [...]}`.
+    Json(Value),
+    /// The payload of a push operation.
+    Push(SyncPushResponse),
+    /// The payload of a pull operation, as [`read_pull_page`] returns it: the page with
+    /// `items` empty, and its items read.
+    Pull {
+        page: SyncPullResponse,
+        items: Vec<PulledItem>,
+    },
+}
+
 /// Reads a `SyncPullResponse` and its items, moving every string and item data out of
 /// `payload` rather than copying it: the page comes back with `items` empty, and its items
 /// as [`PulledItem`]s. `None` for anything `serde_json::from_value` would refuse for the

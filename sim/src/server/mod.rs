@@ -23,7 +23,9 @@ use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use sync_engine::hlc::HlcStamp;
 use sync_engine::registry::OperationKind;
-use sync_engine::wire::{self, ErrorCode, SyncPullVariables, SyncPushVariables, SyncRequest};
+use sync_engine::wire::{
+    self, ErrorCode, SyncAnswer, SyncPullVariables, SyncPushVariables, SyncRequest,
+};
 use sync_engine::EntityRegistry;
 
 pub use push::{rewritten, SERVER_NOTE_FIELD};
@@ -563,9 +565,18 @@ impl ReferenceServer {
     /// Handles one GraphQL-shaped request; returns the JSON envelope
     /// (`sync_engine::wire::data_response` / `error_response`).
     pub fn handle(&mut self, request: &SyncRequest) -> Value {
+        answer_json(request, self.route(request, None, false))
+    }
+
+    /// Same, answered typed (`SyncAnswer::Push` / `SyncAnswer::Pull`; a refusal comes as
+    /// its JSON envelope): for a transport in the same process, which need not render
+    /// JSON for the engine to read back.
+    pub fn handle_typed(&mut self, request: &SyncRequest) -> SyncAnswer {
         match self.route(request, None, false) {
-            Ok(response) => response,
-            Err(rejection) => wire::error_response(rejection.code, &rejection.message),
+            Ok(answer) => answer,
+            Err(rejection) => {
+                SyncAnswer::Json(wire::error_response(rejection.code, &rejection.message))
+            }
         }
     }
 
@@ -614,10 +625,7 @@ impl ReferenceServer {
                 ServerReply::Response(pull::without_progress(request, response, with_items))
             }
             ServerFault::RewriteStored => {
-                ServerReply::Response(match self.route(request, None, true) {
-                    Ok(response) => response,
-                    Err(rejection) => wire::error_response(rejection.code, &rejection.message),
-                })
+                ServerReply::Response(answer_json(request, self.route(request, None, true)))
             }
         }
     }
@@ -812,7 +820,7 @@ impl ReferenceServer {
         request: &SyncRequest,
         prefix: Option<usize>,
         rewrite: bool,
-    ) -> Result<Value, Rejection> {
+    ) -> Result<SyncAnswer, Rejection> {
         let Some((kind, entity)) = self.registry.resolve_operation(&request.operation_name) else {
             return Err(Rejection::validation(format!(
                 "unknown operation {:?}",
@@ -829,7 +837,7 @@ impl ReferenceServer {
                 "the request's tenant is not the token's tenant".to_owned(),
             ));
         }
-        let payload = match kind {
+        match kind {
             OperationKind::Push => {
                 let variables =
                     SyncPushVariables::deserialize(&request.variables).map_err(|error| {
@@ -850,7 +858,9 @@ impl ReferenceServer {
                     assert!(applied < items.len(), "a partial batch leaves items out");
                     items.truncate(applied);
                 }
-                self.handle_push(&tenant_id, &entity, items, rewrite)
+                Ok(SyncAnswer::Push(
+                    self.handle_push(&tenant_id, &entity, items, rewrite),
+                ))
             }
             OperationKind::Pull => {
                 let variables =
@@ -872,10 +882,10 @@ impl ReferenceServer {
                         ),
                     });
                 }
-                self.handle_pull(&tenant_id, &entity, &page)
+                let (page, items) = self.handle_pull(&tenant_id, &entity, &page);
+                Ok(SyncAnswer::Pull { page, items })
             }
-        };
-        Ok(wire::data_response(&request.operation_name, payload))
+        }
     }
 
     /// The planted `apply_items_before_validating`: applies the items before the first
@@ -945,6 +955,19 @@ impl ReferenceServer {
         }
         self.effects.push(effect);
     }
+}
+
+/// The JSON envelope of what [`ReferenceServer::route`] answered to `request`.
+fn answer_json(request: &SyncRequest, answer: Result<SyncAnswer, Rejection>) -> Value {
+    let payload = match answer {
+        Ok(SyncAnswer::Json(envelope)) => return envelope,
+        Ok(SyncAnswer::Push(response)) => {
+            serde_json::to_value(response).expect("wire types always serialize to JSON")
+        }
+        Ok(SyncAnswer::Pull { page, items }) => pull::pull_page_json(page, items),
+        Err(rejection) => return wire::error_response(rejection.code, &rejection.message),
+    };
+    wire::data_response(&request.operation_name, payload)
 }
 
 /// Why a whole request was refused, as an error envelope will say it.

@@ -9,7 +9,7 @@
 use super::state::TenantState;
 use super::{ReferenceServer, ServerRecord};
 use serde_json::{Map, Value};
-use sync_engine::wire::{self, SyncPullResponse, SyncPullVariables, SyncRequest};
+use sync_engine::wire::{self, PulledItem, SyncPullResponse, SyncPullVariables, SyncRequest};
 
 const LIMIT_DEFAULT: i64 = 1000;
 const LIMIT_MAX: i64 = 10_000;
@@ -129,14 +129,15 @@ impl ReferenceServer {
     }
 
     /// Reads one page of the entity's rows after the cursor; returns the
-    /// `SyncPullResponse` JSON. Changes no record; it may only remember the checksum it
-    /// computed (see [`TenantState::version_hash`]).
+    /// `SyncPullResponse` with `items` empty, and its items (see [`pull_page_json`]).
+    /// Changes no record; it may only remember the checksum it computed (see
+    /// [`TenantState::version_hash`]).
     pub(super) fn handle_pull(
         &mut self,
         tenant_id: &str,
         entity: &str,
         page: &PageRequest,
-    ) -> Value {
+    ) -> (SyncPullResponse, Vec<PulledItem>) {
         let no_rows = TenantState::default();
         let tenant = self.tenants.get(tenant_id).unwrap_or(&no_rows);
         let after = page
@@ -202,7 +203,7 @@ impl ReferenceServer {
                     deleted_ids.push(record.id.clone());
                 }
             } else {
-                items.push(pulled_item_json(record));
+                items.push(pulled_item(record));
             }
         }
         // The checksum is compared once the client has every page, so only the last page
@@ -221,29 +222,43 @@ impl ReferenceServer {
             version_hash,
             has_more,
         };
-        let mut response =
-            serde_json::to_value(response).expect("wire types always serialize to JSON");
-        // The items are JSON already: move them in rather than serialize them again.
-        response["items"] = Value::Array(items);
-        response
+        (response, items)
     }
 }
 
-/// A live record as a page's `items` carry it: the JSON `serde_json::to_value` renders for
-/// its [`wire::PulledItem`], built directly so that each string is copied once, straight into
-/// the answer (a pull renders every row it pages over). A test holds the two equal.
-pub(super) fn pulled_item_json(record: &ServerRecord) -> Value {
-    let mut item = Map::new();
-    item.insert("id".to_owned(), Value::String(record.id.clone()));
-    item.insert(
-        "clientId".to_owned(),
-        Value::String(record.client_id.clone()),
-    );
-    item.insert("spaceId".to_owned(), Value::String(record.space_id.clone()));
-    item.insert("version".to_owned(), Value::from(record.version));
-    item.insert("updatedAt".to_owned(), Value::from(record.updated_at.0));
-    item.insert("data".to_owned(), Value::Object(record.data.clone()));
-    item.into()
+/// A live record as a page's `items` carry it.
+pub(super) fn pulled_item(record: &ServerRecord) -> PulledItem {
+    PulledItem {
+        id: record.id.clone(),
+        client_id: record.client_id.clone(),
+        space_id: record.space_id.clone(),
+        version: record.version,
+        updated_at: record.updated_at,
+        data: record.data.clone(),
+    }
+}
+
+/// The `SyncPullResponse` JSON of a page from [`ReferenceServer::handle_pull`].
+pub(super) fn pull_page_json(page: SyncPullResponse, items: Vec<PulledItem>) -> Value {
+    assert!(page.items.is_empty(), "a page's items come apart from it");
+    let mut json = serde_json::to_value(page).expect("wire types always serialize to JSON");
+    // Moved in as JSON rather than serialized: serializing a `Value` copies it.
+    json["items"] = Value::Array(items.into_iter().map(pulled_item_json).collect());
+    json
+}
+
+/// The JSON `serde_json::to_value` renders for `item`, built directly so that its strings
+/// and data move into the answer rather than being copied (a pull renders every row it
+/// pages over). A test holds the two equal.
+pub(super) fn pulled_item_json(item: PulledItem) -> Value {
+    let mut json = Map::new();
+    json.insert("id".to_owned(), Value::String(item.id));
+    json.insert("clientId".to_owned(), Value::String(item.client_id));
+    json.insert("spaceId".to_owned(), Value::String(item.space_id));
+    json.insert("version".to_owned(), Value::from(item.version));
+    json.insert("updatedAt".to_owned(), Value::from(item.updated_at.0));
+    json.insert("data".to_owned(), Value::Object(item.data));
+    json.into()
 }
 
 /// The endless-paging fault's answer: `response`, a pull page for `request`, made into a

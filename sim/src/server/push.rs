@@ -151,8 +151,8 @@ fn is_text_of_len(text: &str, len_max: usize) -> bool {
 /// What one item does, decided from the current state before anything changes.
 #[derive(Clone, Debug, PartialEq)]
 enum Decision {
-    /// The op already ran: hand back its stored result (as JSON), store nothing new.
-    Replay(Value),
+    /// The op already ran: hand back its stored result, store nothing new.
+    Replay(SyncResultItem),
     /// Answer with this result (stored under the opId) and change no record.
     Answer(SyncResultItem),
     /// Create a new record for the item's clientId.
@@ -162,7 +162,7 @@ enum Decision {
 }
 
 impl ReferenceServer {
-    /// Applies a validated batch in payload order and returns the `SyncPushResponse` JSON.
+    /// Applies a validated batch in payload order and returns the `SyncPushResponse`.
     pub(super) fn handle_push(
         &mut self,
         tenant_id: &str,
@@ -170,7 +170,7 @@ impl ReferenceServer {
         items: Vec<PushItem>,
         // The server-rewrite fault: store each inserted or updated row rewritten.
         rewrite: bool,
-    ) -> Value {
+    ) -> SyncPushResponse {
         assert!(!items.is_empty());
         assert!(items.len() <= PAYLOAD_LEN_MAX);
         let item_count = items.len();
@@ -181,8 +181,8 @@ impl ReferenceServer {
         let stamp_before = self.commit_stamp(tenant_id);
         let cursor_before = pull::caught_up_cursor(self.tenant_mut(tenant_id), entity);
         // Each item is consumed by its own step: its data moves into the stored record
-        // rather than being copied, and its result goes out as JSON.
-        let results: Vec<Value> = items
+        // rather than being copied.
+        let results: Vec<SyncResultItem> = items
             .into_iter()
             .map(|item| self.push_item(tenant_id, entity, item, &mut request_stamp, rewrite))
             .collect();
@@ -203,18 +203,14 @@ impl ReferenceServer {
         // may let a caught-up writer skip pulling its own writes back. A rewritten row is
         // not in the answer: both cursors stay null, and the writer pulls it.
         let stored_unsent = rewrite && request_stamp.is_some();
-        let response = serde_json::to_value(SyncPushResponse {
-            results: Vec::new(),
+        SyncPushResponse {
+            results,
             cursor_before: (!stored_unsent).then_some(cursor_before),
             cursor_after: (!stored_unsent).then_some(cursor_after),
-        });
-        let mut response = response.expect("wire types always serialize to JSON");
-        // The results are JSON already: move them in rather than serialize them again.
-        response["results"] = Value::Array(results);
-        response
+        }
     }
 
-    /// Decides and applies one item; returns its `SyncResultItem` JSON.
+    /// Decides and applies one item; returns its `SyncResultItem`.
     fn push_item(
         &mut self,
         tenant_id: &str,
@@ -222,7 +218,7 @@ impl ReferenceServer {
         mut item: PushItem,
         request_stamp: &mut Option<u64>,
         rewrite: bool,
-    ) -> Value {
+    ) -> SyncResultItem {
         let defects = self.defects;
         // A tenant's tables exist from its first push on, even if nothing is stored.
         self.tenant_mut(tenant_id);
@@ -245,7 +241,7 @@ impl ReferenceServer {
         };
         let result = match decision {
             Decision::Replay(result) => {
-                assert_eq!(result["opId"].as_str(), Some(item.op_id.as_str()));
+                assert_eq!(result.op_id, item.op_id);
                 return result;
             }
             Decision::Answer(result) => result,
@@ -308,9 +304,8 @@ impl ReferenceServer {
                 result
             }
         };
-        // The answer is serialized from the result before the result moves into the
-        // store, so the result is never copied; the item's opId becomes its key.
-        let answer = result_json(&result);
+        // The result is stored under the item's opId, and answered.
+        let answer = result.clone();
         self.tenant_mut(tenant_id)
             .store_result_under(item.op_id, result);
         answer
@@ -373,7 +368,7 @@ fn decide(
 ) -> Decision {
     if !defects.skip_op_id_dedupe {
         if let Some(stored) = tenant.stored_result(&item.op_id) {
-            return Decision::Replay(result_json(stored));
+            return Decision::Replay(stored.clone());
         }
     }
     // After the replay: an op applied before the rule came in keeps its stored answer.
@@ -590,11 +585,6 @@ fn locate<'a>(
         .as_deref()
         .and_then(|id| tenant.record_by_client_id(id));
     Ok(by_client_id.or(by_id_as_client_id))
-}
-
-/// A result as the answer's `results` carry it.
-fn result_json(result: &SyncResultItem) -> Value {
-    serde_json::to_value(result).expect("wire types always serialize to JSON")
 }
 
 /// A successful result: the record's state after the item (none if there is no record).
