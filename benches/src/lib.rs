@@ -16,7 +16,7 @@ pub mod query;
 
 use serde_json::{json, Value};
 use sync_engine::testing::EPOCH_MS;
-use sync_engine::wire::{SyncAnswer, SyncRequest};
+use sync_engine::wire::{SyncAnswer, SyncRequest, SyncVariables};
 use sync_engine::{
     DbLocation, Engine, EngineOptions, EntityRegistry, Env, ListOptions, ManualClock,
     SeededEntropy, SyncEvent, TenantId, Transport, TransportError,
@@ -101,8 +101,8 @@ pub fn server() -> ReferenceServer {
 }
 
 /// A blocking transport that hands each request straight to an in-process server: no
-/// serialization (the server answers typed, [`ReferenceServer::handle_typed`]), no
-/// network, no faults. The wire's JSON is measured over HTTP (`benches/over_http.rs`).
+/// serialization (the request's variables go over typed and the server answers typed,
+/// [`ReferenceServer::handle_typed`]), no network, no faults. The wire's JSON is measured over HTTP (`benches/over_http.rs`).
 pub struct InProcessTransport<'a> {
     server: &'a mut ReferenceServer,
 }
@@ -118,7 +118,7 @@ impl Transport for InProcessTransport<'_> {
         Ok(self.server.handle(request))
     }
 
-    fn send_for_answer(&mut self, request: &SyncRequest) -> Result<SyncAnswer, TransportError> {
+    fn send_for_answer(&mut self, request: SyncRequest) -> Result<SyncAnswer, TransportError> {
         Ok(self.server.handle_typed(request))
     }
 }
@@ -147,10 +147,14 @@ pub fn push_queue(engine: &mut Engine, server: &mut ReferenceServer) -> usize {
         if !request.operation_name.starts_with(PUSH_OPERATION_PREFIX) {
             break;
         }
-        ops_pushed += request.variables["payload"].as_array().map_or(0, Vec::len);
-        let answer = server.handle_typed(&request);
+        let SyncVariables::Push(variables) = &request.variables else {
+            panic!("the engine's push carries typed variables");
+        };
+        ops_pushed += variables.payload.len();
+        let request_id = request.request_id;
+        let answer = server.handle_typed(request);
         engine
-            .handle_sync_answer(request.request_id, Ok(answer))
+            .handle_sync_answer(request_id, Ok(answer))
             .expect("store the push results");
     }
     ops_pushed
@@ -318,12 +322,15 @@ mod tests {
         );
     }
 
-    /// The same transport, answering with the server's JSON envelope.
+    /// The same transport through JSON both ways, as a wire carries a request: the
+    /// variables rendered, the answer the server's envelope.
     struct JsonTransport<'a>(&'a mut ReferenceServer);
 
     impl Transport for JsonTransport<'_> {
         fn send(&mut self, request: &SyncRequest) -> Result<Value, TransportError> {
-            Ok(self.0.handle(request))
+            let request = request.clone().with_json_variables();
+            assert!(matches!(request.variables, SyncVariables::Json(_)));
+            Ok(self.0.handle(&request))
         }
     }
 
@@ -353,7 +360,7 @@ mod tests {
     }
 
     #[test]
-    fn typed_answers_leave_the_devices_as_json_answers_do() {
+    fn typed_requests_and_answers_leave_the_devices_as_json_does() {
         // 250 items: three push requests, and B pulls them in pages.
         let typed = sync_pair(250, true);
         assert_eq!(typed[1].0.len(), 250);
@@ -374,10 +381,11 @@ mod tests {
         // A pull page in answer to the push (from a pull the server answered meanwhile).
         let pull = SyncRequest {
             operation_name: format!("syncPull{ENTITY}"),
-            variables: serde_json::json!({ "tenantId": TENANT, "lastSyncAt": null, "limit": 10 }),
+            variables: serde_json::json!({ "tenantId": TENANT, "lastSyncAt": null, "limit": 10 })
+                .into(),
             ..push.clone()
         };
-        let wrong = server.handle_typed(&pull);
+        let wrong = server.handle_typed(pull);
         assert!(matches!(wrong, SyncAnswer::Pull { .. }));
         device
             .engine

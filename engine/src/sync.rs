@@ -43,7 +43,7 @@ use crate::push::{prepare_push, PreparedPush};
 use crate::settings::SyncSettings;
 use crate::store;
 use crate::sync_lock::{Acquired, SyncLock};
-use crate::wire::{SyncAnswer, SyncPullVariables, SyncPushVariables, SyncRequest};
+use crate::wire::{SyncAnswer, SyncPullVariables, SyncPushVariables, SyncRequest, SyncVariables};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -441,8 +441,9 @@ impl Engine {
         transport: &mut dyn Transport,
     ) -> Result<Vec<SyncEvent>, SyncError> {
         while let Some(request) = self.poll_request() {
-            let response = transport.send_for_answer(&request);
-            self.handle_sync_answer(request.request_id, response)?;
+            let request_id = request.request_id;
+            let response = transport.send_for_answer(request);
+            self.handle_sync_answer(request_id, response)?;
         }
         Ok(std::iter::from_fn(|| self.poll_event()).collect())
     }
@@ -664,7 +665,12 @@ impl Engine {
         store::token(&self.conn, "default").ok().flatten()
     }
 
-    fn emit_request(&mut self, operation_name: String, variables: Value, in_flight: InFlight) {
+    fn emit_request(
+        &mut self,
+        operation_name: String,
+        variables: SyncVariables,
+        in_flight: InFlight,
+    ) {
         let token = self.token().unwrap_or_default();
         let request_id = self.sync.next_request_id;
         self.sync.next_request_id += 1;
@@ -732,11 +738,10 @@ impl Engine {
                 self.sync.durable_high_water = high_water;
             }
         }
-        let variables = SyncPushVariables {
+        let variables = SyncVariables::Push(SyncPushVariables {
             payload: prepared.payload,
             tenant_id: self.options.tenant.as_str().to_owned(),
-        }
-        .into_value();
+        });
         self.emit_request(
             prepared.operation_name.clone(),
             variables,
@@ -766,12 +771,11 @@ impl Engine {
             .get(entity)
             .expect("pulling a registered entity");
         let operation_name = config.pull_operation_name();
-        let variables = serde_json::to_value(SyncPullVariables {
+        let variables = SyncVariables::Pull(SyncPullVariables {
             last_sync_at: cursor,
             tenant_id: self.options.tenant.as_str().to_owned(),
             limit: Some(config.pull_page_limit as i64),
-        })
-        .expect("pull variables serialize");
+        });
         self.emit_request(
             operation_name.clone(),
             variables,

@@ -133,10 +133,11 @@ pub trait Transport {
     /// Sends `request` and returns the response envelope.
     fn send(&mut self, request: &SyncRequest) -> Result<Value, TransportError>;
 
-    /// Sends `request` and returns its answer. A transport to a server in the same process
-    /// may answer typed ([`SyncAnswer::Push`], [`SyncAnswer::Pull`]) and skip JSON; any
+    /// Sends `request`, which it may take apart, and returns its answer. A transport to a
+    /// server in the same process may hand the typed variables over as they are and answer
+    /// typed ([`SyncAnswer::Push`], [`SyncAnswer::Pull`]), skipping JSON both ways; any
     /// other answers as [`Transport::send`] does.
-    fn send_for_answer(&mut self, request: &SyncRequest) -> Result<SyncAnswer, TransportError> {
-        self.send(request).map(SyncAnswer::Json)
+    fn send_for_answer(&mut self, request: SyncRequest) -> Result<SyncAnswer, TransportError> {
+        self.send(&request).map(SyncAnswer::Json)
     }
 }

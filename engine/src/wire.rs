@@ -10,6 +10,7 @@
 use crate::hlc::HlcStamp;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 /// A request as the engine hands it to a transport: GraphQL operation name, the tenant it
 /// is for, the bearer token, and the operation's variables.
@@ -21,7 +22,98 @@ pub struct SyncRequest {
     pub operation_name: String,
     pub tenant_id: String,
     pub token: String,
-    pub variables: Value,
+    pub variables: SyncVariables,
+}
+
+impl SyncRequest {
+    /// The same request with its variables as JSON, as a wire carries them.
+    pub fn with_json_variables(mut self) -> SyncRequest {
+        let variables = std::mem::take(&mut self.variables);
+        self.variables = SyncVariables::Json(variables.into_json());
+        self
+    }
+}
+
+/// A request's variables: typed as the engine builds them, or JSON as a wire, a fault or a
+/// test hands them over. Both mean the JSON they render to: a server reads a typed
+/// variant exactly as it would read that JSON, and two variables are equal when their
+/// JSON is. A transport to a server in the same process hands the typed variants over as
+/// they are and skips JSON both ways; any other renders them ([`SyncVariables::to_json`],
+/// or `Serialize`, which writes the same JSON without building it first).
+#[derive(Clone, Debug)]
+pub enum SyncVariables {
+    Push(SyncPushVariables),
+    Pull(SyncPullVariables),
+    Json(Value),
+}
+
+impl SyncVariables {
+    /// The variables as JSON: borrowed when they are JSON already, rendered when typed.
+    pub fn to_json(&self) -> Cow<'_, Value> {
+        match self {
+            SyncVariables::Json(value) => Cow::Borrowed(value),
+            typed => Cow::Owned(typed.clone().into_json()),
+        }
+    }
+
+    /// The variables as JSON to edit (a fault or a test rewriting a request): typed ones are
+    /// rendered first, and stay JSON.
+    pub fn json_mut(&mut self) -> &mut Value {
+        if !matches!(self, SyncVariables::Json(_)) {
+            *self = SyncVariables::Json(std::mem::take(self).into_json());
+        }
+        match self {
+            SyncVariables::Json(value) => value,
+            _ => unreachable!("the variables were just made JSON"),
+        }
+    }
+
+    /// The variables as JSON, moving a push's data rather than copying it.
+    pub fn into_json(self) -> Value {
+        match self {
+            SyncVariables::Push(variables) => variables.into_value(),
+            SyncVariables::Pull(variables) => {
+                serde_json::to_value(variables).expect("pull variables serialize")
+            }
+            SyncVariables::Json(value) => value,
+        }
+    }
+}
+
+impl Default for SyncVariables {
+    /// No variables: JSON `null`.
+    fn default() -> SyncVariables {
+        SyncVariables::Json(Value::Null)
+    }
+}
+
+impl PartialEq for SyncVariables {
+    fn eq(&self, other: &SyncVariables) -> bool {
+        self.to_json() == other.to_json()
+    }
+}
+
+impl From<Value> for SyncVariables {
+    fn from(value: Value) -> SyncVariables {
+        SyncVariables::Json(value)
+    }
+}
+
+impl Serialize for SyncVariables {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            SyncVariables::Push(variables) => variables.serialize(serializer),
+            SyncVariables::Pull(variables) => variables.serialize(serializer),
+            SyncVariables::Json(value) => value.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SyncVariables {
+    /// Read back as JSON: what a wire carries is JSON until a server parses it.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Value::deserialize(deserializer).map(SyncVariables::Json)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -680,6 +772,28 @@ mod tests {
         };
         let expected = serde_json::to_value(variables.clone()).unwrap();
         assert_eq!(variables.into_value(), expected);
+    }
+
+    #[test]
+    fn typed_variables_mean_the_json_they_render_to() {
+        let push = SyncPushVariables {
+            payload: vec![sample_push_item()],
+            tenant_id: "t".into(),
+        };
+        let pull = SyncPullVariables {
+            last_sync_at: Some("c1".into()),
+            tenant_id: "t".into(),
+            limit: Some(10),
+        };
+        for typed in [SyncVariables::Push(push), SyncVariables::Pull(pull)] {
+            let json = typed.to_json().into_owned();
+            assert_eq!(serde_json::to_value(&typed).unwrap(), json);
+            assert_eq!(typed.clone().into_json(), json);
+            assert_eq!(typed, SyncVariables::Json(json.clone()));
+            let mut other = json;
+            other["tenantId"] = json!("u");
+            assert_ne!(typed, SyncVariables::Json(other));
+        }
     }
 
     #[test]

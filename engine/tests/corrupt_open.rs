@@ -77,7 +77,10 @@ impl Device {
             let operation = request.operation_name.clone();
             let answer = if operation.starts_with("syncPush") {
                 let mut results = Vec::new();
-                for item in request.variables["payload"].as_array().expect("a payload") {
+                for item in request.variables.to_json()["payload"]
+                    .as_array()
+                    .expect("a payload")
+                {
                     let client_id = item["clientId"].as_str().expect("a client id");
                     pushed.push(item["opId"].as_str().expect("an op id").to_owned());
                     results.push(json!({"opId": item["opId"], "clientId": client_id,

@@ -30,7 +30,7 @@ fn space_row(n: u64) -> Value {
 /// The cursor a pull request sends (`""` for none).
 fn cursor_of(request: &SyncRequest) -> String {
     let variables: SyncPullVariables =
-        serde_json::from_value(request.variables.clone()).expect("pull variables");
+        serde_json::from_value(request.variables.to_json().into_owned()).expect("pull variables");
     variables.last_sync_at.unwrap_or_default()
 }
 

@@ -35,7 +35,8 @@ impl Device {
         let mut pushed = Vec::new();
         while let Some(request) = self.engine.poll_request() {
             let payload = if request.operation_name.starts_with("syncPush") {
-                let items = request.variables["payload"].as_array().expect("items");
+                let variables = request.variables.to_json();
+                let items = variables["payload"].as_array().expect("items");
                 pushed.extend(items.iter().cloned());
                 json!({ "results": items.iter().map(&mut answer).collect::<Vec<_>>() })
             } else {
@@ -486,7 +487,8 @@ fn a_discard_waits_for_a_write_in_flight() {
     assert!(matches!(error, WriteError::SyncInProgress(_)), "{error:?}");
     assert_eq!(device.state(), before);
 
-    let item = &request.variables["payload"][0];
+    let variables = request.variables.to_json();
+    let item = &variables["payload"][0];
     let answer = data_response(
         &request.operation_name,
         json!({ "results": [accepted(item, 2)] }),

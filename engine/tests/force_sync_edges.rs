@@ -402,7 +402,7 @@ fn a_kill_between_force_pages_keeps_the_old_data_and_stages_nothing_for_later() 
     force_from_server(&mut engine);
     let request = engine.poll_request().unwrap();
     assert_eq!(
-        request.variables["lastSyncAt"],
+        request.variables.to_json()["lastSyncAt"],
         Value::Null,
         "from the start"
     );

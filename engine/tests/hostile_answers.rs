@@ -39,7 +39,8 @@ impl Device {
         ] {
             let request = engine.poll_request().expect("a push request");
             assert_eq!(request.operation_name, operation);
-            let variables: SyncPushVariables = serde_json::from_value(request.variables).unwrap();
+            let variables: SyncPushVariables =
+                serde_json::from_value(request.variables.into_json()).unwrap();
             let results: Vec<Value> = variables
                 .payload
                 .iter()

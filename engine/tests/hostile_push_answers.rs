@@ -20,7 +20,8 @@ fn a_push_result_with_an_empty_server_id_is_refused() {
     engine.sync_now().expect("sync now");
     let request = engine.poll_request().expect("a push");
     assert!(request.operation_name.starts_with("syncPush"));
-    let item = &request.variables["payload"][0];
+    let variables = request.variables.to_json();
+    let item = &variables["payload"][0];
     let result = json!({
         "opId": item["opId"], "clientId": client_id, "id": "",
         "success": true, "errorCode": null, "errorMessage": null,
@@ -67,7 +68,7 @@ fn a_server_id_given_to_two_records_maps_only_the_first() {
         .expect("create");
     engine.sync_now().expect("sync now");
     let request = engine.poll_request().expect("a push");
-    let results: Vec<Value> = request.variables["payload"]
+    let results: Vec<Value> = request.variables.to_json()["payload"]
         .as_array()
         .expect("a payload")
         .iter()
@@ -148,7 +149,8 @@ impl PushInHand {
     /// Answers the push with a success and the given cursors (`None`: the field is left
     /// out); returns the events the answer produced.
     fn answer(&mut self, before: Option<&str>, after: Option<&str>) -> Vec<SyncEvent> {
-        let item = &self.request.variables["payload"][0];
+        let variables = self.request.variables.to_json();
+        let item = &variables["payload"][0];
         let result = json!({
             "opId": item["opId"], "clientId": self.client_id, "id": "srv-b",
             "success": true, "errorCode": null, "errorMessage": null,
@@ -199,7 +201,9 @@ impl PushInHand {
             .poll_request()
             .expect("the pulls follow the push");
         assert_eq!(request.operation_name, "syncPullSpace");
-        request.variables["lastSyncAt"].as_str().map(str::to_owned)
+        request.variables.to_json()["lastSyncAt"]
+            .as_str()
+            .map(str::to_owned)
     }
 }
 

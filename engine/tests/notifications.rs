@@ -78,7 +78,7 @@ fn sync_pulling(engine: &mut Engine, items: Vec<Value>, deleted_ids: &[&str]) {
 
 /// Acknowledges every op of a push request, giving record `i` the server id `srv-i`.
 fn acknowledge_push(engine: &mut Engine, request: &SyncRequest) {
-    let results: Vec<Value> = request.variables["payload"]
+    let results: Vec<Value> = request.variables.to_json()["payload"]
         .as_array()
         .expect("a payload")
         .iter()
@@ -135,7 +135,8 @@ fn push_results_announce_and_a_refused_answer_does_not() {
 
     engine.sync_now().unwrap();
     let request = engine.poll_request().expect("a push");
-    let item = &request.variables["payload"][0];
+    let variables = request.variables.to_json();
+    let item = &variables["payload"][0];
     let refused = json!({
         "opId": item["opId"], "clientId": id, "id": "", "success": true, "errorCode": null,
         "errorMessage": null, "version": 1, "updatedAt": item["updatedAt"], "conflict": null
@@ -275,7 +276,7 @@ fn a_transaction_killed_before_its_commit_announces_nothing() {
 
 /// Answers every push by refusing each write for good, and every pull with an empty page.
 fn refuse_every_write(request: &SyncRequest) -> Value {
-    let answer = match request.variables["payload"].as_array() {
+    let answer = match request.variables.to_json()["payload"].as_array() {
         Some(items) => json!({ "results": items.iter().map(|item| json!({
             "opId": item["opId"], "clientId": item["clientId"], "id": null,
             "success": false, "errorCode": "VALIDATION", "errorMessage": "no",

@@ -28,7 +28,7 @@ fn push_items(request: &SyncRequest) -> Vec<Value> {
         "a push, not {}",
         request.operation_name
     );
-    request.variables["payload"]
+    request.variables.to_json()["payload"]
         .as_array()
         .expect("a push carries its payload")
         .clone()

@@ -37,7 +37,8 @@ fn page(rows: &[u64], cursor: &str, hash: Option<String>) -> Value {
 }
 
 fn cursor_of(request: &SyncRequest) -> Option<String> {
-    let variables: SyncPullVariables = serde_json::from_value(request.variables.clone()).unwrap();
+    let variables: SyncPullVariables =
+        serde_json::from_value(request.variables.to_json().into_owned()).unwrap();
     variables.last_sync_at.filter(|cursor| !cursor.is_empty())
 }
 

@@ -28,7 +28,7 @@ fn space_row(n: u64) -> Value {
 
 fn cursor_of(request: &SyncRequest) -> String {
     let variables: SyncPullVariables =
-        serde_json::from_value(request.variables.clone()).expect("pull variables");
+        serde_json::from_value(request.variables.to_json().into_owned()).expect("pull variables");
     variables.last_sync_at.unwrap_or_default()
 }
 
@@ -81,7 +81,8 @@ fn a_pull_too_old_for_the_server_pulls_the_entity_again() {
     let events = drive(&mut engine, &mut |request| {
         let operation = request.operation_name.as_str();
         if operation == "syncPushSpace" {
-            let items = request.variables["payload"].as_array().unwrap();
+            let variables = request.variables.to_json();
+            let items = variables["payload"].as_array().unwrap();
             let results: Vec<Value> = items
                 .iter()
                 .map(|item| {

@@ -79,7 +79,7 @@ impl Device {
             request.operation_name.starts_with("syncPush"),
             "{request:?}"
         );
-        let results: Vec<Value> = request.variables["payload"]
+        let results: Vec<Value> = request.variables.to_json()["payload"]
             .as_array()
             .expect("a payload")
             .iter()
@@ -249,7 +249,7 @@ fn a_pull_page_on_a_full_disk_writes_nothing_and_the_next_sync_pulls_it_again() 
     let request = device.engine.poll_request().expect("a pull request");
     assert_eq!(request.operation_name, "syncPullSpace");
     assert_eq!(
-        request.variables["lastSyncAt"],
+        request.variables.to_json()["lastSyncAt"],
         Value::Null,
         "the cursor of the refused page was stored"
     );

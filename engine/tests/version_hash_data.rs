@@ -25,7 +25,8 @@ fn data_rewritten_at_the_same_version_is_repaired() {
             .unwrap();
         engine.sync_now().unwrap();
         let request = engine.poll_request().expect("a push");
-        let variables: SyncPushVariables = serde_json::from_value(request.variables).unwrap();
+        let variables: SyncPushVariables =
+            serde_json::from_value(request.variables.into_json()).unwrap();
         let item = &variables.payload[0];
         let result = json!({"opId": item.op_id, "clientId": item.client_id, "id": "srv-1",
                             "success": true, "version": 1, "updatedAt": item.updated_at});

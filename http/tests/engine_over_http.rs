@@ -63,7 +63,7 @@ fn graphql_front(server: Arc<Mutex<ReferenceServer>>) -> impl FnMut(&Recorded) -
                 .unwrap_or_default()
                 .to_owned(),
             token: token.to_owned(),
-            variables,
+            variables: variables.into(),
         };
         let response = server.lock().expect("the server lock").handle(&request);
         Reply::json(200, &response)

@@ -26,7 +26,8 @@ fn push_request(token: &str) -> SyncRequest {
                 "force": false, "spaceId": "s1", "updatedAt": 1_700_000_000_000_u64,
             }],
             "tenantId": "acme",
-        }),
+        })
+        .into(),
     }
 }
 
@@ -73,7 +74,7 @@ fn the_transport_posts_the_graphql_request() {
         json!({
             "query": document_for("syncPushSpace").unwrap(),
             "operationName": "syncPushSpace",
-            "variables": request.variables,
+            "variables": request.variables.to_json(),
         })
     );
 }

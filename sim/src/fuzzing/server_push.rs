@@ -313,7 +313,7 @@ fn push_acceptance(server_tokens: &[(&str, &str)], request: &SyncRequest) -> Res
     if kind == OperationKind::Pull {
         return Ok(());
     }
-    let variables = SyncPushVariables::deserialize(&request.variables)
+    let variables = SyncPushVariables::deserialize(&*request.variables.to_json())
         .map_err(|error| format!("variables: {error}"))?;
     if variables.tenant_id != token_tenant {
         return Err("variables tenant is not the token's".to_owned());
@@ -424,8 +424,8 @@ pub(super) fn send_and_check(
         );
         return;
     }
-    let variables =
-        SyncPushVariables::deserialize(&request.variables).expect("accepted variables parse");
+    let variables = SyncPushVariables::deserialize(&*request.variables.to_json())
+        .expect("accepted variables parse");
     let parsed: SyncPushResponse =
         serde_json::from_value(payload).expect("a push answer is a SyncPushResponse");
     check_push_results(

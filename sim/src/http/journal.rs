@@ -114,7 +114,7 @@ impl Journal {
                 operation_name,
                 tenant_id: request_tenant(&variables),
                 token: REPLAY_TOKEN.to_owned(),
-                variables,
+                variables: variables.into(),
             };
             // The answer went out when the push first arrived; replaying rebuilds state.
             let _answer = server.handle(&request);
@@ -138,7 +138,7 @@ impl Journal {
                 params![
                     tenant_id,
                     request.operation_name,
-                    request.variables.to_string(),
+                    request.variables.to_json().to_string(),
                     i64::try_from(clock_ms).unwrap_or(i64::MAX)
                 ],
             )

@@ -126,7 +126,7 @@ impl Backend for Arc<Served> {
             operation_name: operation_name.to_owned(),
             tenant_id: request_tenant(&variables),
             token: token.to_owned(),
-            variables,
+            variables: variables.into(),
         };
         let clock_ms = wall_clock_ms();
         let mut state = self.lock();

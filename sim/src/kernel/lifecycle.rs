@@ -245,7 +245,11 @@ impl Sim {
         let Some(engine) = device.engine.as_mut() else {
             return Ok(());
         };
-        let requests: Vec<SyncRequest> = std::iter::from_fn(|| engine.poll_request()).collect();
+        // Requests cross the simulated wire as JSON, as they would a real one: a fault may
+        // rewrite them, and the server parses what the engine rendered.
+        let requests: Vec<SyncRequest> = std::iter::from_fn(|| engine.poll_request())
+            .map(SyncRequest::with_json_variables)
+            .collect();
         let events: Vec<SyncEvent> = std::iter::from_fn(|| engine.poll_event()).collect();
         let timer_at = engine
             .poll_timeout()
@@ -282,7 +286,7 @@ impl Sim {
             return;
         };
         let entity = config.name();
-        let from_start = request.variables["lastSyncAt"]
+        let from_start = request.variables.to_json()["lastSyncAt"]
             .as_str()
             .is_none_or(str::is_empty);
         if !from_start || !self.server.purged_tombstones(&request.tenant_id, entity) {

@@ -214,7 +214,8 @@ impl Sim {
         let device = &mut self.devices[index];
         let tenant = request.tenant_id.as_str();
         let synced = wal.map(|wal| device.power.observe(tenant, &wal));
-        let items = request.variables["payload"]
+        let variables = request.variables.to_json();
+        let items = variables["payload"]
             .as_array()
             .map_or(&[][..], Vec::as_slice);
         for item in items {

@@ -179,9 +179,10 @@ impl Sim {
             return;
         };
         let entity = config.name().to_owned();
+        let variables = request.variables.to_json();
         let (cursor, probe) = match answer {
             None => (
-                request.variables.get("lastSyncAt").and_then(Value::as_str),
+                variables.get("lastSyncAt").and_then(Value::as_str),
                 Probe::CursorInsideCommit,
             ),
             Some(answer) => {

@@ -165,7 +165,8 @@ impl Sim {
             .entry(request.operation_name.clone())
             .or_insert(0) += 1;
         device.in_flight.insert(request.request_id);
-        if let Some([item]) = request.variables["payload"].as_array().map(Vec::as_slice) {
+        let variables = request.variables.to_json();
+        if let Some([item]) = variables["payload"].as_array().map(Vec::as_slice) {
             if let Some(op_id) = item["opId"].as_str() {
                 device
                     .single_op_pushes
@@ -183,7 +184,9 @@ impl Sim {
         let planned = self.devices[index].planned_fates.pop_front();
         let fate_planned = planned.is_some();
         // Drawn before the line is traced, which draws nothing: the trace is the same.
-        let batch_len = request.variables["payload"].as_array().map_or(0, Vec::len);
+        let batch_len = request.variables.to_json()["payload"]
+            .as_array()
+            .map_or(0, Vec::len);
         let kind = self
             .registry
             .resolve_operation(&request.operation_name)
@@ -234,7 +237,7 @@ impl Sim {
         if let Some(fate_name) = fate_name {
             entry = entry.fate(fate_name);
         }
-        self.trace_entry(entry, line, || client_ids_in(&request.variables));
+        self.trace_entry(entry, line, || client_ids_in(&request.variables.to_json()));
         let delivery = |response| Event::Delivery {
             device: index,
             generation,
@@ -339,7 +342,7 @@ impl Sim {
         let entry = Entry::server(EventKind::Arrive)
             .request(request.request_id)
             .fate(fate_name);
-        self.trace_entry(entry, line, || client_ids_in(&request.variables));
+        self.trace_entry(entry, line, || client_ids_in(&request.variables.to_json()));
         if !matches!(fate, ServerFate::Busy { .. }) {
             self.probe_pull(request, None);
         }

@@ -459,7 +459,7 @@ impl Oracle {
             operation_name: format!("syncPull{entity}"),
             tenant_id: own.to_owned(),
             token: token_of(own),
-            variables: json!({ "lastSyncAt": null, "tenantId": other, "limit": 1000 }),
+            variables: json!({ "lastSyncAt": null, "tenantId": other, "limit": 1000 }).into(),
         };
         let push = SyncRequest {
             request_id: 0,
@@ -471,7 +471,8 @@ impl Oracle {
                 "operation": "insert", "data": {"probe": true},
                 "opId": format!("0190c0de-0000-7000-9000-{probe_number:012}"), "baseVersion": 0,
                 "force": false, "spaceId": "space-0", "updatedAt": 1
-            }] }),
+            }] })
+            .into(),
         };
         for request in [pull, push] {
             let response = server.handle(&request);

@@ -17,19 +17,18 @@ pub mod rules;
 mod state;
 #[cfg(test)]
 mod tests;
+mod variables;
 
-use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use sync_engine::hlc::HlcStamp;
 use sync_engine::registry::OperationKind;
-use sync_engine::wire::{
-    self, ErrorCode, SyncAnswer, SyncPullVariables, SyncPushVariables, SyncRequest,
-};
+use sync_engine::wire::{self, ErrorCode, SyncAnswer, SyncRequest};
 use sync_engine::EntityRegistry;
 
 pub use push::{rewritten, SERVER_NOTE_FIELD};
 use state::TenantState;
+use variables::GivenVariables;
 
 /// The length of a server id, `srv-` and ten digits (longer only past ten billion ids).
 const SERVER_ID_LEN: usize = 14;
@@ -565,14 +564,22 @@ impl ReferenceServer {
     /// Handles one GraphQL-shaped request; returns the JSON envelope
     /// (`sync_engine::wire::data_response` / `error_response`).
     pub fn handle(&mut self, request: &SyncRequest) -> Value {
-        answer_json(request, self.route(request, None, false))
+        let answer = self.route(
+            request,
+            GivenVariables::Borrowed(&request.variables),
+            None,
+            false,
+        );
+        answer_json(request, answer)
     }
 
     /// Same, answered typed (`SyncAnswer::Push` / `SyncAnswer::Pull`; a refusal comes as
     /// its JSON envelope): for a transport in the same process, which need not render
-    /// JSON for the engine to read back.
-    pub fn handle_typed(&mut self, request: &SyncRequest) -> SyncAnswer {
-        match self.route(request, None, false) {
+    /// JSON for the engine to read back. Typed variables are taken as they are, not copied
+    /// or parsed: they are the items the JSON would have parsed to.
+    pub fn handle_typed(&mut self, mut request: SyncRequest) -> SyncAnswer {
+        let variables = GivenVariables::Owned(std::mem::take(&mut request.variables));
+        match self.route(&request, variables, None, false) {
             Ok(answer) => answer,
             Err(rejection) => {
                 SyncAnswer::Json(wire::error_response(rejection.code, &rejection.message))
@@ -605,7 +612,8 @@ impl ReferenceServer {
                     .defects
                     .partial_batch_keeps_rolled_back_results
                     .then(|| self.clone());
-                if let Err(rejection) = self.route(request, Some(applied), false) {
+                let variables = GivenVariables::Borrowed(&request.variables);
+                if let Err(rejection) = self.route(request, variables, Some(applied), false) {
                     let refused = wire::error_response(rejection.code, &rejection.message);
                     return ServerReply::Response(refused);
                 }
@@ -625,7 +633,9 @@ impl ReferenceServer {
                 ServerReply::Response(pull::without_progress(request, response, with_items))
             }
             ServerFault::RewriteStored => {
-                ServerReply::Response(answer_json(request, self.route(request, None, true)))
+                let variables = GivenVariables::Borrowed(&request.variables);
+                let answer = self.route(request, variables, None, true);
+                ServerReply::Response(answer_json(request, answer))
             }
         }
     }
@@ -634,7 +644,8 @@ impl ReferenceServer {
     /// the request, except for the results it stored for its ops and the server ids it
     /// handed out (ids are never reused).
     fn roll_back_keeping_results(&mut self, before: ReferenceServer, request: &SyncRequest) {
-        let op_ids: Vec<&str> = request.variables["payload"]
+        let variables = request.variables.to_json();
+        let op_ids: Vec<&str> = variables["payload"]
             .as_array()
             .into_iter()
             .flatten()
@@ -810,14 +821,16 @@ impl ReferenceServer {
         }
     }
 
-    /// Resolves, authenticates and parses a request, then runs it; every rejection
-    /// happens before any state changes.
+    /// Resolves, authenticates and parses a request (its `variables`, which the caller
+    /// may have taken out of it), then runs it; every rejection happens before any state
+    /// changes.
     /// `prefix`: apply only the first that many items of a push (the partial-batch fault).
     /// `rewrite`: store a push's rows rewritten and leave its cursors null (the
     /// server-rewrite fault).
     fn route(
         &mut self,
         request: &SyncRequest,
+        variables: GivenVariables<'_>,
         prefix: Option<usize>,
         rewrite: bool,
     ) -> Result<SyncAnswer, Rejection> {
@@ -839,13 +852,7 @@ impl ReferenceServer {
         }
         match kind {
             OperationKind::Push => {
-                let variables =
-                    SyncPushVariables::deserialize(&request.variables).map_err(|error| {
-                        Rejection::validation(push::describe_variables_error(
-                            &request.variables,
-                            &error,
-                        ))
-                    })?;
+                let variables = variables.push()?;
                 let tenant_id = self.authorized_tenant(&token_tenant_id, &variables.tenant_id)?;
                 if self.defects.apply_items_before_validating {
                     self.apply_valid_prefix(&tenant_id, &entity, &variables.payload);
@@ -863,10 +870,7 @@ impl ReferenceServer {
                 ))
             }
             OperationKind::Pull => {
-                let variables =
-                    SyncPullVariables::deserialize(&request.variables).map_err(|error| {
-                        Rejection::validation(format!("invalid pull variables: {error}"))
-                    })?;
+                let variables = variables.pull()?;
                 let tenant_id = self.authorized_tenant(&token_tenant_id, &variables.tenant_id)?;
                 let page = pull::PageRequest::parse(&variables).map_err(Rejection::validation)?;
                 let purged = self

@@ -272,6 +272,7 @@ pub(super) fn without_progress(
 ) -> Value {
     let cursor = request
         .variables
+        .to_json()
         .get("lastSyncAt")
         .and_then(Value::as_str)
         .unwrap_or_default()

@@ -164,8 +164,8 @@ impl EngineHarness {
         request: &SyncRequest,
         before: &Snapshot,
     ) -> Value {
-        let op_ids: Vec<String> = request
-            .variables
+        let variables = request.variables.to_json();
+        let op_ids: Vec<String> = variables
             .get("payload")
             .and_then(Value::as_array)
             .map(|items| {
@@ -177,8 +177,7 @@ impl EngineHarness {
             })
             .unwrap_or_default();
         let server_ids = self.server_ids(before);
-        let cursor = request
-            .variables
+        let cursor = variables
             .get("lastSyncAt")
             .filter(|cursor| cursor.is_string())
             .cloned()
@@ -221,6 +220,7 @@ impl EngineHarness {
     ) -> Value {
         let payload: Vec<SyncPushItem> = request
             .variables
+            .to_json()
             .get("payload")
             .cloned()
             .and_then(|payload| serde_json::from_value(payload).ok())

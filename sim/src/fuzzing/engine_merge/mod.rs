@@ -574,8 +574,9 @@ fn settled_by_answer(
             .any(|record| record.client_id == client_id && record.base_version == 0)
     };
     if request.operation_name.starts_with("syncPush") {
-        let variables: SyncPushVariables = serde_json::from_value(request.variables.clone())
-            .expect("the engine's own push variables parse");
+        let variables =
+            <SyncPushVariables as serde::Deserialize>::deserialize(&*request.variables.to_json())
+                .expect("the engine's own push variables parse");
         if let (
             Envelope::Error {
                 code: Some(ErrorCode::Validation),

@@ -32,7 +32,7 @@ fn request(operation_name: &str, tenant_id: &str, token: &str, variables: Value)
         operation_name: operation_name.to_owned(),
         tenant_id: tenant_id.to_owned(),
         token: token.to_owned(),
-        variables,
+        variables: variables.into(),
     }
 }
 
