@@ -435,13 +435,14 @@ impl Engine {
                 is_deleted: false,
                 data,
             };
-            store::put_local_record(&tx, &record)?;
+            let data_text = store::put_local_record(&tx, &record)?;
             if split {
                 unqueued.push((record, op_id));
             } else {
-                store::enqueue(
+                store::enqueue_rendered(
                     &tx,
                     &new_op(&record, &op_id, Operation::Insert, false, now_ms),
+                    &data_text,
                 )?;
             }
             ids.push(client_id);
@@ -546,7 +547,7 @@ impl Engine {
                 store::put_conflict(&tx, &open)?;
             }
         }
-        store::put_local_record(&tx, record)?;
+        let data_text = store::put_local_record(&tx, record)?;
         let op = new_op(record, &op_id, operation, force, now_ms);
         let known = Some((entity.as_str(), &changed[..]));
         if self.options.planted_defects.split_local_write {
@@ -563,7 +564,7 @@ impl Engine {
                 .commit(tx, CommitSite::LocalWrite, &mut self.sync.events)?;
             return self.after_local_commit();
         }
-        store::enqueue(&tx, &op)?;
+        store::enqueue_rendered(&tx, &op, &data_text)?;
         store::set_hlc_high_water(&tx, self.hlc.last())?;
         self.crash
             .commit_announcing(tx, CommitSite::LocalWrite, &mut self.sync.events, known)?;

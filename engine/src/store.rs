@@ -34,8 +34,8 @@ pub use conflicts::{
 pub use pulled::{version_hash, NewRowWriter, NewestIds};
 pub use queue::{
     all_ops, count_ops, count_unfinished_ops, delete_op, delete_ops_for_record,
-    drop_pending_ops_for_record, end_flight, end_push_run, enqueue, fail_op, failed_ops,
-    has_any_op, has_other_unfinished_op, has_run_in_flight, has_sending_op,
+    drop_pending_ops_for_record, end_flight, end_push_run, enqueue, enqueue_rendered, fail_op,
+    failed_ops, has_any_op, has_other_unfinished_op, has_run_in_flight, has_sending_op,
     has_sending_op_anywhere, mark_sending, next_push_run, op_by_op_id, ops_for_record,
     ops_with_status, requeue_failed, reset_sending, sending_summary, set_op_status,
     unfinished_ops_for_record, NewOp, SendingSummary, SentOp,
@@ -218,13 +218,16 @@ pub fn all_records(conn: &Connection) -> rusqlite::Result<Vec<Record>> {
 /// Writes a record row whole (insert or replace), keeping the row's merge base.
 pub fn put_record(conn: &Connection, record: &Record) -> rusqlite::Result<()> {
     changes::note(conn, &record.client_id, Some(&record.entity))?;
-    put_local_record(conn, record)
+    put_local_record(conn, record).map(drop)
 }
 
 /// [`put_record`] for a local write, which announces its records itself: no change note
-/// (`store/changes.rs`).
-pub fn put_local_record(conn: &Connection, record: &Record) -> rusqlite::Result<()> {
-    upsert_record(conn, record, &object_to_text(&record.data), BaseWrite::Keep)
+/// (`store/changes.rs`). Returns the data's text as stored, for the op that queues the
+/// same data (`queue::enqueue_rendered`): a write renders its JSON once.
+pub fn put_local_record(conn: &Connection, record: &Record) -> rusqlite::Result<String> {
+    let data_text = object_to_text(&record.data);
+    upsert_record(conn, record, &data_text, BaseWrite::Keep)?;
+    Ok(data_text)
 }
 
 /// Writes a record row whole together with the data its `base_version` holds on the

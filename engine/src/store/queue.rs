@@ -25,6 +25,17 @@ pub struct NewOp<'a> {
 }
 
 pub fn enqueue(conn: &Connection, op: &NewOp<'_>) -> rusqlite::Result<i64> {
+    enqueue_rendered(conn, op, &super::object_to_text(op.payload))
+}
+
+/// [`enqueue`] with the payload already rendered as `object_to_text` renders it (a local
+/// write stores the same data in the record's row first).
+pub fn enqueue_rendered(
+    conn: &Connection,
+    op: &NewOp<'_>,
+    payload_text: &str,
+) -> rusqlite::Result<i64> {
+    debug_assert_eq!(payload_text, super::object_to_text(op.payload));
     conn.prepare_cached(
         "INSERT INTO operation_queue (op_id, entity, operation, entity_id, space_id, payload, base_version, hlc, \
          force, status, attempts, created_at, updated_at) \
@@ -36,7 +47,7 @@ pub fn enqueue(conn: &Connection, op: &NewOp<'_>) -> rusqlite::Result<i64> {
         op.operation.as_str(),
         op.entity_id,
         op.space_id,
-        super::object_to_text(op.payload),
+        payload_text,
         op.base_version,
         op.updated_at.0 as i64,
         op.force,
