@@ -326,35 +326,34 @@ pub(crate) fn merge_pulled_delete(
     Ok(dropped)
 }
 
-/// After a repair pull: synced local records the server no longer lists are removed
-/// (records with pending ops are kept; they have not reached the server yet). A record
-/// whose failed op is kept as a report becomes a tombstone instead of vanishing.
+/// After a whole pass (a resync or a repair): a mapped record the pass did not list was
+/// deleted on the server, which has purged the tombstone (a record reaches the server
+/// before it gets its server id, and a whole pass lists every record the server has).
+/// Deletes win, as for a tombstone pulled in time: its pending ops are dropped and its
+/// conflict closed (a conflict's server side is stale: "use server" must not bring the
+/// record back). A record whose failed op is kept as a report becomes a tombstone, the
+/// others go. Returns the dropped ops as `(op id, client id)`.
 pub(crate) fn forget_records_missing_on_server(
     tx: &rusqlite::Connection,
     entity: &str,
     seen: &BTreeSet<String>,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<Vec<(String, String)>> {
+    let mut dropped = Vec::new();
     for record in store::list_records(tx, entity, None, false)? {
         let Some(server_id) = &record.server_id else {
             continue;
         };
-        if seen.contains(server_id)
-            || !store::unfinished_ops_for_record(tx, &record.client_id)?.is_empty()
-        {
+        if seen.contains(server_id) {
             continue;
         }
-        store::delete_conflict_for_record(tx, &record.client_id)?;
-        if store::has_any_op(tx, &record.client_id)? {
-            // A failed op still reports its rejection to the app and names this record:
-            // the record stays as a tombstone, gone for the app, out of the checksum.
-            let mut tombstone = record;
-            tombstone.is_deleted = true;
-            store::put_record(tx, &tombstone)?;
-        } else {
+        for op_id in merge_pulled_delete(tx, server_id)? {
+            dropped.push((op_id, record.client_id.clone()));
+        }
+        if !store::has_any_op(tx, &record.client_id)? {
             store::delete_record(tx, &record.client_id)?;
         }
     }
-    Ok(())
+    Ok(dropped)
 }
 
 #[cfg(test)]

@@ -170,7 +170,13 @@ impl Engine {
         if !page.has_more {
             let planted = self.options.planted_defects.resync_keeps_missing_rows;
             if let Some(repair) = repair.as_ref().filter(|pass| !(pass.resync && planted)) {
-                forget_records_missing_on_server(&tx, entity, &repair.seen_server_ids)?;
+                for (op_id, client_id) in
+                    forget_records_missing_on_server(&tx, entity, &repair.seen_server_ids)?
+                {
+                    self.sync
+                        .events
+                        .push_back(SyncEvent::OpSuperseded { op_id, client_id });
+                }
             }
         }
         // A whole pass (a resync or a repair) stores no cursor before its last page, and

@@ -126,3 +126,94 @@ fn a_pull_too_old_for_the_server_pulls_the_entity_again() {
         "the offline create was pushed"
     );
 }
+
+/// The server refused the pushed edit as a concurrent write: its own row is `data` at
+/// version 2.
+fn conflicting(item: &Value, data: Value) -> Value {
+    json!({
+        "opId": item["opId"], "clientId": item["clientId"], "id": item["id"],
+        "success": false, "errorCode": "CONFLICT", "errorMessage": "concurrent writes",
+        "version": null, "updatedAt": null,
+        "conflict": {"serverData": data, "serverVersion": 2,
+                     "serverUpdatedAt": item["updatedAt"], "serverIsDeleted": false}
+    })
+}
+
+// Regression (a `lite` simulator seed with power loss and bounded retention): a record in
+// conflict, its edit waiting for the user, that the server then deleted and whose
+// tombstone it purged. The whole pass after `RESYNC_REQUIRED` did not list the record, and
+// the device kept it for the waiting edit; "use server" then adopted the conflict's stale
+// server side, and the record lived again on this device alone, its checksum at odds with
+// the server's. Deletes win, as for a tombstone pulled in time: the record is gone, its
+// conflict closed and its waiting edit superseded.
+#[test]
+fn a_whole_pass_deletes_a_record_in_conflict_that_the_server_deleted() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let clock = ManualClock::new(EPOCH_MS);
+    let mut engine = open_engine_in(dir.path(), "acme", clock.clone(), 3);
+    engine.set_auth_token("token-acme").unwrap();
+    engine.sync_now().unwrap();
+    drive(&mut engine, &mut |request| {
+        let operation = request.operation_name.as_str();
+        let answer = match operation {
+            "syncPullSpace" => page(json!([space_row(1), space_row(2)]), "c2", None),
+            _ => page(json!([]), "", None),
+        };
+        data_response(operation, answer)
+    });
+
+    // The user edits space 1 while another device edits it too: the push meets a conflict.
+    engine.update("space-1", json!({"name": "local"})).unwrap();
+    let edit = engine.queued_ops().unwrap()[0].op_id.clone();
+    engine.sync_now().unwrap();
+    drive(&mut engine, &mut |request| {
+        let operation = request.operation_name.as_str();
+        if operation == "syncPushSpace" {
+            let variables = request.variables.to_json();
+            let items = variables["payload"].as_array().unwrap();
+            let results: Vec<Value> = items
+                .iter()
+                .map(|item| conflicting(item, json!({"name": "other"})))
+                .collect();
+            return data_response(operation, json!({"results": results}));
+        }
+        data_response(operation, page(json!([]), "c2", None))
+    });
+    assert_eq!(engine.list_conflicts().unwrap().len(), 1);
+
+    // Before the user decides, the other device deletes space 1 and the server purges the
+    // tombstone: the device's cursor is too old, and the pass from the start lists space 2
+    // alone.
+    engine.sync_now().unwrap();
+    let events = drive(&mut engine, &mut |request| {
+        let operation = request.operation_name.as_str();
+        assert_ne!(operation, "syncPushSpace", "an edit waiting for the user");
+        if operation != "syncPullSpace" {
+            return data_response(operation, page(json!([]), "", None));
+        }
+        match cursor_of(request).as_str() {
+            "c2" => resync_required(),
+            "" => data_response(operation, page(json!([space_row(2)]), "c3", None)),
+            other => panic!("a pull from {other:?}"),
+        }
+    });
+    assert!(
+        events.contains(&SyncEvent::SyncCompleted),
+        "the sync completes: {events:?}"
+    );
+    assert!(
+        events.contains(&SyncEvent::OpSuperseded {
+            op_id: edit,
+            client_id: "space-1".to_owned()
+        }),
+        "the waiting edit is superseded: {events:?}"
+    );
+    assert!(
+        engine.get("space-1").unwrap().is_none(),
+        "the record the server deleted is gone"
+    );
+    assert!(engine.list_conflicts().unwrap().is_empty());
+    assert!(engine.queued_ops().unwrap().is_empty());
+    assert!(engine.get("space-2").unwrap().is_some());
+    engine.check_invariants().expect("invariants hold");
+}
