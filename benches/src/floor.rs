@@ -21,9 +21,9 @@ use sync_engine::{Entropy, SeededEntropy};
 
 use crate::{item_data, ENTITY, SPACE_ID};
 
-/// Copied from the engine's migrations 3 and 4 (`engine/src/store/schema.rs`): the
+/// Copied from the engine's schema for a new database (`engine/src/store/schema.rs`): the
 /// tables the benchmarked paths write, with the constraints and indexes SQLite must
-/// maintain on every insert.
+/// maintain on every insert, and the `id_map` view over the records' server ids.
 pub const SCHEMA: &str = r#"
 CREATE TABLE records (
     client_id    TEXT PRIMARY KEY NOT NULL,
@@ -35,16 +35,12 @@ CREATE TABLE records (
     updated_at   INTEGER NOT NULL,
     is_deleted   INTEGER NOT NULL CHECK (is_deleted IN (0, 1)),
     data         TEXT NOT NULL
-, base_updated_at INTEGER) WITHOUT ROWID;
+, base_updated_at INTEGER, server_id TEXT) WITHOUT ROWID;
 CREATE INDEX records_by_entity_space ON records (entity, space_id, client_id);
 CREATE INDEX records_by_space ON records (space_id);
+CREATE UNIQUE INDEX records_by_server_id ON records (server_id) WHERE server_id IS NOT NULL;
 
-CREATE TABLE id_map (
-    client_id TEXT PRIMARY KEY NOT NULL,
-    server_id TEXT NOT NULL UNIQUE,
-    entity    TEXT NOT NULL CHECK (length(entity) BETWEEN 1 AND 64),
-    FOREIGN KEY (client_id) REFERENCES records (client_id) DEFERRABLE INITIALLY DEFERRED
-) WITHOUT ROWID;
+CREATE VIEW id_map AS SELECT client_id, server_id, entity FROM records WHERE server_id IS NOT NULL;
 
 -- An op copies its record's entity and space when it is written.
 CREATE TABLE operation_queue (
@@ -167,22 +163,27 @@ const INSERT_RECORD: &str =
     "INSERT INTO records (client_id, entity, space_id, version, base_version, updated_at, is_deleted, data) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7)";
 
-const INSERT_ID_MAP: &str = "INSERT INTO id_map (client_id, server_id, entity) VALUES (?1, ?2, ?3)";
+const INSERT_RECORD_WITH_SERVER_ID: &str =
+    "INSERT INTO records (client_id, entity, space_id, version, base_version, updated_at, is_deleted, data, server_id) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8)";
 
-/// One transaction: the push's acknowledgement on the writing device — an `id_map` row
-/// per item, and its queued op deleted.
+/// One transaction: the push's acknowledgement on the writing device — each item's record
+/// takes its server id, and its queued op is deleted.
 #[allow(clippy::disallowed_methods)] // Raw SQLite: the floor has no crash hook.
 pub fn acknowledge_push(conn: &mut Connection, rows: &[ItemRow]) {
     let tx = conn.transaction().expect("begin");
     {
-        let mut insert_mapping = tx.prepare(INSERT_ID_MAP).expect("prepare");
+        let mut set_server_id = tx
+            .prepare("UPDATE records SET server_id = ?2 WHERE client_id = ?1")
+            .expect("prepare");
         let mut delete_op = tx
             .prepare("DELETE FROM operation_queue WHERE op_id = ?1")
             .expect("prepare");
         for row in rows {
-            insert_mapping
-                .execute(params![row.client_id, row.server_id, ENTITY])
-                .expect("insert a mapping");
+            let mapped = set_server_id
+                .execute(params![row.client_id, row.server_id])
+                .expect("set a server id");
+            assert_eq!(mapped, 1);
             let deleted = delete_op.execute([&row.op_id]).expect("delete an op");
             assert_eq!(deleted, 1);
         }
@@ -191,13 +192,12 @@ pub fn acknowledge_push(conn: &mut Connection, rows: &[ItemRow]) {
 }
 
 /// One transaction: the pulled items on the receiving device — a `records` row (server
-/// version 1) and an `id_map` row per item.
+/// version 1, with its server id) per item.
 #[allow(clippy::disallowed_methods)] // Raw SQLite: the floor has no crash hook.
 pub fn write_pulled(conn: &mut Connection, rows: &[ItemRow]) {
     let tx = conn.transaction().expect("begin");
     {
-        let mut insert_record = tx.prepare(INSERT_RECORD).expect("prepare");
-        let mut insert_mapping = tx.prepare(INSERT_ID_MAP).expect("prepare");
+        let mut insert_record = tx.prepare(INSERT_RECORD_WITH_SERVER_ID).expect("prepare");
         for row in rows {
             insert_record
                 .execute(params![
@@ -207,12 +207,10 @@ pub fn write_pulled(conn: &mut Connection, rows: &[ItemRow]) {
                     1,
                     1,
                     row.updated_at,
-                    row.data_text
+                    row.data_text,
+                    row.server_id
                 ])
                 .expect("insert a record");
-            insert_mapping
-                .execute(params![row.client_id, row.server_id, ENTITY])
-                .expect("insert a mapping");
         }
     }
     tx.commit().expect("commit");
@@ -366,6 +364,7 @@ mod tests {
             "records",
             "records_by_entity_space",
             "records_by_space",
+            "records_by_server_id",
             "id_map",
             "operation_queue",
             "queue_by_status",

@@ -431,11 +431,20 @@ fn apply_push_result(
 ) -> rusqlite::Result<PushOutcome> {
     // Whether this result gave the record its first server id.
     let mut mapped_now = false;
+    // That first server id, when `set_pushed_version` below writes it with the record's
+    // new version: one rewrite of the row instead of two.
+    let mut first_server_id: Option<&str> = None;
     if let Some(server_id) = &result.id {
         match &record_server_id {
+            Some(None) if result.success && result.version.is_some() => {
+                mapped_now = !store::server_id_taken(tx, server_id)?;
+                if mapped_now {
+                    first_server_id = Some(server_id);
+                    announced.push(op.entity_id.clone());
+                }
+            }
             Some(None) => {
-                mapped_now =
-                    store::add_id_mapping_unless_taken(tx, &op.entity_id, server_id, &op.entity)?;
+                mapped_now = store::add_id_mapping_unless_taken(tx, &op.entity_id, server_id)?;
                 if mapped_now {
                     announced.push(op.entity_id.clone());
                 }
@@ -464,6 +473,7 @@ fn apply_push_result(
                 version,
                 result.updated_at,
                 mapped_now,
+                first_server_id,
             )?;
             if overwrite {
                 store::planted_overwrite_with_op(tx, &op.entity_id, op.seq)?;

@@ -54,7 +54,7 @@ pub use sync_state::{
 // ---- records ----------------------------------------------------------------------------
 
 const RECORD_COLUMNS: &str =
-    "r.client_id, m.server_id, r.entity, r.space_id, r.version, r.base_version, \
+    "r.client_id, r.server_id, r.entity, r.space_id, r.version, r.base_version, \
      r.updated_at, r.is_deleted, r.data";
 
 fn record_from_row(row: &Row<'_>) -> rusqlite::Result<Record> {
@@ -78,7 +78,7 @@ pub fn object_to_text(map: &Map<String, Value>) -> String {
 
 pub fn get_record(conn: &Connection, client_id: &str) -> rusqlite::Result<Option<Record>> {
     conn.prepare_cached(&format!(
-        "SELECT {RECORD_COLUMNS} FROM records r LEFT JOIN id_map m ON m.client_id = r.client_id \
+        "SELECT {RECORD_COLUMNS} FROM records r \
          WHERE r.client_id = ?1"
     ))?
     .query_row([client_id], record_from_row)
@@ -91,22 +91,18 @@ pub fn record_server_id(
     conn: &Connection,
     client_id: &str,
 ) -> rusqlite::Result<Option<Option<String>>> {
-    conn.prepare_cached(
-        "SELECT m.server_id FROM records r \
-         LEFT JOIN id_map m ON m.client_id = r.client_id WHERE r.client_id = ?1",
-    )?
-    .query_row([client_id], |row| row.get(0))
-    .optional()
+    conn.prepare_cached("SELECT r.server_id FROM records r WHERE r.client_id = ?1")?
+        .query_row([client_id], |row| row.get(0))
+        .optional()
 }
 
-/// A record by client id or by the server id it is mapped to. A mapping whose record is
-/// missing is damage (the schema's foreign keys forbid it).
+/// A record by client id or by its server id.
 pub fn find_record(conn: &Connection, id: &str) -> rusqlite::Result<Option<Record>> {
     if let Some(record) = get_record(conn, id)? {
         return Ok(Some(record));
     }
     match client_id_for_server_id(conn, id)? {
-        Some(client_id) => parent_record(conn, "id_map", &client_id, &client_id).map(Some),
+        Some(client_id) => get_record(conn, &client_id),
         None => Ok(None),
     }
 }
@@ -197,7 +193,7 @@ pub fn list_records(
     include_deleted: bool,
 ) -> rusqlite::Result<Vec<Record>> {
     let mut statement = conn.prepare_cached(&format!(
-        "SELECT {RECORD_COLUMNS} FROM records r LEFT JOIN id_map m ON m.client_id = r.client_id \
+        "SELECT {RECORD_COLUMNS} FROM records r \
          WHERE r.entity = ?1 AND (?2 IS NULL OR r.space_id = ?2) AND (?3 OR r.is_deleted = 0) \
          ORDER BY r.client_id"
     ))?;
@@ -208,7 +204,7 @@ pub fn list_records(
 /// Every record of every entity, ordered by client id (for whole-state checks).
 pub fn all_records(conn: &Connection) -> rusqlite::Result<Vec<Record>> {
     let mut statement = conn.prepare_cached(&format!(
-        "SELECT {RECORD_COLUMNS} FROM records r LEFT JOIN id_map m ON m.client_id = r.client_id \
+        "SELECT {RECORD_COLUMNS} FROM records r \
          ORDER BY r.client_id"
     ))?;
     let rows = statement.query_map([], record_from_row)?;
@@ -318,7 +314,7 @@ fn upsert_record(
         base_stamp.map(|stamp| stamp.0 as i64),
     ])?;
     if let Some(server_id) = &record.server_id {
-        write_id_mapping(conn, &record.client_id, server_id, &record.entity)?;
+        write_id_mapping(conn, &record.client_id, server_id)?;
     }
     Ok(())
 }
@@ -367,7 +363,9 @@ fn merge_base_from_row(row: &Row<'_>) -> rusqlite::Result<Option<Map<String, Val
 /// record itself takes the server's version (and stamp, when the server sent one); with
 /// later edits waiting, only the merge base moves. One statement per op: the push answer
 /// runs it for every op it acknowledges. `announced`: the caller announces the record as
-/// changed itself (its id mapping was just added), so no change note is taken.
+/// changed itself (it gains its first server id here), so no change note is taken.
+/// `first_server_id`: that server id, written with the version (the caller checked that
+/// no other record holds it, [`server_id_taken`]).
 pub fn set_pushed_version(
     conn: &Connection,
     client_id: &str,
@@ -375,6 +373,7 @@ pub fn set_pushed_version(
     version: i64,
     updated_at: Option<HlcStamp>,
     announced: bool,
+    first_server_id: Option<&str>,
 ) -> rusqlite::Result<()> {
     if !announced {
         changes::note(conn, client_id, None)?;
@@ -388,7 +387,7 @@ pub fn set_pushed_version(
                      COALESCE(?4, (SELECT q.hlc FROM operation_queue q WHERE q.id = ?2)) END \
                  FROM (SELECT EXISTS (SELECT 1 FROM operation_queue WHERE entity_id = ?1 \
                      AND status = 'pending' AND id <> ?2) AS later)), \
-             base_version = ?3, \
+             base_version = ?3, server_id = COALESCE(?5, server_id), \
              base_data = (SELECT NULLIF(q.payload, records.data) FROM operation_queue q WHERE q.id = ?2) \
              WHERE client_id = ?1",
         )?
@@ -396,7 +395,8 @@ pub fn set_pushed_version(
             client_id,
             seq,
             version,
-            updated_at.map(|stamp| stamp.0 as i64)
+            updated_at.map(|stamp| stamp.0 as i64),
+            first_server_id
         ])?;
     assert!(changed <= 1);
     Ok(())
@@ -438,12 +438,14 @@ pub fn delete_record(conn: &Connection, client_id: &str) -> rusqlite::Result<()>
     changes::note(conn, client_id, None)?;
     conn.prepare_cached("DELETE FROM records WHERE client_id = ?1")?
         .execute([client_id])?;
-    conn.prepare_cached("DELETE FROM id_map WHERE client_id = ?1")?
-        .execute([client_id])?;
     Ok(())
 }
 
-// ---- id map -----------------------------------------------------------------------------
+// ---- server ids -------------------------------------------------------------------------
+//
+// A record's server id is a column of its row (`records.server_id`, unique where set):
+// acknowledging a push rewrites the row it already rewrites, and nothing can map a record
+// that is gone. `id_map` is a view over it for the readers that join "the mapping".
 
 pub fn set_id_mapping(
     conn: &Connection,
@@ -452,30 +454,23 @@ pub fn set_id_mapping(
     entity: &str,
 ) -> rusqlite::Result<()> {
     changes::note(conn, client_id, Some(entity))?;
-    write_id_mapping(conn, client_id, server_id, entity)
+    write_id_mapping(conn, client_id, server_id)
 }
 
 /// [`set_id_mapping`] inside a record write that took the note already.
-fn write_id_mapping(
-    conn: &Connection,
-    client_id: &str,
-    server_id: &str,
-    entity: &str,
-) -> rusqlite::Result<()> {
+fn write_id_mapping(conn: &Connection, client_id: &str, server_id: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "INSERT INTO id_map (client_id, server_id, entity) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (client_id) DO UPDATE SET server_id = excluded.server_id \
-         WHERE id_map.server_id <> excluded.server_id",
+        "UPDATE records SET server_id = ?2 WHERE client_id = ?1 AND server_id IS NOT ?2",
     )?
-    .execute(params![client_id, server_id, entity])?;
+    .execute(params![client_id, server_id])?;
     Ok(())
 }
 
 /// Maps a record that has no server id yet to the one a push result gave it, unless
 /// another record holds that server id already (a broken server: the first mapping stays).
-/// The common case of a push answer, kept apart from `set_id_mapping_unless_taken`: a
-/// plain insert with no read of `id_map` inside it (an `INSERT … SELECT` that reads its own
-/// table goes through a temporary table, measured as 6 % of a 10k sync).
+/// The common case of a push answer, kept apart from `set_id_mapping_unless_taken`: the
+/// record takes the server id unless its unique index refuses it (`UPDATE OR IGNORE`),
+/// with no lookup before.
 ///
 /// Takes no change note (`store/changes.rs`): returns whether the mapping was added, and
 /// then the record shows a server id it did not show, a change the caller announces
@@ -485,14 +480,13 @@ pub fn add_id_mapping_unless_taken(
     conn: &Connection,
     client_id: &str,
     server_id: &str,
-    entity: &str,
 ) -> rusqlite::Result<bool> {
     let added = conn
         .prepare_cached(
-            "INSERT INTO id_map (client_id, server_id, entity) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (server_id) DO NOTHING",
+            "UPDATE OR IGNORE records SET server_id = ?2 \
+             WHERE client_id = ?1 AND server_id IS NULL",
         )?
-        .execute(params![client_id, server_id, entity])?;
+        .execute(params![client_id, server_id])?;
     assert!(added <= 1);
     Ok(added == 1)
 }
@@ -508,20 +502,24 @@ pub fn set_id_mapping_unless_taken(
 ) -> rusqlite::Result<()> {
     changes::note(conn, client_id, Some(entity))?;
     conn.prepare_cached(
-        "INSERT INTO id_map (client_id, server_id, entity) SELECT ?1, ?2, ?3 \
-         WHERE NOT EXISTS (SELECT 1 FROM id_map WHERE server_id = ?2 AND client_id <> ?1) \
-         ON CONFLICT (client_id) DO UPDATE SET server_id = excluded.server_id \
-         WHERE id_map.server_id <> excluded.server_id",
+        "UPDATE records SET server_id = ?2 WHERE client_id = ?1 AND server_id IS NOT ?2 \
+         AND NOT EXISTS (SELECT 1 FROM records WHERE server_id = ?2 AND client_id <> ?1)",
     )?
-    .execute(params![client_id, server_id, entity])?;
+    .execute(params![client_id, server_id])?;
     Ok(())
+}
+
+/// Whether a record holds `server_id` already.
+pub fn server_id_taken(conn: &Connection, server_id: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM records WHERE server_id = ?1)")?
+        .query_row([server_id], |row| row.get(0))
 }
 
 pub fn client_id_for_server_id(
     conn: &Connection,
     server_id: &str,
 ) -> rusqlite::Result<Option<String>> {
-    conn.prepare_cached("SELECT client_id FROM id_map WHERE server_id = ?1")?
+    conn.prepare_cached("SELECT client_id FROM records WHERE server_id = ?1")?
         .query_row([server_id], |row| row.get(0))
         .optional()
 }
@@ -548,10 +546,6 @@ pub fn token(conn: &Connection, name: &str) -> rusqlite::Result<Option<String>> 
 pub fn wipe_space_rows(conn: &Connection, space_id: &str) -> rusqlite::Result<usize> {
     changes::note_space(conn, space_id)?;
     conn.execute(
-        "DELETE FROM id_map WHERE client_id IN (SELECT client_id FROM records WHERE space_id = ?1)",
-        [space_id],
-    )?;
-    conn.execute(
         "DELETE FROM conflicts WHERE client_id IN (SELECT client_id FROM records WHERE space_id = ?1)",
         [space_id],
     )?;
@@ -570,7 +564,6 @@ pub fn wipe_space_rows(conn: &Connection, space_id: &str) -> rusqlite::Result<us
 /// Deletes one entity's records, id mappings, queued ops, conflicts and sync state.
 pub fn clear_entity(conn: &Connection, entity: &str) -> rusqlite::Result<()> {
     changes::note_entity(conn, entity)?;
-    conn.execute("DELETE FROM id_map WHERE entity = ?1", [entity])?;
     conn.execute("DELETE FROM conflicts WHERE entity = ?1", [entity])?;
     conn.execute("DELETE FROM operation_queue WHERE entity = ?1", [entity])?;
     conn.execute("DELETE FROM records WHERE entity = ?1", [entity])?;

@@ -55,7 +55,7 @@ fn a_push_result_with_an_empty_server_id_is_refused() {
 
 // Proves a push answer that gives one server id to two records (a broken server) keeps
 // the first mapping: the second record stays unmapped, both writes are acknowledged, and
-// the answer's transaction commits (a second mapping would break `id_map`'s uniqueness).
+// the answer's transaction commits (a second mapping would break the unique index of the records' server ids).
 #[test]
 fn a_server_id_given_to_two_records_maps_only_the_first() {
     let (_dir, mut engine) = testing::open_temp_engine("acme");

@@ -69,15 +69,6 @@ fn a_queue_row_whose_record_is_missing() {
 }
 
 #[test]
-fn an_id_map_row_whose_record_is_missing() {
-    check(
-        |f| format!("DELETE FROM records WHERE client_id = '{}'", f.synced),
-        Schema::Refuses,
-        |f| vec![format!("id_map row {}", f.synced)],
-    );
-}
-
-#[test]
 fn a_record_whose_entity_disagrees_with_its_queued_op() {
     check(
         |f| {
@@ -93,20 +84,6 @@ fn a_record_whose_entity_disagrees_with_its_queued_op() {
                 f.pending.clone(),
             ]
         },
-    );
-}
-
-#[test]
-fn a_record_whose_entity_disagrees_with_its_id_mapping() {
-    check(
-        |f| {
-            format!(
-                "UPDATE records SET entity = 'Group' WHERE client_id = '{}'",
-                f.synced
-            )
-        },
-        Schema::Accepts,
-        |f| vec![format!("id_map row {}", f.synced)],
     );
 }
 
@@ -372,15 +349,15 @@ fn every_damaged_row_is_reported_not_only_the_first() {
             format!(
                 "UPDATE records SET data = 'x' WHERE client_id IN ('{}', '{}');
                  DELETE FROM records WHERE client_id = '{}'",
-                f.pending, f.other, f.synced
+                f.synced, f.other, f.pending
             )
         },
         Schema::Refuses,
         |f| {
             vec![
-                format!("records row {}", f.pending),
+                format!("records row {}", f.synced),
                 format!("records row {}", f.other),
-                format!("id_map row {}", f.synced),
+                format!("operation_queue row {}", f.pending_seq),
             ]
         },
     );

@@ -259,7 +259,7 @@ fn a_version_1_database_migrates_with_every_row_intact() {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 5);
+    assert_eq!(version, 6);
     conn.pragma_update(None, "foreign_keys", true).unwrap();
     assert!(
         conn.execute("DELETE FROM records WHERE client_id = 'c-failed'", [])

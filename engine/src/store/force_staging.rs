@@ -116,16 +116,11 @@ pub fn swap_in(conn: &Connection, entity: &str) -> rusqlite::Result<usize> {
     let stored = conn
         .prepare_cached(
             "INSERT INTO records (client_id, entity, space_id, version, base_version, base_data, \
-             updated_at, is_deleted, data) \
-             SELECT client_id, entity, space_id, version, version, NULL, updated_at, 0, data \
-             FROM force_staging WHERE entity = ?1 ORDER BY client_id",
+             updated_at, is_deleted, data, server_id) \
+             SELECT client_id, entity, space_id, version, version, NULL, updated_at, 0, data, \
+             server_id FROM force_staging WHERE entity = ?1 ORDER BY client_id",
         )?
         .execute([entity])?;
-    conn.prepare_cached(
-        "INSERT INTO id_map (client_id, server_id, entity) \
-         SELECT client_id, server_id, entity FROM force_staging WHERE entity = ?1 ORDER BY client_id",
-    )?
-    .execute([entity])?;
     clear(conn)?;
     Ok(stored)
 }

@@ -31,10 +31,7 @@ pub fn scan(conn: &Connection) -> rusqlite::Result<Scan> {
     let mut damaged = Vec::new();
     let records = read_each(
         conn,
-        &format!(
-            "SELECT {RECORD_COLUMNS} FROM records r \
-             LEFT JOIN id_map m ON m.client_id = r.client_id ORDER BY r.client_id"
-        ),
+        &format!("SELECT {RECORD_COLUMNS} FROM records r ORDER BY r.client_id"),
         record_from_row,
         &mut damaged,
     )?;
@@ -58,16 +55,6 @@ pub fn scan(conn: &Connection) -> rusqlite::Result<Scan> {
              LEFT JOIN id_map m ON m.client_id = c.client_id ORDER BY c.id"
         ),
         conflict_from_row,
-        &mut damaged,
-    )?;
-    read_each(
-        conn,
-        "SELECT client_id, server_id, entity FROM id_map ORDER BY client_id",
-        |row| {
-            let row = StoredRow::new(row, "id_map", 0);
-            row.get::<String>(1)?;
-            row.entity(2)
-        },
         &mut damaged,
     )?;
     let cursor_entities = read_each(
@@ -126,9 +113,8 @@ fn read_each<T>(
 
 /// The rows that belong to a record (by client id, under the record's entity), as the
 /// schema's foreign keys declare: (table, key column, client id column).
-const CHILDREN: [(&str, &str, &str); 3] = [
+const CHILDREN: [(&str, &str, &str); 2] = [
     ("operation_queue", "id", "entity_id"),
-    ("id_map", "client_id", "client_id"),
     ("conflicts", "id", "client_id"),
 ];
 

@@ -56,10 +56,10 @@ impl Bound {
 
 impl NewestIds {
     pub fn read(conn: &Connection) -> rusqlite::Result<NewestIds> {
-        // Each `max` is one descent of a B-tree: the records' primary key, the id map's
-        // unique server id index.
+        // Each `max` is one descent of a B-tree: the records' primary key, their unique
+        // server id index.
         conn.prepare_cached(
-            "SELECT (SELECT max(client_id) FROM records), (SELECT max(server_id) FROM id_map)",
+            "SELECT (SELECT max(client_id) FROM records), (SELECT max(server_id) FROM records WHERE server_id IS NOT NULL)",
         )?
         .query_row([], |row| {
             Ok(NewestIds {
@@ -79,7 +79,7 @@ impl NewestIds {
 
 /// Writes pulled rows the device holds nothing of (neither id names a record it holds,
 /// checked by the caller before the page's first write) as the server holds them: the
-/// record, its data its own merge base, and its id mapping. Two plain inserts per row,
+/// record with its server id, its data its own merge base. One plain insert per row,
 /// where a record write in general is an upsert: a row that is there after all fails the
 /// statement (and so the page's transaction) on the table's constraints instead of
 /// overwriting it. Both statements are prepared once for a page and kept for its rows.
@@ -87,7 +87,6 @@ impl NewestIds {
 /// announces itself.
 pub struct NewRowWriter<'conn> {
     record: CachedStatement<'conn>,
-    mapping: CachedStatement<'conn>,
 }
 
 impl<'conn> NewRowWriter<'conn> {
@@ -95,12 +94,9 @@ impl<'conn> NewRowWriter<'conn> {
         // `base_data` and `base_updated_at` stay NULL: the merge base is the record's data.
         let record = conn.prepare_cached(
             "INSERT INTO records (client_id, entity, space_id, version, base_version, \
-             updated_at, is_deleted, data) VALUES (?1, ?2, ?3, ?4, ?4, ?5, 0, ?6)",
+             updated_at, is_deleted, data, server_id) VALUES (?1, ?2, ?3, ?4, ?4, ?5, 0, ?6, ?7)",
         )?;
-        let mapping = conn.prepare_cached(
-            "INSERT INTO id_map (client_id, server_id, entity) VALUES (?1, ?2, ?3)",
-        )?;
-        Ok(NewRowWriter { record, mapping })
+        Ok(NewRowWriter { record })
     }
 
     pub fn insert(&mut self, entity: &str, item: &PulledItem) -> rusqlite::Result<()> {
@@ -111,11 +107,8 @@ impl<'conn> NewRowWriter<'conn> {
             item.version,
             item.updated_at.0 as i64,
             object_to_text(&item.data),
+            item.id,
         ])?;
-        assert_eq!(inserted, 1);
-        let inserted = self
-            .mapping
-            .execute(params![item.client_id, item.id, entity])?;
         assert_eq!(inserted, 1);
         Ok(())
     }
@@ -134,9 +127,8 @@ pub fn version_hash(conn: &Connection, entity: &str) -> rusqlite::Result<String>
     // stored, without parsing. A damaged row whose data is not text hashes as empty data,
     // so the checksum differs and a repair pull rewrites it from the server.
     let mut statement = conn.prepare_cached(
-        "SELECT m.server_id, r.version, r.data FROM records r \
-         JOIN id_map m ON m.client_id = r.client_id \
-         WHERE r.entity = ?1 AND r.is_deleted = 0",
+        "SELECT r.server_id, r.version, r.data FROM records r \
+         WHERE r.entity = ?1 AND r.is_deleted = 0 AND r.server_id IS NOT NULL",
     )?;
     let mut rows = statement.query([entity])?;
     // Every id and data text in one buffer; a row is its two ranges in it and its version.

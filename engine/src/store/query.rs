@@ -188,8 +188,7 @@ fn page_sql(query: &Query) -> Sql {
     let limit = sql.bind(SqlValue::Integer(limit));
     let offset = sql.bind(SqlValue::Integer(query.offset as i64));
     sql.text = format!(
-        "SELECT {RECORD_COLUMNS}, {sort_column} FROM records r \
-         LEFT JOIN id_map m ON m.client_id = r.client_id WHERE {} \
+        "SELECT {RECORD_COLUMNS}, {sort_column} FROM records r WHERE {} \
          ORDER BY {order_by} LIMIT {limit} OFFSET {offset}",
         sql.text
     );

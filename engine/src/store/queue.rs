@@ -170,7 +170,7 @@ pub fn next_push_run(
     limit_for: impl Fn(&str) -> usize,
 ) -> rusqlite::Result<Vec<(QueuedOp, Option<String>)>> {
     let mut statement = conn.prepare_cached(&format!(
-        "SELECT {OP_COLUMNS}, (SELECT m.server_id FROM id_map m WHERE m.client_id = q.entity_id), \
+        "SELECT {OP_COLUMNS}, (SELECT r.server_id FROM records r WHERE r.client_id = q.entity_id), \
          EXISTS (SELECT 1 FROM records r WHERE r.client_id = q.entity_id AND r.entity = q.entity) \
          FROM operation_queue q WHERE q.status = 'pending' \
          AND (?1 IS NULL OR q.entity = ?1) \

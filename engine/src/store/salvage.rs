@@ -242,8 +242,12 @@ pub fn write(
     let mut insert_record = tx.prepare(&format!(
         "INSERT INTO records ({RECORD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
     ))?;
-    let mut insert_mapping =
-        tx.prepare("INSERT INTO id_map (client_id, server_id, entity) VALUES (?1, ?2, ?3)")?;
+    // The damaged file's mapping (a row of its `id_map`, a table or a view by its schema
+    // version) becomes the written record's server id.
+    let mut insert_mapping = tx.prepare(
+        "UPDATE records SET server_id = ?2 WHERE client_id = ?1 AND entity = ?3 \
+         AND server_id IS NULL",
+    )?;
     let mut insert_op = tx.prepare(&format!(
         "INSERT INTO operation_queue ({OP_COLUMNS}) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
@@ -263,7 +267,7 @@ pub fn write(
                 let mapped = match &record.id_map {
                     Some(mapping) if inserted => insert_mapping
                         .execute(rusqlite::params_from_iter(mapping))
-                        .is_ok(),
+                        .is_ok_and(|updated| updated == 1),
                     Some(_) => false,
                     None => true,
                 };

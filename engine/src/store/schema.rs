@@ -12,9 +12,9 @@ use rusqlite::Connection;
 use std::path::Path;
 
 /// Newest schema this engine knows.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 6] = [
     r#"
 CREATE TABLE records (
     client_id    TEXT PRIMARY KEY NOT NULL,
@@ -253,6 +253,19 @@ CREATE TABLE push_in_flight (
 );
 UPDATE operation_queue SET status = 'pending' WHERE status = 'sending';
 "#,
+    // 6: a record's server id is a column of its row, unique where set, instead of a row
+    // of its own in `id_map`: acknowledging a push rewrites the record anyway, and now
+    // writes nothing else for the mapping (issue 16: the id map's two B-trees were a
+    // quarter of the pages a push commit wrote). `id_map` stays as a view for readers.
+    // A mapping whose record is gone (only a damaged database has one) is dropped; a
+    // mapping's entity was its record's (the code kept them equal), so the record's stays.
+    r#"
+ALTER TABLE records ADD COLUMN server_id TEXT;
+UPDATE records SET server_id = (SELECT m.server_id FROM id_map m WHERE m.client_id = records.client_id);
+DROP TABLE id_map;
+CREATE UNIQUE INDEX records_by_server_id ON records (server_id) WHERE server_id IS NOT NULL;
+CREATE VIEW id_map AS SELECT client_id, server_id, entity FROM records WHERE server_id IS NOT NULL;
+"#,
 ];
 
 /// The schema a new database gets: the tables as the migrations leave them, created in one
@@ -260,8 +273,8 @@ UPDATE operation_queue SET status = 'pending' WHERE status = 'sending';
 /// simulator creates thousands of databases). A test migrates a version 1 database and
 /// checks that it ends with exactly this schema; a new migration changes this copy too.
 const NEW_DATABASE: &str = r#"
--- `base_updated_at` (and the queue's `error_code`) sit where migration 4's ALTER TABLE
--- puts them, so that a migrated schema reads exactly as a new one.
+-- `base_updated_at` and `server_id` (and the queue's `error_code`) sit where migrations
+-- 4's and 6's ALTER TABLE put them, so that a migrated schema reads exactly as a new one.
 CREATE TABLE records (
     client_id    TEXT PRIMARY KEY NOT NULL,
     entity       TEXT NOT NULL CHECK (length(entity) BETWEEN 1 AND 64),
@@ -272,16 +285,13 @@ CREATE TABLE records (
     updated_at   INTEGER NOT NULL,
     is_deleted   INTEGER NOT NULL CHECK (is_deleted IN (0, 1)),
     data         TEXT NOT NULL
-, base_updated_at INTEGER) WITHOUT ROWID;
+, base_updated_at INTEGER, server_id TEXT) WITHOUT ROWID;
 CREATE INDEX records_by_entity_space ON records (entity, space_id, client_id);
 CREATE INDEX records_by_space ON records (space_id);
+CREATE UNIQUE INDEX records_by_server_id ON records (server_id) WHERE server_id IS NOT NULL;
 
-CREATE TABLE id_map (
-    client_id TEXT PRIMARY KEY NOT NULL,
-    server_id TEXT NOT NULL UNIQUE,
-    entity    TEXT NOT NULL CHECK (length(entity) BETWEEN 1 AND 64),
-    FOREIGN KEY (client_id) REFERENCES records (client_id) DEFERRABLE INITIALLY DEFERRED
-) WITHOUT ROWID;
+-- A record's server id, as the readers that join "the mapping" see it.
+CREATE VIEW id_map AS SELECT client_id, server_id, entity FROM records WHERE server_id IS NOT NULL;
 
 -- An op copies its record's entity and space when it is written.
 CREATE TABLE operation_queue (

@@ -73,8 +73,8 @@ impl Damageable {
                 &format!(
                     "DELETE FROM operation_queue WHERE entity_id = '{synced}';
                      UPDATE records SET base_version = 1 WHERE client_id = '{synced}';
-                     INSERT INTO id_map (client_id, server_id, entity)
-                         VALUES ('{synced}', '{SYNCED_SERVER_ID}', 'Space');
+                     UPDATE records SET server_id = '{SYNCED_SERVER_ID}'
+                         WHERE client_id = '{synced}';
                      INSERT INTO conflicts (client_id, entity, space_id, local_version,
                          local_updated_at, local_data, server_version, server_updated_at,
                          server_data, server_is_deleted)
