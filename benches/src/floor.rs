@@ -3,13 +3,14 @@
 //!
 //! A floor is the cost of storing the bytes and nothing else, so every measure reads as
 //! "the engine is N times its floor". The schema is copied from
-//! `engine/src/store/schema.rs` (`records`, `id_map` and `operation_queue`, with their
-//! constraints and indexes) and the connection gets the engine's PRAGMAs (WAL,
+//! `engine/src/store/schema.rs` (`records`, the `id_map` view and `operation_queue`, with
+//! their constraints and indexes) and the connection gets the engine's PRAGMAs (WAL,
 //! `synchronous = NORMAL`, foreign keys on). Row contents (ids, HLC stamps, the JSON text
 //! of the data) are rendered in the untimed setup: a floor does no id generation, no JSON
-//! work, no reads and no protocol. Each row is written once, in its
-//! first form; the engine may rewrite a row several times, and that is part of what the
-//! ratio shows.
+//! work, no reads and no protocol. Each row is written once, in its first form, except that
+//! the acknowledgement gives each record its server id (a column of the record's row, as
+//! in the engine); the engine may rewrite a row several times, and that is part of what
+//! the ratio shows.
 
 use rusqlite::{params, Connection};
 use std::collections::BTreeMap;
@@ -81,8 +82,8 @@ pub fn open(path: &Path) -> Connection {
     conn
 }
 
-/// One created item, pre-rendered: the values of its `records` row, its queued insert
-/// and its `id_map` row.
+/// One created item, pre-rendered: the values of its `records` row (with the server id
+/// it takes when acknowledged) and its queued insert.
 #[derive(Clone, Debug)]
 pub struct ItemRow {
     pub client_id: String,
@@ -269,8 +270,9 @@ impl LocalFloor {
 ///
 /// 1. device A, one transaction: `records` + `operation_queue` rows ([`write_local`]);
 /// 2. the server: every item copied into a `BTreeMap` by server id ([`store_on_server`]);
-/// 3. device A, one transaction: `id_map` rows in, queue rows out ([`acknowledge_push`]);
-/// 4. device B, one transaction: `records` + `id_map` rows ([`write_pulled`]).
+/// 3. device A, one transaction: server ids set on the records, queue rows out
+///    ([`acknowledge_push`]);
+/// 4. device B, one transaction: `records` rows with their server ids ([`write_pulled`]).
 pub struct SyncFloor {
     pub a: Connection,
     pub b: Connection,
