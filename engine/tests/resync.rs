@@ -43,23 +43,23 @@ fn drive(engine: &mut Engine, server: &mut dyn FnMut(&SyncRequest) -> Value) -> 
     std::iter::from_fn(|| engine.poll_event()).collect()
 }
 
+/// The answer to a push request, `result` for each of its items.
+fn push_answer(request: &SyncRequest, result: impl Fn(&Value) -> Value) -> Value {
+    let variables = request.variables.to_json();
+    let items = variables["payload"].as_array().expect("a push payload");
+    let results: Vec<Value> = items.iter().map(result).collect();
+    data_response(&request.operation_name, json!({"results": results}))
+}
+
 fn resync_required() -> Value {
     json!({"errors": [{"message": "cursor older than the retention window",
                        "extensions": {"code": "RESYNC_REQUIRED"}}]})
 }
 
-// Proves that `RESYNC_REQUIRED` on a pull makes the device pull the entity again from the
-// start, in the same sync: the synced record the server purged is forgotten, the synced
-// record it still has stays, and a record created offline keeps its queued op, which is
-// pushed as before.
-#[test]
-fn a_pull_too_old_for_the_server_pulls_the_entity_again() {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let clock = ManualClock::new(EPOCH_MS);
-    let mut engine = open_engine_in(dir.path(), "acme", clock.clone(), 3);
+/// A device online once: it holds spaces 1 and 2 and the cursor after them (`c2`).
+fn online_once(dir: &std::path::Path) -> Engine {
+    let mut engine = open_engine_in(dir, "acme", ManualClock::new(EPOCH_MS), 3);
     engine.set_auth_token("token-acme").unwrap();
-
-    // Online once: the device holds spaces 1 and 2 and the cursor after them.
     engine.sync_now().unwrap();
     drive(&mut engine, &mut |request| {
         let operation = request.operation_name.as_str();
@@ -69,6 +69,17 @@ fn a_pull_too_old_for_the_server_pulls_the_entity_again() {
         };
         data_response(operation, answer)
     });
+    engine
+}
+
+// Proves that `RESYNC_REQUIRED` on a pull makes the device pull the entity again from the
+// start, in the same sync: the synced record the server purged is forgotten, the synced
+// record it still has stays, and a record created offline keeps its queued op, which is
+// pushed as before.
+#[test]
+fn a_pull_too_old_for_the_server_pulls_the_entity_again() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut engine = online_once(dir.path());
     assert!(engine.get("space-1").unwrap().is_some());
 
     // Offline for long: the user creates a space. Meanwhile another device deleted space 1
@@ -81,16 +92,10 @@ fn a_pull_too_old_for_the_server_pulls_the_entity_again() {
     let events = drive(&mut engine, &mut |request| {
         let operation = request.operation_name.as_str();
         if operation == "syncPushSpace" {
-            let variables = request.variables.to_json();
-            let items = variables["payload"].as_array().unwrap();
-            let results: Vec<Value> = items
-                .iter()
-                .map(|item| {
-                    json!({"opId": item["opId"], "success": true, "id": "srv-9",
-                                   "version": 1, "updatedAt": item["updatedAt"]})
-                })
-                .collect();
-            return data_response(operation, json!({"results": results}));
+            return push_answer(request, |item| {
+                json!({"opId": item["opId"], "success": true, "id": "srv-9",
+                       "version": 1, "updatedAt": item["updatedAt"]})
+            });
         }
         if operation != "syncPullSpace" {
             return data_response(operation, page(json!([]), "", None));
@@ -149,18 +154,7 @@ fn conflicting(item: &Value, data: Value) -> Value {
 #[test]
 fn a_whole_pass_deletes_a_record_in_conflict_that_the_server_deleted() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let clock = ManualClock::new(EPOCH_MS);
-    let mut engine = open_engine_in(dir.path(), "acme", clock.clone(), 3);
-    engine.set_auth_token("token-acme").unwrap();
-    engine.sync_now().unwrap();
-    drive(&mut engine, &mut |request| {
-        let operation = request.operation_name.as_str();
-        let answer = match operation {
-            "syncPullSpace" => page(json!([space_row(1), space_row(2)]), "c2", None),
-            _ => page(json!([]), "", None),
-        };
-        data_response(operation, answer)
-    });
+    let mut engine = online_once(dir.path());
 
     // The user edits space 1 while another device edits it too: the push meets a conflict.
     engine.update("space-1", json!({"name": "local"})).unwrap();
@@ -169,13 +163,7 @@ fn a_whole_pass_deletes_a_record_in_conflict_that_the_server_deleted() {
     drive(&mut engine, &mut |request| {
         let operation = request.operation_name.as_str();
         if operation == "syncPushSpace" {
-            let variables = request.variables.to_json();
-            let items = variables["payload"].as_array().unwrap();
-            let results: Vec<Value> = items
-                .iter()
-                .map(|item| conflicting(item, json!({"name": "other"})))
-                .collect();
-            return data_response(operation, json!({"results": results}));
+            return push_answer(request, |item| conflicting(item, json!({"name": "other"})));
         }
         data_response(operation, page(json!([]), "c2", None))
     });
