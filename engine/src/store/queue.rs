@@ -170,9 +170,9 @@ pub fn next_push_run(
     limit_for: impl Fn(&str) -> usize,
 ) -> rusqlite::Result<Vec<(QueuedOp, Option<String>)>> {
     let mut statement = conn.prepare_cached(&format!(
-        "SELECT {OP_COLUMNS}, (SELECT r.server_id FROM records r WHERE r.client_id = q.entity_id), \
-         EXISTS (SELECT 1 FROM records r WHERE r.client_id = q.entity_id AND r.entity = q.entity) \
-         FROM operation_queue q WHERE q.status = 'pending' \
+        "SELECT {OP_COLUMNS}, r.server_id, r.entity IS q.entity \
+         FROM operation_queue q LEFT JOIN records r ON r.client_id = q.entity_id \
+         WHERE q.status = 'pending' \
          AND (?1 IS NULL OR q.entity = ?1) \
          AND NOT EXISTS (SELECT 1 FROM conflicts c WHERE c.client_id = q.entity_id) ORDER BY q.id"
     ))?;
