@@ -11,7 +11,9 @@
 //!
 //! - **causal stamps**: a write carries a stamp newer than every version its device had
 //!   shown of the record (else the conflict policy, "the newer stamp wins", would let an
-//!   overwritten version win over the write that overwrote it);
+//!   overwritten version win over the write that overwrote it), except a version the
+//!   server replaced by a row with a lower stamp (a stamp far ahead, clamped): the device
+//!   could only know the row's stamp, which its write must beat;
 //! - **no causal loss** (with the model, at the end): a write never loses to a version it
 //!   happened after;
 //! - **no spurious conflict**: a stored conflict's two sides are concurrent;
@@ -206,11 +208,25 @@ impl Causality {
         let (index, _) = self.observe(device, tenant, record, Origin::Local);
         let client_id = record.client_id.as_str();
         let version = self.version(tenant, client_id, index);
+        // The server stores a stamp far ahead clamped (`server::rules`); stored rewritten
+        // too, the stored row is a version after the write (`rewrites`) with a lower stamp.
+        // A device that knows that row knows its stamp, not the ones it replaced: the write
+        // must out-stamp the row, not the versions the clamp restamped lower.
+        let restamped_lower = |earlier: usize, seen: &Version| {
+            version.past.iter().any(|later| {
+                let later = self.version(tenant, client_id, *later);
+                later.past.contains(&earlier) && later.stamp < seen.stamp
+            })
+        };
         if let Some(seen) = version
             .past
             .iter()
-            .map(|past| self.version(tenant, client_id, *past))
-            .find(|seen| seen.stamp >= version.stamp)
+            .map(|past| (*past, self.version(tenant, client_id, *past)))
+            .filter(|(earlier, seen)| {
+                seen.stamp >= version.stamp && !restamped_lower(*earlier, seen)
+            })
+            .map(|(_, seen)| seen)
+            .next()
         {
             return Err(format!(
                 "causality: device {device} wrote {client_id} in tenant {tenant} at stamp {:?} after it had \
@@ -497,6 +513,24 @@ mod tests {
         assert!(error.starts_with("causality:"), "{error}");
         // Device 1 never saw stamp 50 or 60: its smaller stamp is concurrent, not wrong.
         assert!(causality.written(1, T, &record(40, "d", false)).is_ok());
+    }
+
+    #[test]
+    fn a_write_need_not_out_stamp_what_the_server_clamped_away() {
+        // Proves: a device that saw only the server's clamped, rewritten row of a write
+        // stamped far ahead must out-stamp the row, not the far-ahead write behind it.
+        let mut causality = Causality::default();
+        causality.written(0, T, &record(100, "a", false)).unwrap();
+        let mut stored = record(60, "a", false);
+        stored.data = crate::server::rewritten(&stored.data);
+        shown(&mut causality, 1, &stored, false).unwrap();
+        assert!(causality.written(1, T, &record(70, "b", false)).is_ok());
+        // The row's own stamp still counts.
+        shown(&mut causality, 2, &stored, false).unwrap();
+        let error = causality
+            .written(2, T, &record(55, "c", false))
+            .unwrap_err();
+        assert!(error.starts_with("causality:"), "{error}");
     }
 
     #[test]
