@@ -157,18 +157,10 @@ pub(crate) fn overreach(
                     item.client_id, item.id, named.entity, named.client_id
                 )));
             }
-            let moved = named
-                .space_id
-                .as_ref()
-                .is_some_and(|space_id| *space_id != item.space_id);
-            if kind == PageKind::Incremental && moved {
+            if kind == PageKind::Incremental && named.space_id != item.space_id {
                 return Ok(Err(format!(
                     "a {entity} row ({} / {}) moves record {} from space {} to {}",
-                    item.client_id,
-                    item.id,
-                    named.client_id,
-                    named.space_id.as_deref().unwrap_or_default(),
-                    item.space_id
+                    item.client_id, item.id, named.client_id, named.space_id, item.space_id
                 )));
             }
         }

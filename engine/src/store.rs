@@ -130,23 +130,21 @@ pub fn parent_record(
 pub struct Placement {
     pub client_id: String,
     pub entity: String,
-    /// `None` for an id mapping whose record is gone.
-    pub space_id: Option<String>,
+    pub space_id: String,
 }
 
-/// The record with this client id, if the device holds one, and the record the id map
-/// gives this server id to, if any ([`mapped_placement`]): the two lookups of a pulled
-/// row, in one statement.
+/// The record with this client id, if the device holds one, and the record that holds
+/// this server id, if any ([`mapped_placement`]): the two lookups of a pulled row, in one
+/// statement.
 pub fn placements(
     conn: &Connection,
     client_id: &str,
     server_id: &str,
 ) -> rusqlite::Result<(Option<Placement>, Option<Placement>)> {
     conn.prepare_cached(
-        "SELECT r.entity, r.space_id, m.client_id, m.entity, mr.space_id \
+        "SELECT r.entity, r.space_id, m.client_id, m.entity, m.space_id \
          FROM (SELECT 1) LEFT JOIN records r ON r.client_id = ?1 \
-         LEFT JOIN id_map m ON m.server_id = ?2 \
-         LEFT JOIN records mr ON mr.client_id = m.client_id",
+         LEFT JOIN records m ON m.server_id = ?2",
     )?
     .query_row([client_id, server_id], |row| {
         let by_client_id = match row.get::<_, Option<String>>(0)? {
@@ -169,21 +167,18 @@ pub fn placements(
     })
 }
 
-/// The record the id map gives this server id to, if any, under the entity the mapping
-/// was made for (which is what a replacement of that entity clears).
+/// The record that holds this server id, if any, under its entity (which is what a
+/// replacement of that entity clears).
 pub fn mapped_placement(conn: &Connection, server_id: &str) -> rusqlite::Result<Option<Placement>> {
-    conn.prepare_cached(
-        "SELECT m.client_id, m.entity, r.space_id FROM id_map m \
-         LEFT JOIN records r ON r.client_id = m.client_id WHERE m.server_id = ?1",
-    )?
-    .query_row([server_id], |row| {
-        Ok(Placement {
-            client_id: row.get(0)?,
-            entity: row.get(1)?,
-            space_id: row.get(2)?,
+    conn.prepare_cached("SELECT client_id, entity, space_id FROM records WHERE server_id = ?1")?
+        .query_row([server_id], |row| {
+            Ok(Placement {
+                client_id: row.get(0)?,
+                entity: row.get(1)?,
+                space_id: row.get(2)?,
+            })
         })
-    })
-    .optional()
+        .optional()
 }
 
 pub fn list_records(
@@ -542,7 +537,7 @@ pub fn token(conn: &Connection, name: &str) -> rusqlite::Result<Option<String>> 
 
 // ---- bulk removal -----------------------------------------------------------------------
 
-/// Deletes one space's records, id mappings, queued ops and conflicts.
+/// Deletes one space's records (their server ids with them), queued ops and conflicts.
 pub fn wipe_space_rows(conn: &Connection, space_id: &str) -> rusqlite::Result<usize> {
     changes::note_space(conn, space_id)?;
     conn.execute(
@@ -561,7 +556,8 @@ pub fn wipe_space_rows(conn: &Connection, space_id: &str) -> rusqlite::Result<us
     conn.execute("DELETE FROM records WHERE space_id = ?1", [space_id])
 }
 
-/// Deletes one entity's records, id mappings, queued ops, conflicts and sync state.
+/// Deletes one entity's records (their server ids with them), queued ops, conflicts and
+/// sync state.
 pub fn clear_entity(conn: &Connection, entity: &str) -> rusqlite::Result<()> {
     changes::note_entity(conn, entity)?;
     conn.execute("DELETE FROM conflicts WHERE entity = ?1", [entity])?;

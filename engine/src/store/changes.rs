@@ -42,9 +42,9 @@ macro_rules! note_columns {
 }
 
 /// The select list after the client id and entity, for the record `r` and its mapping `m`.
-macro_rules! shown_of_r_and_m {
+macro_rules! shown_of_r {
     () => {
-        "r.client_id IS NOT NULL, m.server_id, r.space_id, r.version, r.base_version, \
+        "r.client_id IS NOT NULL, r.server_id, r.space_id, r.version, r.base_version, \
          r.updated_at, r.is_deleted, r.data"
     };
 }
@@ -70,12 +70,11 @@ pub fn note(conn: &Connection, client_id: &str, entity: Option<&str>) -> rusqlit
     conn.prepare_cached(concat!(
         "INSERT INTO temp.record_changes (",
         note_columns!(),
-        ") SELECT ?1, COALESCE(r.entity, m.entity, ?2), ",
-        shown_of_r_and_m!(),
+        ") SELECT ?1, COALESCE(r.entity, ?2), ",
+        shown_of_r!(),
         " FROM (SELECT 1) LEFT JOIN main.records r ON r.client_id = ?1 \
-         LEFT JOIN main.id_map m ON m.client_id = ?1 \
          WHERE NOT EXISTS (SELECT 1 FROM temp.record_changes c WHERE c.client_id = ?1) \
-         AND COALESCE(r.entity, m.entity, ?2) IS NOT NULL"
+         AND COALESCE(r.entity, ?2) IS NOT NULL"
     ))?
     .execute(rusqlite::params![client_id, entity])?;
     Ok(())
@@ -89,9 +88,8 @@ macro_rules! note_records_where {
             "INSERT INTO temp.record_changes (",
             note_columns!(),
             ") SELECT r.client_id, r.entity, ",
-            shown_of_r_and_m!(),
-            " FROM main.records r LEFT JOIN main.id_map m ON m.client_id = r.client_id \
-             WHERE ",
+            shown_of_r!(),
+            " FROM main.records r WHERE ",
             $filter,
             " AND NOT EXISTS (SELECT 1 FROM temp.record_changes c \
              WHERE c.client_id = r.client_id)"
@@ -120,9 +118,8 @@ pub fn note_staged(conn: &Connection, entity: &str) -> rusqlite::Result<()> {
         "INSERT INTO temp.record_changes (",
         note_columns!(),
         ") SELECT s.client_id, s.entity, ",
-        shown_of_r_and_m!(),
+        shown_of_r!(),
         " FROM main.force_staging s LEFT JOIN main.records r ON r.client_id = s.client_id \
-         LEFT JOIN main.id_map m ON m.client_id = s.client_id \
          WHERE s.entity = ?1 \
          AND NOT EXISTS (SELECT 1 FROM temp.record_changes c WHERE c.client_id = s.client_id)"
     ))?
@@ -136,9 +133,8 @@ pub fn take(conn: &Connection) -> rusqlite::Result<BTreeMap<String, Vec<String>>
     let mut statement = conn.prepare_cached(
         "SELECT c.entity, c.client_id FROM temp.record_changes c \
          LEFT JOIN main.records r ON r.client_id = c.client_id \
-         LEFT JOIN main.id_map m ON m.client_id = c.client_id \
          WHERE c.existed IS NOT (r.client_id IS NOT NULL) \
-         OR ((c.existed OR r.client_id IS NOT NULL) AND (c.server_id IS NOT m.server_id \
+         OR ((c.existed OR r.client_id IS NOT NULL) AND (c.server_id IS NOT r.server_id \
              OR c.space_id IS NOT r.space_id OR c.version IS NOT r.version \
              OR c.base_version IS NOT r.base_version OR c.updated_at IS NOT r.updated_at \
              OR c.is_deleted IS NOT r.is_deleted OR c.data IS NOT r.data)) \
