@@ -429,23 +429,16 @@ fn apply_push_result(
     planted: crate::engine::PlantedDefects,
     announced: &mut Vec<String>,
 ) -> rusqlite::Result<PushOutcome> {
-    // Whether this result gave the record its first server id.
-    let mut mapped_now = false;
-    // That first server id, when `set_pushed_version` below writes it with the record's
-    // new version: one rewrite of the row instead of two.
+    // The first server id of a record that has none, when `set_pushed_version` below
+    // writes it with the record's new version: one rewrite of the row instead of two.
     let mut first_server_id: Option<&str> = None;
     if let Some(server_id) = &result.id {
         match &record_server_id {
             Some(None) if result.success && result.version.is_some() => {
-                mapped_now = !store::server_id_taken(tx, server_id)?;
-                if mapped_now {
-                    first_server_id = Some(server_id);
-                    announced.push(op.entity_id.clone());
-                }
+                first_server_id = Some(server_id);
             }
             Some(None) => {
-                mapped_now = store::add_id_mapping_unless_taken(tx, &op.entity_id, server_id)?;
-                if mapped_now {
+                if store::add_id_mapping_unless_taken(tx, &op.entity_id, server_id)? {
                     announced.push(op.entity_id.clone());
                 }
             }
@@ -466,15 +459,17 @@ fn apply_push_result(
             }
             // Before the op row goes: its payload becomes the record's merge base (later
             // local edits stay on top, unless the planted defect drops them).
-            store::set_pushed_version(
+            let mapped_now = store::set_pushed_version(
                 tx,
                 &op.entity_id,
                 op.seq,
                 version,
                 result.updated_at,
-                mapped_now,
                 first_server_id,
             )?;
+            if mapped_now {
+                announced.push(op.entity_id.clone());
+            }
             if overwrite {
                 store::planted_overwrite_with_op(tx, &op.entity_id, op.seq)?;
             }

@@ -354,27 +354,30 @@ fn merge_base_from_row(row: &Row<'_>) -> rusqlite::Result<Option<Map<String, Val
 
 /// A push of op `seq` was accepted: the pushed data (the op's payload, read from its
 /// queue row, which must still exist) becomes the record's merge base at the server's
-/// version and stamp (the one the server sent, else the op's own). With no later local edit on top (no other unfinished op of the record), the
-/// record itself takes the server's version (and stamp, when the server sent one); with
-/// later edits waiting, only the merge base moves. One statement per op: the push answer
-/// runs it for every op it acknowledges. `announced`: the caller announces the record as
-/// changed itself (it gains its first server id here), so no change note is taken.
-/// `first_server_id`: that server id, written with the version (the caller checked that
-/// no other record holds it, [`server_id_taken`]).
+/// version and stamp (the one the server sent, else the op's own). With no later local
+/// edit on top (no other unfinished op of the record), the record itself takes the
+/// server's version (and stamp, when the server sent one); with later edits waiting, only
+/// the merge base moves. One statement per op: the push answer runs it for every op it
+/// acknowledges.
+///
+/// `first_server_id`: the server id the result gave a record that has none, written with
+/// the version unless another record holds it already (a broken server: the first
+/// mapping stays). The unique index decides, with no lookup before: a refused write
+/// changed nothing, and the version is written again without the id. Returns whether the
+/// record took the id. It then shows a server id it did not show, a change the caller
+/// announces itself, so no change note is taken (`store/changes.rs`); otherwise the write
+/// takes its note.
+#[must_use = "a record that took its first server id is a change the caller must announce"]
 pub fn set_pushed_version(
     conn: &Connection,
     client_id: &str,
     seq: i64,
     version: i64,
     updated_at: Option<HlcStamp>,
-    announced: bool,
     first_server_id: Option<&str>,
-) -> rusqlite::Result<()> {
-    if !announced {
-        changes::note(conn, client_id, None)?;
-    }
-    let changed = conn
-        .prepare_cached(
+) -> rusqlite::Result<bool> {
+    let write = |server_id: Option<&str>| -> rusqlite::Result<usize> {
+        conn.prepare_cached(
             "UPDATE records SET (version, updated_at, base_updated_at) = ( \
                  SELECT CASE WHEN later THEN records.version ELSE ?3 END, \
                  CASE WHEN later THEN records.updated_at ELSE COALESCE(?4, records.updated_at) END, \
@@ -391,10 +394,32 @@ pub fn set_pushed_version(
             seq,
             version,
             updated_at.map(|stamp| stamp.0 as i64),
-            first_server_id
-        ])?;
+            server_id
+        ])
+    };
+    if first_server_id.is_some() {
+        match write(first_server_id) {
+            Ok(changed) => {
+                assert!(changed <= 1);
+                return Ok(changed == 1);
+            }
+            Err(error) if is_unique_violation(&error) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    changes::note(conn, client_id, None)?;
+    let changed = write(None)?;
     assert!(changed <= 1);
-    Ok(())
+    Ok(false)
+}
+
+/// Whether a statement failed on a UNIQUE constraint (SQLite then undid all it wrote).
+fn is_unique_violation(error: &rusqlite::Error) -> bool {
+    matches!(
+        error,
+        rusqlite::Error::SqliteFailure(failure, _)
+            if failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+    )
 }
 
 /// Whether the record got a new queued write after op `seq` was sent (the planted defect
@@ -502,12 +527,6 @@ pub fn set_id_mapping_unless_taken(
     )?
     .execute(params![client_id, server_id])?;
     Ok(())
-}
-
-/// Whether a record holds `server_id` already.
-pub fn server_id_taken(conn: &Connection, server_id: &str) -> rusqlite::Result<bool> {
-    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM records WHERE server_id = ?1)")?
-        .query_row([server_id], |row| row.get(0))
 }
 
 pub fn client_id_for_server_id(

@@ -56,13 +56,28 @@ pub fn enqueue_rendered(
     Ok(conn.last_insert_rowid())
 }
 
+/// The columns of an op read `FROM operation_queue q`, with `$status` for its status.
+macro_rules! op_columns {
+    ($status:literal) => {
+        concat!(
+            "q.id, q.op_id, q.entity, q.operation, q.entity_id, q.space_id, q.payload, \
+             q.base_version, q.hlc, q.force, ",
+            $status,
+            ", q.attempts, q.last_error, q.created_at"
+        )
+    };
+}
+
 /// The columns of an op, read `FROM operation_queue q`. An op of the push run on the
 /// wire is `pending` in its row and reads as `sending` (see [`mark_sending`]).
-pub(super) const OP_COLUMNS: &str =
-    "q.id, q.op_id, q.entity, q.operation, q.entity_id, q.space_id, q.payload, \
-     q.base_version, q.hlc, q.force, \
-     CASE WHEN EXISTS (SELECT 1 FROM push_in_flight f WHERE f.seq = q.id) THEN 'sending' \
-     ELSE q.status END, q.attempts, q.last_error, q.created_at";
+pub(super) const OP_COLUMNS: &str = op_columns!(
+    "CASE WHEN EXISTS (SELECT 1 FROM push_in_flight f WHERE f.seq = q.id) THEN 'sending' \
+     ELSE q.status END"
+);
+
+/// [`OP_COLUMNS`] when no run is in flight: every op's status is its row's, and reading
+/// it skips a lookup in `push_in_flight` per op.
+const OP_COLUMNS_NONE_IN_FLIGHT: &str = op_columns!("q.status");
 /// How many columns [`OP_COLUMNS`] names (a query may select more after them).
 pub(super) const OP_COLUMN_COUNT: usize = 14;
 
@@ -170,7 +185,7 @@ pub fn next_push_run(
     limit_for: impl Fn(&str) -> usize,
 ) -> rusqlite::Result<Vec<(QueuedOp, Option<String>)>> {
     let mut statement = conn.prepare_cached(&format!(
-        "SELECT {OP_COLUMNS}, r.server_id, r.entity IS q.entity \
+        "SELECT {OP_COLUMNS_NONE_IN_FLIGHT}, r.server_id, r.entity IS q.entity \
          FROM operation_queue q LEFT JOIN records r ON r.client_id = q.entity_id \
          WHERE q.status = 'pending' \
          AND (?1 IS NULL OR q.entity = ?1) \
@@ -179,11 +194,19 @@ pub fn next_push_run(
     let mut rows = statement.query(params![entity_filter])?;
     let mut run: Vec<(QueuedOp, Option<String>)> = Vec::new();
     while let Some(row) = rows.next()? {
+        // A full run stops before the next op is read.
+        if run
+            .first()
+            .is_some_and(|(first, _)| run.len() >= limit_for(&first.entity))
+        {
+            break;
+        }
         let op = op_from_row(row)?;
-        if let Some((first, _)) = run.first() {
-            if op.entity != first.entity || run.len() >= limit_for(&first.entity) {
-                break;
-            }
+        if run
+            .first()
+            .is_some_and(|(first, _)| op.entity != first.entity)
+        {
+            break;
         }
         if !row.get::<_, bool>(OP_COLUMN_COUNT + 1)? {
             return Err(row::damaged(
