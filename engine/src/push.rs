@@ -193,9 +193,10 @@ impl Engine {
     }
 
     /// Panics unless exactly the ops of the run in flight are `sending`: an op in flight
-    /// stays so until its answer (whoever resets it must hold the sync lock).
+    /// stays so until its answer (whoever resets it must hold the sync lock). Each op's
+    /// row is checked still `pending` by the statement that applies its result.
     pub(crate) fn assert_still_sending(&self, ops: &[store::SentOp]) -> Result<(), SyncError> {
-        let in_queue = store::sending_summary(&self.conn)?;
+        let in_flight = store::sending_summary(&self.conn)?;
         let sent = store::SendingSummary {
             count: ops.len() as i64,
             first: ops.first().map(|op| op.seq),
@@ -203,7 +204,7 @@ impl Engine {
             sum: ops.iter().map(|op| op.seq).sum(),
         };
         assert_eq!(
-            in_queue, sent,
+            in_flight, sent,
             "ops in flight must stay `sending` until answered"
         );
         Ok(())

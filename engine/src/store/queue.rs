@@ -131,12 +131,12 @@ pub struct SendingSummary {
     pub sum: i64,
 }
 
-/// The [`SendingSummary`] of the queue: the ops of the run in flight that are still
-/// queued and unanswered.
+/// The [`SendingSummary`] of the run in flight as marked (`push_in_flight`), read without
+/// touching the queue: each op's row is checked `pending` where its result is applied, by
+/// the statement that settles it ([`delete_op`], [`end_flight`], [`fail_op`] assert it).
 pub fn sending_summary(conn: &Connection) -> rusqlite::Result<SendingSummary> {
     conn.prepare_cached(
-        "SELECT COUNT(*), MIN(q.id), MAX(q.id), COALESCE(SUM(q.id), 0) FROM push_in_flight f \
-         CROSS JOIN operation_queue q ON q.id = f.seq WHERE q.status = 'pending'",
+        "SELECT COUNT(*), MIN(seq), MAX(seq), COALESCE(SUM(seq), 0) FROM push_in_flight",
     )?
     .query_row([], |row| {
         Ok(SendingSummary {
@@ -255,7 +255,7 @@ pub fn fail_op(
     let changed = conn
         .prepare_cached(
             "UPDATE operation_queue SET status = 'failed', last_error = ?2, error_code = ?3, \
-             updated_at = ?4 WHERE id = ?1",
+             updated_at = ?4 WHERE id = ?1 AND status = 'pending'",
         )?
         .execute(params![
             seq,
@@ -263,7 +263,7 @@ pub fn fail_op(
             code.map(ErrorCode::as_str),
             now_ms as i64
         ])?;
-    assert_eq!(changed, 1, "op {seq} vanished");
+    assert_eq!(changed, 1, "op {seq} was not pending when it failed");
     Ok(())
 }
 
@@ -393,9 +393,12 @@ pub fn mark_sending(conn: &Connection, seqs: &[i64]) -> rusqlite::Result<()> {
 /// it counts the attempt and is `pending` again (unless the caller settles it otherwise).
 pub fn end_flight(conn: &Connection, seq: i64) -> rusqlite::Result<()> {
     let changed = conn
-        .prepare_cached("UPDATE operation_queue SET attempts = attempts + 1 WHERE id = ?1")?
+        .prepare_cached(
+            "UPDATE operation_queue SET attempts = attempts + 1 \
+             WHERE id = ?1 AND status = 'pending'",
+        )?
         .execute([seq])?;
-    assert_eq!(changed, 1, "op {seq} vanished in flight");
+    assert_eq!(changed, 1, "op {seq} vanished or changed in flight");
     conn.prepare_cached("DELETE FROM push_in_flight WHERE seq = ?1")?
         .execute([seq])?;
     Ok(())
@@ -433,10 +436,13 @@ pub fn reset_sending(
     Ok(reset)
 }
 
-/// Removes finished (`success`) ops; they are kept only until the push's transaction ends.
+/// Removes op `seq`, answered and done with (acknowledged, or superseded by the server's
+/// state). It is `pending` in its row until then: anything else is a bug.
 pub fn delete_op(conn: &Connection, seq: i64) -> rusqlite::Result<()> {
-    conn.prepare_cached("DELETE FROM operation_queue WHERE id = ?1")?
+    let deleted = conn
+        .prepare_cached("DELETE FROM operation_queue WHERE id = ?1 AND status = 'pending'")?
         .execute([seq])?;
+    assert_eq!(deleted, 1, "op {seq} vanished or changed before its answer");
     Ok(())
 }
 

@@ -129,8 +129,22 @@ impl<'a, 'stmt> StoredRow<'a, 'stmt> {
         what: &str,
         parse: impl FnOnce(&str) -> Option<T>,
     ) -> rusqlite::Result<T> {
-        let text: String = self.get(column)?;
-        parse(&text).ok_or_else(|| self.damaged(column, format!("unknown {what} {text:?}")))
+        let text = self.text(column)?;
+        parse(text).ok_or_else(|| self.damaged(column, format!("unknown {what} {text:?}")))
+    }
+
+    /// Text, borrowed from the row (what [`StoredRow::parsed`] reads: a parse that keeps
+    /// the text copies it once, and one that does not copies nothing).
+    fn text(&self, column: usize) -> rusqlite::Result<&str> {
+        match self.row.get_ref(column)? {
+            ValueRef::Text(bytes) => {
+                std::str::from_utf8(bytes).map_err(|error| self.damaged(column, error))
+            }
+            other => Err(self.damaged(
+                column,
+                format!("holds a value of the wrong type ({})", other.data_type()),
+            )),
+        }
     }
 
     /// An entity type's name (whether the app registers it is not the row's concern).
