@@ -435,7 +435,7 @@ impl Engine {
                 is_deleted: false,
                 data,
             };
-            let data_text = store::put_local_record(&tx, &record)?;
+            let data_text = store::insert_created_record(&tx, &record)?;
             if split {
                 unqueued.push((record, op_id));
             } else {

@@ -221,6 +221,30 @@ pub fn put_local_record(conn: &Connection, record: &Record) -> rusqlite::Result<
     Ok(data_text)
 }
 
+/// Inserts a record the device has just created (a new client id, never pushed, no server
+/// id): one plain insert, where [`put_local_record`]'s upsert would look for a row to
+/// update first. A record that exists already is refused by the primary key (the write
+/// fails and its transaction with it). Takes no change note, like [`put_local_record`].
+/// Returns the data's text as stored.
+pub fn insert_created_record(conn: &Connection, record: &Record) -> rusqlite::Result<String> {
+    assert!(record.server_id.is_none() && record.base_version == 0);
+    let data_text = object_to_text(&record.data);
+    conn.prepare_cached(
+        "INSERT INTO records (client_id, entity, space_id, version, base_version, updated_at, \
+         is_deleted, data) VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        record.client_id,
+        record.entity,
+        record.space_id,
+        record.version,
+        record.updated_at.0 as i64,
+        record.is_deleted,
+        data_text,
+    ])?;
+    Ok(data_text)
+}
+
 /// Writes a record row whole together with the data its `base_version` holds on the
 /// server (the merge base) and the server's stamp of it, in one statement. Pass
 /// `&record.data` and `record.updated_at` when the record is the server's copy.

@@ -16,12 +16,13 @@
 //!
 //! A local write (create, `create_many`, update, delete, a resolution written as a local
 //! edit) knows the records it changes and that each of them changes (a new stamp at
-//! least): it writes through `store::put_local_record`, which takes no note, and
-//! announces its records itself, so a bulk insert pays nothing for notifications. Two
-//! sync writes know it as well and do the same: a pulled record the device did not hold
-//! (`store::NewRowWriter` or `store::insert_pulled_record`; it appears) and a
-//! push result that gives a record its first server id
-//! (`store::add_id_mapping_unless_taken`; it shows a server id it did not show), which
+//! least): it writes through `store::put_local_record` (a create through
+//! `store::insert_created_record`), which take no note, and announces its records
+//! itself, so a bulk insert pays nothing for notifications. Two sync writes know it as
+//! well and do the same: a pulled record the device did not hold (`store::NewRowWriter`
+//! or `store::insert_pulled_record`; it appears) and a push result that gives a record
+//! its first server id (`store::set_pushed_version` or
+//! `store::add_id_mapping_unless_taken`; it shows a server id it did not show), which
 //! are every row of a first sync.
 //!
 //! Notes are explicit statements, not triggers: a trigger on `records` makes SQLite keep
